@@ -1,0 +1,7 @@
+//! Integration tests for cairn-hal: one binary, a module per area, tests
+//! named by priority (t10 first).
+
+mod ekf;
+mod faults;
+mod harness;
+mod world_server;

@@ -1,0 +1,161 @@
+//! Node configuration with rover-LAN defaults.
+//!
+//! | setting | default | why |
+//! |---|---|---|
+//! | `heartbeat_interval_ms` | 100 | 6+ heartbeats per election timeout: a couple of lost Wi-Fi frames never trigger an election |
+//! | `election_timeout_ms_min` | 600 | well above a Pi SD card's p99 fsync stall (~100–200 ms), so a slow disk is not mistaken for a dead leader; openraft's 150 ms would be |
+//! | `election_timeout_ms_max` | 900 | randomisation window that makes split votes rare; failover is ≈ 0.6–1.0 s plus one vote round |
+//! | `connect_timeout_ms` | 300 | a LAN connect takes < 5 ms; longer means the peer is gone |
+//! | `reconnect_backoff_ms_min`/`max` | 50 / 2000 | exponential with jitter between these |
+//! | `write_timeout_ms` | 5000 | a write that cannot commit for 5 s reports "outcome unknown" instead of hanging |
+//! | `snapshot_every_entries` | 10000 | a snapshot of a mission state is small (< 1 MiB); this bounds replay on restart to seconds |
+//! | `logs_kept_after_snapshot` | 1000 | lets a briefly lagging follower catch up from the log, not a snapshot |
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::frame::DEFAULT_MAX_FRAME_BYTES;
+
+/// Raft timings; see the module table for the defaults' reasons.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTimings {
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election timeout.
+    pub election_timeout_ms_min: u64,
+    /// Upper bound of the randomised election timeout.
+    pub election_timeout_ms_max: u64,
+    /// Deadline for opening a peer connection.
+    pub connect_timeout_ms: u64,
+    /// First reconnect delay after a failure.
+    pub reconnect_backoff_ms_min: u64,
+    /// Cap of the reconnect delay.
+    pub reconnect_backoff_ms_max: u64,
+    /// How long a client write may wait to commit.
+    pub write_timeout_ms: u64,
+    /// Deadline for one snapshot chunk.
+    pub install_snapshot_timeout_ms: u64,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_ms_min: 600,
+            election_timeout_ms_max: 900,
+            connect_timeout_ms: 300,
+            reconnect_backoff_ms_min: 50,
+            reconnect_backoff_ms_max: 2000,
+            write_timeout_ms: 5000,
+            install_snapshot_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// When snapshots are taken and how much log is kept behind them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotSettings {
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot.
+    pub logs_kept_after_snapshot: u64,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        Self {
+            snapshot_every_entries: 10_000,
+            logs_kept_after_snapshot: 1000,
+        }
+    }
+}
+
+/// Everything a Raft node needs to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftNodeConfig {
+    /// This node's id: unique in the cluster, never reused for another node.
+    pub id: u64,
+    /// Address the transport listens on (`0` port picks a free one).
+    pub listen_addr: String,
+    /// Address peers dial; defaults to the bound listen address.
+    #[serde(default)]
+    pub advertise_addr: Option<String>,
+    /// Address of this node's admin API, recorded in membership so clients
+    /// can be pointed at the leader.
+    #[serde(default)]
+    pub api_addr: String,
+    /// Directory of the RocksDB database and incoming snapshots.
+    pub data_dir: PathBuf,
+    /// Raft timings.
+    #[serde(default)]
+    pub timings: RaftTimings,
+    /// Snapshot policy.
+    #[serde(default)]
+    pub snapshots: SnapshotSettings,
+    /// Largest frame accepted from a peer.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+}
+
+fn default_max_frame_bytes() -> usize {
+    DEFAULT_MAX_FRAME_BYTES
+}
+
+impl RaftNodeConfig {
+    /// A config with defaults for everything but identity and placement.
+    pub fn new(id: u64, listen_addr: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            id,
+            listen_addr: listen_addr.into(),
+            advertise_addr: None,
+            api_addr: String::new(),
+            data_dir: data_dir.into(),
+            timings: RaftTimings::default(),
+            snapshots: SnapshotSettings::default(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+
+    /// Check the settings that would make a cluster misbehave.
+    pub fn validate(&self) -> Result<(), Error> {
+        let t = &self.timings;
+        let bad = |field: &'static str, reason: String| Err(Error::Config { field, reason });
+        if self.id == 0 {
+            return bad("id", "node id 0 is reserved; use 1 or more".into());
+        }
+        if t.heartbeat_interval_ms == 0 {
+            return bad("timings.heartbeat_interval_ms", "must be at least 1".into());
+        }
+        if t.election_timeout_ms_min < 3 * t.heartbeat_interval_ms {
+            return bad(
+                "timings.election_timeout_ms_min",
+                format!(
+                    "{} ms is less than 3 heartbeats ({} ms each); followers would start elections under a healthy leader",
+                    t.election_timeout_ms_min, t.heartbeat_interval_ms
+                ),
+            );
+        }
+        if t.election_timeout_ms_max <= t.election_timeout_ms_min {
+            return bad(
+                "timings.election_timeout_ms_max",
+                "must be greater than election_timeout_ms_min".into(),
+            );
+        }
+        if self.snapshots.snapshot_every_entries == 0 {
+            return bad("snapshots.snapshot_every_entries", "must be at least 1".into());
+        }
+        if self.max_frame_bytes < (2 << 20) {
+            return bad(
+                "max_frame_bytes",
+                "must be at least 2 MiB (a 1 MiB snapshot chunk plus headers)".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! The Raft log and Raft metadata on RocksDB.
+//!
+//! Column families: `log` (big-endian index → postcard entry), `meta` (vote,
+//! committed, last purged). The state machine's column family is `sm`, owned
+//! by [`super::sm_store`]; all three live in one DB so one WAL orders them.
+//!
+//! Durability: an append is written as one `WriteBatch` (readable at once,
+//! as openraft requires when `append` returns) and its `IOFlushed` callback
+//! is handed to a dedicated sync thread. That thread drains every callback
+//! that is waiting, issues a single `flush_wal(sync = true)` for all of them
+//! (group commit), and only then fires the callbacks. A callback never fires
+//! before the WAL that holds its entries is on disk.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::Bound;
+use std::ops::RangeBounds;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::storage::IOFlushed;
+use openraft::storage::LogState;
+use openraft::storage::RaftLogStorage;
+use openraft::OptionalSend;
+use openraft::RaftLogReader;
+use rocksdb::WriteBatch;
+use rocksdb::WriteOptions;
+use rocksdb::DB;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Entry;
+use super::LogId;
+use super::TypeConfig;
+use super::Vote;
+use crate::metrics::StorageMetrics;
+use crate::storage::blocking;
+use crate::storage::CF_LOG;
+use crate::storage::CF_META;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// Callbacks waiting for the next fsync. Bounded so a stalled disk applies
+/// back-pressure to appends instead of growing memory: openraft keeps at most
+/// a few appends in flight, so 4096 is never reached in normal operation.
+const SYNC_QUEUE_BOUND: usize = 4096;
+
+/// RocksDB-backed [`RaftLogStorage`].
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    db: Arc<DB>,
+    sync_tx: mpsc::SyncSender<IOFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    pub(crate) fn new(db: Arc<DB>, metrics: StorageMetrics) -> io::Result<Self> {
+        let (sync_tx, sync_rx) = mpsc::sync_channel(SYNC_QUEUE_BOUND);
+        // The sync thread holds the DB weakly: when the store (and the state
+        // machine) are dropped the DB closes at once, so a node can be
+        // reopened in the same process right after shutdown.
+        let sync_db = Arc::downgrade(&db);
+        std::thread::Builder::new()
+            .name("cairn-wal-sync".into())
+            .spawn(move || sync_loop(sync_db, sync_rx, metrics))?;
+        Ok(Self { db, sync_tx })
+    }
+
+    fn cf(&self, name: &str) -> io::Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| io::Error::other(format!("column family {name} missing")))
+    }
+
+    async fn get_meta<T: DeserializeOwned + Send + 'static>(&self, key: &'static [u8]) -> io::Result<Option<T>> {
+        let db = self.db.clone();
+        blocking(move || {
+            let cf = db
+                .cf_handle(CF_META)
+                .ok_or_else(|| io::Error::other("column family meta missing"))?;
+            match db.get_cf(cf, key).map_err(io::Error::other)? {
+                None => Ok(None),
+                Some(bytes) => decode(&bytes).map(Some),
+            }
+        })
+        .await
+    }
+
+    async fn put_meta<T: Serialize>(&self, key: &'static [u8], value: &T, sync: bool) -> io::Result<()> {
+        let bytes = encode(value)?;
+        let db = self.db.clone();
+        blocking(move || {
+            let cf = db
+                .cf_handle(CF_META)
+                .ok_or_else(|| io::Error::other("column family meta missing"))?;
+            let mut opts = WriteOptions::default();
+            opts.set_sync(sync);
+            db.put_cf_opt(cf, key, bytes, &opts).map_err(io::Error::other)
+        })
+        .await
+    }
+}
+
+/// The group-commit loop: one fsync for every callback that queued up while
+/// the previous fsync ran.
+fn sync_loop(db: std::sync::Weak<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>, metrics: StorageMetrics) {
+    // Bound one group so a burst cannot delay the first callback forever.
+    const MAX_GROUP: usize = 1024;
+    let mut group = Vec::with_capacity(64);
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(cb) => group.push(cb),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let res = match db.upgrade() {
+            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+            None => Err("database closed before fsync".to_string()),
+        };
+        metrics.observe_fsync(started.elapsed(), group.len());
+        match res {
+            Ok(()) => group.drain(..).for_each(|cb| cb.io_completed(Ok(()))),
+            Err(msg) => {
+                // An fsync failure leaves the page cache in an unknown state
+                // (the "fsyncgate" lesson): report it to openraft, which
+                // stops the node rather than acknowledging unsynced entries.
+                tracing::error!(error = %msg, "wal fsync failed");
+                group
+                    .drain(..)
+                    .for_each(|cb| cb.io_completed(Err(io::Error::other(msg.clone()))));
+            }
+        }
+    }
+    tracing::debug!("wal sync thread exits: log store dropped");
+}
+
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> io::Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn key_index(key: &[u8]) -> io::Result<u64> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "log key is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn read_range(db: &DB, start: u64, end_exclusive: Option<u64>) -> io::Result<Vec<Entry>> {
+    let cf = db
+        .cf_handle(CF_LOG)
+        .ok_or_else(|| io::Error::other("column family log missing"))?;
+    let from = index_key(start);
+    let mut out = Vec::new();
+    for item in db.iterator_cf(cf, rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward)) {
+        let (key, value) = item.map_err(io::Error::other)?;
+        let index = key_index(&key)?;
+        if end_exclusive.is_some_and(|end| index >= end) {
+            break;
+        }
+        let entry: Entry = decode(&value)?;
+        debug_assert_eq!(entry.log_id.index, index, "log key and entry index disagree");
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(x) => Some(x.saturating_add(1)),
+            Bound::Excluded(x) => Some(*x),
+            Bound::Unbounded => None,
+        };
+        let db = self.db.clone();
+        blocking(move || read_range(&db, start, end)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(KEY_VOTE).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED).await?;
+        let db = self.db.clone();
+        let last = blocking(move || {
+            let cf = db
+                .cf_handle(CF_LOG)
+                .ok_or_else(|| io::Error::other("column family log missing"))?;
+            match db.iterator_cf(cf, rocksdb::IteratorMode::End).next() {
+                None => Ok(None),
+                Some(item) => {
+                    let (_, value) = item.map_err(io::Error::other)?;
+                    decode::<Entry>(&value).map(|e| Some(e.log_id))
+                }
+            }
+        })
+        .await?;
+        Ok(LogState {
+            last_log_id: last.or(last_purged_log_id),
+            last_purged_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        // A vote must be on disk before the node acts on it (Raft §5.2).
+        self.put_meta(KEY_VOTE, vote, true).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not synced: losing it only means re-applying from the snapshot on
+        // restart up to an older committed index, which is safe.
+        self.put_meta(KEY_COMMITTED, &committed, false).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED).await?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        {
+            let cf = self.cf(CF_LOG)?;
+            for entry in entries {
+                batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry)?);
+            }
+        }
+        let db = self.db.clone();
+        // One batch, not synced here: the sync thread fsyncs it (grouped).
+        blocking(move || db.write(batch).map_err(io::Error::other)).await?;
+        self.sync_tx
+            .send(callback)
+            .map_err(|_| io::Error::other("wal sync thread has stopped"))?;
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map(|id| id.index + 1).unwrap_or(0);
+        tracing::debug!(from, "truncate log");
+        let db = self.db.clone();
+        blocking(move || {
+            let cf = db
+                .cf_handle(CF_LOG)
+                .ok_or_else(|| io::Error::other("column family log missing"))?;
+            // Synced: a truncated suffix must not reappear after a crash next
+            // to newer entries appended at the same indexes.
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf, index_key(from), index_key(u64::MAX));
+            // delete_range's end is exclusive: remove u64::MAX explicitly.
+            batch.delete_cf(cf, index_key(u64::MAX));
+            db.write_opt(batch, &opts).map_err(io::Error::other)
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        tracing::debug!(upto = log_id.index, "purge log");
+        let meta = encode(&log_id)?;
+        let db = self.db.clone();
+        blocking(move || {
+            let cf_log = db
+                .cf_handle(CF_LOG)
+                .ok_or_else(|| io::Error::other("column family log missing"))?;
+            let cf_meta = db
+                .cf_handle(CF_META)
+                .ok_or_else(|| io::Error::other("column family meta missing"))?;
+            // Record last-purged and delete in one batch: never a state where
+            // entries are gone but the store does not know it.
+            let mut batch = WriteBatch::default();
+            batch.put_cf(cf_meta, KEY_LAST_PURGED, meta);
+            batch.delete_range_cf(cf_log, index_key(0), index_key(log_id.index + 1));
+            db.write(batch).map_err(io::Error::other)
+        })
+        .await
+    }
+}

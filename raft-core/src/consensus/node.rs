@@ -1,0 +1,776 @@
+//! A running Raft node: start-up, writes with leader forwarding, reads,
+//! membership, status.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
+
+use cairn_state::ClientTag;
+use cairn_state::StateMachine;
+use openraft::errors::ClientWriteError;
+use openraft::errors::InitializeError;
+use openraft::errors::LinearizableReadError;
+use openraft::errors::RaftError;
+use openraft::type_config::async_runtime::WatchReceiver;
+use openraft::ChangeMembers;
+use openraft::ReadPolicy;
+use openraft::ServerState;
+use openraft::SnapshotPolicy;
+use tokio::sync::broadcast;
+use tokio::sync::watch;
+
+use super::network::CallError;
+use super::network::NetConfig;
+use super::network::NetworkFactory;
+use super::network::PeerClient;
+use super::protocol::AdminRequest;
+use super::protocol::ForwardError;
+use super::protocol::Request;
+use super::protocol::Response;
+use super::sm_store::ChangeEvent;
+use super::sm_store::Shared;
+use super::sm_store::StateMachineStore;
+use super::Applied;
+use super::Member;
+use super::NodeId;
+use super::Proposal;
+use super::Raft;
+use super::RaftMetrics;
+use crate::config::RaftNodeConfig;
+use crate::error::Error;
+use crate::metrics::NodeMetrics;
+use crate::transport::Dialer;
+use crate::transport::TcpDialer;
+
+/// How many times a write chases a moving leader before giving up.
+const FORWARD_ATTEMPTS: usize = 5;
+
+/// How a read is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// Linearizable: the leader confirms it still leads (read-index, one
+    /// heartbeat round) and this node waits until it has applied at least
+    /// that index. Sees every write acknowledged before the read started.
+    #[default]
+    Linearizable,
+    /// Whatever this node has applied: no network round trip, may be stale
+    /// by the replication lag (or more, if the node is partitioned).
+    Stale,
+}
+
+/// A committed write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WriteOutcome<R> {
+    /// Log index the write was committed at.
+    pub index: u64,
+    /// What the state machine returned.
+    pub response: R,
+}
+
+/// Raft role of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Leads the cluster.
+    Leader,
+    /// Votes and replicates.
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Replicates, does not vote.
+    Learner,
+    /// Stopped.
+    Shutdown,
+}
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Addresses.
+    pub member: Member,
+    /// Voter (true) or learner.
+    pub voter: bool,
+    /// Highest log index known replicated to it (leader only).
+    pub matched_index: Option<u64>,
+    /// Entries it is behind the leader's last log index (leader only).
+    pub lag: Option<u64>,
+}
+
+/// A node's view of the cluster, like `etcdctl endpoint status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Current term.
+    pub term: u64,
+    /// Leader, if known.
+    pub leader: Option<NodeId>,
+    /// Last log index.
+    pub last_log_index: Option<u64>,
+    /// Highest committed index.
+    pub committed_index: Option<u64>,
+    /// Highest applied index.
+    pub applied_index: Option<u64>,
+    /// Index of the latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Log purged up to here.
+    pub purged_index: Option<u64>,
+    /// Members, voters first.
+    pub members: Vec<MemberStatus>,
+}
+
+/// Forwarding connections to other nodes, shared by concurrent callers.
+struct ForwardPool {
+    net: NetConfig,
+    peers: tokio::sync::Mutex<HashMap<NodeId, PeerClient>>,
+}
+
+impl ForwardPool {
+    async fn call(&self, target: NodeId, addr: &str, req: Request, timeout: Duration) -> Result<Response, CallError> {
+        // One client per peer; `call` clones the connection out so concurrent
+        // forwarded requests share it (pipelined) rather than queue on a lock.
+        let conn = {
+            let mut peers = self.peers.lock().await;
+            let client = peers
+                .entry(target)
+                .or_insert_with(|| PeerClient::new(target, addr.to_string(), self.net.clone()));
+            client.retarget(addr);
+            client.shared_connection().await?
+        };
+        let res = PeerClient::call_on(&conn, target, req, timeout).await;
+        if matches!(res, Err(CallError::Network { .. })) {
+            if let Some(c) = self.peers.lock().await.get_mut(&target) {
+                c.mark_failed(&conn);
+            }
+        }
+        res
+    }
+}
+
+/// The state one node's tasks share.
+pub(crate) struct Core<S: StateMachine> {
+    pub(crate) id: NodeId,
+    pub(crate) raft: Raft<S>,
+    pub(crate) shared: Arc<Shared<S>>,
+    pub(crate) metrics: NodeMetrics,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) max_frame_bytes: usize,
+    write_timeout: Duration,
+    election_timeout_max: Duration,
+    forward: ForwardPool,
+    last_stamp_ms: AtomicU64,
+}
+
+fn forward_err(leader: Option<(NodeId, Member)>) -> ForwardError {
+    ForwardError::NotLeader { leader }
+}
+
+impl<S: StateMachine> Core<S> {
+    /// Leader's timestamp for a proposal: wall clock, but never going back
+    /// while this node leads (NTP steps must not reorder deadlines).
+    fn stamp(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let prev = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
+        prev.max(now)
+    }
+
+    /// Propose on this node; fails with `NotLeader` if it does not lead.
+    async fn propose_local(&self, mut proposal: Proposal) -> Result<(u64, Applied), ForwardError> {
+        proposal.proposed_at_ms = self.stamp();
+        let started = std::time::Instant::now();
+        let fut = self.raft.client_write(proposal);
+        let res = match tokio::time::timeout(self.write_timeout, fut).await {
+            Err(_) => {
+                return Err(ForwardError::Failed {
+                    message: format!("write did not commit within {:?}", self.write_timeout),
+                })
+            }
+            Ok(r) => r,
+        };
+        match res {
+            Ok(resp) => {
+                self.metrics.proposal_seconds.observe(started.elapsed().as_secs_f64());
+                Ok((resp.log_id.index, resp.data))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(forward_err(f.leader_id.zip(f.leader_node)))
+            }
+            Err(e) => Err(ForwardError::Failed { message: e.to_string() }),
+        }
+    }
+
+    async fn read_index_local(&self) -> Result<u64, ForwardError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read) => Ok(read.index()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(forward_err(f.leader_id.zip(f.leader_node)))
+            }
+            Err(e) => Err(ForwardError::Failed { message: e.to_string() }),
+        }
+    }
+
+    fn members(&self) -> BTreeMap<NodeId, Member> {
+        let m = self.raft.metrics().borrow_watched().membership_config.clone();
+        m.nodes().map(|(id, n)| (*id, n.clone())).collect()
+    }
+
+    async fn admin_local(&self, req: AdminRequest) -> Result<(), ForwardError> {
+        let map = |e: RaftError<super::TypeConfig, ClientWriteError<super::TypeConfig>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward_err(f.leader_id.zip(f.leader_node)),
+            other => ForwardError::Failed {
+                message: other.to_string(),
+            },
+        };
+        if !self.raft.is_leader() {
+            let m = self.raft.metrics().borrow_watched().clone();
+            let leader = m
+                .current_leader
+                .and_then(|l| self.members().get(&l).cloned().map(|n| (l, n)));
+            return Err(forward_err(leader));
+        }
+        match req {
+            AdminRequest::AddLearner { id, member } => {
+                self.raft.add_learner(id, member, true).await.map_err(map)?;
+            }
+            AdminRequest::Promote { id } => {
+                if !self.members().contains_key(&id) {
+                    return Err(ForwardError::Failed {
+                        message: format!("node {id} is not a member; add it as a learner first"),
+                    });
+                }
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                    .await
+                    .map_err(map)?;
+            }
+            AdminRequest::Remove { id } => {
+                let m = self.raft.metrics().borrow_watched().membership_config.clone();
+                let is_voter = m.voter_ids().any(|v| v == id);
+                if !m.nodes().any(|(n, _)| *n == id) {
+                    return Err(ForwardError::Failed {
+                        message: format!("node {id} is not a member of the cluster"),
+                    });
+                }
+                if is_voter {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                        .await
+                        .map_err(map)?;
+                }
+                self.raft
+                    .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                    .await
+                    .map_err(map)?;
+            }
+            AdminRequest::TransferLeader { to } => {
+                let m = self.raft.metrics().borrow_watched().membership_config.clone();
+                if !m.voter_ids().any(|v| v == to) {
+                    return Err(ForwardError::Failed {
+                        message: format!("node {to} is not a voter; only voters can lead"),
+                    });
+                }
+                self.raft
+                    .trigger()
+                    .transfer_leader(to)
+                    .await
+                    .map_err(|e| ForwardError::Failed { message: e.to_string() })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Serve a request another node forwarded to us (we should lead).
+    pub(crate) async fn handle_forwarded(&self, req: Request) -> Response {
+        match req {
+            Request::ClientWrite(p) => Response::ClientWrite(self.propose_local(p).await),
+            Request::ReadIndex => Response::ReadIndex(self.read_index_local().await),
+            Request::Admin(a) => Response::Admin(self.admin_local(a).await),
+            other => Response::Error(format!("not a forwardable request: {other:?}")),
+        }
+    }
+
+    /// Run `local` here, or forward `request` to the leader, following the
+    /// leader as it moves (bounded attempts).
+    async fn on_leader<T, F, Fut>(
+        &self,
+        local: F,
+        request: impl Fn() -> Request,
+        unpack: impl Fn(Response) -> Option<Result<T, ForwardError>>,
+    ) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ForwardError>>,
+    {
+        let mut last = Error::NoLeader;
+        for attempt in 0..FORWARD_ATTEMPTS {
+            match local().await {
+                Ok(v) => return Ok(v),
+                Err(ForwardError::Failed { message }) => return Err(classify(message, self.write_timeout)),
+                Err(ForwardError::NotLeader { leader: None }) => {
+                    last = Error::NoLeader;
+                }
+                Err(ForwardError::NotLeader {
+                    leader: Some((leader, member)),
+                }) => {
+                    self.metrics.forwarded_writes.inc();
+                    let res = self
+                        .forward
+                        .call(leader, &member.raft_addr, request(), self.write_timeout)
+                        .await;
+                    match res {
+                        Ok(resp) => match unpack(resp) {
+                            Some(Ok(v)) => return Ok(v),
+                            Some(Err(ForwardError::Failed { message })) => {
+                                return Err(classify(message, self.write_timeout))
+                            }
+                            Some(Err(ForwardError::NotLeader { .. })) => last = Error::NoLeader,
+                            None => {
+                                return Err(Error::Unavailable {
+                                    leader,
+                                    reason: "unexpected response".into(),
+                                })
+                            }
+                        },
+                        // Definitely not delivered: safe to retry.
+                        Err(e @ CallError::Unreachable { .. }) => {
+                            last = Error::Unavailable {
+                                leader,
+                                reason: e.to_string(),
+                            }
+                        }
+                        // Maybe delivered: only the caller can decide.
+                        Err(CallError::Timeout { .. }) => {
+                            return Err(Error::Timeout {
+                                what: "forwarded request",
+                                after_ms: self.write_timeout.as_millis() as u64,
+                            })
+                        }
+                        Err(e) => {
+                            return Err(Error::Unavailable {
+                                leader,
+                                reason: e.to_string(),
+                            })
+                        }
+                    }
+                }
+            }
+            // Give an election time to finish before the next attempt.
+            let wait = self.election_timeout_max / 2 * (attempt as u32 + 1);
+            tokio::time::sleep(wait).await;
+        }
+        Err(last)
+    }
+}
+
+fn classify(message: String, write_timeout: Duration) -> Error {
+    if message.starts_with("write did not commit within") {
+        Error::Timeout {
+            what: "write",
+            after_ms: write_timeout.as_millis() as u64,
+        }
+    } else if message.contains("not a member") || message.contains("not a voter") {
+        Error::Membership { reason: message }
+    } else {
+        Error::Fatal { reason: message }
+    }
+}
+
+/// A running Raft node replicating the state machine `S`.
+pub struct RaftNode<S: StateMachine> {
+    core: Arc<Core<S>>,
+    raft_addr: String,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl<S: StateMachine> RaftNode<S> {
+    /// Open the data dir, listen for peers and start Raft over TCP.
+    pub async fn start(config: RaftNodeConfig) -> Result<Self, Error> {
+        Self::start_with_dialer(config, Arc::new(TcpDialer)).await
+    }
+
+    /// Like [`RaftNode::start`], with a custom [`Dialer`] between this node
+    /// and its peers (fault injection, proxies, simulated networks).
+    pub async fn start_with_dialer(config: RaftNodeConfig, dialer: Arc<dyn Dialer>) -> Result<Self, Error> {
+        config.validate()?;
+        let t = &config.timings;
+        let listener = tokio::net::TcpListener::bind(&config.listen_addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen_addr.clone(),
+                source,
+            })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| Error::Bind {
+                addr: config.listen_addr.clone(),
+                source,
+            })?
+            .to_string();
+        let raft_addr = config.advertise_addr.clone().unwrap_or(bound);
+
+        let metrics = NodeMetrics::new();
+        let db = crate::storage::open_db(&config.data_dir)?;
+        let log_store =
+            super::log_store::LogStore::new(db.clone(), metrics.storage.clone()).map_err(|source| Error::Storage {
+                what: "start wal sync thread".into(),
+                source,
+            })?;
+        let sm = StateMachineStore::<S>::open(db)
+            .await
+            .map_err(|source| Error::Storage {
+                what: "restore state machine".into(),
+                source,
+            })?;
+        let shared = sm.shared.clone();
+
+        let raft_config = openraft::Config {
+            cluster_name: "cairn".into(),
+            heartbeat_interval: t.heartbeat_interval_ms,
+            election_timeout_min: t.election_timeout_ms_min,
+            election_timeout_max: t.election_timeout_ms_max,
+            install_snapshot_timeout: t.install_snapshot_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshots.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: config.snapshots.logs_kept_after_snapshot,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(|e| Error::Config {
+            field: "timings",
+            reason: e.to_string(),
+        })?);
+        let net = NetConfig {
+            self_id: config.id,
+            dialer,
+            max_frame_bytes: config.max_frame_bytes,
+            connect_timeout: Duration::from_millis(t.connect_timeout_ms),
+            backoff_min: Duration::from_millis(t.reconnect_backoff_ms_min),
+            backoff_max: Duration::from_millis(t.reconnect_backoff_ms_max),
+        };
+        let raft = openraft::Raft::new(
+            config.id,
+            raft_config,
+            NetworkFactory { cfg: net.clone() },
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| Error::Fatal { reason: e.to_string() })?;
+
+        let core = Arc::new(Core {
+            id: config.id,
+            raft,
+            shared,
+            metrics,
+            data_dir: config.data_dir.clone(),
+            max_frame_bytes: config.max_frame_bytes,
+            write_timeout: Duration::from_millis(t.write_timeout_ms),
+            election_timeout_max: Duration::from_millis(t.election_timeout_ms_max),
+            forward: ForwardPool {
+                net,
+                peers: tokio::sync::Mutex::new(HashMap::new()),
+            },
+            last_stamp_ms: AtomicU64::new(0),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let server = tokio::spawn(super::server::serve(listener, core.clone(), shutdown_rx.clone()));
+        let gauges = tokio::spawn(track_metrics(core.clone(), shutdown_rx));
+        tracing::info!(id = config.id, raft_addr = %raft_addr, "raft node started");
+        Ok(Self {
+            core,
+            raft_addr,
+            shutdown,
+            tasks: vec![server, gauges],
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.core.id
+    }
+
+    /// The address peers dial (the bound one if the config used port 0).
+    pub fn raft_addr(&self) -> &str {
+        &self.raft_addr
+    }
+
+    /// Prometheus metrics of this node.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.core.metrics
+    }
+
+    /// Bootstrap a new cluster with `members` (which must include this
+    /// node). Refused, changing nothing, if this node already has state.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<(), Error> {
+        if !members.contains_key(&self.core.id) {
+            return Err(Error::Membership {
+                reason: format!("the member list must include this node ({})", self.core.id),
+            });
+        }
+        match self.core.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                Err(Error::AlreadyInitialized { node_id: self.core.id })
+            }
+            Err(e) => Err(Error::Membership { reason: e.to_string() }),
+        }
+    }
+
+    /// Whether this node has ever been part of a cluster.
+    pub async fn is_initialized(&self) -> Result<bool, Error> {
+        self.core
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Fatal { reason: e.to_string() })
+    }
+
+    /// Replicate a command (forwarded to the leader if needed). Untagged:
+    /// after a timeout the caller cannot know whether it applied; use
+    /// [`RaftNode::write_tagged`] when retries must be safe.
+    pub async fn write(&self, command: S::Command) -> Result<WriteOutcome<S::Response>, Error> {
+        self.propose(None, command).await
+    }
+
+    /// Replicate a command at most once per `tag`: retrying with the same tag
+    /// returns the first outcome instead of applying again.
+    pub async fn write_tagged(&self, tag: ClientTag, command: S::Command) -> Result<WriteOutcome<S::Response>, Error> {
+        self.propose(Some(tag), command).await
+    }
+
+    async fn propose(&self, tag: Option<ClientTag>, command: S::Command) -> Result<WriteOutcome<S::Response>, Error> {
+        let proposal = Proposal {
+            tag,
+            proposed_at_ms: 0,
+            command: postcard::to_stdvec(&command)?,
+        };
+        let core = &self.core;
+        let (index, applied) = core
+            .on_leader(
+                || core.propose_local(proposal.clone()),
+                || Request::ClientWrite(proposal.clone()),
+                |r| match r {
+                    Response::ClientWrite(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await?;
+        match applied {
+            Applied::Response(bytes) => Ok(WriteOutcome {
+                index,
+                response: postcard::from_bytes(&bytes)?,
+            }),
+            Applied::StaleRetry { last_seq } => Err(Error::Rejected {
+                reason: format!("retry of an old write (client is already at sequence {last_seq})"),
+            }),
+            Applied::Undecodable { reason } => Err(Error::Rejected {
+                reason: format!("command not understood by the state machine: {reason}"),
+            }),
+        }
+    }
+
+    /// Read the state machine with the given consistency.
+    pub async fn read<R>(&self, consistency: Consistency, f: impl FnOnce(&S) -> R) -> Result<R, Error> {
+        if consistency == Consistency::Linearizable {
+            let core = &self.core;
+            let index = core
+                .on_leader(
+                    || core.read_index_local(),
+                    || Request::ReadIndex,
+                    |r| match r {
+                        Response::ReadIndex(r) => Some(r),
+                        _ => None,
+                    },
+                )
+                .await?;
+            self.wait_applied(index, core.write_timeout).await?;
+        }
+        Ok(f(&self.core.shared.read().machine))
+    }
+
+    /// Wait until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), Error> {
+        self.core
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "wait applied")
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::Timeout {
+                what: "catching up to the read index",
+                after_ms: timeout.as_millis() as u64,
+            })
+    }
+
+    async fn admin(&self, req: AdminRequest) -> Result<(), Error> {
+        let core = &self.core;
+        core.on_leader(
+            || core.admin_local(req.clone()),
+            || Request::Admin(req.clone()),
+            |r| match r {
+                Response::Admin(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Add a non-voting member and wait until it has caught up.
+    pub async fn add_learner(&self, id: NodeId, member: Member) -> Result<(), Error> {
+        self.admin(AdminRequest::AddLearner { id, member }).await
+    }
+
+    /// Make a learner a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<(), Error> {
+        self.admin(AdminRequest::Promote { id }).await
+    }
+
+    /// Remove a member (voter or learner).
+    pub async fn remove(&self, id: NodeId) -> Result<(), Error> {
+        let known = self.status().members.iter().any(|m| m.id == id);
+        if !known {
+            return Err(Error::UnknownMember { node_id: id });
+        }
+        self.admin(AdminRequest::Remove { id }).await
+    }
+
+    /// Hand leadership to voter `to` (for rolling restarts).
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), Error> {
+        self.admin(AdminRequest::TransferLeader { to }).await
+    }
+
+    /// Wait until some leader is known, and return it.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, Error> {
+        let m = self
+            .core
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map_err(|_| Error::NoLeader)?;
+        m.current_leader.ok_or(Error::NoLeader)
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> Status {
+        let m = self.core.raft.metrics().borrow_watched().clone();
+        status_from(&m)
+    }
+
+    /// Applied commands, as they apply on this node. A receiver that falls
+    /// behind by the channel capacity gets `Lagged` and should re-read.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent<S>>> {
+        self.core.shared.events.subscribe()
+    }
+
+    /// Read the locally applied state without any consistency check.
+    pub fn local_state<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.core.shared.read().machine)
+    }
+
+    /// Stop Raft and the transport. Pending writes fail.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        let _ = self.shutdown.send(true);
+        let res = self.core.raft.shutdown().await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        res.map_err(|e| Error::Fatal { reason: e.to_string() })
+    }
+}
+
+impl<S: StateMachine> Drop for RaftNode<S> {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn status_from(m: &RaftMetrics) -> Status {
+    let role = match m.state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
+    };
+    let membership = m.membership_config.clone();
+    let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+    let last = m.last_log_index.unwrap_or(0);
+    let mut members: Vec<MemberStatus> = membership
+        .nodes()
+        .map(|(id, node)| {
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .map(|l| l.as_ref().map(|l| l.index).unwrap_or(0));
+            let matched = if *id == m.id && role == Role::Leader {
+                m.last_log_index
+            } else {
+                matched
+            };
+            MemberStatus {
+                id: *id,
+                member: node.clone(),
+                voter: voters.contains(id),
+                matched_index: matched,
+                lag: matched.map(|x| last.saturating_sub(x)),
+            }
+        })
+        .collect();
+    members.sort_by_key(|s| (!s.voter, s.id));
+    Status {
+        id: m.id,
+        role,
+        term: m.current_term,
+        leader: m.current_leader,
+        last_log_index: m.last_log_index,
+        committed_index: m.cluster_committed.as_ref().map(|l| l.index),
+        applied_index: m.last_applied.as_ref().map(|l| l.index),
+        snapshot_index: m.snapshot.as_ref().map(|l| l.index),
+        purged_index: m.purged.as_ref().map(|l| l.index),
+        members,
+    }
+}
+
+/// Mirror Raft's metrics into Prometheus gauges as they change.
+async fn track_metrics<S: StateMachine>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
+    let mut rx = core.raft.metrics();
+    let mut last_leader = None;
+    loop {
+        {
+            let m = rx.borrow_and_update().clone();
+            let g = &core.metrics;
+            g.term.set(m.current_term as i64);
+            g.commit_index
+                .set(m.cluster_committed.as_ref().map(|l| l.index as i64).unwrap_or(0));
+            g.applied_index
+                .set(m.last_applied.as_ref().map(|l| l.index as i64).unwrap_or(0));
+            g.is_leader.set(i64::from(m.state == ServerState::Leader));
+            if m.current_leader.is_some() && m.current_leader != last_leader {
+                g.leader_changes.inc();
+                last_leader = m.current_leader;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            changed = rx.changed() => if changed.is_err() { break },
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The listener side of the node-to-node transport.
+//!
+//! Raft protocol messages of one connection are handled in arrival order
+//! (appends must not be reordered); forwarded client requests run
+//! concurrently. A frame that is oversized or does not decode closes that
+//! connection with a logged error; the node keeps serving everyone else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cairn_state::StateMachine;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::sync::watch;
+
+use super::node::Core;
+use super::protocol::Request;
+use super::protocol::RequestFrame;
+use super::protocol::Response;
+use super::protocol::ResponseFrame;
+use super::Snapshot;
+use super::SnapshotMeta;
+use super::Vote;
+use crate::frame;
+use crate::frame::FrameError;
+use crate::transport::PeerStream;
+
+/// Responses queued for one connection's writer; bounded for back-pressure.
+const RESPONSE_QUEUE: usize = 256;
+
+/// Accept peers until `shutdown` flips.
+pub(crate) async fn serve<S: StateMachine>(
+    listener: TcpListener,
+    core: Arc<Core<S>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let core = core.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        serve_stream(Box::new(stream), core, peer.to_string(), shutdown).await;
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+struct Incoming {
+    vote: Vote,
+    meta: SnapshotMeta,
+    path: PathBuf,
+    file: tokio::fs::File,
+    received: u64,
+}
+
+/// Serve one peer connection until it closes or misbehaves.
+///
+/// The connection is closed when the node shuts down, so peers reconnect to
+/// whatever serves the address next instead of talking to a stopped node.
+pub(crate) async fn serve_stream<S: StateMachine>(
+    stream: Box<dyn PeerStream>,
+    core: Arc<Core<S>>,
+    peer: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<ResponseFrame>(RESPONSE_QUEUE);
+    let max = core.max_frame_bytes;
+    let writer = tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(16 << 10);
+        while let Some(first) = rx.recv().await {
+            buf.clear();
+            let mut next = Some(first);
+            while let Some(resp) = next {
+                if let Err(e) = frame::encode_frame(&resp, &mut buf, max) {
+                    tracing::warn!(error = %e, "dropping unencodable response");
+                }
+                next = if buf.len() < (1 << 20) {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if wr.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut buf = Vec::new();
+    let mut incoming: Option<Incoming> = None;
+    loop {
+        let read = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = frame::read_frame::<RequestFrame, _>(&mut rd, &mut buf, max) => r,
+        };
+        let req = match read {
+            Ok(r) => r,
+            Err(FrameError::Closed) => break,
+            Err(e @ (FrameError::TooLarge { .. } | FrameError::Malformed(_))) => {
+                core.metrics.rejected_frames.inc();
+                tracing::warn!(peer = %peer, error = %e, "closing peer connection: bad frame");
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "peer connection ended");
+                break;
+            }
+        };
+        let id = req.id;
+        let body = match req.body {
+            Request::Append(rpc) => match core.raft.append_entries(rpc).await {
+                Ok(r) => Response::Append(r),
+                Err(e) => Response::Error(e.to_string()),
+            },
+            Request::Vote(rpc) => match core.raft.vote(rpc).await {
+                Ok(r) => Response::Vote(r),
+                Err(e) => Response::Error(e.to_string()),
+            },
+            Request::PreVote(rpc) => match core.raft.pre_vote(rpc).await {
+                Ok(r) => Response::Vote(r),
+                Err(e) => Response::Error(e.to_string()),
+            },
+            Request::TransferLeader(rpc) => match core.raft.handle_transfer_leader(rpc).await {
+                Ok(r) => Response::TransferLeader(r),
+                Err(e) => Response::Error(e.to_string()),
+            },
+            Request::SnapshotChunk {
+                vote,
+                meta,
+                offset,
+                data,
+                done,
+            } => match receive_chunk(&core, &mut incoming, vote, meta, offset, data, done).await {
+                Ok(r) => Response::Snapshot(r),
+                Err(e) => {
+                    tracing::warn!(peer = %peer, error = %e, "snapshot chunk refused");
+                    Response::Error(e)
+                }
+            },
+            forwarded => {
+                let core = core.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let body = core.handle_forwarded(forwarded).await;
+                    let _ = tx.send(ResponseFrame { id, body }).await;
+                });
+                continue;
+            }
+        };
+        if tx.send(ResponseFrame { id, body }).await.is_err() {
+            break;
+        }
+    }
+    if let Some(inc) = incoming.take() {
+        let _ = tokio::fs::remove_file(&inc.path).await;
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Write a chunk to a temporary file; install the snapshot on the last one.
+/// Chunks go to disk as they arrive, so a large snapshot is never held twice
+/// in memory while it streams in.
+async fn receive_chunk<S: StateMachine>(
+    core: &Core<S>,
+    incoming: &mut Option<Incoming>,
+    vote: Vote,
+    meta: SnapshotMeta,
+    offset: u64,
+    data: Vec<u8>,
+    done: bool,
+) -> Result<Option<Vote>, String> {
+    use tokio::io::AsyncReadExt;
+
+    if offset == 0 {
+        if let Some(old) = incoming.take() {
+            let _ = tokio::fs::remove_file(&old.path).await;
+        }
+        let dir = core.data_dir.join("snapshot-incoming");
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
+        let path = dir.join(format!("{}.part", rand::random::<u64>()));
+        let file = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
+        *incoming = Some(Incoming {
+            vote,
+            meta: meta.clone(),
+            path,
+            file,
+            received: 0,
+        });
+    }
+    let Some(inc) = incoming.as_mut() else {
+        return Err(format!("snapshot chunk at offset {offset} without a start"));
+    };
+    if inc.received != offset || inc.meta != meta || inc.vote != vote {
+        let expected = inc.received;
+        if let Some(old) = incoming.take() {
+            let _ = tokio::fs::remove_file(&old.path).await;
+        }
+        return Err(format!(
+            "snapshot chunk out of order: expected offset {expected}, got {offset}"
+        ));
+    }
+    inc.file.write_all(&data).await.map_err(|e| e.to_string())?;
+    inc.received += data.len() as u64;
+    if !done {
+        return Ok(None);
+    }
+    let Some(mut inc) = incoming.take() else {
+        return Err("snapshot state lost".into());
+    };
+    inc.file.flush().await.map_err(|e| e.to_string())?;
+    let mut file = tokio::fs::File::open(&inc.path).await.map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(inc.received as usize);
+    file.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
+    let _ = tokio::fs::remove_file(&inc.path).await;
+    let snapshot = Snapshot {
+        meta: inc.meta,
+        snapshot: bytes.into(),
+    };
+    let resp = core
+        .raft
+        .install_full_snapshot(inc.vote, snapshot)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(resp.vote))
+}

@@ -1,0 +1,359 @@
+//! The state-machine adapter: turns committed log entries into calls of the
+//! domain's pure [`StateMachine::apply`], deduplicates tagged client writes,
+//! and keeps snapshots in RocksDB.
+//!
+//! The domain state lives in memory. It is persisted as a snapshot (built in
+//! the background every N entries, and on install); on restart the latest
+//! snapshot is restored and openraft re-applies the committed log after it.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::RwLockReadGuard;
+
+use cairn_state::Admission;
+use cairn_state::ApplyCtx;
+use cairn_state::Sessions;
+use cairn_state::StateMachine;
+use futures::Stream;
+use futures::TryStreamExt;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use rocksdb::WriteOptions;
+use rocksdb::DB;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::log_store::decode;
+use super::log_store::encode;
+use super::term_of;
+use super::Applied;
+use super::LogId;
+use super::Snapshot;
+use super::SnapshotData;
+use super::SnapshotMeta;
+use super::StoredMembership;
+use super::TypeConfig;
+use crate::storage::blocking;
+use crate::storage::CF_SM;
+
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// Version of [`SnapshotEnvelope`]'s layout; bump on any change.
+const ENVELOPE_VERSION: u32 = 1;
+/// Bound on the change-event channel: a subscriber that falls this far behind
+/// is told it lagged (and resynchronises) instead of holding memory.
+const EVENT_CHANNEL_CAPACITY: usize = 4096;
+
+/// One applied command, as the watch stream delivers it.
+#[derive(Clone, Debug)]
+pub struct ChangeEvent<S: StateMachine> {
+    /// Log index of the command.
+    pub index: u64,
+    /// Term of the leader that appended it.
+    pub term: u64,
+    /// The leader's timestamp on the proposal (ms since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// The command.
+    pub command: S::Command,
+    /// What applying it returned.
+    pub response: S::Response,
+}
+
+/// The replicated state plus what Raft needs to resume from it.
+pub(crate) struct Replica<S: StateMachine> {
+    pub(crate) machine: S,
+    sessions: Sessions<Applied>,
+    pub(crate) last_applied: Option<LogId>,
+    pub(crate) membership: StoredMembership,
+}
+
+impl<S: StateMachine> Default for Replica<S> {
+    fn default() -> Self {
+        Self {
+            machine: S::default(),
+            sessions: Sessions::default(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotEnvelope {
+    version: u32,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    sessions: Sessions<Applied>,
+    machine: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl<S: StateMachine> Replica<S> {
+    fn to_snapshot(&self) -> io::Result<(SnapshotMeta, SnapshotData)> {
+        let envelope = SnapshotEnvelope {
+            version: ENVELOPE_VERSION,
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            sessions: self.sessions.clone(),
+            machine: self.machine.snapshot(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+        };
+        Ok((meta, encode(&envelope)?.into()))
+    }
+
+    fn from_snapshot(bytes: &[u8]) -> io::Result<Self> {
+        let envelope: SnapshotEnvelope = decode(bytes)?;
+        if envelope.version != ENVELOPE_VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "snapshot envelope version {} is not supported (this build reads {ENVELOPE_VERSION})",
+                    envelope.version
+                ),
+            ));
+        }
+        let machine =
+            S::restore(&envelope.machine).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(Self {
+            machine,
+            sessions: envelope.sessions,
+            last_applied: envelope.last_applied,
+            membership: envelope.membership,
+        })
+    }
+
+    /// Apply one normal entry. Pure: the same entry gives the same result on
+    /// every replica.
+    fn apply_proposal(&mut self, proposal: &super::Proposal, ctx: &ApplyCtx) -> (Applied, Option<ChangeEvent<S>>) {
+        if let Some(tag) = &proposal.tag {
+            match self.sessions.admit(tag) {
+                Admission::Apply => {}
+                Admission::Duplicate(first) => return (first.clone(), None),
+                Admission::Stale { last_seq } => return (Applied::StaleRetry { last_seq }, None),
+            }
+        }
+        let (applied, event) = match postcard::from_bytes::<S::Command>(&proposal.command) {
+            Err(e) => (Applied::Undecodable { reason: e.to_string() }, None),
+            Ok(command) => {
+                let response = self.machine.apply(&command, ctx);
+                match postcard::to_stdvec(&response) {
+                    Ok(bytes) => (
+                        Applied::Response(bytes),
+                        Some(ChangeEvent {
+                            index: ctx.index,
+                            term: ctx.term,
+                            timestamp_ms: ctx.timestamp_ms,
+                            command,
+                            response,
+                        }),
+                    ),
+                    Err(e) => (Applied::Undecodable { reason: e.to_string() }, None),
+                }
+            }
+        };
+        if let Some(tag) = &proposal.tag {
+            self.sessions.record(tag, applied.clone(), ctx.index);
+        }
+        (applied, event)
+    }
+}
+
+/// State shared by the store, its snapshot builders and the node's readers.
+pub(crate) struct Shared<S: StateMachine> {
+    pub(crate) replica: RwLock<Replica<S>>,
+    pub(crate) events: broadcast::Sender<Arc<ChangeEvent<S>>>,
+}
+
+impl<S: StateMachine> Shared<S> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Replica<S>> {
+        // A poisoned lock means a panic inside apply, which the state-machine
+        // contract forbids; keep serving the last consistent state.
+        self.replica.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// openraft's [`RaftStateMachine`] over a domain [`StateMachine`].
+pub(crate) struct StateMachineStore<S: StateMachine> {
+    pub(crate) shared: Arc<Shared<S>>,
+    db: Arc<DB>,
+}
+
+impl<S: StateMachine> StateMachineStore<S> {
+    /// Open the store, restoring the latest persisted snapshot if any.
+    pub(crate) async fn open(db: Arc<DB>) -> io::Result<Self> {
+        let stored = load_snapshot(db.clone()).await?;
+        let replica = match stored {
+            Some(s) => {
+                let r = Replica::<S>::from_snapshot(&s.data)?;
+                tracing::info!(last_applied = ?r.last_applied, "restored state machine from snapshot");
+                r
+            }
+            None => Replica::default(),
+        };
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                replica: RwLock::new(replica),
+                events,
+            }),
+            db,
+        })
+    }
+}
+
+async fn load_snapshot(db: Arc<DB>) -> io::Result<Option<StoredSnapshot>> {
+    blocking(move || {
+        let cf = db
+            .cf_handle(CF_SM)
+            .ok_or_else(|| io::Error::other("column family sm missing"))?;
+        match db.get_cf(cf, KEY_SNAPSHOT).map_err(io::Error::other)? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some),
+        }
+    })
+    .await
+}
+
+async fn save_snapshot(db: Arc<DB>, meta: &SnapshotMeta, data: &SnapshotData) -> io::Result<()> {
+    let bytes = encode(&StoredSnapshot {
+        meta: meta.clone(),
+        data: data.to_vec(),
+    })?;
+    blocking(move || {
+        let cf = db
+            .cf_handle(CF_SM)
+            .ok_or_else(|| io::Error::other("column family sm missing"))?;
+        let mut opts = WriteOptions::default();
+        // Synced: the log is purged behind this snapshot right after.
+        opts.set_sync(true);
+        db.put_cf_opt(cf, KEY_SNAPSHOT, bytes, &opts).map_err(io::Error::other)
+    })
+    .await
+}
+
+/// Builds snapshots from a read lock on the shared replica.
+pub(crate) struct SnapshotBuilder<S: StateMachine> {
+    shared: Arc<Shared<S>>,
+    db: Arc<DB>,
+}
+
+impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = std::time::Instant::now();
+        let (meta, data) = self.shared.read().to_snapshot()?;
+        save_snapshot(self.db.clone(), &meta, &data).await?;
+        tracing::info!(
+            last_log_id = ?meta.last_log_id,
+            bytes = data.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
+        Ok(Snapshot { meta, snapshot: data })
+    }
+}
+
+impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder<S>;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let r = self.shared.read();
+        Ok((r.last_applied, r.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        // Collect first: the replica lock is a std lock and must not be held
+        // across an await.
+        let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        {
+            let mut r = self.shared.replica.write().unwrap_or_else(|p| p.into_inner());
+            for (entry, responder) in batch {
+                let log_id = entry.log_id;
+                debug_assert!(
+                    r.last_applied.as_ref().is_none_or(|a| a.index < log_id.index),
+                    "entries are applied in log order, once"
+                );
+                let applied = match &entry.payload {
+                    EntryPayload::Blank => None,
+                    EntryPayload::Membership(m) => {
+                        r.membership = StoredMembership::new(Some(log_id), m.clone());
+                        None
+                    }
+                    EntryPayload::Normal(proposal) => {
+                        let ctx = ApplyCtx {
+                            index: log_id.index,
+                            term: term_of(&log_id),
+                            timestamp_ms: proposal.proposed_at_ms,
+                        };
+                        let (applied, event) = r.apply_proposal(proposal, &ctx);
+                        events.extend(event);
+                        Some(applied)
+                    }
+                };
+                r.last_applied = Some(log_id);
+                if let Some(responder) = responder {
+                    replies.push((responder, applied.unwrap_or(Applied::Response(Vec::new()))));
+                }
+            }
+        }
+        for (responder, applied) in replies {
+            responder.send(applied);
+        }
+        for event in events {
+            // No subscriber is fine: events are a convenience, the state is
+            // the truth.
+            let _ = self.shared.events.send(Arc::new(event));
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+            db: self.db.clone(),
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let replica = Replica::<S>::from_snapshot(&snapshot)?;
+        if replica.last_applied != meta.last_log_id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "snapshot meta says last log id {:?} but its content is at {:?}",
+                    meta.last_log_id, replica.last_applied
+                ),
+            ));
+        }
+        save_snapshot(self.db.clone(), meta, &snapshot).await?;
+        *self.shared.replica.write().unwrap_or_else(|p| p.into_inner()) = replica;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = snapshot.len(), "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(load_snapshot(self.db.clone()).await?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: s.data.into(),
+        }))
+    }
+}

@@ -1,0 +1,107 @@
+//! Errors of cairn-raft.
+
+use std::io;
+
+/// What went wrong in a Raft node operation.
+///
+/// Recoverable errors (retry, possibly elsewhere) are [`Error::NoLeader`],
+/// [`Error::Unavailable`] and [`Error::Timeout`]; [`Error::Fatal`] and
+/// [`Error::Storage`] mean the node must stop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is unusable.
+    #[error("invalid config {field}: {reason}")]
+    Config {
+        /// The offending field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The data directory cannot be used.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// RocksDB or the snapshot files failed.
+    #[error("storage: {what}: {source}")]
+    Storage {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The transport could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// `initialize` on a node that already has state.
+    #[error("node {node_id} is already part of an initialized cluster; nothing was changed")]
+    AlreadyInitialized {
+        /// This node.
+        node_id: u64,
+    },
+    /// No leader is known right now (election in progress or quorum lost).
+    #[error("no leader is known (election in progress or quorum lost); retry shortly")]
+    NoLeader,
+    /// The leader could not be reached to forward a request.
+    #[error("leader {leader} unreachable: {reason}")]
+    Unavailable {
+        /// The leader we tried.
+        leader: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The operation did not finish in time; a write may or may not have
+    /// been applied (retry with the same client tag to find out safely).
+    #[error("{what} did not complete within {after_ms} ms; its outcome is unknown")]
+    Timeout {
+        /// The operation.
+        what: &'static str,
+        /// The deadline.
+        after_ms: u64,
+    },
+    /// The id is not a member of the cluster.
+    #[error("node {node_id} is not a member of the cluster")]
+    UnknownMember {
+        /// The id asked for.
+        node_id: u64,
+    },
+    /// A membership change was refused.
+    #[error("membership change refused: {reason}")]
+    Membership {
+        /// Why.
+        reason: String,
+    },
+    /// The write was not applied (stale retry, undecodable command).
+    #[error("write rejected: {reason}")]
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// Raft stopped (storage failure or shutdown).
+    #[error("raft node stopped: {reason}")]
+    Fatal {
+        /// Why.
+        reason: String,
+    },
+    /// A value could not be encoded or decoded.
+    #[error("codec: {0}")]
+    Codec(#[from] postcard::Error),
+}
+
+impl Error {
+    /// Whether retrying (possibly on another node) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NoLeader | Error::Unavailable { .. } | Error::Timeout { .. }
+        )
+    }
+}

@@ -1,0 +1,44 @@
+//! cairn-raft: consensus and storage for cairn.
+//!
+//! A [`RaftNode`] replicates any [`cairn_state::StateMachine`] over openraft,
+//! with the log, Raft metadata and snapshots in RocksDB and a binary
+//! (postcard) transport over persistent, pipelined TCP connections.
+//!
+//! # Layout
+//! - [`config`]: [`RaftNodeConfig`] and the rover-LAN timing defaults.
+//! - `consensus` (private): every use of openraft — type config, log store,
+//!   state-machine adapter, transport client and server, the node itself.
+//! - [`frame`]: the length-prefixed frame codec.
+//! - [`transport`]: the [`Dialer`] seam where tests put faults or proxies.
+//! - [`metrics`]: per-node Prometheus metrics (fsync latency among them).
+//!
+//! Key decisions: openraft is confined to `consensus` so the pinned alpha
+//! can be upgraded in one place; a write is acknowledged only after its
+//! entry is fsynced on a quorum (fsyncs are group-committed); the domain
+//! state machine stays pure and is driven through a trait it implements.
+#![deny(missing_docs)]
+
+pub mod config;
+mod consensus;
+pub mod error;
+pub mod frame;
+pub mod metrics;
+mod storage;
+pub mod transport;
+
+pub use config::RaftNodeConfig;
+pub use config::RaftTimings;
+pub use config::SnapshotSettings;
+pub use consensus::node::Consistency;
+pub use consensus::node::MemberStatus;
+pub use consensus::node::RaftNode;
+pub use consensus::node::Role;
+pub use consensus::node::Status;
+pub use consensus::node::WriteOutcome;
+pub use consensus::sm_store::ChangeEvent;
+pub use consensus::Member;
+pub use consensus::NodeId;
+pub use error::Error;
+pub use transport::Dialer;
+pub use transport::LinkControl;
+pub use transport::TcpDialer;

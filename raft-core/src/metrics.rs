@@ -1,0 +1,114 @@
+//! Prometheus metrics of one node.
+//!
+//! Each node has its own [`prometheus::Registry`] (several nodes can share a
+//! process in tests and the `local_cluster` example); the facade serves it.
+
+use std::time::Duration;
+
+use prometheus::Histogram;
+use prometheus::HistogramOpts;
+use prometheus::IntCounter;
+use prometheus::IntGauge;
+use prometheus::Registry;
+
+/// Metrics the storage layer records.
+#[derive(Clone)]
+pub struct StorageMetrics {
+    fsync_seconds: Histogram,
+    fsync_group_entries: Histogram,
+}
+
+impl StorageMetrics {
+    pub(crate) fn observe_fsync(&self, took: Duration, group: usize) {
+        self.fsync_seconds.observe(took.as_secs_f64());
+        self.fsync_group_entries.observe(group as f64);
+    }
+}
+
+/// All metrics of one node.
+#[derive(Clone)]
+pub struct NodeMetrics {
+    registry: Registry,
+    pub(crate) storage: StorageMetrics,
+    pub(crate) proposal_seconds: Histogram,
+    pub(crate) leader_changes: IntCounter,
+    pub(crate) term: IntGauge,
+    pub(crate) commit_index: IntGauge,
+    pub(crate) applied_index: IntGauge,
+    pub(crate) is_leader: IntGauge,
+    pub(crate) forwarded_writes: IntCounter,
+    pub(crate) rejected_frames: IntCounter,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    // 50 µs .. ~3 s: covers tmpfs, NVMe and SD-card stalls.
+    prometheus::exponential_buckets(0.000_05, 2.0, 17).unwrap_or_default()
+}
+
+impl NodeMetrics {
+    /// Create and register the metrics of one node.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let h = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("static histogram options are valid");
+            registry.register(Box::new(h.clone())).expect("metric names are unique");
+            h
+        };
+        let c = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static counter options are valid");
+            registry.register(Box::new(c.clone())).expect("metric names are unique");
+            c
+        };
+        let g = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static gauge options are valid");
+            registry.register(Box::new(g.clone())).expect("metric names are unique");
+            g
+        };
+        let storage = StorageMetrics {
+            fsync_seconds: h(
+                "cairn_wal_fsync_seconds",
+                "Latency of one WAL fsync (one group commit)",
+                latency_buckets(),
+            ),
+            fsync_group_entries: h(
+                "cairn_wal_fsync_group_appends",
+                "Appends made durable by one fsync",
+                prometheus::exponential_buckets(1.0, 2.0, 11).unwrap_or_default(),
+            ),
+        };
+        Self {
+            storage,
+            proposal_seconds: h(
+                "cairn_proposal_seconds",
+                "Time from proposal to applied response, on the node the client called",
+                latency_buckets(),
+            ),
+            leader_changes: c("cairn_raft_leader_changes_total", "Leader changes seen by this node"),
+            term: g("cairn_raft_term", "Current Raft term"),
+            commit_index: g("cairn_raft_commit_index", "Highest committed log index"),
+            applied_index: g("cairn_raft_applied_index", "Highest applied log index"),
+            is_leader: g("cairn_raft_is_leader", "1 if this node is the leader"),
+            forwarded_writes: c(
+                "cairn_forwarded_writes_total",
+                "Writes this node forwarded to the leader",
+            ),
+            rejected_frames: c(
+                "cairn_transport_rejected_frames_total",
+                "Malformed or oversized frames that closed a peer connection",
+            ),
+            registry,
+        }
+    }
+
+    /// The registry to serve at `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,148 @@
+//! Pluggable byte streams between nodes.
+//!
+//! The transport speaks frames over any [`PeerStream`]. Who produces the
+//! stream is a [`Dialer`]: plain TCP in production, and whatever a test puts
+//! in between — a fault-injecting wrapper ([`LinkControl`]), a userspace
+//! proxy on another port, or a simulated network — without touching the
+//! Raft code.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::task::Context;
+use std::task::Poll;
+
+use tokio::io::AsyncRead;
+use tokio::io::AsyncWrite;
+use tokio::io::ReadBuf;
+
+/// A node id on the wire.
+pub type PeerId = u64;
+
+/// A bidirectional byte stream to a peer.
+pub trait PeerStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> PeerStream for T {}
+
+/// Boxed future returned by [`Dialer::dial`].
+pub type DialFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn PeerStream>>> + Send>>;
+
+/// Opens streams to peers.
+pub trait Dialer: Send + Sync + 'static {
+    /// Connect from this node to `target` at `addr`.
+    fn dial(&self, target: PeerId, addr: &str) -> DialFuture;
+}
+
+/// Plain TCP with `TCP_NODELAY` (Raft messages are small and latency-bound).
+#[derive(Clone, Debug, Default)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, _target: PeerId, addr: &str) -> DialFuture {
+        let addr = addr.to_string();
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(&addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as Box<dyn PeerStream>)
+        })
+    }
+}
+
+/// Cuts links on demand, for partition tests in one process.
+///
+/// Wraps another dialer: a dial to a blocked peer fails, and a stream that
+/// is already open starts failing reads and writes the moment its link is
+/// blocked, exactly like a cable pulled mid-conversation.
+#[derive(Clone)]
+pub struct LinkControl {
+    inner: Arc<dyn Dialer>,
+    blocked: Arc<Mutex<BTreeSet<PeerId>>>,
+}
+
+impl LinkControl {
+    /// Wrap `inner`; all links start open.
+    pub fn new(inner: Arc<dyn Dialer>) -> Self {
+        Self {
+            inner,
+            blocked: Arc::default(),
+        }
+    }
+
+    /// Block (`true`) or open (`false`) the link to `peer`.
+    pub fn set_blocked(&self, peer: PeerId, blocked: bool) {
+        let mut set = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked {
+            set.insert(peer);
+        } else {
+            set.remove(&peer);
+        }
+    }
+
+    fn is_blocked(blocked: &Mutex<BTreeSet<PeerId>>, peer: PeerId) -> bool {
+        blocked.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+    }
+}
+
+impl Dialer for LinkControl {
+    fn dial(&self, target: PeerId, addr: &str) -> DialFuture {
+        if Self::is_blocked(&self.blocked, target) {
+            return Box::pin(async move {
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("link to {target} is cut"),
+                ))
+            });
+        }
+        let fut = self.inner.dial(target, addr);
+        let blocked = self.blocked.clone();
+        Box::pin(async move {
+            let inner = fut.await?;
+            Ok(Box::new(Cuttable {
+                inner,
+                blocked,
+                peer: target,
+            }) as Box<dyn PeerStream>)
+        })
+    }
+}
+
+struct Cuttable {
+    inner: Box<dyn PeerStream>,
+    blocked: Arc<Mutex<BTreeSet<PeerId>>>,
+    peer: PeerId,
+}
+
+impl Cuttable {
+    fn check(&self) -> io::Result<()> {
+        if LinkControl::is_blocked(&self.blocked, self.peer) {
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "link cut"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl AsyncRead for Cuttable {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Cuttable {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.check()?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

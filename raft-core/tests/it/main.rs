@@ -1,0 +1,318 @@
+//! raft-core integration tests: real nodes on loopback in one process.
+
+mod kv;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_raft::Consistency;
+use cairn_raft::Error;
+use cairn_raft::LinkControl;
+use cairn_raft::Member;
+use cairn_raft::RaftNode;
+use cairn_raft::RaftNodeConfig;
+use cairn_raft::Role;
+use cairn_raft::TcpDialer;
+use cairn_state::ClientTag;
+use kv::set;
+use kv::Kv;
+use tempfile::TempDir;
+
+struct TestNode {
+    node: Option<RaftNode<Kv>>,
+    links: LinkControl,
+    config: RaftNodeConfig,
+}
+
+struct Cluster {
+    _dir: TempDir,
+    nodes: BTreeMap<u64, TestNode>,
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,it=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn config(dir: &TempDir, id: u64) -> RaftNodeConfig {
+    let mut c = RaftNodeConfig::new(id, "127.0.0.1:0", dir.path().join(format!("n{id}")));
+    c.api_addr = format!("api-{id}");
+    c
+}
+
+impl Cluster {
+    async fn start(n: u64, tweak: impl Fn(&mut RaftNodeConfig)) -> Self {
+        init_tracing();
+        let dir = TempDir::new().unwrap();
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let mut c = config(&dir, id);
+            tweak(&mut c);
+            let links = LinkControl::new(Arc::new(TcpDialer));
+            let node = RaftNode::<Kv>::start_with_dialer(c.clone(), Arc::new(links.clone()))
+                .await
+                .unwrap();
+            // Pin the real port so a restart reuses the address peers know.
+            c.listen_addr = node.raft_addr().to_string();
+            nodes.insert(
+                id,
+                TestNode {
+                    node: Some(node),
+                    links,
+                    config: c,
+                },
+            );
+        }
+        let cluster = Self { _dir: dir, nodes };
+        let members = cluster.members();
+        cluster.node(1).initialize(members).await.unwrap();
+        cluster.leader(Duration::from_secs(10)).await;
+        cluster
+    }
+
+    fn members(&self) -> BTreeMap<u64, Member> {
+        self.nodes
+            .iter()
+            .map(|(id, n)| {
+                (
+                    *id,
+                    Member {
+                        raft_addr: n.config.listen_addr.clone(),
+                        api_addr: n.config.api_addr.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn node(&self, id: u64) -> &RaftNode<Kv> {
+        self.nodes[&id].node.as_ref().expect("node is running")
+    }
+
+    async fn leader(&self, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            for (id, n) in &self.nodes {
+                if let Some(node) = &n.node {
+                    if node.status().role == Role::Leader {
+                        return *id;
+                    }
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no leader within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn isolate(&self, id: u64, cut: bool) {
+        for (other, n) in &self.nodes {
+            if *other != id {
+                n.links.set_blocked(id, cut);
+                self.nodes[&id].links.set_blocked(*other, cut);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_bootstrap_replicate_through_follower() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    tracing::info!(
+        leader,
+        follower,
+        "writes through a follower are forwarded to the leader"
+    );
+    for i in 0..100 {
+        let out = c
+            .node(follower)
+            .write(set(format!("k{i}"), format!("v{i}")))
+            .await
+            .unwrap();
+        assert_eq!(out.response, None);
+    }
+    tracing::info!("linearizable reads on every node see every write");
+    for id in 1..=3 {
+        let n = c
+            .node(id)
+            .read(Consistency::Linearizable, |kv| kv.map.len())
+            .await
+            .unwrap();
+        assert_eq!(n, 100, "node {id} saw {n} keys");
+    }
+    let status = c.node(leader).status();
+    assert_eq!(status.members.len(), 3);
+    assert!(status.members.iter().all(|m| m.voter));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_initialize_twice_is_refused() {
+    let c = Cluster::start(3, |_| {}).await;
+    let before = c.node(1).status();
+    let err = c.node(1).initialize(c.members()).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyInitialized { node_id: 1 }), "got {err:?}");
+    let err = c.node(2).initialize(c.members()).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyInitialized { node_id: 2 }), "got {err:?}");
+    assert_eq!(c.node(1).status().members, before.members, "membership unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_retried_write_applies_once() {
+    let c = Cluster::start(3, |_| {}).await;
+    let tag = ClientTag { client_id: 42, seq: 1 };
+    let first = c.node(2).write_tagged(tag, set("a", "1")).await.unwrap();
+    tracing::info!("the same tag again, through another node, returns the first outcome");
+    let again = c.node(3).write_tagged(tag, set("a", "2")).await.unwrap();
+    assert_eq!(again.response, first.response);
+    let (applied, value) = c
+        .node(1)
+        .read(Consistency::Linearizable, |kv| (kv.applied, kv.map.get("a").cloned()))
+        .await
+        .unwrap();
+    assert_eq!(applied, 1, "the retry must not apply");
+    assert_eq!(value.as_deref(), Some("1"));
+    let next = ClientTag { client_id: 42, seq: 2 };
+    c.node(1).write_tagged(next, set("a", "3")).await.unwrap();
+    let err = c.node(1).write_tagged(tag, set("a", "4")).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Rejected { .. }),
+        "an old retry is rejected, got {err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t40_learner_after_purge_catches_up_by_snapshot() {
+    let mut c = Cluster::start(3, |cfg| {
+        cfg.snapshots.snapshot_every_entries = 50;
+        cfg.snapshots.logs_kept_after_snapshot = 5;
+    })
+    .await;
+    for i in 0..300 {
+        c.node(1).write(set(format!("k{i}"), "x")).await.unwrap();
+    }
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let purged = c.node(leader).status().purged_index;
+    tracing::info!(?purged, "the leader purged its log behind a snapshot");
+    assert!(purged.unwrap_or(0) > 100, "log was not purged: {purged:?}");
+
+    let dir = TempDir::new().unwrap();
+    let cfg = config(&dir, 4);
+    let learner = RaftNode::<Kv>::start(cfg.clone()).await.unwrap();
+    let member = Member {
+        raft_addr: learner.raft_addr().to_string(),
+        api_addr: cfg.api_addr.clone(),
+    };
+    c.node(2).add_learner(4, member).await.unwrap();
+    let applied = c.node(leader).status().applied_index.unwrap();
+    learner.wait_applied(applied, Duration::from_secs(10)).await.unwrap();
+    let st = learner.status();
+    assert_eq!(st.role, Role::Learner);
+    assert!(
+        st.snapshot_index.is_some(),
+        "learner did not install a snapshot: {st:?}"
+    );
+    let theirs = learner.local_state(|kv| kv.clone());
+    let ours = c.node(leader).local_state(|kv| kv.clone());
+    assert_eq!(theirs.map, ours.map, "learner state equals the leader's");
+    c.nodes.remove(&4);
+    learner.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t50_rejoining_node_does_not_depose_leader() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    c.node(leader).write(set("before", "1")).await.unwrap();
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    let term = c.node(leader).status().term;
+    tracing::info!(victim, "partition a follower for several election timeouts");
+    c.isolate(victim, true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        c.node(victim).status().term,
+        term,
+        "pre-vote: an isolated node must not inflate its term"
+    );
+    c.isolate(victim, false);
+    tracing::info!("heal: the leader keeps leading, the term does not move");
+    c.node(leader).write(set("after", "1")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = c.node(leader).status();
+    assert_eq!(st.role, Role::Leader, "leader was deposed: {st:?}");
+    assert_eq!(st.term, term);
+    c.node(victim)
+        .wait_applied(st.applied_index.unwrap(), Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t60_garbage_frame_closes_only_that_connection() {
+    use tokio::io::AsyncReadExt;
+    use tokio::io::AsyncWriteExt;
+    let c = Cluster::start(3, |_| {}).await;
+    let addr = c.node(2).raft_addr().to_string();
+    for garbage in [
+        &[0xffu8, 0xff, 0xff, 0xff, 1, 2, 3][..],
+        &[0, 0, 0, 3, 0xff, 0xff, 0xff][..],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(garbage).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("server closes the connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "server should close, not answer");
+    }
+    let rejected = c.node(2).metrics().registry().gather();
+    let count = rejected
+        .iter()
+        .find(|m| m.name() == "cairn_transport_rejected_frames_total")
+        .map(|m| m.get_metric()[0].get_counter().get_value())
+        .unwrap_or(0.0);
+    assert_eq!(count, 2.0);
+    tracing::info!("the node keeps serving the cluster");
+    c.node(2).write(set("still", "alive")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t70_removing_unknown_member_is_refused() {
+    let c = Cluster::start(3, |_| {}).await;
+    let err = c.node(1).remove(99).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownMember { node_id: 99 }), "got {err:?}");
+    assert_eq!(c.node(1).status().members.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let old = c.leader(Duration::from_secs(5)).await;
+    for i in 0..50 {
+        c.node(old).write(set(format!("a{i}"), "1")).await.unwrap();
+    }
+    tracing::info!(old, "stop the leader");
+    let t = c.nodes.get_mut(&old).unwrap();
+    t.node.take().unwrap().shutdown().await.unwrap();
+    let started = std::time::Instant::now();
+    let new = c.leader(Duration::from_secs(10)).await;
+    tracing::info!(new, took_ms = started.elapsed().as_millis() as u64, "new leader");
+    assert_ne!(new, old);
+    for i in 0..50 {
+        c.node(new).write(set(format!("b{i}"), "1")).await.unwrap();
+    }
+    tracing::info!("restart the old leader from its data dir");
+    let cfg = c.nodes[&old].config.clone();
+    let links = c.nodes[&old].links.clone();
+    let node = RaftNode::<Kv>::start_with_dialer(cfg, Arc::new(links)).await.unwrap();
+    let applied = c.node(new).status().applied_index.unwrap();
+    node.wait_applied(applied, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(node.local_state(|kv| kv.map.len()), 100);
+    c.nodes.get_mut(&old).unwrap().node = Some(node);
+}

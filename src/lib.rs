@@ -1,0 +1,21 @@
+//! cairn: a Raft-replicated mission coordinator for the computers on a robot.
+//!
+//! This facade crate holds everything that knows about HTTP, JSON and the
+//! command line: the `cairn` daemon, its admin API and the CLI's client.
+//!
+//! # Layout
+//! - [`config`]: the daemon's TOML configuration.
+//! - [`daemon`]: a Raft node plus its admin API.
+//! - [`api`]: the axum router.
+//! - [`client`]: an admin-API client with endpoint fail-over.
+//! - [`error`]: errors and their single mapping to HTTP statuses.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod error;
+
+pub use cairn_raft as raft;
+pub use cairn_state as state;

@@ -1,0 +1,570 @@
+//! The `cairn` binary: run a node, bootstrap a cluster, manage members,
+//! and read/write the mission — in the style of etcdctl and consul.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn::api::AddMemberRequest;
+use cairn::api::DeclareParamRequest;
+use cairn::api::InitRequest;
+use cairn::client::Client;
+use cairn::config::NodeConfig;
+use cairn::daemon::Daemon;
+use cairn::raft::Member;
+use cairn::raft::MemberStatus;
+use cairn::raft::Status;
+use clap::Parser;
+use clap::Subcommand;
+use clap::ValueEnum;
+use reqwest::Method;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Raft-replicated mission coordinator for a rover's computers"
+)]
+struct Cli {
+    /// Admin API endpoints to talk to, tried in order (comma-separated).
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8001"
+    )]
+    endpoints: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
+    /// Cluster bootstrap.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Membership: add, promote, remove, list, transfer leadership.
+    Member {
+        #[command(subcommand)]
+        cmd: MemberCmd,
+    },
+    /// Status of every endpoint (leader, term, indexes, members with lag).
+    Status,
+    /// Parameters.
+    Param {
+        #[command(subcommand)]
+        cmd: ParamCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Run a node in the foreground until Ctrl-C.
+    Run {
+        /// Node id (unique, stable, 1 or more).
+        #[arg(long)]
+        id: Option<u64>,
+        /// Transport listen address.
+        #[arg(long)]
+        raft_addr: Option<String>,
+        /// Admin API listen address.
+        #[arg(long)]
+        api_addr: Option<String>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// TOML config file; flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Bootstrap a new cluster on the first endpoint with these voters.
+    Init {
+        /// A voter: ID=RAFT_ADDR,API_ADDR (repeat for each).
+        #[arg(long = "member", required = true)]
+        members: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// Add a node as a learner (it replicates but does not vote).
+    Add {
+        /// Its id.
+        id: u64,
+        /// Its transport address.
+        #[arg(long)]
+        raft_addr: String,
+        /// Its admin API address.
+        #[arg(long)]
+        api_addr: String,
+    },
+    /// Make a learner a voter.
+    Promote {
+        /// Its id.
+        id: u64,
+    },
+    /// Remove a member.
+    Remove {
+        /// Its id.
+        id: u64,
+    },
+    /// List members.
+    List,
+    /// Hand leadership to another voter.
+    TransferLeader {
+        /// The voter to lead.
+        to: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ParamCmd {
+    /// Declare a parameter: KIND is bool | int:MIN:MAX | float:MIN:MAX | string | enum:A|B|C.
+    Declare {
+        /// Name.
+        name: String,
+        /// Kind and bounds.
+        kind: String,
+        /// Initial value.
+        value: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Set a parameter.
+    Set {
+        /// Name.
+        name: String,
+        /// Value (parsed by the declared type).
+        value: String,
+    },
+    /// Show a parameter.
+    Get {
+        /// Name.
+        name: String,
+        /// Read this node's state without a linearizable check.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// List parameters.
+    List,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(cli.endpoints.clone(), Duration::from_millis(cli.timeout_ms));
+    match cli.command {
+        Cmd::Node {
+            cmd:
+                NodeCmd::Run {
+                    id,
+                    raft_addr,
+                    api_addr,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let mut cfg = match &config {
+                Some(path) => NodeConfig::from_file(path)?,
+                None => NodeConfig {
+                    id: id.context("--id is required without --config")?,
+                    raft_addr: "127.0.0.1:7001".into(),
+                    api_addr: "127.0.0.1:8001".into(),
+                    data_dir: "cairn-data".into(),
+                    timings: Default::default(),
+                    snapshots: Default::default(),
+                },
+            };
+            if let Some(id) = id {
+                cfg.id = id;
+            }
+            if let Some(a) = raft_addr {
+                cfg.raft_addr = a;
+            }
+            if let Some(a) = api_addr {
+                cfg.api_addr = a;
+            }
+            if let Some(d) = data_dir {
+                cfg.data_dir = d;
+            }
+            let daemon = Daemon::start(cfg.clone())
+                .await
+                .with_context(|| format!("starting node {}", cfg.id))?;
+            tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+            tracing::info!("shutting down");
+            daemon.shutdown().await?;
+        }
+        Cmd::Cluster {
+            cmd: ClusterCmd::Init { members },
+        } => {
+            let mut map = BTreeMap::new();
+            for m in &members {
+                let (id, member) = parse_member(m)?;
+                if map.insert(id, member).is_some() {
+                    anyhow::bail!("member {id} is listed twice");
+                }
+            }
+            let ep = first_endpoint(&client)?;
+            client
+                .call_one::<_, serde_json::Value>(
+                    &ep,
+                    Method::POST,
+                    "/v1/cluster/init",
+                    Some(&InitRequest { members: map }),
+                )
+                .await
+                .with_context(|| format!("cluster init via {ep}"))?;
+            println!("cluster initialised with {} voter(s) via {ep}", members.len());
+        }
+        Cmd::Member { cmd } => member(&client, cli.output, cmd).await?,
+        Cmd::Status => status(&client, cli.output).await?,
+        Cmd::Param { cmd } => param(&client, cli.output, cmd).await?,
+    }
+    Ok(())
+}
+
+fn first_endpoint(client: &Client) -> anyhow::Result<String> {
+    client
+        .endpoints()
+        .first()
+        .cloned()
+        .context("no endpoint given; use --endpoints")
+}
+
+fn parse_member(s: &str) -> anyhow::Result<(u64, Member)> {
+    let (id, addrs) = s
+        .split_once('=')
+        .with_context(|| format!("member {s:?}: expected ID=RAFT_ADDR,API_ADDR"))?;
+    let id: u64 = id
+        .parse()
+        .with_context(|| format!("member {s:?}: id {id:?} is not a number"))?;
+    let (raft_addr, api_addr) = addrs
+        .split_once(',')
+        .with_context(|| format!("member {s:?}: expected ID=RAFT_ADDR,API_ADDR"))?;
+    Ok((
+        id,
+        Member {
+            raft_addr: raft_addr.into(),
+            api_addr: api_addr.into(),
+        },
+    ))
+}
+
+const NONE: Option<&()> = None;
+
+async fn member(client: &Client, out: Output, cmd: MemberCmd) -> anyhow::Result<()> {
+    match cmd {
+        MemberCmd::Add {
+            id,
+            raft_addr,
+            api_addr,
+        } => {
+            let body = AddMemberRequest {
+                id,
+                raft_addr,
+                api_addr,
+            };
+            client
+                .call::<_, serde_json::Value>(Method::POST, "/v1/members", Some(&body))
+                .await?;
+            println!("node {id} added as a learner and caught up; promote it with `cairn member promote {id}`");
+        }
+        MemberCmd::Promote { id } => {
+            client
+                .call::<_, serde_json::Value>(Method::POST, &format!("/v1/members/{id}/promote"), NONE)
+                .await?;
+            println!("node {id} is now a voter");
+        }
+        MemberCmd::Remove { id } => {
+            client
+                .call::<_, serde_json::Value>(Method::DELETE, &format!("/v1/members/{id}"), NONE)
+                .await?;
+            println!("node {id} removed");
+        }
+        MemberCmd::TransferLeader { to } => {
+            client
+                .call::<_, serde_json::Value>(
+                    Method::POST,
+                    "/v1/leader/transfer",
+                    Some(&serde_json::json!({ "to": to })),
+                )
+                .await?;
+            println!("leadership transfer to node {to} requested");
+        }
+        MemberCmd::List => {
+            let members: Vec<MemberStatus> = client.call(Method::GET, "/v1/members", NONE).await?.unwrap_or_default();
+            if out == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&members)?);
+            } else {
+                println!("{:<4} {:<8} {:<22} {:<22}", "ID", "ROLE", "RAFT ADDR", "API ADDR");
+                for m in members {
+                    let role = if m.voter { "voter" } else { "learner" };
+                    println!(
+                        "{:<4} {:<8} {:<22} {:<22}",
+                        m.id, role, m.member.raft_addr, m.member.api_addr
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
+    // Ask every endpoint, like `etcdctl endpoint status`; also every member
+    // the first answering node knows of.
+    let mut endpoints: Vec<String> = client.endpoints().to_vec();
+    let mut rows: Vec<(String, Result<Status, String>)> = Vec::new();
+    let mut i = 0;
+    while i < endpoints.len() {
+        let ep = endpoints[i].clone();
+        i += 1;
+        let r = client
+            .call_one::<(), Status>(&ep, Method::GET, "/v1/status", None)
+            .await;
+        let r = match r {
+            Ok(Some(s)) => {
+                for m in &s.members {
+                    let url = format!("http://{}", m.member.api_addr);
+                    if !endpoints.contains(&url) {
+                        endpoints.push(url);
+                    }
+                }
+                Ok(s)
+            }
+            Ok(None) => Err("empty response".to_string()),
+            Err(cairn::client::ClientError::Unreachable { .. }) => Err("unreachable (not running?)".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        rows.push((ep, r));
+    }
+    if out == Output::Json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(ep, r)| match r {
+                Ok(s) => serde_json::json!({ "endpoint": ep, "status": s }),
+                Err(e) => serde_json::json!({ "endpoint": ep, "error": e }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>3} {:<9} {:>6} {:>7} {:>9} {:>9} {:>9}",
+        "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "LAST LOG", "COMMIT", "APPLIED"
+    );
+    let mut leader_view: Option<Status> = None;
+    for (ep, r) in &rows {
+        match r {
+            Ok(s) => {
+                println!(
+                    "{:<24} {:>3} {:<9} {:>6} {:>7} {:>9} {:>9} {:>9}",
+                    ep.trim_start_matches("http://"),
+                    s.id,
+                    format!("{:?}", s.role).to_lowercase(),
+                    s.term,
+                    opt(s.leader),
+                    opt(s.last_log_index),
+                    opt(s.committed_index),
+                    opt(s.applied_index)
+                );
+                if s.leader == Some(s.id) {
+                    leader_view = Some(s.clone());
+                }
+            }
+            Err(e) => println!("{:<24} {e}", ep.trim_start_matches("http://")),
+        }
+    }
+    if let Some(l) = leader_view {
+        println!("\nreplication (from leader {}):", l.id);
+        for m in &l.members {
+            println!(
+                "  node {:<3} {:<8} matched {:>9}  lag {:>6}",
+                m.id,
+                if m.voter { "voter" } else { "learner" },
+                opt(m.matched_index),
+                opt(m.lag)
+            );
+        }
+    }
+    if rows.iter().all(|(_, r)| r.is_err()) {
+        anyhow::bail!("no endpoint answered; is a node running? try --endpoints");
+    }
+    Ok(())
+}
+
+fn parse_kind(kind: &str) -> anyhow::Result<cairn::state::ParamKind> {
+    use cairn::state::ParamKind;
+    let parts: Vec<&str> = kind.split(':').collect();
+    let num = |s: &str| -> anyhow::Result<f64> { s.parse().with_context(|| format!("bound {s:?} is not a number")) };
+    Ok(match parts.as_slice() {
+        ["bool"] => ParamKind::Bool,
+        ["int", min, max] => ParamKind::Int {
+            min: min
+                .parse()
+                .with_context(|| format!("bound {min:?} is not an integer"))?,
+            max: max
+                .parse()
+                .with_context(|| format!("bound {max:?} is not an integer"))?,
+        },
+        ["float", min, max] => ParamKind::Float {
+            min: num(min)?,
+            max: num(max)?,
+        },
+        ["string"] => ParamKind::String { max_len: 256 },
+        ["enum", choices] => ParamKind::Enum {
+            choices: choices.split('|').map(str::to_string).collect(),
+        },
+        _ => anyhow::bail!("kind {kind:?}: expected bool | int:MIN:MAX | float:MIN:MAX | string | enum:A|B"),
+    })
+}
+
+fn parse_value(kind: &cairn::state::ParamKind, raw: &str) -> anyhow::Result<cairn::state::ParamValue> {
+    use cairn::state::ParamKind as K;
+    use cairn::state::ParamValue as V;
+    Ok(match kind {
+        K::Bool => V::Bool(raw.parse().with_context(|| format!("{raw:?} is not true/false"))?),
+        K::Int { .. } => V::Int(raw.parse().with_context(|| format!("{raw:?} is not an integer"))?),
+        K::Float { .. } => V::Float(raw.parse().with_context(|| format!("{raw:?} is not a number"))?),
+        K::Enum { .. } => V::Enum(raw.into()),
+        _ => V::String(raw.into()),
+    })
+}
+
+async fn param(client: &Client, out: Output, cmd: ParamCmd) -> anyhow::Result<()> {
+    match cmd {
+        ParamCmd::Declare {
+            name,
+            kind,
+            value,
+            description,
+        } => {
+            let kind = parse_kind(&kind)?;
+            let value = parse_value(&kind, &value)?;
+            let body = DeclareParamRequest {
+                name: name.clone(),
+                description,
+                kind,
+                value,
+            };
+            let r: Option<serde_json::Value> = client.call(Method::POST, "/v1/params", Some(&body)).await?;
+            print_write(out, &name, r)?;
+        }
+        ParamCmd::Set { name, value } => {
+            let current: Option<serde_json::Value> =
+                client.call(Method::GET, &format!("/v1/params/{name}"), NONE).await?;
+            let kind: cairn::state::ParamKind = serde_json::from_value(
+                current
+                    .as_ref()
+                    .and_then(|p| p.get("kind").cloned())
+                    .context("the node returned a parameter without a kind")?,
+            )?;
+            let value = parse_value(&kind, &value)?;
+            let r: Option<serde_json::Value> = client
+                .call(
+                    Method::PUT,
+                    &format!("/v1/params/{name}"),
+                    Some(&serde_json::json!({ "value": value })),
+                )
+                .await?;
+            print_write(out, &name, r)?;
+        }
+        ParamCmd::Get { name, stale } => {
+            let q = if stale { "?consistency=stale" } else { "" };
+            let r: Option<serde_json::Value> = client.call(Method::GET, &format!("/v1/params/{name}{q}"), NONE).await?;
+            let r = r.unwrap_or_default();
+            if out == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("{name} = {}", show_value(r.get("value")));
+            }
+        }
+        ParamCmd::List => {
+            let r: Option<serde_json::Value> = client.call(Method::GET, "/v1/params", NONE).await?;
+            let r = r.unwrap_or_default();
+            if out == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for p in r.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<28} {}",
+                        p.get("name").and_then(|n| n.as_str()).unwrap_or("?"),
+                        show_value(p.get("value"))
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A parameter value as a person writes it: `1.5`, `true`, `"text"`.
+fn show_value(v: Option<&serde_json::Value>) -> String {
+    match v {
+        Some(serde_json::Value::Object(m)) if m.len() == 1 => {
+            m.values().next().map(|v| v.to_string()).unwrap_or_default()
+        }
+        Some(v) => v.to_string(),
+        None => "-".into(),
+    }
+}
+
+fn print_write(out: Output, name: &str, r: Option<serde_json::Value>) -> anyhow::Result<()> {
+    let r = r.unwrap_or_default();
+    if out == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{name}: committed at index {}",
+            r.get("index").map(|v| v.to_string()).unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The seam between the replicated domain and the consensus shell.
+//!
+//! raft-core is generic over [`StateMachine`]: it orders commands in the log,
+//! hands each one to [`StateMachine::apply`] with an [`ApplyCtx`], and stores
+//! [`StateMachine::snapshot`] bytes. The trait lives here, in the pure crate,
+//! so that the domain implements it without depending on the shell.
+
+use std::fmt::Debug;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde::Serialize;
+
+/// Everything `apply` may know about "now": where the command sits in the log
+/// and the time the leader proposed it. `apply` reads no clock of its own, so
+/// every replica computes the same state from the same log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyCtx {
+    /// Raft log index of the entry being applied.
+    pub index: u64,
+    /// Raft term of the leader that appended the entry.
+    pub term: u64,
+    /// Wall-clock time (ms since the Unix epoch) the leader stamped on the
+    /// proposal. Monotonic within one leader, not across leaders.
+    pub timestamp_ms: u64,
+}
+
+/// Why a snapshot could not be read back.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    /// The snapshot was written by a format this build does not read.
+    #[error("snapshot format version {found} is not supported (this build reads {supported})")]
+    UnsupportedVersion {
+        /// Version found in the snapshot header.
+        found: u32,
+        /// Version this build writes and reads.
+        supported: u32,
+    },
+    /// The bytes do not decode.
+    #[error("snapshot is corrupt: {reason}")]
+    Corrupt {
+        /// What the decoder said.
+        reason: String,
+    },
+}
+
+/// A deterministic replicated state machine.
+///
+/// Contract: for the same sequence of `(command, ctx)` pairs, every instance
+/// started from `Default` (or from the same snapshot) reaches an equal state
+/// and produces byte-identical snapshots. `apply` does no I/O, reads no clock
+/// and draws no random numbers; it never panics on a command a client can
+/// send — a command that is invalid for the current state yields an error
+/// *response* and leaves the state unchanged.
+pub trait StateMachine: Default + Send + Sync + 'static {
+    /// A proposal, as clients submit it and the log stores it.
+    type Command: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static;
+    /// The outcome of applying one command (including rejections).
+    type Response: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static;
+
+    /// Apply one committed command.
+    fn apply(&mut self, command: &Self::Command, ctx: &ApplyCtx) -> Self::Response;
+
+    /// Serialise the whole state, with a format version, for a snapshot.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Rebuild a state from [`StateMachine::snapshot`] bytes.
+    fn restore(bytes: &[u8]) -> Result<Self, SnapshotError>
+    where
+        Self: Sized;
+}
