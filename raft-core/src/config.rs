@@ -2,9 +2,9 @@
 //!
 //! | setting | default | why |
 //! |---|---|---|
-//! | `heartbeat_interval_ms` | 100 | 6+ heartbeats per election timeout: a couple of lost Wi-Fi frames never trigger an election |
-//! | `election_timeout_ms_min` | 600 | well above a Pi SD card's p99 fsync stall (~100–200 ms), so a slow disk is not mistaken for a dead leader; openraft's 150 ms would be |
-//! | `election_timeout_ms_max` | 900 | randomisation window that makes split votes rare; failover is ≈ 0.6–1.0 s plus one vote round |
+//! | `heartbeat_interval_ms` | 100 | 4+ heartbeats per election timeout: a couple of lost Wi-Fi frames never trigger an election |
+//! | `election_timeout_ms_min` | 450 | over twice a Pi SD card's p99 fsync stall (~100–200 ms), so a slow disk is never mistaken for a dead leader; openraft's 150 ms would be |
+//! | `election_timeout_ms_max` | 550 | openraft's leader lease equals this, so a voter refuses the first (pre-)vote of a follower that timed out early; failover is two timeouts ≈ 0.9–1.1 s. The 100 ms window keeps split votes rare on a LAN (RTT ≪ 1 ms) |
 //! | `connect_timeout_ms` | 300 | a LAN connect takes < 5 ms; longer means the peer is gone |
 //! | `reconnect_backoff_ms_min`/`max` | 50 / 2000 | exponential with jitter between these |
 //! | `write_timeout_ms` | 5000 | a write that cannot commit for 5 s reports "outcome unknown" instead of hanging |
@@ -45,8 +45,8 @@ impl Default for RaftTimings {
     fn default() -> Self {
         Self {
             heartbeat_interval_ms: 100,
-            election_timeout_ms_min: 600,
-            election_timeout_ms_max: 900,
+            election_timeout_ms_min: 450,
+            election_timeout_ms_max: 550,
             connect_timeout_ms: 300,
             reconnect_backoff_ms_min: 50,
             reconnect_backoff_ms_max: 2000,
