@@ -50,6 +50,20 @@ pub enum Error {
     /// No leader is known right now (election in progress or quorum lost).
     #[error("no leader is known (election in progress or quorum lost); retry shortly")]
     NoLeader,
+    /// This node does not lead (for operations that are never forwarded).
+    #[error("this node is not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<u64>,
+    },
+    /// A fenced write committed in another term than its proposer led in.
+    #[error("write fenced to term {expected} committed in term {actual}; not applied")]
+    Fenced {
+        /// The proposer's term.
+        expected: u64,
+        /// The entry's term.
+        actual: u64,
+    },
     /// The leader could not be reached to forward a request.
     #[error("leader {leader} unreachable: {reason}")]
     Unavailable {

@@ -29,6 +29,7 @@ pub mod transport;
 pub use config::RaftNodeConfig;
 pub use config::RaftTimings;
 pub use config::SnapshotSettings;
+pub use consensus::node::AppHandler;
 pub use consensus::node::Consistency;
 pub use consensus::node::MemberStatus;
 pub use consensus::node::RaftNode;

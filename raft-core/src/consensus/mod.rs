@@ -51,6 +51,11 @@ pub struct Proposal {
     pub tag: Option<ClientTag>,
     /// Leader's wall clock when it accepted the proposal (ms since epoch).
     pub proposed_at_ms: u64,
+    /// Apply only if the entry's term is this one: a coordinator fences its
+    /// decisions with the term it believes it leads, so a deposed leader's
+    /// late proposal cannot take effect under a newer leader.
+    #[serde(default)]
+    pub fence_term: Option<u64>,
     /// The state machine's command, postcard-encoded. Kept opaque here so the
     /// log and transport are not generic over the domain.
     pub command: Vec<u8>,
@@ -72,6 +77,13 @@ pub enum Applied {
     StaleRetry {
         /// The client's last applied sequence number.
         last_seq: u64,
+    },
+    /// The proposal was fenced to a term that is not the entry's term.
+    Fenced {
+        /// The term the proposer believed in.
+        expected: u64,
+        /// The term the entry was committed in.
+        actual: u64,
     },
     /// The command bytes did not decode (e.g. a node on a newer version
     /// proposed a command this one does not know).

@@ -48,6 +48,12 @@ use crate::metrics::NodeMetrics;
 use crate::transport::Dialer;
 use crate::transport::TcpDialer;
 
+/// Handles application messages other nodes send with
+/// [`RaftNode::send_app`] (e.g. heartbeats to the coordinator). Gets the
+/// sender's id and the payload; its answer goes back to the sender.
+pub type AppHandler =
+    Arc<dyn Fn(NodeId, Vec<u8>) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
+
 /// How many times a write chases a moving leader before giving up.
 const FORWARD_ATTEMPTS: usize = 5;
 
@@ -169,6 +175,7 @@ pub(crate) struct Core<S: StateMachine> {
     election_timeout_max: Duration,
     forward: ForwardPool,
     last_stamp_ms: AtomicU64,
+    app_handler: std::sync::RwLock<Option<AppHandler>>,
 }
 
 fn forward_err(leader: Option<(NodeId, Member)>) -> ForwardError {
@@ -298,7 +305,16 @@ impl<S: StateMachine> Core<S> {
             Request::ClientWrite(p) => Response::ClientWrite(self.propose_local(p).await),
             Request::ReadIndex => Response::ReadIndex(self.read_index_local().await),
             Request::Admin(a) => Response::Admin(self.admin_local(a).await),
+            Request::App { from, payload } => Response::App(self.handle_app(from, payload).await),
             other => Response::Error(format!("not a forwardable request: {other:?}")),
+        }
+    }
+
+    async fn handle_app(&self, from: NodeId, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        let handler = self.app_handler.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match handler {
+            Some(h) => h(from, payload).await,
+            None => Err(format!("node {} has no application handler", self.id)),
         }
     }
 
@@ -484,6 +500,7 @@ impl<S: StateMachine> RaftNode<S> {
                 peers: tokio::sync::Mutex::new(HashMap::new()),
             },
             last_stamp_ms: AtomicU64::new(0),
+            app_handler: std::sync::RwLock::new(None),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = tokio::spawn(super::server::serve(listener, core.clone(), shutdown_rx.clone()));
@@ -555,6 +572,7 @@ impl<S: StateMachine> RaftNode<S> {
         let proposal = Proposal {
             tag,
             proposed_at_ms: 0,
+            fence_term: None,
             command: postcard::to_stdvec(&command)?,
         };
         let core = &self.core;
@@ -568,20 +586,99 @@ impl<S: StateMachine> RaftNode<S> {
                 },
             )
             .await?;
-        match applied {
-            Applied::Response(bytes) => Ok(WriteOutcome {
-                index,
-                response: postcard::from_bytes(&bytes)?,
+        decode_applied(index, applied)
+    }
+
+    /// Propose `command` on this node only if it leads in `term`, and apply
+    /// it only if it commits in that same term. Never forwarded: this is how
+    /// the coordinator makes decisions that a newer leader must not inherit.
+    pub async fn write_fenced(&self, term: u64, command: S::Command) -> Result<WriteOutcome<S::Response>, Error> {
+        let proposal = Proposal {
+            tag: None,
+            proposed_at_ms: 0,
+            fence_term: Some(term),
+            command: postcard::to_stdvec(&command)?,
+        };
+        match self.core.propose_local(proposal).await {
+            Ok((index, applied)) => decode_applied(index, applied),
+            Err(ForwardError::NotLeader { leader }) => Err(Error::NotLeader {
+                leader: leader.map(|(id, _)| id),
             }),
-            Applied::StaleRetry { last_seq } => Err(Error::Rejected {
-                reason: format!("retry of an old write (client is already at sequence {last_seq})"),
+            Err(ForwardError::Failed { message }) => Err(classify(message, self.core.write_timeout)),
+        }
+    }
+
+    /// Register the handler for application messages sent to this node.
+    pub fn set_app_handler(&self, handler: AppHandler) {
+        *self.core.app_handler.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// Send an application message to member `target` over the Raft
+    /// transport and wait for its handler's answer. Best effort: not
+    /// replicated, not retried.
+    pub async fn send_app(&self, target: NodeId, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, Error> {
+        if target == self.core.id {
+            return self
+                .core
+                .handle_app(target, payload)
+                .await
+                .map_err(|reason| Error::Unavailable { leader: target, reason });
+        }
+        let Some(member) = self.core.members().get(&target).cloned() else {
+            return Err(Error::UnknownMember { node_id: target });
+        };
+        let req = Request::App {
+            from: self.core.id,
+            payload,
+        };
+        match self.core.forward.call(target, &member.raft_addr, req, timeout).await {
+            Ok(Response::App(Ok(bytes))) => Ok(bytes),
+            Ok(Response::App(Err(reason))) => Err(Error::Unavailable { leader: target, reason }),
+            Ok(other) => Err(Error::Unavailable {
+                leader: target,
+                reason: format!("unexpected response {other:?}"),
             }),
-            Applied::Undecodable { reason } => Err(Error::Rejected {
-                reason: format!("command not understood by the state machine: {reason}"),
+            Err(CallError::Timeout { .. }) => Err(Error::Timeout {
+                what: "application message",
+                after_ms: timeout.as_millis() as u64,
+            }),
+            Err(e) => Err(Error::Unavailable {
+                leader: target,
+                reason: e.to_string(),
             }),
         }
     }
 
+    /// The current leader's id and term as this node knows them.
+    pub fn leader(&self) -> Option<(NodeId, u64)> {
+        let st = self.status();
+        st.leader.map(|l| (l, st.term))
+    }
+
+    /// Whether this node leads, and in which term.
+    pub fn leading_term(&self) -> Option<u64> {
+        let st = self.status();
+        (st.role == Role::Leader).then_some(st.term)
+    }
+}
+
+fn decode_applied<R: serde::de::DeserializeOwned>(index: u64, applied: Applied) -> Result<WriteOutcome<R>, Error> {
+    match applied {
+        Applied::Response(bytes) => Ok(WriteOutcome {
+            index,
+            response: postcard::from_bytes(&bytes)?,
+        }),
+        Applied::Fenced { expected, actual } => Err(Error::Fenced { expected, actual }),
+        Applied::StaleRetry { last_seq } => Err(Error::Rejected {
+            reason: format!("retry of an old write (client is already at sequence {last_seq})"),
+        }),
+        Applied::Undecodable { reason } => Err(Error::Rejected {
+            reason: format!("command not understood by the state machine: {reason}"),
+        }),
+    }
+}
+
+impl<S: StateMachine> RaftNode<S> {
     /// Read the state machine with the given consistency.
     pub async fn read<R>(&self, consistency: Consistency, f: impl FnOnce(&S) -> R) -> Result<R, Error> {
         if consistency == Consistency::Linearizable {

@@ -62,6 +62,12 @@ pub(crate) enum Request {
     /// A follower asks the leader for a linearizable read index.
     ReadIndex,
     Admin(AdminRequest),
+    /// An application message (e.g. a heartbeat to the coordinator),
+    /// handled by the handler the application registered.
+    App {
+        from: NodeId,
+        payload: Vec<u8>,
+    },
 }
 
 /// An error a peer reports about a forwarded request.
@@ -83,6 +89,7 @@ pub(crate) enum Response {
     ClientWrite(Result<(u64, Applied), ForwardError>),
     ReadIndex(Result<u64, ForwardError>),
     Admin(Result<(), ForwardError>),
+    App(Result<Vec<u8>, String>),
     /// The server could not handle the request (e.g. it is shutting down).
     Error(String),
 }

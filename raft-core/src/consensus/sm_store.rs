@@ -137,6 +137,17 @@ impl<S: StateMachine> Replica<S> {
     /// Apply one normal entry. Pure: the same entry gives the same result on
     /// every replica.
     fn apply_proposal(&mut self, proposal: &super::Proposal, ctx: &ApplyCtx) -> (Applied, Option<ChangeEvent<S>>) {
+        if let Some(expected) = proposal.fence_term {
+            if expected != ctx.term {
+                return (
+                    Applied::Fenced {
+                        expected,
+                        actual: ctx.term,
+                    },
+                    None,
+                );
+            }
+        }
         if let Some(tag) = &proposal.tag {
             match self.sessions.admit(tag) {
                 Admission::Apply => {}

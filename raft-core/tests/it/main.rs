@@ -316,3 +316,48 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
     assert_eq!(node.local_state(|kv| kv.map.len()), 100);
     c.nodes.get_mut(&old).unwrap().node = Some(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t90_fenced_write_and_app_messages() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let term = c.node(leader).leading_term().expect("leader knows its term");
+    tracing::info!(leader, term, "a write fenced to the current term applies");
+    c.node(leader).write_fenced(term, set("f", "1")).await.unwrap();
+    tracing::info!("a write fenced to an old term is refused and changes nothing");
+    let err = c.node(leader).write_fenced(term - 1, set("f", "2")).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "got {err:?}");
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let err = c.node(follower).write_fenced(term, set("f", "3")).await.unwrap_err();
+    assert!(
+        matches!(err, Error::NotLeader { leader: Some(l) } if l == leader),
+        "got {err:?}"
+    );
+    let v = c
+        .node(leader)
+        .read(Consistency::Linearizable, |kv| kv.map["f"].clone())
+        .await
+        .unwrap();
+    assert_eq!(v, "1");
+
+    tracing::info!("application messages reach the target's handler");
+    c.node(leader).set_app_handler(Arc::new(|from, payload| {
+        Box::pin(async move {
+            let mut out = format!("from {from}: ").into_bytes();
+            out.extend(payload);
+            Ok(out)
+        })
+    }));
+    let answer = c
+        .node(follower)
+        .send_app(leader, b"hello".to_vec(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(answer).unwrap(), format!("from {follower}: hello"));
+    let err = c
+        .node(leader)
+        .send_app(follower, vec![], Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no application handler"), "got {err}");
+}
