@@ -33,6 +33,10 @@ pub struct NodeConfig {
     /// Snapshot policy.
     #[serde(default)]
     pub snapshots: SnapshotSettings,
+    /// Dial peer `id` at this address instead of its advertised one (chaos
+    /// tests put a proxy on each link this way). Empty in production.
+    #[serde(default)]
+    pub peer_dial_overrides: std::collections::BTreeMap<u64, String>,
 }
 
 fn default_raft_addr() -> String {
@@ -62,6 +66,7 @@ impl NodeConfig {
         c.api_addr = self.api_addr.clone();
         c.timings = self.timings.clone();
         c.snapshots = self.snapshots.clone();
+        c.peer_dial_overrides = self.peer_dial_overrides.clone();
         c
     }
 }

@@ -216,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     data_dir: "cairn-data".into(),
                     timings: Default::default(),
                     snapshots: Default::default(),
+                    peer_dial_overrides: Default::default(),
                 },
             };
             if let Some(id) = id {

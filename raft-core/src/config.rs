@@ -98,6 +98,10 @@ pub struct RaftNodeConfig {
     /// Snapshot policy.
     #[serde(default)]
     pub snapshots: SnapshotSettings,
+    /// Dial these peers at these addresses instead of their advertised ones
+    /// (e.g. through a fault-injecting proxy). Empty in production.
+    #[serde(default)]
+    pub peer_dial_overrides: std::collections::BTreeMap<u64, String>,
     /// Largest frame accepted from a peer.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
@@ -118,6 +122,7 @@ impl RaftNodeConfig {
             data_dir: data_dir.into(),
             timings: RaftTimings::default(),
             snapshots: SnapshotSettings::default(),
+            peer_dial_overrides: Default::default(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         }
     }

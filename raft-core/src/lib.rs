@@ -42,4 +42,5 @@ pub use consensus::NodeId;
 pub use error::Error;
 pub use transport::Dialer;
 pub use transport::LinkControl;
+pub use transport::OverrideDialer;
 pub use transport::TcpDialer;

@@ -50,6 +50,28 @@ impl Dialer for TcpDialer {
     }
 }
 
+/// Dials some peers at other addresses than membership says: how a chaos
+/// test puts a userspace proxy on each directed link between real
+/// processes (`peer_dial_overrides` in the node config).
+pub struct OverrideDialer {
+    inner: Arc<dyn Dialer>,
+    overrides: std::collections::BTreeMap<PeerId, String>,
+}
+
+impl OverrideDialer {
+    /// Wrap `inner`, dialling `overrides[peer]` instead of a peer's address.
+    pub fn new(inner: Arc<dyn Dialer>, overrides: std::collections::BTreeMap<PeerId, String>) -> Self {
+        Self { inner, overrides }
+    }
+}
+
+impl Dialer for OverrideDialer {
+    fn dial(&self, target: PeerId, addr: &str) -> DialFuture {
+        let addr = self.overrides.get(&target).map(String::as_str).unwrap_or(addr);
+        self.inner.dial(target, addr)
+    }
+}
+
 /// Cuts links on demand, for partition tests in one process.
 ///
 /// Wraps another dialer: a dial to a blocked peer fails, and a stream that

@@ -468,6 +468,14 @@ impl<S: StateMachine> RaftNode<S> {
             field: "timings",
             reason: e.to_string(),
         })?);
+        let dialer: Arc<dyn Dialer> = if config.peer_dial_overrides.is_empty() {
+            dialer
+        } else {
+            Arc::new(crate::transport::OverrideDialer::new(
+                dialer,
+                config.peer_dial_overrides.clone(),
+            ))
+        };
         let net = NetConfig {
             self_id: config.id,
             dialer,
