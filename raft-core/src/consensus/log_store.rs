@@ -48,11 +48,78 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 /// a few appends in flight, so 4096 is never reached in normal operation.
 const SYNC_QUEUE_BOUND: usize = 4096;
 
+/// The newest entries, kept in memory so replication (which reads what was
+/// just appended) needs neither RocksDB nor a blocking thread nor a decode.
+/// Bounded in entries and bytes, because a follower that lags far behind
+/// should read from RocksDB rather than pin memory on a 1 GiB Pi.
+const TAIL_CACHE_ENTRIES_MAX: usize = 4096;
+const TAIL_CACHE_BYTES_MAX: usize = 8 << 20;
+
+/// Invariant: holds a contiguous *suffix* of the log (or nothing), so any
+/// read starting at or after its first index is answered from it alone.
+#[derive(Default)]
+struct TailCache {
+    entries: std::collections::BTreeMap<u64, (Entry, usize)>,
+    bytes: usize,
+}
+
+impl TailCache {
+    fn insert(&mut self, entry: Entry, size: usize) {
+        let index = entry.log_id.index;
+        if let Some(last) = self.entries.keys().next_back() {
+            if *last + 1 != index {
+                // Not contiguous (should not happen after truncate): restart
+                // the suffix here rather than break the invariant.
+                self.clear();
+            }
+        }
+        self.bytes += size;
+        self.entries.insert(index, (entry, size));
+        while self.entries.len() > TAIL_CACHE_ENTRIES_MAX || self.bytes > TAIL_CACHE_BYTES_MAX {
+            match self.entries.pop_first() {
+                Some((_, (_, sz))) => self.bytes -= sz,
+                None => break,
+            }
+        }
+    }
+
+    fn truncate_from(&mut self, from: u64) {
+        let tail = self.entries.split_off(&from);
+        self.bytes -= tail.values().map(|(_, sz)| sz).sum::<usize>();
+    }
+
+    fn purge_upto(&mut self, upto: u64) {
+        let keep = self.entries.split_off(&(upto + 1));
+        self.entries = keep;
+        self.bytes = self.entries.values().map(|(_, sz)| sz).sum();
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Entries of `[start, end)` if the cache covers the start.
+    fn read(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
+        let first = *self.entries.keys().next()?;
+        if start < first {
+            return None;
+        }
+        let range = match end {
+            Some(end) if end <= start => return Some(Vec::new()),
+            Some(end) => self.entries.range(start..end),
+            None => self.entries.range(start..),
+        };
+        Some(range.map(|(_, (e, _))| e.clone()).collect())
+    }
+}
+
 /// RocksDB-backed [`RaftLogStorage`].
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<DB>,
     sync_tx: mpsc::SyncSender<IOFlushed<TypeConfig>>,
+    tail: Arc<std::sync::Mutex<TailCache>>,
 }
 
 impl LogStore {
@@ -65,7 +132,15 @@ impl LogStore {
         std::thread::Builder::new()
             .name("cairn-wal-sync".into())
             .spawn(move || sync_loop(sync_db, sync_rx, metrics))?;
-        Ok(Self { db, sync_tx })
+        Ok(Self {
+            db,
+            sync_tx,
+            tail: Arc::default(),
+        })
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, TailCache> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn cf(&self, name: &str) -> io::Result<&rocksdb::ColumnFamily> {
@@ -192,6 +267,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => Some(*x),
             Bound::Unbounded => None,
         };
+        if let Some(hit) = self.tail().read(start, end) {
+            return Ok(hit);
+        }
         let db = self.db.clone();
         blocking(move || read_range(&db, start, end)).await
     }
@@ -251,15 +329,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::default();
+        let mut appended = Vec::new();
         {
             let cf = self.cf(CF_LOG)?;
             for entry in entries {
-                batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry)?);
+                let bytes = encode(&entry)?;
+                batch.put_cf(cf, index_key(entry.log_id.index), &bytes);
+                appended.push((entry, bytes.len()));
             }
         }
         let db = self.db.clone();
         // One batch, not synced here: the sync thread fsyncs it (grouped).
         blocking(move || db.write(batch).map_err(io::Error::other)).await?;
+        {
+            let mut tail = self.tail();
+            for (entry, size) in appended {
+                tail.insert(entry, size);
+            }
+        }
         self.sync_tx
             .send(callback)
             .map_err(|_| io::Error::other("wal sync thread has stopped"))?;
@@ -269,6 +356,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map(|id| id.index + 1).unwrap_or(0);
         tracing::debug!(from, "truncate log");
+        self.tail().truncate_from(from);
         let db = self.db.clone();
         blocking(move || {
             let cf = db
@@ -289,6 +377,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         tracing::debug!(upto = log_id.index, "purge log");
+        self.tail().purge_upto(log_id.index);
         let meta = encode(&log_id)?;
         let db = self.db.clone();
         blocking(move || {
@@ -306,5 +395,53 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             db.write(batch).map_err(io::Error::other)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::entry::RaftEntry;
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry::new_blank(LogId::new(openraft::vote::leader_id_adv::LeaderId { term: 1, node_id: 1 }, index))
+    }
+
+    fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        v.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn tail_cache_keeps_a_contiguous_suffix() {
+        let mut c = TailCache::default();
+        for i in 5..=9 {
+            c.insert(entry(i), 10);
+        }
+        assert_eq!(indexes(c.read(6, Some(8))), Some(vec![6, 7]));
+        assert_eq!(indexes(c.read(8, None)), Some(vec![8, 9]));
+        assert_eq!(c.read(4, None).map(|v| v.len()), None, "before the cache: go to RocksDB");
+
+        c.truncate_from(8);
+        assert_eq!(indexes(c.read(5, None)), Some(vec![5, 6, 7]));
+        assert_eq!(c.bytes, 30);
+        c.purge_upto(5);
+        assert_eq!(indexes(c.read(6, None)), Some(vec![6, 7]));
+        assert_eq!(c.read(5, None).map(|v| v.len()), None);
+
+        // A gap would break the suffix invariant: the cache restarts.
+        c.insert(entry(20), 10);
+        assert_eq!(indexes(c.read(20, None)), Some(vec![20]));
+        assert_eq!(c.read(7, None).map(|v| v.len()), None);
+    }
+
+    #[test]
+    fn tail_cache_is_bounded() {
+        let mut c = TailCache::default();
+        for i in 1..=(TAIL_CACHE_ENTRIES_MAX as u64 + 10) {
+            c.insert(entry(i), 1);
+        }
+        assert_eq!(c.entries.len(), TAIL_CACHE_ENTRIES_MAX);
+        assert_eq!(c.read(1, None).map(|v| v.len()), None, "oldest entries were evicted");
     }
 }
