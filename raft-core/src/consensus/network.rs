@@ -105,6 +105,7 @@ impl Connection {
         let closed = Arc::new(AtomicBool::new(false));
 
         let w_closed = closed.clone();
+        let w_pending = pending.clone();
         let writer = tokio::spawn(async move {
             let mut buf = Vec::with_capacity(64 << 10);
             while let Some(first) = rx.recv().await {
@@ -114,6 +115,8 @@ impl Connection {
                 while let Some(req) = next {
                     if let Err(e) = frame::encode_frame(&req, &mut buf, max_frame_bytes) {
                         tracing::warn!(peer = target, error = %e, "dropping unencodable request");
+                        // Fail the caller now instead of at its timeout.
+                        w_pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&req.id);
                     }
                     next = if buf.len() < (1 << 20) {
                         rx.try_recv().ok()
