@@ -69,20 +69,16 @@ where
 /// Encode `msg` as one frame into `out` (appending), for a writer that
 /// batches several frames into one syscall.
 pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>, max_frame_bytes: usize) -> Result<(), FrameError> {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    let mut out_vec = std::mem::take(out);
-    out_vec = postcard::to_extend(msg, out_vec)?;
-    *out = out_vec;
-    let len = out.len() - start - 4;
-    if len > max_frame_bytes {
-        out.truncate(start);
+    // Encode separately so a failure leaves frames already in `out` intact.
+    let body = postcard::to_stdvec(msg)?;
+    if body.len() > max_frame_bytes {
         return Err(FrameError::TooLarge {
-            len,
+            len: body.len(),
             max: max_frame_bytes,
         });
     }
-    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
     Ok(())
 }
 
