@@ -1,336 +1,504 @@
-//! The HTTP admin API (axum, JSON).
+//! The HTTP admin API (axum, JSON); its OpenAPI description is generated from
+//! this code (utoipa) and served at `/openapi.json`. docs/API.md is the
+//! narrative guide.
 //!
-//! Reads are linearizable unless `?consistency=stale` (served from this
-//! node's applied state, possibly behind). Writes to any node are forwarded
-//! to the leader by the Raft layer.
+//! # Consistency of reads (as in rqlite)
+//! - default, `?consistency=linearizable`: the node asks the leader to confirm
+//!   it still leads (read-index, one heartbeat round) and waits until it has
+//!   applied at least that index. The answer reflects every write
+//!   acknowledged before the request started, whichever node serves it.
+//! - `?consistency=stale`: this node's applied state, no network round trip.
+//!   Fast and available without a quorum, but may miss recent writes (by the
+//!   replication lag, or much more on a partitioned node).
+//!
+//! Every read answers with `x-cairn-applied-index`: the applied index the
+//! state reflected, from which `GET /v1/watch?from=<index+1>` continues.
+//!
+//! Writes to any node are forwarded to the leader by the Raft layer.
+//!
+//! # Security
+//! Mutating requests need `Authorization: Bearer <token>` when a token is
+//! configured (compared in constant time); reads too if
+//! `read_requires_token`. `/healthz`, `/readyz` and `/openapi.json` are
+//! always public. Without a token the API is open: a bench setup only.
+//!
+//! # Tracing
+//! Every request gets an id (the client's `x-request-id` if it sent a sane
+//! one), returned in the `x-request-id` response header, recorded on the
+//! request's span, and carried to the leader with a forwarded write.
 
-use std::collections::BTreeMap;
+mod metrics;
+mod resources;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::FromRequest;
-use axum::extract::Path;
-use axum::extract::Query;
+use axum::extract::FromRequestParts;
+use axum::extract::Request;
 use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::HeaderValue;
+use axum::http::Method;
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::delete;
 use axum::routing::get;
 use axum::routing::post;
+use axum::routing::put;
 use axum::Json;
 use axum::Router;
-use cairn_raft::Consistency;
-use cairn_raft::Member;
 use cairn_raft::RaftNode;
-use cairn_state::Command;
 use cairn_state::Mission;
-use cairn_state::ParamKind;
-use cairn_state::ParamValue;
-use cairn_state::TaskId;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde::Serialize;
+use tracing::Instrument;
+use utoipa::OpenApi;
+
+pub use resources::AddMemberRequest;
+pub use resources::AppendGoalsRequest;
+pub use resources::DeclareParamRequest;
+pub use resources::InitRequest;
+pub use resources::ReplacePlanRequest;
+pub use resources::SubmitTaskRequest;
 
 use crate::error::Error;
 
 /// Largest request body accepted (a mission plan with many goals fits).
-const MAX_BODY_BYTES: usize = 1 << 20;
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Header carrying the request id, both ways.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Header carrying the applied index a read reflected.
+pub const APPLIED_INDEX_HEADER: &str = "x-cairn-applied-index";
+
+/// Admin API security settings (`[api]` in the node config).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Bearer token required on mutating requests. None (and no
+    /// `token_file`) means no authentication: for a bench only.
+    pub token: Option<String>,
+    /// Read the token from this file instead (surrounding whitespace is
+    /// trimmed), so it need not sit in the config.
+    pub token_file: Option<PathBuf>,
+    /// Require the token on reads too (status, tasks, metrics, watch…).
+    pub read_requires_token: bool,
+    /// Serve HTTPS with the node's `[tls]` certificate.
+    pub tls: bool,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("read_requires_token", &self.read_requires_token)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// Checked authentication settings.
+#[derive(Clone, Default)]
+pub struct ApiAuth {
+    token: Option<Arc<[u8]>>,
+    read_requires_token: bool,
+}
+
+impl ApiAuth {
+    /// No authentication at all.
+    pub fn open() -> Self {
+        Self::default()
+    }
+
+    /// Resolve the settings (reads `token_file`).
+    pub fn from_settings(s: &ApiSettings) -> Result<Self, Error> {
+        let token = match (&s.token, &s.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config {
+                    reason: "api.token and api.token_file are both set; use one".into(),
+                })
+            }
+            (Some(t), None) => Some(t.trim().to_string()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| Error::Config {
+                        reason: format!("api.token_file {}: {e}", path.display()),
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        if token.as_deref() == Some("") {
+            return Err(Error::Config {
+                reason: "api token is empty".into(),
+            });
+        }
+        if s.read_requires_token && token.is_none() {
+            return Err(Error::Config {
+                reason: "api.read_requires_token needs api.token or api.token_file".into(),
+            });
+        }
+        Ok(Self {
+            token: token.map(|t| Arc::from(t.into_bytes())),
+            read_requires_token: s.read_requires_token,
+        })
+    }
+
+    /// Whether a token is required for anything.
+    pub fn is_enabled(&self) -> bool {
+        self.token.is_some()
+    }
+}
 
 /// Shared state of the API handlers.
-pub type AppState = Arc<RaftNode<Mission>>;
+#[derive(Clone)]
+pub struct Api {
+    node: Arc<RaftNode<Mission>>,
+    auth: ApiAuth,
+    started_ms: u64,
+    next_request: Arc<AtomicU64>,
+    watchers: Arc<tokio::sync::Semaphore>,
+}
 
-/// JSON extractor whose rejections use our error body (naming the problem).
+impl Api {
+    /// The API over `node` with `auth`.
+    pub fn new(node: Arc<RaftNode<Mission>>, auth: ApiAuth) -> Self {
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Self {
+            node,
+            auth,
+            started_ms,
+            next_request: Arc::new(AtomicU64::new(1)),
+            watchers: Arc::new(tokio::sync::Semaphore::new(watch::MAX_WATCHERS)),
+        }
+    }
+
+    fn new_request_id(&self) -> String {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        format!("n{}-{:x}-{n}", self.node.id(), self.started_ms)
+    }
+}
+
+/// The router with no authentication (tests, embedding on a bench).
+pub fn router(node: Arc<RaftNode<Mission>>) -> Router {
+    router_with(Api::new(node, ApiAuth::open()))
+}
+
+/// The router.
+pub fn router_with(api: Api) -> Router {
+    use resources as r;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(r::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi_json))
+        .route("/v1/status", get(r::status))
+        .route("/v1/cluster/init", post(r::init))
+        .route("/v1/members", get(r::members).post(r::add_member))
+        .route("/v1/members/{id}/promote", post(r::promote))
+        .route("/v1/members/{id}", delete(r::remove_member))
+        .route("/v1/leader/transfer", post(r::transfer_leader))
+        .route("/v1/nodes", get(r::list_nodes))
+        .route("/v1/nodes/{id}", get(r::get_node))
+        .route("/v1/mission", get(r::get_mission))
+        .route("/v1/mission/plan", put(r::replace_plan))
+        .route("/v1/mission/goals", post(r::append_goals))
+        .route("/v1/mission/goals/{id}/skip", post(r::skip_goal))
+        .route("/v1/mission/goals/{id}/complete", post(r::complete_goal))
+        .route("/v1/mission/abort", post(r::abort_plan))
+        .route("/v1/tasks", get(r::list_tasks).post(r::submit_task))
+        .route("/v1/tasks/{id}", get(r::get_task))
+        .route("/v1/tasks/{id}/cancel", post(r::cancel_task))
+        .route("/v1/params", get(r::list_params).post(r::declare_param))
+        .route("/v1/params/{name}", get(r::get_param).put(r::set_param))
+        .route("/v1/sensors", get(r::list_sensors))
+        .route("/v1/sensors/{name}", put(r::report_sensor))
+        .route("/v1/policies", get(r::list_policies).put(r::set_policy))
+        .route("/v1/policies/{sensor}/{health}", delete(r::remove_policy))
+        .route("/v1/watch", get(watch::watch))
+        .fallback(|| async { Error::not_found("route", "path") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), trace_request))
+        .with_state(api)
+}
+
+/// The OpenAPI document of this API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cairn admin API",
+        description = "Cluster, mission, tasks, parameters, health and a watch stream of a cairn cluster. \
+Reads are linearizable unless `?consistency=stale`. Mutating requests need `Authorization: Bearer <token>` when the node has a token.",
+    ),
+    paths(
+        resources::readyz, metrics::metrics, resources::status, resources::init,
+        resources::members, resources::add_member, resources::promote, resources::remove_member,
+        resources::transfer_leader, resources::list_nodes, resources::get_node,
+        resources::get_mission, resources::replace_plan, resources::append_goals,
+        resources::skip_goal, resources::complete_goal, resources::abort_plan,
+        resources::list_tasks, resources::submit_task, resources::get_task, resources::cancel_task,
+        resources::list_params, resources::declare_param, resources::get_param, resources::set_param,
+        resources::list_sensors, resources::report_sensor,
+        resources::list_policies, resources::set_policy, resources::remove_policy,
+        watch::watch,
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::HttpAuthScheme;
+        use utoipa::openapi::security::HttpBuilder;
+        use utoipa::openapi::security::SecurityScheme;
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as pretty JSON (`cairn openapi`, `/openapi.json`).
+pub fn openapi_json_string() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi_json_string(),
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------
+// Middleware
+
+/// A request id a client may choose: short and printable, so it is safe in
+/// logs and headers.
+fn sane_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then(|| s.to_string())
+}
+
+async fn trace_request(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(sane_request_id)
+        .unwrap_or_else(|| api.new_request_id());
+    let span = tracing::info_span!("api", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let started = Instant::now();
+    let mutating = is_mutating(req.method());
+    let mut resp = cairn_raft::trace::with_request_id(id.clone(), next.run(req))
+        .instrument(span.clone())
+        .await;
+    let status = resp.status().as_u16();
+    let latency_ms = started.elapsed().as_millis() as u64;
+    span.in_scope(|| {
+        if mutating {
+            tracing::debug!(status, latency_ms, "served");
+        } else {
+            tracing::trace!(status, latency_ms, "served");
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+fn is_mutating(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let Some(token) = &api.auth.token else {
+        return next.run(req).await;
+    };
+    let public = matches!(req.uri().path(), "/healthz" | "/readyz" | "/openapi.json");
+    let needs = !public && (is_mutating(req.method()) || api.auth.read_requires_token);
+    if !needs {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    match presented {
+        None => Error::Unauthorized {
+            reason: "this request needs a bearer token (Authorization: Bearer <token>); nothing was changed".into(),
+        }
+        .into_response(),
+        Some(p) => {
+            use subtle::ConstantTimeEq;
+            // ct_eq on slices of different lengths is false at once: that
+            // leaks the token's length, not its content.
+            if bool::from(p.as_bytes().ct_eq(token)) {
+                next.run(req).await
+            } else {
+                tracing::info!(path = %req.uri().path(), "refused a request with a wrong bearer token");
+                Error::Unauthorized {
+                    reason: "wrong bearer token; nothing was changed".into(),
+                }
+                .into_response()
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Extractors whose rejections are our JSON error body, naming the field
+
+/// The field a serde error is about: its path, or the missing/unknown field
+/// a message names when the path is the top level.
+fn error_field(path: &serde_path_to_error::Path, message: &str, top: &str) -> String {
+    let path = path.to_string();
+    let named = ["missing field `", "unknown field `"].iter().find_map(|prefix| {
+        let rest = message.split(prefix).nth(1)?;
+        rest.split('`').next().map(str::to_string)
+    });
+    match (path.as_str(), named) {
+        (".", Some(name)) => name,
+        (".", None) => top.to_string(),
+        (p, Some(name)) if message.starts_with("missing field") => format!("{p}.{name}"),
+        (p, _) => p.to_string(),
+    }
+}
+
+/// JSON body extractor: 400 naming the offending field (`body` for syntax
+/// errors), 413 over [`MAX_BODY_BYTES`].
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = Error;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(JsonBody(v)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::BodyTooLarge {
-                limit_bytes: MAX_BODY_BYTES,
-            }),
-            Err(rejection) => Err(Error::BadRequest {
-                field: "body".into(),
-                reason: rejection.body_text(),
-            }),
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+        if !json_type {
+            return Err(Error::bad("content-type", "expected application/json"));
         }
+        let bytes = match bytes::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(Error::BodyTooLarge {
+                    limit_bytes: MAX_BODY_BYTES,
+                })
+            }
+            Err(r) => return Err(Error::bad("body", r.body_text())),
+        };
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let msg = e.inner().to_string();
+            let field = match e.inner().classify() {
+                serde_json::error::Category::Data => error_field(e.path(), &msg, "body"),
+                _ => "body".to_string(),
+            };
+            Error::bad(field, msg)
+        })?;
+        de.end().map_err(|e| Error::bad("body", e.to_string()))?;
+        Ok(JsonBody(value))
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ReadQuery {
-    #[serde(default)]
-    consistency: Option<String>,
+/// Query-string extractor: 400 naming the offending parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
+            let msg = e.inner().to_string();
+            Error::bad(error_field(e.path(), &msg, "query"), msg)
+        })
+    }
 }
 
-impl ReadQuery {
-    fn consistency(&self) -> Result<Consistency, Error> {
-        match self.consistency.as_deref() {
-            None | Some("linearizable") => Ok(Consistency::Linearizable),
-            Some("stale") => Ok(Consistency::Stale),
-            Some(other) => Err(Error::BadRequest {
-                field: "consistency".into(),
-                reason: format!("{other:?} is not one of \"linearizable\", \"stale\""),
-            }),
+/// Parse a numeric path segment, naming it on error.
+fn path_id(raw: &str, field: &str) -> Result<u64, Error> {
+    raw.parse()
+        .map_err(|_| Error::bad(field, format!("{raw:?} is not a non-negative integer")))
+}
+
+/// A JSON response with the applied index it reflects.
+fn indexed<T: Serialize>(index: u64, body: T) -> Response {
+    let mut resp = Json(body).into_response();
+    resp.headers_mut()
+        .insert(APPLIED_INDEX_HEADER, HeaderValue::from(index));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_api_md_covers_every_route_of_the_openapi_document() {
+        let doc = ApiDoc::openapi();
+        let md = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md")).unwrap_or_default();
+        let mut missing = Vec::new();
+        for (path, item) in doc.paths.paths.iter() {
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+                ("DELETE", item.delete.is_some()),
+            ];
+            for (m, present) in methods {
+                if present && !md.contains(&format!("`{m} {path}`")) {
+                    missing.push(format!("{m} {path}"));
+                }
+            }
         }
+        assert!(missing.is_empty(), "docs/API.md does not mention: {missing:?}");
     }
-}
 
-/// Build the router.
-pub fn router(node: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/status", get(status))
-        .route("/v1/cluster/init", post(init))
-        .route("/v1/members", get(members).post(add_member))
-        .route("/v1/members/{id}/promote", post(promote))
-        .route("/v1/members/{id}", axum::routing::delete(remove_member))
-        .route("/v1/leader/transfer", post(transfer_leader))
-        .route("/v1/params", get(list_params).post(declare_param))
-        .route("/v1/params/{name}", get(get_param).put(set_param))
-        .route("/v1/tasks", get(list_tasks).post(submit_task))
-        .route("/v1/tasks/{id}", get(get_task))
-        .route("/v1/tasks/{id}/cancel", post(cancel_task))
-        .route("/v1/mission", get(get_mission))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(node)
-}
-
-async fn readyz(State(node): State<AppState>) -> impl IntoResponse {
-    let st = node.status();
-    if st.leader.is_some() && !st.members.is_empty() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no known leader")
+    #[test]
+    fn request_ids_from_clients_are_checked() {
+        assert_eq!(
+            sane_request_id(&HeaderValue::from_static("abc-1.2_3")).as_deref(),
+            Some("abc-1.2_3")
+        );
+        assert_eq!(sane_request_id(&HeaderValue::from_static("a b")), None);
+        assert_eq!(sane_request_id(&HeaderValue::from_str(&"x".repeat(65)).unwrap()), None);
     }
-}
-
-async fn metrics(State(node): State<AppState>) -> impl IntoResponse {
-    let families = node.metrics().registry().gather();
-    let mut out = String::new();
-    match prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
-        Ok(()) => (StatusCode::OK, out),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-async fn status(State(node): State<AppState>) -> Json<cairn_raft::Status> {
-    Json(node.status())
-}
-
-/// Body of `POST /v1/cluster/init`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct InitRequest {
-    /// Voters of the new cluster, by id.
-    pub members: BTreeMap<u64, Member>,
-}
-
-async fn init(State(node): State<AppState>, JsonBody(req): JsonBody<InitRequest>) -> Result<StatusCode, Error> {
-    if req.members.is_empty() {
-        return Err(Error::BadRequest {
-            field: "members".into(),
-            reason: "at least one member is required".into(),
-        });
-    }
-    node.initialize(req.members).await?;
-    Ok(StatusCode::CREATED)
-}
-
-async fn members(State(node): State<AppState>) -> Json<Vec<cairn_raft::MemberStatus>> {
-    Json(node.status().members)
-}
-
-/// Body of `POST /v1/members` (adds a learner).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AddMemberRequest {
-    /// New node's id.
-    pub id: u64,
-    /// Its transport address.
-    pub raft_addr: String,
-    /// Its admin API address.
-    pub api_addr: String,
-}
-
-async fn add_member(
-    State(node): State<AppState>,
-    JsonBody(req): JsonBody<AddMemberRequest>,
-) -> Result<StatusCode, Error> {
-    if req.id == 0 {
-        return Err(Error::BadRequest {
-            field: "id".into(),
-            reason: "node id 0 is reserved".into(),
-        });
-    }
-    node.add_learner(
-        req.id,
-        Member {
-            raft_addr: req.raft_addr,
-            api_addr: req.api_addr,
-        },
-    )
-    .await?;
-    Ok(StatusCode::CREATED)
-}
-
-async fn promote(State(node): State<AppState>, Path(id): Path<u64>) -> Result<StatusCode, Error> {
-    node.promote(id).await?;
-    Ok(StatusCode::OK)
-}
-
-async fn remove_member(State(node): State<AppState>, Path(id): Path<u64>) -> Result<StatusCode, Error> {
-    node.remove(id).await?;
-    Ok(StatusCode::OK)
-}
-
-#[derive(Debug, Deserialize)]
-struct TransferRequest {
-    to: u64,
-}
-
-async fn transfer_leader(
-    State(node): State<AppState>,
-    JsonBody(req): JsonBody<TransferRequest>,
-) -> Result<StatusCode, Error> {
-    node.transfer_leader(req.to).await?;
-    Ok(StatusCode::OK)
-}
-
-/// Apply a command; a state-machine rejection becomes a 409 with its reason.
-async fn execute(node: &RaftNode<Mission>, cmd: Command) -> Result<Json<serde_json::Value>, Error> {
-    let out = node.write(cmd).await?;
-    let response = out.response?;
-    Ok(Json(serde_json::json!({ "index": out.index, "response": response })))
-}
-
-/// Body of `POST /v1/params`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DeclareParamRequest {
-    /// Name.
-    pub name: String,
-    /// What it means.
-    #[serde(default)]
-    pub description: String,
-    /// Type and bounds.
-    pub kind: ParamKind,
-    /// Initial value.
-    pub value: ParamValue,
-}
-
-async fn declare_param(
-    State(node): State<AppState>,
-    JsonBody(req): JsonBody<DeclareParamRequest>,
-) -> Result<Json<serde_json::Value>, Error> {
-    execute(
-        &node,
-        Command::DeclareParam {
-            name: req.name,
-            description: req.description,
-            kind: req.kind,
-            value: req.value,
-        },
-    )
-    .await
-}
-
-#[derive(Debug, Deserialize)]
-struct SetParamRequest {
-    value: ParamValue,
-}
-
-async fn set_param(
-    State(node): State<AppState>,
-    Path(name): Path<String>,
-    JsonBody(req): JsonBody<SetParamRequest>,
-) -> Result<Json<serde_json::Value>, Error> {
-    execute(&node, Command::SetParam { name, value: req.value }).await
-}
-
-async fn list_params(
-    State(node): State<AppState>,
-    Query(q): Query<ReadQuery>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let v = node
-        .read(q.consistency()?, |m| {
-            serde_json::to_value(m.params().collect::<Vec<_>>())
-        })
-        .await?;
-    v.map(Json).map_err(|e| Error::Config { reason: e.to_string() })
-}
-
-async fn get_param(
-    State(node): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<ReadQuery>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let v = node
-        .read(q.consistency()?, |m| m.param(&name).map(serde_json::to_value))
-        .await?;
-    match v {
-        Some(Ok(v)) => Ok(Json(v)),
-        Some(Err(e)) => Err(Error::Config { reason: e.to_string() }),
-        None => Err(Error::NotFound {
-            what: format!("parameter {name:?}"),
-        }),
-    }
-}
-
-async fn submit_task(
-    State(node): State<AppState>,
-    JsonBody(spec): JsonBody<cairn_state::TaskSpec>,
-) -> Result<Json<serde_json::Value>, Error> {
-    execute(&node, Command::CreateTask(spec)).await
-}
-
-async fn list_tasks(
-    State(node): State<AppState>,
-    Query(q): Query<ReadQuery>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let v = node
-        .read(q.consistency()?, |m| {
-            serde_json::to_value(m.tasks(&cairn_state::TaskFilter::default()))
-        })
-        .await?;
-    v.map(Json).map_err(|e| Error::Config { reason: e.to_string() })
-}
-
-async fn get_task(
-    State(node): State<AppState>,
-    Path(id): Path<u64>,
-    Query(q): Query<ReadQuery>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let v = node
-        .read(q.consistency()?, |m| m.task(TaskId(id)).map(serde_json::to_value))
-        .await?;
-    match v {
-        Some(Ok(v)) => Ok(Json(v)),
-        Some(Err(e)) => Err(Error::Config { reason: e.to_string() }),
-        None => Err(Error::NotFound {
-            what: format!("task {id}"),
-        }),
-    }
-}
-
-async fn cancel_task(State(node): State<AppState>, Path(id): Path<u64>) -> Result<Json<serde_json::Value>, Error> {
-    execute(&node, Command::CancelTask { task_id: TaskId(id) }).await
-}
-
-async fn get_mission(
-    State(node): State<AppState>,
-    Query(q): Query<ReadQuery>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let v = node
-        .read(q.consistency()?, |m| {
-            serde_json::to_value(serde_json::json!({
-                "plan": m.plan(),
-                "effective": m.effective(),
-            }))
-        })
-        .await?;
-    v.map(Json).map_err(|e| Error::Config { reason: e.to_string() })
 }

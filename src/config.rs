@@ -37,6 +37,32 @@ pub struct NodeConfig {
     /// tests put a proxy on each link this way). Empty in production.
     #[serde(default)]
     pub peer_dial_overrides: std::collections::BTreeMap<u64, String>,
+    /// Mutual TLS between nodes (`[tls]`: `ca_cert`, `cert`, `key`, made by
+    /// `cairn certs`). Absent = plaintext, which is for a bench only: anyone
+    /// on the network could join the Raft group.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsPaths>,
+    /// Admin API security (`[api]`: `token`/`token_file`,
+    /// `read_requires_token`, `tls`). Default: no token, plain HTTP (bench only).
+    #[serde(default)]
+    pub api: crate::api::ApiSettings,
+    /// What this node can do, offered to the scheduler (e.g.
+    /// `["camera", "drive"]`). Default: none (the node runs only tasks that
+    /// require no capability).
+    #[serde(default)]
+    pub capabilities: std::collections::BTreeSet<String>,
+    /// CPU that tasks may use on this node, thousandths of a core. Default
+    /// 3000: three of a Pi 4's four cores, one left for Raft and the OS.
+    #[serde(default = "default_cpu_millicores")]
+    pub cpu_millicores: u64,
+    /// Memory that tasks may use on this node, MiB. Default 1024: a quarter
+    /// of a 4 GB Pi, the rest for the OS, RocksDB's caches and the daemon.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// Coordinator and agent timings (`[agent]`; see `cairn_agents::config`
+    /// for the defaults and why).
+    #[serde(default)]
+    pub agent: cairn_agents::AgentConfig,
 }
 
 fn default_raft_addr() -> String {
@@ -48,8 +74,46 @@ fn default_api_addr() -> String {
 fn default_data_dir() -> PathBuf {
     "cairn-data".into()
 }
+fn default_cpu_millicores() -> u64 {
+    3000
+}
+fn default_memory_mib() -> u64 {
+    1024
+}
 
 impl NodeConfig {
+    /// Defaults for everything but the id (the laptop setup: plaintext, no token).
+    pub fn new(id: u64) -> Self {
+        Self {
+            id,
+            raft_addr: default_raft_addr(),
+            api_addr: default_api_addr(),
+            data_dir: default_data_dir(),
+            timings: RaftTimings::default(),
+            snapshots: SnapshotSettings::default(),
+            peer_dial_overrides: Default::default(),
+            tls: None,
+            api: crate::api::ApiSettings::default(),
+            capabilities: Default::default(),
+            cpu_millicores: default_cpu_millicores(),
+            memory_mib: default_memory_mib(),
+            agent: cairn_agents::AgentConfig::default(),
+        }
+    }
+
+    /// How this node registers with the cluster's node registry.
+    pub fn node_spec(&self) -> cairn_state::NodeSpec {
+        cairn_state::NodeSpec {
+            id: cairn_state::NodeId(self.id),
+            addresses: vec![self.raft_addr.clone()],
+            capabilities: self.capabilities.clone(),
+            budget: cairn_state::Resources {
+                cpu_millicores: self.cpu_millicores,
+                memory_mib: self.memory_mib,
+            },
+        }
+    }
+
     /// Read a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {

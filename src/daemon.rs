@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use cairn_agents::action::ActionHandler;
+use cairn_agents::Agent;
+use cairn_agents::Coordinator;
 use cairn_raft::RaftNode;
 use cairn_state::Mission;
 use tokio::net::TcpListener;
@@ -14,12 +17,25 @@ pub struct Daemon {
     node: Arc<RaftNode<Mission>>,
     api_addr: String,
     api: tokio::task::JoinHandle<()>,
+    coordinator: Coordinator,
+    agent: Agent,
 }
 
 impl Daemon {
-    /// Start the Raft node and serve the admin API.
+    /// Start the Raft node, the coordinator supervisor and the node's agent
+    /// (with no action handlers), and serve the admin API.
     pub async fn start(config: NodeConfig) -> Result<Self, Error> {
-        let node = Arc::new(RaftNode::<Mission>::start(config.raft()).await?);
+        Self::start_with_handlers(config, Vec::new()).await
+    }
+
+    /// [`Daemon::start`], with the action handlers this node runs tasks
+    /// with, by task kind.
+    pub async fn start_with_handlers(
+        config: NodeConfig,
+        handlers: Vec<(String, Arc<dyn ActionHandler>)>,
+    ) -> Result<Self, Error> {
+        let auth = crate::api::ApiAuth::from_settings(&config.api)?;
+        let node = Arc::new(start_raft(&config).await?);
         let listener = TcpListener::bind(&config.api_addr)
             .await
             .map_err(|source| Error::Bind {
@@ -30,14 +46,64 @@ impl Daemon {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| config.api_addr.clone());
-        let app = crate::api::router(node.clone());
-        let api = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "admin api stopped");
+        let app = crate::api::router_with(crate::api::Api::new(node.clone(), auth.clone()));
+        let api = match (&config.tls, config.api.tls) {
+            (Some(paths), true) => {
+                let tls = crate::tls::TlsApiListener::new(listener, crate::tls::api_server_config(paths)?).map_err(
+                    |source| Error::Bind {
+                        addr: config.api_addr.clone(),
+                        source,
+                    },
+                )?;
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(tls, app).await {
+                        tracing::error!(error = %e, "admin api stopped");
+                    }
+                })
             }
-        });
+            (None, true) => {
+                return Err(Error::Config {
+                    reason: "api.tls needs a [tls] section with the node's certificate".into(),
+                })
+            }
+            (_, false) => tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "admin api stopped");
+                }
+            }),
+        };
+        if config.tls.is_none() {
+            tracing::warn!("peer transport is plaintext: any host on the network can join this cluster (bench only; see `cairn certs`)");
+        }
+        if !auth.is_enabled() {
+            tracing::warn!(
+                "admin api has no token: anyone who reaches it can change the mission (bench only; set api.token)"
+            );
+        }
+        let coordinator = Coordinator::start(node.clone(), config.agent.clone()).map_err(agents_error)?;
+        let mut agent = Agent::builder(node.clone(), config.node_spec(), config.agent.clone());
+        for (kind, handler) in handlers {
+            agent = agent.handler(kind, handler);
+        }
+        let agent = agent.start().map_err(agents_error)?;
         tracing::info!(id = config.id, api = %api_addr, raft = %node.raft_addr(), "cairn node running");
-        Ok(Self { node, api_addr, api })
+        Ok(Self {
+            node,
+            api_addr,
+            api,
+            coordinator,
+            agent,
+        })
+    }
+
+    /// What the coordinator on this node is doing (idle unless it leads).
+    pub fn coordinator_status(&self) -> cairn_agents::CoordinatorStatus {
+        self.coordinator.status()
+    }
+
+    /// What this node's agent is doing.
+    pub fn agent_status(&self) -> cairn_agents::AgentStatus {
+        self.agent.status()
     }
 
     /// The Raft node.
@@ -53,9 +119,33 @@ impl Daemon {
     /// Stop serving and shut Raft down.
     pub async fn shutdown(self) -> Result<(), Error> {
         self.api.abort();
-        match Arc::try_unwrap(self.node) {
-            Ok(node) => node.shutdown().await.map_err(Error::from),
-            Err(_) => Ok(()),
+        drop(self.agent);
+        drop(self.coordinator);
+        // Aborted agent tasks let go of the node at their next poll: wait a
+        // bounded moment (50 × 10 ms) for the last reference.
+        let mut node = self.node;
+        for _ in 0..50 {
+            match Arc::try_unwrap(node) {
+                Ok(node) => return node.shutdown().await.map_err(Error::from),
+                Err(back) => node = back,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        Ok(())
     }
+}
+
+fn agents_error(e: cairn_agents::Error) -> Error {
+    Error::Config { reason: e.to_string() }
+}
+
+/// Start Raft over plain TCP, or over mutual TLS when `[tls]` is configured.
+async fn start_raft(config: &NodeConfig) -> Result<RaftNode<Mission>, Error> {
+    let Some(paths) = &config.tls else {
+        return Ok(RaftNode::<Mission>::start(config.raft()).await?);
+    };
+    let dialer = crate::tls::TlsDialer::new(crate::tls::peer_client_config(paths)?);
+    let acceptor = crate::tls::TlsPeerAcceptor::new(crate::tls::peer_server_config(paths)?);
+    tracing::info!(ca = %paths.ca_cert.display(), cert = %paths.cert.display(), "peer transport uses mutual tls");
+    Ok(RaftNode::<Mission>::start_with_transport(config.raft(), Arc::new(dialer), Arc::new(acceptor)).await?)
 }

@@ -1,8 +1,24 @@
 //! Errors of the cairn facade, and their one mapping to HTTP.
+//!
+//! | status | when |
+//! |---|---|
+//! | 400 `bad_request` | malformed JSON, a wrong type, a bad path or query parameter, a value the state machine calls invalid or out of bounds — `field` names it |
+//! | 401 `unauthorized` | a mutating request (or, if configured, any request) without the right bearer token |
+//! | 404 `not_found` | an unknown task, node, goal, parameter, policy or member |
+//! | 409 `conflict` / `rejected` / … | the request is well-formed but the current state refuses it (illegal task transition, plan version mismatch, already initialised) |
+//! | 410 `compacted` | a watch asked for history that is compacted into a snapshot |
+//! | 413 `body_too_large` | the body exceeds the limit |
+//! | 503 `unavailable` / `not_leader` | no leader right now; `retryable: true` |
+//! | 504 `timeout` | the outcome of a write is unknown; `retryable: true` |
+//!
+//! Every error response has the same JSON body, [`ErrorBody`], and nothing
+//! in the state changes when one is returned (a write the state machine
+//! refuses is in the log, but leaves the state untouched).
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
+use cairn_state::CommandError;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -15,12 +31,18 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Certificates or TLS setup.
+    #[error("tls: {reason}")]
+    Tls {
+        /// Why.
+        reason: String,
+    },
     /// The Raft layer failed.
     #[error(transparent)]
     Raft(#[from] cairn_raft::Error),
     /// The state machine refused a command.
     #[error("{0}")]
-    Command(#[from] cairn_state::CommandError),
+    Command(#[from] CommandError),
     /// The request is malformed.
     #[error("invalid {field}: {reason}")]
     BadRequest {
@@ -40,6 +62,20 @@ pub enum Error {
     NotFound {
         /// What was looked for.
         what: String,
+        /// The request field that named it.
+        field: String,
+    },
+    /// Missing or wrong bearer token.
+    #[error("{reason}")]
+    Unauthorized {
+        /// Why (never echoes the token).
+        reason: String,
+    },
+    /// A value could not be encoded as JSON (a bug, not bad input).
+    #[error("cannot encode the response: {reason}")]
+    Encode {
+        /// Why.
+        reason: String,
     },
     /// The admin API could not listen.
     #[error("cannot listen on {addr}: {source}")]
@@ -52,59 +88,117 @@ pub enum Error {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// Machine-readable kind.
+    /// Machine-readable kind, e.g. `bad_request`, `not_found`, `unauthorized`.
     pub code: String,
-    /// Human-readable message.
+    /// Human-readable message, lowercase, one line.
     pub message: String,
-    /// The request field at fault, when there is one.
+    /// The request field at fault, when there is one (`body`, `value`,
+    /// `kind.Int.min`, `id`, `consistency`, `authorization`…).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub field: Option<String>,
     /// Whether the same request may succeed if retried.
     pub retryable: bool,
 }
 
+/// Status, code and field of a state-machine refusal.
+fn command_status(e: &CommandError) -> (StatusCode, &'static str, Option<String>) {
+    use CommandError as C;
+    let field = |f: &str| Some(f.to_string());
+    match e {
+        C::TaskNotFound { .. } => (StatusCode::NOT_FOUND, "not_found", field("task_id")),
+        C::NodeNotFound { .. } => (StatusCode::NOT_FOUND, "not_found", field("node_id")),
+        C::GoalNotFound { .. } => (StatusCode::NOT_FOUND, "not_found", field("goal_id")),
+        C::ParamNotDeclared { .. } => (StatusCode::NOT_FOUND, "not_found", field("name")),
+        C::PolicyNotFound { .. } => (StatusCode::NOT_FOUND, "not_found", field("sensor")),
+        C::ParamTypeMismatch { .. } | C::ParamOutOfBounds { .. } => {
+            (StatusCode::BAD_REQUEST, "bad_request", field("value"))
+        }
+        C::ProgressOutOfRange { .. } => (StatusCode::BAD_REQUEST, "bad_request", field("percent")),
+        C::NotFinite { field: f }
+        | C::Empty { field: f }
+        | C::TooLong { field: f, .. }
+        | C::Invalid { field: f, .. } => (StatusCode::BAD_REQUEST, "bad_request", Some(f.clone())),
+        C::LimitReached { .. } => (StatusCode::CONFLICT, "limit_reached", None),
+        C::PlanVersionMismatch { .. } => (StatusCode::CONFLICT, "conflict", field("expected_version")),
+        C::ParamAlreadyDeclared { .. } => (StatusCode::CONFLICT, "conflict", field("name")),
+        _ => (StatusCode::CONFLICT, "conflict", None),
+    }
+}
+
 impl Error {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// HTTP status, machine-readable code and the field at fault.
+    pub fn classify(&self) -> (StatusCode, &'static str, Option<String>) {
         use cairn_raft::Error as R;
         match self {
-            Error::Config { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "config"),
-            Error::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
-            Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-            Error::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            Error::Command(_) => (StatusCode::CONFLICT, "rejected"),
-            Error::Bind { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "bind"),
+            Error::Config { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "config", None),
+            Error::Tls { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "tls", None),
+            Error::Encode { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+            Error::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", Some(field.clone())),
+            Error::NotFound { field, .. } => (StatusCode::NOT_FOUND, "not_found", Some(field.clone())),
+            Error::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", Some("authorization".into())),
+            Error::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Some("body".into())),
+            Error::Command(e) => command_status(e),
+            Error::Bind { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "bind", None),
             Error::Raft(e) => match e {
-                R::AlreadyInitialized { .. } => (StatusCode::CONFLICT, "already_initialized"),
-                R::UnknownMember { .. } => (StatusCode::NOT_FOUND, "unknown_member"),
-                R::Membership { .. } => (StatusCode::CONFLICT, "membership"),
-                R::Rejected { .. } | R::Fenced { .. } => (StatusCode::CONFLICT, "rejected"),
-                R::NotLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leader"),
-                R::NoLeader | R::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-                R::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-                R::Config { .. } => (StatusCode::BAD_REQUEST, "config"),
-                _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                R::AlreadyInitialized { .. } => (StatusCode::CONFLICT, "already_initialized", None),
+                R::UnknownMember { .. } => (StatusCode::NOT_FOUND, "unknown_member", Some("id".into())),
+                R::Membership { .. } => (StatusCode::CONFLICT, "membership", None),
+                R::Rejected { .. } | R::Fenced { .. } => (StatusCode::CONFLICT, "rejected", None),
+                R::NotLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leader", None),
+                R::NoLeader | R::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+                R::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
+                R::Compacted { .. } => (StatusCode::GONE, "compacted", Some("from".into())),
+                R::Config { field, .. } => (StatusCode::BAD_REQUEST, "config", Some((*field).to_string())),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             },
+        }
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> ErrorBody {
+        let (_, code, field) = self.classify();
+        ErrorBody {
+            code: code.into(),
+            message: self.to_string(),
+            field,
+            retryable: matches!(self, Error::Raft(e) if e.is_retryable()),
+        }
+    }
+
+    /// A `NotFound` for `what`, named by request field `field`.
+    pub fn not_found(what: impl Into<String>, field: impl Into<String>) -> Self {
+        Error::NotFound {
+            what: what.into(),
+            field: field.into(),
+        }
+    }
+
+    /// A `BadRequest` naming `field`.
+    pub fn bad(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::BadRequest {
+            field: field.into(),
+            reason: reason.into(),
         }
     }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> axum::response::Response {
-        let (status, code) = self.status_and_code();
-        let field = match &self {
-            Error::BadRequest { field, .. } => Some(field.clone()),
-            Error::BodyTooLarge { .. } => Some("body".to_string()),
-            _ => None,
-        };
-        let retryable = matches!(&self, Error::Raft(e) if e.is_retryable());
-        let body = ErrorBody {
-            code: code.into(),
-            message: self.to_string(),
-            field,
-            retryable,
-        };
-        (status, Json(body)).into_response()
+        let (status, _, _) = self.classify();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let mut resp = (status, Json(self.body())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
     }
 }

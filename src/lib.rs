@@ -9,6 +9,7 @@
 //! - [`api`]: the axum router.
 //! - [`client`]: an admin-API client with endpoint fail-over.
 //! - [`error`]: errors and their single mapping to HTTP statuses.
+//! - [`tls`]: the cluster CA, node certificates, mTLS between nodes, HTTPS.
 #![deny(missing_docs)]
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod tls;
 
 pub use cairn_raft as raft;
 pub use cairn_state as state;

@@ -1,5 +1,19 @@
 //! The `cairn` binary: run a node, bootstrap a cluster, manage members,
 //! and read/write the mission — in the style of etcdctl and consul.
+//!
+//! Nouns and verbs: `node run|list|get`, `cluster init`, `member
+//! add|promote|remove|list|transfer-leader`, `status`, `param
+//! declare|set|get|list`, `task submit|list|get|cancel`, `mission
+//! show|load|append|skip|complete|abort`, `sensor list|report`, `policy
+//! list|set|remove`, `watch`, `certs init|issue`, `openapi`. Every command
+//! prints a table for people and JSON with `-o json`.
+//!
+//! Endpoints come from `--endpoints`, else `CAIRN_ENDPOINTS`, else the
+//! client config file (`--client-config`, `CAIRN_CLIENT_CONFIG`, or
+//! `~/.config/cairn/client.toml`), else `127.0.0.1:8001`; the same goes for
+//! the token and the CA certificate.
+
+mod cli;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,6 +25,7 @@ use cairn::api::AddMemberRequest;
 use cairn::api::DeclareParamRequest;
 use cairn::api::InitRequest;
 use cairn::client::Client;
+use cairn::client::ClientOptions;
 use cairn::config::NodeConfig;
 use cairn::daemon::Daemon;
 use cairn::raft::Member;
@@ -28,15 +43,19 @@ use reqwest::Method;
     about = "Raft-replicated mission coordinator for a rover's computers"
 )]
 struct Cli {
-    /// Admin API endpoints to talk to, tried in order (comma-separated).
-    #[arg(
-        long,
-        global = true,
-        env = "CAIRN_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:8001"
-    )]
-    endpoints: Vec<String>,
+    /// Admin API endpoints to talk to, tried in order (comma-separated)
+    /// [default: from the client config, else 127.0.0.1:8001].
+    #[arg(long, global = true, env = "CAIRN_ENDPOINTS", value_delimiter = ',')]
+    endpoints: Option<Vec<String>>,
+    /// Bearer token for mutating requests (and reads, if the nodes require it).
+    #[arg(long, global = true, env = "CAIRN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate to trust; endpoints without a scheme then use https.
+    #[arg(long, global = true, env = "CAIRN_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client config file (TOML: endpoints, token or token_file, ca_cert).
+    #[arg(long, global = true, env = "CAIRN_CLIENT_CONFIG")]
+    client_config: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -77,6 +96,35 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ParamCmd,
     },
+    /// Tasks: submit, list, get, cancel.
+    Task {
+        #[command(subcommand)]
+        cmd: cli::TaskCmd,
+    },
+    /// The mission plan: show, load, append, skip, complete, abort.
+    Mission {
+        #[command(subcommand)]
+        cmd: cli::MissionCmd,
+    },
+    /// Sensor health and the effective mode.
+    Sensor {
+        #[command(subcommand)]
+        cmd: cli::SensorCmd,
+    },
+    /// Degradation policies.
+    Policy {
+        #[command(subcommand)]
+        cmd: cli::PolicyCmd,
+    },
+    /// Stream applied changes (resumes across endpoints without gaps).
+    Watch(cli::WatchArgs),
+    /// Certificates: a cluster CA and node certificates for mutual TLS.
+    Certs {
+        #[command(subcommand)]
+        cmd: cli::CertsCmd,
+    },
+    /// Print the admin API's OpenAPI document.
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +146,33 @@ enum NodeCmd {
         /// TOML config file; flags override it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Use mutual TLS between nodes with DIR/ca.pem, DIR/node-ID.pem
+        /// and DIR/node-ID.key (from `cairn certs`).
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
+        /// Require this bearer token on mutating API requests.
+        #[arg(long, env = "CAIRN_API_TOKEN", hide_env_values = true)]
+        api_token: Option<String>,
+        /// Require the token on reads too.
+        #[arg(long)]
+        read_requires_token: bool,
+        /// Serve the admin API over HTTPS with the node certificate.
+        #[arg(long)]
+        api_tls: bool,
+    },
+    /// List registered nodes: capabilities, liveness, load.
+    List {
+        /// Read this node's state without a linearizable check.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Show one registered node.
+    Get {
+        /// Node id.
+        id: u64,
+        /// Read this node's state without a linearizable check.
+        #[arg(long)]
+        stale: bool,
     },
 }
 
@@ -173,7 +248,11 @@ enum ParamCmd {
         stale: bool,
     },
     /// List parameters.
-    List,
+    List {
+        /// Read this node's state without a linearizable check.
+        #[arg(long)]
+        stale: bool,
+    },
 }
 
 #[tokio::main]
@@ -195,7 +274,20 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(cli.endpoints.clone(), Duration::from_millis(cli.timeout_ms));
+    let settings = cli::ClientSettings::resolve(
+        cli.endpoints.clone(),
+        cli.token.clone(),
+        cli.ca_cert.clone(),
+        cli.client_config.clone(),
+    )?;
+    let client = Client::with_options(
+        settings.endpoints.clone(),
+        Duration::from_millis(cli.timeout_ms),
+        ClientOptions {
+            token: settings.token.clone(),
+            ca_cert: settings.ca_cert.clone(),
+        },
+    )?;
     match cli.command {
         Cmd::Node {
             cmd:
@@ -205,19 +297,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     api_addr,
                     data_dir,
                     config,
+                    tls_dir,
+                    api_token,
+                    read_requires_token,
+                    api_tls,
                 },
         } => {
             let mut cfg = match &config {
                 Some(path) => NodeConfig::from_file(path)?,
-                None => NodeConfig {
-                    id: id.context("--id is required without --config")?,
-                    raft_addr: "127.0.0.1:7001".into(),
-                    api_addr: "127.0.0.1:8001".into(),
-                    data_dir: "cairn-data".into(),
-                    timings: Default::default(),
-                    snapshots: Default::default(),
-                    peer_dial_overrides: Default::default(),
-                },
+                None => NodeConfig::new(id.context("--id is required without --config")?),
             };
             if let Some(id) = id {
                 cfg.id = id;
@@ -231,6 +319,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(d) = data_dir {
                 cfg.data_dir = d;
             }
+            if let Some(dir) = tls_dir {
+                cfg.tls = Some(cairn::tls::TlsPaths::in_dir(&dir, cfg.id));
+            }
+            if let Some(t) = api_token {
+                cfg.api.token = Some(t);
+                cfg.api.token_file = None;
+            }
+            cfg.api.read_requires_token |= read_requires_token;
+            cfg.api.tls |= api_tls;
             let daemon = Daemon::start(cfg.clone())
                 .await
                 .with_context(|| format!("starting node {}", cfg.id))?;
@@ -260,9 +357,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cluster init via {ep}"))?;
             println!("cluster initialised with {} voter(s) via {ep}", members.len());
         }
+        Cmd::Node {
+            cmd: NodeCmd::List { stale },
+        } => cli::node_list(&client, cli.output == Output::Json, stale).await?,
+        Cmd::Node {
+            cmd: NodeCmd::Get { id, stale },
+        } => cli::node_get(&client, id, stale).await?,
         Cmd::Member { cmd } => member(&client, cli.output, cmd).await?,
         Cmd::Status => status(&client, cli.output).await?,
         Cmd::Param { cmd } => param(&client, cli.output, cmd).await?,
+        Cmd::Task { cmd } => cli::task(&client, cli.output == Output::Json, cmd).await?,
+        Cmd::Mission { cmd } => cli::mission(&client, cli.output == Output::Json, cmd).await?,
+        Cmd::Sensor { cmd } => cli::sensor(&client, cli.output == Output::Json, cmd).await?,
+        Cmd::Policy { cmd } => cli::policy(&client, cli.output == Output::Json, cmd).await?,
+        Cmd::Watch(args) => cli::watch(&client, cli.output == Output::Json, args).await?,
+        Cmd::Certs { cmd } => cli::certs(cli.output == Output::Json, cmd)?,
+        Cmd::Openapi => println!("{}", cairn::api::openapi_json_string()),
     }
     Ok(())
 }
@@ -354,6 +464,10 @@ async fn member(client: &Client, out: Output, cmd: MemberCmd) -> anyhow::Result<
     Ok(())
 }
 
+fn strip_scheme(ep: &str) -> &str {
+    ep.trim_start_matches("http://").trim_start_matches("https://")
+}
+
 fn opt(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
@@ -373,7 +487,8 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
         let r = match r {
             Ok(Some(s)) => {
                 for m in &s.members {
-                    let url = format!("http://{}", m.member.api_addr);
+                    let scheme = if ep.starts_with("https://") { "https" } else { "http" };
+                    let url = format!("{scheme}://{}", m.member.api_addr);
                     if !endpoints.contains(&url) {
                         endpoints.push(url);
                     }
@@ -407,7 +522,7 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
             Ok(s) => {
                 println!(
                     "{:<24} {:>3} {:<9} {:>6} {:>7} {:>9} {:>9} {:>9}",
-                    ep.trim_start_matches("http://"),
+                    strip_scheme(ep),
                     s.id,
                     format!("{:?}", s.role).to_lowercase(),
                     s.term,
@@ -420,7 +535,7 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
                     leader_view = Some(s.clone());
                 }
             }
-            Err(e) => println!("{:<24} {e}", ep.trim_start_matches("http://")),
+            Err(e) => println!("{:<24} {e}", strip_scheme(ep)),
         }
     }
     if let Some(l) = leader_view {
@@ -527,8 +642,9 @@ async fn param(client: &Client, out: Output, cmd: ParamCmd) -> anyhow::Result<()
                 println!("{name} = {}", show_value(r.get("value")));
             }
         }
-        ParamCmd::List => {
-            let r: Option<serde_json::Value> = client.call(Method::GET, "/v1/params", NONE).await?;
+        ParamCmd::List { stale } => {
+            let q = if stale { "?consistency=stale" } else { "" };
+            let r: Option<serde_json::Value> = client.call(Method::GET, &format!("/v1/params{q}"), NONE).await?;
             let r = r.unwrap_or_default();
             if out == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

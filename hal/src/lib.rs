@@ -6,6 +6,9 @@
 //! and an rppal backend for real Raspberry Pi hardware.
 //!
 //! # Layout
+//! - [`action`]: the action-handler trait (goal → feedback → result, cancel,
+//!   fenced permit, live limits) that cluster runtimes drive and rover
+//!   handlers implement.
 //! - [`device`]: the traits, reading types, [`Health`], drive fencing
 //!   ([`EpochFence`]) and [`HealthTracker`].
 //! - [`geo`]: poses, twists, circles, and the GPS ↔ local-metres projection.
@@ -33,6 +36,7 @@
 //! This crate depends on no other cairn crate.
 #![deny(missing_docs)]
 
+pub mod action;
 pub mod algo;
 pub mod device;
 mod error;

@@ -105,6 +105,17 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A watch asked for changes the log no longer holds (compacted into a
+    /// snapshot); the client must re-read the state and watch from there.
+    #[error(
+        "changes from index {requested} are compacted into a snapshot (this node's log starts at {first_available}); re-read the state and watch from its index"
+    )]
+    Compacted {
+        /// The first index asked for.
+        requested: u64,
+        /// The oldest index still in this node's log.
+        first_available: u64,
+    },
     /// A value could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[from] postcard::Error),

@@ -11,6 +11,7 @@
 //! - [`frame`]: the length-prefixed frame codec.
 //! - [`transport`]: the [`Dialer`] seam where tests put faults or proxies.
 //! - [`metrics`]: per-node Prometheus metrics (fsync latency among them).
+//! - [`trace`]: the request id carried to the leader on forwarded requests.
 //!
 //! Key decisions: openraft is confined to `consensus` so the pinned alpha
 //! can be upgraded in one place; a write is acknowledged only after its
@@ -24,6 +25,7 @@ pub mod error;
 pub mod frame;
 pub mod metrics;
 mod storage;
+pub mod trace;
 pub mod transport;
 
 pub use config::RaftNodeConfig;
@@ -37,10 +39,14 @@ pub use consensus::node::Role;
 pub use consensus::node::Status;
 pub use consensus::node::WriteOutcome;
 pub use consensus::sm_store::ChangeEvent;
+pub use consensus::watch::Change;
+pub use consensus::watch::Watch;
 pub use consensus::Member;
 pub use consensus::NodeId;
 pub use error::Error;
+pub use transport::Acceptor;
 pub use transport::Dialer;
 pub use transport::LinkControl;
 pub use transport::OverrideDialer;
+pub use transport::PlainAcceptor;
 pub use transport::TcpDialer;

@@ -1,7 +1,9 @@
 //! Pluggable byte streams between nodes.
 //!
 //! The transport speaks frames over any [`PeerStream`]. Who produces the
-//! stream is a [`Dialer`]: plain TCP in production, and whatever a test puts
+//! stream is a [`Dialer`] on the calling side and an [`Acceptor`] on the
+//! listening side: plain TCP by default (or TLS, which the `cairn` facade
+//! plugs in here), and whatever a test puts
 //! in between — a fault-injecting wrapper ([`LinkControl`]), a userspace
 //! proxy on another port, or a simulated network — without touching the
 //! Raft code.
@@ -33,6 +35,30 @@ pub type DialFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn PeerStream>
 pub trait Dialer: Send + Sync + 'static {
     /// Connect from this node to `target` at `addr`.
     fn dial(&self, target: PeerId, addr: &str) -> DialFuture;
+}
+
+/// Boxed future returned by [`Acceptor::accept`].
+pub type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn PeerStream>>> + Send>>;
+
+/// Turns an accepted TCP connection into a peer stream: the server-side
+/// counterpart of [`Dialer`], where TLS (or a test's fault) goes.
+///
+/// Called on the connection's own task, so a slow or hostile handshake never
+/// stalls the accept loop. An error closes the connection; the server logs it
+/// with the peer's address (e.g. a certificate from another CA).
+pub trait Acceptor: Send + Sync + 'static {
+    /// Wrap `stream`, accepted from `peer`.
+    fn accept(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) -> AcceptFuture;
+}
+
+/// Plain TCP: the stream as accepted.
+#[derive(Clone, Debug, Default)]
+pub struct PlainAcceptor;
+
+impl Acceptor for PlainAcceptor {
+    fn accept(&self, stream: tokio::net::TcpStream, _peer: std::net::SocketAddr) -> AcceptFuture {
+        Box::pin(async move { Ok(Box::new(stream) as Box<dyn PeerStream>) })
+    }
 }
 
 /// Plain TCP with `TCP_NODELAY` (Raft messages are small and latency-bound).

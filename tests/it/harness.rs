@@ -13,6 +13,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub struct Proc {
+    extra_args: Vec<String>,
     raft_addr: String,
     api_addr: String,
     data_dir: PathBuf,
@@ -24,6 +25,23 @@ pub struct ProcCluster {
     dir: TempDir,
     procs: BTreeMap<u64, Proc>,
     http: reqwest::Client,
+    opts: Options,
+}
+
+/// How the nodes run: plaintext and open (the default), or with a token,
+/// mutual TLS between nodes and HTTPS on the API.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Bearer token the nodes require on writes.
+    pub token: Option<String>,
+    /// Token on reads too.
+    pub read_requires_token: bool,
+    /// mTLS between nodes and HTTPS on the API, with certs made by the CLI.
+    pub tls: bool,
+}
+
+pub fn cairn_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cairn")
 }
 
 fn free_port() -> u16 {
@@ -44,12 +62,13 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        let child = Command::new(cairn_bin())
             .args(["node", "run", "--id", &id.to_string()])
             .args(["--raft-addr", &self.raft_addr, "--api-addr", &self.api_addr])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .env("RUST_LOG", "info,openraft=warn")
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info,openraft=warn,cairn_raft::consensus::node=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -60,11 +79,60 @@ impl Proc {
 
 impl ProcCluster {
     pub async fn start(n: u64) -> Self {
+        Self::start_with(n, Options::default()).await
+    }
+
+    pub async fn start_with(n: u64, opts: Options) -> Self {
         init_tracing();
         let dir = TempDir::new().unwrap();
+        let certs = dir.path().join("certs");
+        // No idle pooling: a connection the server closed (after a 413, say)
+        // must not be reused by the next request.
+        let mut http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0);
+        if opts.tls {
+            let out = Command::new(cairn_bin())
+                .args(["certs", "init", "--dir"])
+                .arg(&certs)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "certs init: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for id in 1..=n {
+                let out = Command::new(cairn_bin())
+                    .args(["certs", "issue", &id.to_string(), "--dir"])
+                    .arg(&certs)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "certs issue: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+            http = http
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+                .tls_built_in_root_certs(false);
+        }
+        let mut extra_args = Vec::new();
+        if opts.tls {
+            extra_args.extend(["--tls-dir".to_string(), certs.display().to_string(), "--api-tls".into()]);
+        }
+        if let Some(t) = &opts.token {
+            extra_args.extend(["--api-token".to_string(), t.clone()]);
+        }
+        if opts.read_requires_token {
+            extra_args.push("--read-requires-token".into());
+        }
         let mut procs = BTreeMap::new();
         for id in 1..=n {
             let mut p = Proc {
+                extra_args: extra_args.clone(),
                 raft_addr: format!("127.0.0.1:{}", free_port()),
                 api_addr: format!("127.0.0.1:{}", free_port()),
                 data_dir: dir.path().join(format!("n{id}")),
@@ -77,10 +145,8 @@ impl ProcCluster {
         let c = Self {
             dir,
             procs,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
+            http: http.build().unwrap(),
+            opts,
         };
         for id in 1..=n {
             c.wait_healthy(id).await;
@@ -101,8 +167,58 @@ impl ProcCluster {
         c
     }
 
-    fn url(&self, id: u64, path: &str) -> String {
-        format!("http://{}{}", self.procs[&id].api_addr, path)
+    pub fn url(&self, id: u64, path: &str) -> String {
+        let scheme = if self.opts.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.procs[&id].api_addr, path)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.opts.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Any request, with the cluster's token; returns status, headers, body.
+    pub async fn send(
+        &self,
+        id: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        // A server may answer 413 and close while an oversized body is still
+        // being written; the client then sometimes sees the reset instead of
+        // the answer. Retry that case a few times (bounded).
+        let mut last = None;
+        for _ in 0..5 {
+            let mut req = self.authed(self.http.request(method.clone(), self.url(id, path)));
+            if let Some(b) = body {
+                req = req.header("content-type", "application/json").body(b.to_string());
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            match req.send().await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let headers = r.headers().clone();
+                    return (status, headers, r.text().await.unwrap_or_default());
+                }
+                Err(e) if body.is_some_and(|b| b.len() > (1 << 20)) => last = Some(e),
+                Err(e) => panic!("{path}: {e}"),
+            }
+        }
+        panic!("{path}: oversized body never got an answer: {last:?}")
     }
 
     pub fn member_arg(&self, id: u64) -> String {
@@ -128,8 +244,7 @@ impl ProcCluster {
 
     pub async fn post(&self, id: u64, path: &str, body: &Value) -> Result<Value, String> {
         let r = self
-            .http
-            .post(self.url(id, path))
+            .authed(self.http.post(self.url(id, path)))
             .json(body)
             .send()
             .await
@@ -142,22 +257,9 @@ impl ProcCluster {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    pub async fn raw_post(&self, id: u64, path: &str, body: &str) -> (u16, String) {
-        let r = self
-            .http
-            .post(self.url(id, path))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
-    }
-
     pub async fn get(&self, id: u64, path: &str) -> Result<Value, String> {
         let r = self
-            .http
-            .get(self.url(id, path))
+            .authed(self.http.get(self.url(id, path)))
             .send()
             .await
             .map_err(|e| e.to_string())?;
@@ -231,27 +333,67 @@ impl ProcCluster {
         self.wait_healthy(id).await;
     }
 
+    /// The CLI with this cluster's token and CA (if any) in the environment.
+    fn cli_command(&self, endpoints: &str) -> Command {
+        let mut cmd = Command::new(cairn_bin());
+        cmd.arg("--endpoints").arg(endpoints).env("RUST_LOG", "error");
+        cmd.env_remove("CAIRN_TOKEN")
+            .env_remove("CAIRN_ENDPOINTS")
+            .env_remove("CAIRN_CA_CERT");
+        // Never pick up a developer's own client config.
+        cmd.env("HOME", self.dir.path()).env_remove("XDG_CONFIG_HOME");
+        if let Some(t) = &self.opts.token {
+            cmd.env("CAIRN_TOKEN", t);
+        }
+        if self.opts.tls {
+            cmd.env("CAIRN_CA_CERT", self.dir.path().join("certs").join("ca.pem"));
+        }
+        cmd
+    }
+
     pub fn cli_with_endpoints(&self, first: &str, args: &[&str]) -> Output {
         let mut eps = vec![first.to_string()];
         eps.extend(self.procs.values().map(|p| p.api_addr.clone()));
-        Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("--endpoints")
-            .arg(eps.join(","))
+        self.cli_command(&eps.join(","))
             .args(args)
-            .env("RUST_LOG", "error")
             .output()
             .expect("run cairn cli")
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
         let first = self.procs[&1].api_addr.clone();
-        Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("--endpoints")
-            .arg(first)
-            .args(args)
-            .env("RUST_LOG", "error")
-            .output()
-            .expect("run cairn cli")
+        self.cli_command(&first).args(args).output().expect("run cairn cli")
+    }
+
+    /// The CLI against node `id`, with extra environment (e.g. no token).
+    pub fn cli_at(&self, id: u64, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut cmd = self.cli_command(&self.procs[&id].api_addr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args(args).output().expect("run cairn cli")
+    }
+
+    pub fn raft_addr(&self, id: u64) -> &str {
+        &self.procs[&id].raft_addr
+    }
+
+    pub fn api_addr(&self, id: u64) -> &str {
+        &self.procs[&id].api_addr
+    }
+
+    /// Start one more process (not a member) with its own args.
+    pub async fn spawn_extra(&mut self, id: u64, extra_args: Vec<String>) {
+        let mut p = Proc {
+            extra_args,
+            raft_addr: format!("127.0.0.1:{}", free_port()),
+            api_addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("n{id}")),
+            log: self.dir.path().join(format!("n{id}.log")),
+            child: None,
+        };
+        p.spawn(id);
+        self.procs.insert(id, p);
     }
 }
 

@@ -405,7 +405,10 @@ mod tests {
     use super::*;
 
     fn entry(index: u64) -> Entry {
-        Entry::new_blank(LogId::new(openraft::vote::leader_id_adv::LeaderId { term: 1, node_id: 1 }, index))
+        Entry::new_blank(LogId::new(
+            openraft::vote::leader_id_adv::LeaderId { term: 1, node_id: 1 },
+            index,
+        ))
     }
 
     fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
@@ -420,7 +423,11 @@ mod tests {
         }
         assert_eq!(indexes(c.read(6, Some(8))), Some(vec![6, 7]));
         assert_eq!(indexes(c.read(8, None)), Some(vec![8, 9]));
-        assert_eq!(c.read(4, None).map(|v| v.len()), None, "before the cache: go to RocksDB");
+        assert_eq!(
+            c.read(4, None).map(|v| v.len()),
+            None,
+            "before the cache: go to RocksDB"
+        );
 
         c.truncate_from(8);
         assert_eq!(indexes(c.read(5, None)), Some(vec![5, 6, 7]));

@@ -11,6 +11,7 @@
 //! - [`sm_store`]: the state-machine adapter: client sessions, apply, snapshots.
 //! - [`network`]: the client side of the node-to-node transport.
 //! - [`server`]: the listener that serves peers' RPCs.
+//! - [`watch`]: applied changes from an index, history then live.
 
 pub(crate) mod log_store;
 pub(crate) mod network;
@@ -18,6 +19,7 @@ pub(crate) mod node;
 pub(crate) mod protocol;
 pub(crate) mod server;
 pub(crate) mod sm_store;
+pub(crate) mod watch;
 
 use std::fmt;
 

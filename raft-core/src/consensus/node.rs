@@ -36,6 +36,7 @@ use super::protocol::Response;
 use super::sm_store::ChangeEvent;
 use super::sm_store::Shared;
 use super::sm_store::StateMachineStore;
+use super::watch::Watch;
 use super::Applied;
 use super::Member;
 use super::NodeId;
@@ -45,7 +46,9 @@ use super::RaftMetrics;
 use crate::config::RaftNodeConfig;
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
+use crate::transport::Acceptor;
 use crate::transport::Dialer;
+use crate::transport::PlainAcceptor;
 use crate::transport::TcpDialer;
 
 /// Handles application messages other nodes send with
@@ -168,6 +171,8 @@ pub(crate) struct Core<S: StateMachine> {
     pub(crate) id: NodeId,
     pub(crate) raft: Raft<S>,
     pub(crate) shared: Arc<Shared<S>>,
+    /// Read side of the log, for watches replaying history.
+    pub(crate) log: super::log_store::LogStore,
     pub(crate) metrics: NodeMetrics,
     pub(crate) data_dir: PathBuf,
     pub(crate) max_frame_bytes: usize,
@@ -301,13 +306,35 @@ impl<S: StateMachine> Core<S> {
 
     /// Serve a request another node forwarded to us (we should lead).
     pub(crate) async fn handle_forwarded(&self, req: Request) -> Response {
-        match req {
-            Request::ClientWrite(p) => Response::ClientWrite(self.propose_local(p).await),
-            Request::ReadIndex => Response::ReadIndex(self.read_index_local().await),
-            Request::Admin(a) => Response::Admin(self.admin_local(a).await),
-            Request::App { from, payload } => Response::App(self.handle_app(from, payload).await),
-            other => Response::Error(format!("not a forwardable request: {other:?}")),
+        use tracing::Instrument;
+        let (request_id, req) = match req {
+            Request::Traced { request_id, inner } => (Some(request_id), *inner),
+            other => (None, other),
+        };
+        let span = match &request_id {
+            Some(id) => tracing::info_span!("forwarded", request_id = %id),
+            None => tracing::Span::none(),
+        };
+        async move {
+            match req {
+                Request::ClientWrite(p) => {
+                    let res = self.propose_local(p).await;
+                    if request_id.is_some() {
+                        match &res {
+                            Ok((index, _)) => tracing::debug!(index, "forwarded write committed"),
+                            Err(e) => tracing::debug!(error = ?e, "forwarded write failed"),
+                        }
+                    }
+                    Response::ClientWrite(res)
+                }
+                Request::ReadIndex => Response::ReadIndex(self.read_index_local().await),
+                Request::Admin(a) => Response::Admin(self.admin_local(a).await),
+                Request::App { from, payload } => Response::App(self.handle_app(from, payload).await),
+                other => Response::Error(format!("not a forwardable request: {other:?}")),
+            }
         }
+        .instrument(span)
+        .await
     }
 
     async fn handle_app(&self, from: NodeId, payload: Vec<u8>) -> Result<Vec<u8>, String> {
@@ -342,9 +369,16 @@ impl<S: StateMachine> Core<S> {
                     leader: Some((leader, member)),
                 }) => {
                     self.metrics.forwarded_writes.inc();
+                    let req = match crate::trace::current_request_id() {
+                        Some(request_id) => Request::Traced {
+                            request_id,
+                            inner: Box::new(request()),
+                        },
+                        None => request(),
+                    };
                     let res = self
                         .forward
-                        .call(leader, &member.raft_addr, request(), self.write_timeout)
+                        .call(leader, &member.raft_addr, req, self.write_timeout)
                         .await;
                     match res {
                         Ok(resp) => match unpack(resp) {
@@ -421,6 +455,16 @@ impl<S: StateMachine> RaftNode<S> {
     /// Like [`RaftNode::start`], with a custom [`Dialer`] between this node
     /// and its peers (fault injection, proxies, simulated networks).
     pub async fn start_with_dialer(config: RaftNodeConfig, dialer: Arc<dyn Dialer>) -> Result<Self, Error> {
+        Self::start_with_transport(config, dialer, Arc::new(PlainAcceptor)).await
+    }
+
+    /// Like [`RaftNode::start_with_dialer`], with an [`Acceptor`] that wraps
+    /// every accepted peer connection (mutual TLS in the `cairn` daemon).
+    pub async fn start_with_transport(
+        config: RaftNodeConfig,
+        dialer: Arc<dyn Dialer>,
+        acceptor: Arc<dyn Acceptor>,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let t = &config.timings;
         let listener = tokio::net::TcpListener::bind(&config.listen_addr)
@@ -484,6 +528,7 @@ impl<S: StateMachine> RaftNode<S> {
             backoff_min: Duration::from_millis(t.reconnect_backoff_ms_min),
             backoff_max: Duration::from_millis(t.reconnect_backoff_ms_max),
         };
+        let log_reader = log_store.clone();
         let raft = openraft::Raft::new(
             config.id,
             raft_config,
@@ -498,6 +543,7 @@ impl<S: StateMachine> RaftNode<S> {
             id: config.id,
             raft,
             shared,
+            log: log_reader,
             metrics,
             data_dir: config.data_dir.clone(),
             max_frame_bytes: config.max_frame_bytes,
@@ -511,7 +557,12 @@ impl<S: StateMachine> RaftNode<S> {
             app_handler: std::sync::RwLock::new(None),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let server = tokio::spawn(super::server::serve(listener, core.clone(), shutdown_rx.clone()));
+        let server = tokio::spawn(super::server::serve(
+            listener,
+            acceptor,
+            core.clone(),
+            shutdown_rx.clone(),
+        ));
         let gauges = tokio::spawn(track_metrics(core.clone(), shutdown_rx));
         tracing::info!(id = config.id, raft_addr = %raft_addr, "raft node started");
         Ok(Self {
@@ -784,6 +835,22 @@ impl<S: StateMachine> RaftNode<S> {
     /// Read the locally applied state without any consistency check.
     pub fn local_state<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         f(&self.core.shared.read().machine)
+    }
+
+    /// Like [`RaftNode::read`], also returning the applied index the state
+    /// reflected, so a client can watch for changes from the next one.
+    pub async fn read_indexed<R>(&self, consistency: Consistency, f: impl FnOnce(&S) -> R) -> Result<(u64, R), Error> {
+        self.read(consistency, |_| ()).await?;
+        let replica = self.core.shared.read();
+        let index = replica.last_applied.map(|l| l.index).unwrap_or(0);
+        Ok((index, f(&replica.machine)))
+    }
+
+    /// Applied changes from log index `from` on: history from the log, then
+    /// live, without gaps or duplicates (see [`Watch`]). Fails with
+    /// [`Error::Compacted`] if `from` is already compacted into a snapshot.
+    pub fn watch(&self, from: u64) -> Result<Watch<S>, Error> {
+        Watch::new(self.core.clone(), from)
     }
 
     /// Stop Raft and the transport. Pending writes fail.

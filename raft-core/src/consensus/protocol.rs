@@ -68,6 +68,12 @@ pub(crate) enum Request {
         from: NodeId,
         payload: Vec<u8>,
     },
+    /// A forwarded request with the request id of the API call that caused
+    /// it, so the leader's logs can be correlated with the follower's.
+    Traced {
+        request_id: String,
+        inner: Box<Request>,
+    },
 }
 
 /// An error a peer reports about a forwarded request.

@@ -24,14 +24,19 @@ use super::SnapshotMeta;
 use super::Vote;
 use crate::frame;
 use crate::frame::FrameError;
+use crate::transport::Acceptor;
 use crate::transport::PeerStream;
 
 /// Responses queued for one connection's writer; bounded for back-pressure.
 const RESPONSE_QUEUE: usize = 256;
 
 /// Accept peers until `shutdown` flips.
+///
+/// Each accepted connection goes through `acceptor` (TLS when configured) on
+/// its own task before it is served.
 pub(crate) async fn serve<S: StateMachine>(
     listener: TcpListener,
+    acceptor: Arc<dyn Acceptor>,
     core: Arc<Core<S>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -43,8 +48,12 @@ pub(crate) async fn serve<S: StateMachine>(
                     let _ = stream.set_nodelay(true);
                     let core = core.clone();
                     let shutdown = shutdown.clone();
+                    let handshake = acceptor.accept(stream, peer);
                     tokio::spawn(async move {
-                        serve_stream(Box::new(stream), core, peer.to_string(), shutdown).await;
+                        match handshake.await {
+                            Ok(stream) => serve_stream(stream, core, peer.to_string(), shutdown).await,
+                            Err(e) => tracing::warn!(peer = %peer, error = %e, "refused peer connection"),
+                        }
                     });
                 }
                 Err(e) => {

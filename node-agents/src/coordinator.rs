@@ -1,0 +1,391 @@
+//! The coordinator: runs only while this node leads, judges liveness from
+//! heartbeats, and proposes every decision fenced to the term it leads in.
+//!
+//! [`Coordinator::start`] installs the heartbeat handler on the Raft node and
+//! spawns a supervisor that polls the node's role every tick. When the node
+//! becomes leader in term `t` a fresh [`FailureDetector`] starts counting and
+//! every proposal goes through `write_fenced(t, …)`: proposed only while this
+//! node leads `t`, applied only if committed in `t`. The moment the node stops
+//! leading, its writes fail and the supervisor drops the run; a deposed
+//! coordinator's in-flight decision can never take effect under a newer
+//! leader.
+//!
+//! Each pass, in order: liveness verdicts (`SetLiveness`, which releases a
+//! `Down` node's tasks to `Pending`), stalled tasks (`UnassignTask`, then held
+//! back for one lease so the old holder has stopped before anyone else starts),
+//! and placement of pending tasks (`AssignTask`, see [`crate::scheduler`]).
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
+
+use cairn_raft::Consistency;
+use cairn_raft::RaftNode;
+use cairn_state::Command;
+use cairn_state::Epoch;
+use cairn_state::Liveness;
+use cairn_state::Mission;
+use cairn_state::NodeId;
+use cairn_state::TaskFilter;
+use cairn_state::TaskId;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::AgentConfig;
+use crate::detector::FailureDetector;
+use crate::error::Error;
+use crate::protocol;
+use crate::protocol::Heartbeat;
+use crate::protocol::HeartbeatAck;
+use crate::scheduler;
+use crate::scheduler::Exclusions;
+use crate::scheduler::PlacementPolicy;
+
+/// One node as the coordinator sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeVerdict {
+    /// The node.
+    pub node_id: NodeId,
+    /// Liveness in the replicated state.
+    pub replicated: Liveness,
+    /// The detector's verdict (`None` while still in the takeover grace).
+    pub verdict: Option<Liveness>,
+    /// Time since its last heartbeat (or since takeover).
+    pub silence_ms: u64,
+}
+
+/// What the coordinator on this node is doing; for the admin API.
+///
+/// The reason a task stays pending is kept here, not in the replicated state
+/// (the state machine has no field for it, and it is a fact about this
+/// coordinator's last pass, not about the mission).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CoordinatorStatus {
+    /// The term this node coordinates in, `None` if it does not lead.
+    pub leading_term: Option<u64>,
+    /// Whether the takeover grace is over (liveness is being judged).
+    pub judging: bool,
+    /// The placement policy.
+    pub policy: String,
+    /// Liveness of every registered node.
+    pub nodes: Vec<NodeVerdict>,
+    /// Pending tasks that fit nowhere, with the reason.
+    pub unplaceable: BTreeMap<TaskId, String>,
+    /// Tasks held back after being taken from a stalled holder.
+    pub held_back: Vec<TaskId>,
+    /// Scheduling passes completed in this term.
+    pub passes: u64,
+    /// Decisions applied in this term.
+    pub decisions: u64,
+    /// Decisions the state machine refused in this term (a placement the
+    /// state machine rejects is a scheduler bug; expected to stay 0).
+    pub refused: u64,
+}
+
+/// A leased task as a pass sees it: id, epoch, holder, `updated_at_ms`.
+type LeasedTask = (TaskId, Epoch, NodeId, u64);
+
+struct Run {
+    term: u64,
+    detector: FailureDetector,
+    /// Per leased task: the epoch and `updated_at_ms` last seen, and when.
+    progress: BTreeMap<TaskId, (Epoch, u64, Instant)>,
+    /// Tasks not to schedule before the instant.
+    held_back: BTreeMap<TaskId, Instant>,
+    status: CoordinatorStatus,
+}
+
+struct Shared {
+    node: Arc<RaftNode<Mission>>,
+    config: AgentConfig,
+    policy: Box<dyn PlacementPolicy>,
+    run: Mutex<Option<Run>>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Run>> {
+        self.run.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new_run(&self, term: u64, now: Instant) -> Run {
+        Run {
+            term,
+            detector: FailureDetector::new(
+                Duration::from_millis(self.config.suspect_after_ms),
+                Duration::from_millis(self.config.down_after_ms),
+                now,
+            ),
+            progress: BTreeMap::new(),
+            held_back: BTreeMap::new(),
+            status: CoordinatorStatus {
+                leading_term: Some(term),
+                policy: self.policy.name().to_owned(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Records a heartbeat for the run of `term`, starting it if the
+    /// supervisor has not yet (a later start only lengthens the grace).
+    fn record_heartbeat(&self, term: u64, node: NodeId, now: Instant) {
+        let mut run = self.lock();
+        if run.as_ref().is_none_or(|r| r.term != term) {
+            *run = Some(self.new_run(term, now));
+        }
+        if let Some(r) = run.as_mut() {
+            r.detector.heartbeat(node, now);
+        }
+    }
+
+    async fn on_heartbeat(self: Arc<Self>, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        let hb: Heartbeat = protocol::decode(&payload).map_err(|e| e.to_string())?;
+        let received = Instant::now();
+        let Some(term) = self.node.leading_term() else {
+            return Err("not the leader".to_owned());
+        };
+        // Confirm through a quorum that this node still leads *after* the
+        // heartbeat arrived: only then may the agent count a lease from the
+        // moment it sent it (a leader cut off from the majority must not
+        // keep an agent's lease alive).
+        let timeout = Duration::from_millis(self.config.heartbeat_timeout_ms);
+        match tokio::time::timeout(timeout, self.node.read(Consistency::Linearizable, |_| ())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("leadership not confirmed: {e}")),
+            Err(_) => return Err("leadership not confirmed in time".to_owned()),
+        }
+        if self.node.leading_term() != Some(term) {
+            return Err("leadership changed while confirming".to_owned());
+        }
+        self.record_heartbeat(term, NodeId(hb.node_id), received);
+        let applied_index = self.node.status().applied_index.unwrap_or(0);
+        Ok(protocol::encode(&HeartbeatAck { term, applied_index }))
+    }
+
+    /// Proposes one decision fenced to `term`. `Ok(false)` if the state
+    /// machine refused it.
+    async fn decide(&self, term: u64, command: Command) -> Result<bool, Error> {
+        let what = format!("{command:?}");
+        match self.node.write_fenced(term, command).await?.response {
+            Ok(response) => {
+                tracing::debug!(term, decision = %what, ?response, "coordinator decision applied");
+                self.count(|s| s.decisions += 1);
+                Ok(true)
+            }
+            Err(e) => {
+                self.count(|s| s.refused += 1);
+                tracing::warn!(term, decision = %what, error = %e, "coordinator decision refused");
+                Ok(false)
+            }
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut CoordinatorStatus)) {
+        if let Some(r) = self.lock().as_mut() {
+            f(&mut r.status);
+        }
+    }
+
+    /// One judge-and-schedule pass in `term`.
+    async fn pass(&self, term: u64) -> Result<(), Error> {
+        let now = Instant::now();
+        let cfg = &self.config;
+        // What the replicated state says, read once.
+        let (nodes, leased): (Vec<(NodeId, Liveness)>, Vec<LeasedTask>) = self.node.local_state(|m| {
+            let nodes = m.nodes().map(|n| (n.id, n.liveness)).collect();
+            let leased = m
+                .tasks(&TaskFilter::default())
+                .into_iter()
+                .filter_map(|t| t.lease.map(|l| (t.id, l.epoch, l.node_id, t.updated_at_ms)))
+                .collect();
+            (nodes, leased)
+        });
+
+        // 1. Liveness verdicts.
+        let mut changes = Vec::new();
+        let mut quiet = BTreeSet::new();
+        {
+            let mut guard = self.lock();
+            let run = guard.get_or_insert_with(|| self.new_run(term, now));
+            let mut views = Vec::with_capacity(nodes.len());
+            for (id, replicated) in &nodes {
+                let verdict = run.detector.verdict(*id, now);
+                if verdict.is_some_and(|v| v != *replicated) {
+                    changes.push((*id, verdict.unwrap_or(Liveness::Up)));
+                }
+                if verdict != Some(Liveness::Up) {
+                    quiet.insert(*id);
+                }
+                views.push(NodeVerdict {
+                    node_id: *id,
+                    replicated: *replicated,
+                    verdict,
+                    silence_ms: run.detector.silence(*id, now).as_millis() as u64,
+                });
+            }
+            run.status.nodes = views;
+            run.status.judging = run.detector.judging(now);
+        }
+        for (node_id, liveness) in changes {
+            tracing::info!(term, node = %node_id, %liveness, "coordinator changes liveness");
+            self.decide(term, Command::SetLiveness { node_id, liveness }).await?;
+        }
+
+        // 2. Stalled tasks.
+        let stall_after = Duration::from_millis(cfg.stall_after_ms);
+        let mut stalled = Vec::new();
+        {
+            let mut guard = self.lock();
+            let run = guard.get_or_insert_with(|| self.new_run(term, now));
+            let judging = run.detector.judging(now);
+            let live: BTreeSet<TaskId> = leased.iter().map(|l| l.0).collect();
+            run.progress.retain(|t, _| live.contains(t));
+            for (task, epoch, holder, updated) in &leased {
+                let seen = run.progress.entry(*task).or_insert((*epoch, *updated, now));
+                if seen.0 != *epoch || seen.1 != *updated {
+                    *seen = (*epoch, *updated, now);
+                }
+                if judging && now.duration_since(seen.2) >= stall_after {
+                    stalled.push((*task, *holder));
+                }
+            }
+        }
+        for (task_id, holder) in stalled {
+            tracing::warn!(term, task = %task_id, node = %holder, "task stalled; taking it back");
+            if self.decide(term, Command::UnassignTask { task_id }).await? {
+                let until = Instant::now() + Duration::from_millis(cfg.lease_ms);
+                if let Some(r) = self.lock().as_mut() {
+                    r.held_back.insert(task_id, until);
+                    r.progress.remove(&task_id);
+                }
+            }
+        }
+
+        // 3. Placement.
+        let skip = {
+            let mut guard = self.lock();
+            let run = guard.get_or_insert_with(|| self.new_run(term, now));
+            run.held_back.retain(|_, until| *until > now);
+            run.status.held_back = run.held_back.keys().copied().collect();
+            Exclusions {
+                tasks: run.held_back.keys().copied().collect(),
+                nodes: quiet,
+            }
+        };
+        let now_ms = wall_clock_ms();
+        let schedule = self
+            .node
+            .local_state(|m| scheduler::plan(m, now_ms, self.policy.as_ref(), &skip));
+        for (task_id, node_id) in &schedule.assignments {
+            tracing::info!(term, task = %task_id, node = %node_id, "coordinator assigns task");
+            self.decide(
+                term,
+                Command::AssignTask {
+                    task_id: *task_id,
+                    node_id: *node_id,
+                },
+            )
+            .await?;
+        }
+        self.count(|s| {
+            s.unplaceable = schedule.unplaceable;
+            s.passes += 1;
+        });
+        Ok(())
+    }
+}
+
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The coordinator supervisor of one node. Dropping it stops it.
+pub struct Coordinator {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Coordinator {
+    /// Installs the heartbeat handler on `node` and starts the supervisor,
+    /// which coordinates whenever `node` leads.
+    pub fn start(node: Arc<RaftNode<Mission>>, config: AgentConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let shared = Arc::new(Shared {
+            policy: scheduler::policy_for(config.policy),
+            node: node.clone(),
+            config,
+            run: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&shared);
+        node.set_app_handler(Arc::new(move |_from, payload| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(shared) => shared.on_heartbeat(payload).await,
+                    None => Err("coordinator stopped".to_owned()),
+                }
+            })
+        }));
+        let task = tokio::spawn(supervise(shared.clone()));
+        Ok(Self { shared, task })
+    }
+
+    /// What the coordinator is doing (empty when this node does not lead).
+    pub fn status(&self) -> CoordinatorStatus {
+        match self.shared.lock().as_ref() {
+            Some(run) => run.status.clone(),
+            None => CoordinatorStatus {
+                policy: self.shared.policy.name().to_owned(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Stops the supervisor at once (no handover: the next leader's
+    /// coordinator starts from the replicated state).
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn supervise(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.config.coordinator_tick_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading: Option<u64> = None;
+    loop {
+        tick.tick().await;
+        let term = shared.node.leading_term();
+        if term != leading {
+            if let Some(old) = leading {
+                tracing::info!(term = old, "coordinator stops: no longer leading");
+            }
+            if let Some(t) = term {
+                tracing::info!(term = t, "coordinator starts: this node leads");
+                let mut run = shared.lock();
+                if run.as_ref().is_none_or(|r| r.term != t) {
+                    *run = Some(shared.new_run(t, Instant::now()));
+                }
+            } else {
+                *shared.lock() = None;
+            }
+            leading = term;
+        }
+        let Some(term) = term else { continue };
+        if let Err(e) = shared.pass(term).await {
+            // Lost leadership or quorum mid-pass: the next tick re-checks.
+            tracing::debug!(term, error = %e, "coordinator pass interrupted");
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! cairn-agents integration tests: in-process Raft nodes over real loopback
+//! sockets, each with a coordinator and an agent running test actions.
+//!
+//! Waits are bounded and generous (a loaded 2-core machine); the safety
+//! properties are checked from the recorded history, not from timings.
+//! `CAIRN_BENCH=1` also runs `t95_bench_failover`, which prints p50/p99.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cairn_agents::AgentConfig;
+use cairn_hal::action::ActionOutcome;
+use cairn_hal::action::OperatingMode;
+use cairn_hal::action::ParamVal;
+use cairn_state::Command;
+use cairn_state::CommandError;
+use cairn_state::Liveness;
+use cairn_state::NodeId;
+use cairn_state::ParamKind;
+use cairn_state::ParamValue;
+use cairn_state::Resources;
+use cairn_state::Response;
+use cairn_state::SensorHealth;
+use cairn_state::TaskOutcome;
+use cairn_state::TaskState;
+use harness::percentile;
+use harness::Cluster;
+use harness::Event;
+use tokio::time::Instant;
+
+const BUDGET: Resources = Resources {
+    cpu_millicores: 1000,
+    memory_mib: 1024,
+};
+const SMALL: Resources = Resources {
+    cpu_millicores: 100,
+    memory_mib: 64,
+};
+
+/// Camera only on the nodes that do not lead at start, so the task under
+/// test runs on a follower and killing it does not also kill the leader.
+fn camera_on_followers(id: u64, leader: u64) -> Vec<&'static str> {
+    if id == leader {
+        vec!["drive"]
+    } else {
+        vec!["drive", "camera"]
+    }
+}
+
+/// Waits until `task` runs on some node and that node has published
+/// feedback for it; returns the node and epoch.
+async fn running_with_feedback(c: &Cluster, task: cairn_state::TaskId, not_on: Option<u64>) -> (u64, u64) {
+    c.wait(Duration::from_secs(30), "task running elsewhere", |m| {
+        m.task(task)
+            .is_some_and(|t| t.state == TaskState::Running && t.lease.is_some_and(|l| Some(l.node_id.0) != not_on))
+    })
+    .await;
+    let (_, lease) = c.task_state(task);
+    let (node, epoch) = lease.expect("running task has a lease");
+    c.wait_history(Duration::from_secs(30), "first feedback", |h| {
+        h.first_feedback(task, node).filter(|(_, e)| *e == epoch.0)
+    })
+    .await;
+    (node, epoch.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_killed_task_node_task_moves_and_completes() {
+    let mut c = Cluster::start(3, camera_on_followers, BUDGET).await;
+    let task = c.create("long", &["camera"], SMALL).await;
+    let (victim, old_epoch) = running_with_feedback(&c, task, None).await;
+    tracing::info!(victim, old_epoch, "task runs; kill its node");
+    let killed_at = c.kill(victim).await;
+
+    tracing::info!("the coordinator declares it down and the task moves to the other camera node");
+    let (heir, new_epoch) = running_with_feedback(&c, task, Some(victim)).await;
+    assert_ne!(heir, victim);
+    assert!(new_epoch > old_epoch, "new epoch {new_epoch} after {old_epoch}");
+    let (first, _) = c.history.first_feedback(task, heir).unwrap();
+    tracing::info!(
+        heir,
+        kill_to_first_feedback_ms = first.duration_since(killed_at).as_millis() as u64,
+        "reassigned"
+    );
+    let dead = c.any().local_state(|m| m.node(NodeId(victim)).map(|n| n.liveness));
+    assert_eq!(dead, Some(Liveness::Down));
+
+    tracing::info!("it completes on the heir");
+    c.wait(Duration::from_secs(30), "task succeeded", |m| {
+        m.task(task).is_some_and(|t| t.state == TaskState::Succeeded)
+    })
+    .await;
+    c.history.check_exclusive_actuation().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_killed_leader_new_coordinator_loses_and_duplicates_nothing() {
+    let mut c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let heavy = Resources {
+        cpu_millicores: 400,
+        memory_mib: 64,
+    };
+    let survivor = (1..=3).find(|i| *i != leader).unwrap();
+    let mut events = c.raft(survivor).subscribe();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        tasks.push(c.create("long", &["drive"], heavy).await);
+    }
+    c.wait(Duration::from_secs(30), "every task running", |m| {
+        tasks
+            .iter()
+            .all(|t| m.task(*t).is_some_and(|t| t.state == TaskState::Running))
+    })
+    .await;
+    tracing::info!(leader, "tasks run; kill the leader");
+    c.kill(leader).await;
+    let new_leader = c.leader(Duration::from_secs(15)).await;
+    assert_ne!(new_leader, leader);
+    tracing::info!(new_leader, "the new coordinator finishes the job");
+    c.wait(Duration::from_secs(60), "every task succeeded", |m| {
+        tasks
+            .iter()
+            .all(|t| m.task(*t).is_some_and(|t| t.state == TaskState::Succeeded))
+    })
+    .await;
+
+    tracing::info!("each task succeeded exactly once, never on two nodes at once");
+    let mut successes: BTreeMap<u64, usize> = BTreeMap::new();
+    while let Ok(ev) = events.try_recv() {
+        if let (
+            Command::FinishTask {
+                task_id,
+                outcome: TaskOutcome::Succeeded,
+                ..
+            },
+            Ok(_),
+        ) = (&ev.command, &ev.response)
+        {
+            *successes.entry(task_id.0).or_default() += 1;
+        }
+    }
+    for t in &tasks {
+        let n = successes.get(&t.0).copied().unwrap_or(0);
+        assert_eq!(n, 1, "task {t} succeeded {n} times: {successes:?}");
+    }
+    let intervals = c.history.check_exclusive_actuation().unwrap();
+    assert!(intervals >= tasks.len(), "saw {intervals} permit intervals");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_partitioned_holder_stops_within_lease_and_its_reports_are_stale() {
+    let config = AgentConfig::default();
+    let c = Cluster::start_with(3, camera_on_followers, BUDGET, config.clone()).await;
+    let task = c.create("long", &["camera"], SMALL).await;
+    let (cut, old_epoch) = running_with_feedback(&c, task, None).await;
+    tracing::info!(cut, old_epoch, "task runs; partition its node from the majority");
+    let cut_at = Instant::now();
+    c.isolate(cut, true);
+
+    let revoked = c
+        .wait_history(Duration::from_secs(10), "the cut-off node revokes its permit", |h| {
+            h.revoked_at(task, cut)
+        })
+        .await;
+    let took = revoked.duration_since(cut_at);
+    tracing::info!(took_ms = took.as_millis() as u64, "cut-off node stopped acting");
+    // The lease runs from the last confirmed heartbeat, sent before the cut:
+    // the bound is the lease; the slack only absorbs a loaded test machine.
+    assert!(
+        took <= Duration::from_millis(config.lease_ms + 1500),
+        "stopped {took:?} after the cut; lease is {} ms",
+        config.lease_ms
+    );
+
+    tracing::info!("the majority moves the task to the other camera node");
+    let others: Vec<u64> = c.alive().into_iter().filter(|i| *i != cut).collect();
+    let (heir, new_epoch) = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lease = c.raft(others[0]).local_state(|m| {
+                m.task(task)
+                    .filter(|t| t.state == TaskState::Running)
+                    .and_then(|t| t.lease)
+                    .filter(|l| l.node_id.0 != cut)
+            });
+            if let Some(l) = lease {
+                if c.history.first_feedback(task, l.node_id.0).is_some() {
+                    break (l.node_id.0, l.epoch.0);
+                }
+            }
+            assert!(Instant::now() < deadline, "task never moved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert!(new_epoch > old_epoch);
+    let heir_start = c
+        .history
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Permit(p) if p.node_id.0 == heir && p.task_id == task && p.may_actuate => Some(p.at),
+            _ => None,
+        })
+        .unwrap();
+    assert!(revoked < heir_start, "the old holder stopped before the heir started");
+
+    tracing::info!("heal; a late report with the old epoch is rejected");
+    c.isolate(cut, false);
+    let late = c
+        .raft(cut)
+        .write(Command::ReportProgress {
+            task_id: task,
+            epoch: cairn_state::Epoch(old_epoch),
+            percent: 99,
+            feedback: None,
+        })
+        .await
+        .expect("the healed node reaches the leader")
+        .response;
+    assert!(
+        matches!(late, Err(CommandError::StaleEpoch { .. })),
+        "late report: {late:?}"
+    );
+    c.wait(Duration::from_secs(30), "task succeeded on the heir", |m| {
+        m.task(task).is_some_and(|t| t.state == TaskState::Succeeded)
+    })
+    .await;
+    c.wait(Duration::from_secs(15), "the healed node is up again", |m| {
+        m.node(NodeId(cut)).is_some_and(|n| n.liveness == Liveness::Up)
+    })
+    .await;
+    c.history.check_exclusive_actuation().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t40_capabilities_and_budgets_are_respected() {
+    let c = Cluster::start(
+        3,
+        |id, _| match id {
+            1 => vec!["drive"],
+            2 => vec!["drive", "lidar"],
+            _ => vec!["camera"],
+        },
+        BUDGET,
+    )
+    .await;
+    let caps: BTreeMap<u64, BTreeSet<&str>> = [
+        (1, ["drive"].into()),
+        (2, ["drive", "lidar"].into()),
+        (3, ["camera"].into()),
+    ]
+    .into();
+    let mut events = c.any().subscribe();
+    let big = Resources {
+        cpu_millicores: 400,
+        memory_mib: 100,
+    };
+    let mut lidar = Vec::new();
+    let mut drive = Vec::new();
+    for _ in 0..3 {
+        lidar.push(c.create("short", &["lidar"], big).await);
+    }
+    for _ in 0..4 {
+        drive.push(c.create("short", &["drive"], big).await);
+    }
+    let gpu = c.create("short", &["gpu"], SMALL).await;
+
+    tracing::info!("every lidar and drive task completes; none ever lands where it does not fit");
+    let all: Vec<_> = lidar.iter().chain(&drive).copied().collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut assignments = 0;
+    loop {
+        while let Ok(ev) = events.try_recv() {
+            if let Ok(Response::TaskAssigned { task_id, node_id, .. }) = &ev.response {
+                assignments += 1;
+                let needs_lidar = lidar.contains(task_id);
+                let node_caps = &caps[&node_id.0];
+                assert!(
+                    !needs_lidar || node_caps.contains("lidar"),
+                    "lidar task {task_id} on node {node_id}"
+                );
+                assert!(
+                    node_caps.contains("drive") || node_caps.contains("lidar"),
+                    "task {task_id} on node {node_id}"
+                );
+            }
+            c.any().local_state(|m| {
+                for n in m.nodes() {
+                    assert!(
+                        n.load.fits_within(n.budget),
+                        "node {} load {:?} over budget",
+                        n.id,
+                        n.load
+                    );
+                }
+            });
+        }
+        let done = c.any().local_state(|m| {
+            all.iter()
+                .all(|t| m.task(*t).is_some_and(|t| t.state == TaskState::Succeeded))
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tasks did not all complete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(assignments >= all.len(), "{assignments} assignments");
+
+    tracing::info!("the gpu task stays pending, with the reason visible on the coordinator");
+    assert_eq!(c.task_state(gpu).0, TaskState::Pending);
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let status = c.nodes[&leader].coordinator.as_ref().unwrap().status();
+    let reason = status.unplaceable.get(&gpu).cloned().unwrap_or_default();
+    assert!(reason.contains("gpu"), "reason {reason:?}; status {status:?}");
+    assert_eq!(status.refused, 0, "the state machine refused a placement: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t50_cancel_ends_a_running_task_cancelled() {
+    let c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
+    let task = c.create("endless", &["drive"], SMALL).await;
+    let (node, epoch) = running_with_feedback(&c, task, None).await;
+    tracing::info!(node, epoch, "cancel the running task");
+    let r = c.write(Command::CancelTask { task_id: task }).await;
+    assert!(r.is_ok(), "cancel: {r:?}");
+    c.wait(Duration::from_secs(15), "task cancelled", |m| {
+        m.task(task).is_some_and(|t| t.state == TaskState::Cancelled)
+    })
+    .await;
+    let acked = c.history.events().into_iter().any(|e| {
+        matches!(e, Event::Ended { node: n, task: t, outcome: ActionOutcome::Cancelled, .. } if n == node && t == task.0)
+    });
+    assert!(acked, "the handler acknowledged the cancel");
+    c.history.check_exclusive_actuation().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t60_running_handlers_get_degradation_and_params_in_order() {
+    let c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
+    let task = c.create("endless", &["drive"], SMALL).await;
+    let (node, _) = running_with_feedback(&c, task, None).await;
+
+    tracing::info!("the imu fails: the running handler gets gps-only at half speed");
+    c.write(Command::ReportSensorHealth {
+        sensor: "imu".into(),
+        health: SensorHealth::Failed,
+    })
+    .await
+    .unwrap();
+    c.wait_history(Duration::from_secs(10), "degraded limits delivered", |h| {
+        h.events().into_iter().find(|e| {
+            matches!(e, Event::Limits { node: n, limits, .. }
+                if *n == node && limits.mode == OperatingMode::GpsOnly && (limits.max_speed_mps - 0.5).abs() < 1e-9)
+        })
+    })
+    .await;
+
+    tracing::info!("parameter changes arrive in version order");
+    c.write(Command::DeclareParam {
+        name: "nav.lookahead_m".into(),
+        description: "pure pursuit lookahead".into(),
+        kind: ParamKind::Int { min: 0, max: 100 },
+        value: ParamValue::Int(0),
+    })
+    .await
+    .unwrap();
+    for v in 1..=5 {
+        c.write(Command::SetParam {
+            name: "nav.lookahead_m".into(),
+            value: ParamValue::Int(v),
+        })
+        .await
+        .unwrap();
+    }
+    let seen = c
+        .wait_history(Duration::from_secs(10), "all parameter changes delivered", |h| {
+            let seen: Vec<(u64, ParamVal)> = h
+                .events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::Param { node: n, update, .. } if n == node && update.name == "nav.lookahead_m" => {
+                        Some((update.version, update.value))
+                    }
+                    _ => None,
+                })
+                .collect();
+            (seen.len() >= 6).then_some(seen)
+        })
+        .await;
+    let values: Vec<ParamVal> = seen.iter().map(|s| s.1.clone()).collect();
+    assert_eq!(values, (0..=5).map(ParamVal::Int).collect::<Vec<_>>(), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "versions increase: {seen:?}");
+    c.write(Command::CancelTask { task_id: task }).await.unwrap();
+}
+
+/// Failover measurements; `CAIRN_BENCH=1 [CAIRN_BENCH_TRIALS=20]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t95_bench_failover() {
+    if std::env::var("CAIRN_BENCH").is_err() {
+        return;
+    }
+    let trials: usize = std::env::var("CAIRN_BENCH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut node_death = Vec::new();
+    let mut leader_death = Vec::new();
+    for trial in 0..trials {
+        // Node death -> first feedback of the reassigned task.
+        let mut c = Cluster::start(3, camera_on_followers, BUDGET).await;
+        let task = c.create("long", &["camera"], SMALL).await;
+        let (victim, _) = running_with_feedback(&c, task, None).await;
+        let killed = c.kill(victim).await;
+        let (heir, _) = running_with_feedback(&c, task, Some(victim)).await;
+        let (first, _) = c.history.first_feedback(task, heir).unwrap();
+        node_death.push(first.duration_since(killed));
+        c.shutdown().await;
+
+        // Leader death -> the new coordinator schedules again.
+        let mut c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
+        let leader = c.leader(Duration::from_secs(5)).await;
+        let killed = c.kill(leader).await;
+        let task = c.create("short", &["drive"], SMALL).await;
+        c.wait(Duration::from_secs(20), "new coordinator assigns", |m| {
+            m.task(task).is_some_and(|t| t.lease.is_some() || t.state.is_terminal())
+        })
+        .await;
+        leader_death.push(killed.elapsed());
+        c.shutdown().await;
+        tracing::info!(
+            trial,
+            node_death_ms = node_death[trial].as_millis() as u64,
+            leader_death_ms = leader_death[trial].as_millis() as u64,
+            "trial"
+        );
+    }
+    node_death.sort();
+    leader_death.sort();
+    let ms = |d: Duration| d.as_millis();
+    println!(
+        "node death -> reassigned task's first feedback over {trials} trials: p50 {} ms, p99 {} ms, max {} ms",
+        ms(percentile(&node_death, 50.0)),
+        ms(percentile(&node_death, 99.0)),
+        ms(node_death[node_death.len() - 1])
+    );
+    println!(
+        "leader death -> new coordinator assigns a new task over {trials} trials: p50 {} ms, p99 {} ms, max {} ms",
+        ms(percentile(&leader_death, 50.0)),
+        ms(percentile(&leader_death, 99.0)),
+        ms(leader_death[leader_death.len() - 1])
+    );
+}

@@ -1,0 +1,710 @@
+//! The API's resources: cluster, members, nodes, mission, tasks,
+//! parameters, sensors and policies.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+
+use axum::extract::Path;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::Json;
+use cairn_raft::Consistency;
+use cairn_raft::Member;
+use cairn_state::Command;
+use cairn_state::DegradationPolicy;
+use cairn_state::GoalId;
+use cairn_state::GoalSpec;
+use cairn_state::Mission;
+use cairn_state::NodeId;
+use cairn_state::ParamKind;
+use cairn_state::ParamValue;
+use cairn_state::Resources;
+use cairn_state::RetryPolicy;
+use cairn_state::SensorHealth;
+use cairn_state::TaskFilter;
+use cairn_state::TaskId;
+use cairn_state::TaskSpec;
+use cairn_state::TaskState;
+use serde::Deserialize;
+use serde::Serialize;
+use utoipa::IntoParams;
+use utoipa::ToSchema;
+
+use super::indexed;
+use super::path_id;
+use super::Api;
+use super::ApiQuery;
+use super::JsonBody;
+use crate::error::Error;
+use crate::error::ErrorBody;
+
+/// Default and largest page of `GET /v1/tasks`: a page is serialised under
+/// the state's read lock, so it must stay small enough not to stall apply.
+const TASK_PAGE_DEFAULT: usize = 1000;
+const TASK_PAGE_MAX: usize = 10_000;
+
+/// How a read is served.
+#[derive(Clone, Copy, Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsistencyParam {
+    /// Read-index through the leader: sees every acknowledged write.
+    #[default]
+    Linearizable,
+    /// This node's applied state: fast, may be behind.
+    Stale,
+}
+
+impl From<ConsistencyParam> for Consistency {
+    fn from(c: ConsistencyParam) -> Self {
+        match c {
+            ConsistencyParam::Linearizable => Consistency::Linearizable,
+            ConsistencyParam::Stale => Consistency::Stale,
+        }
+    }
+}
+
+/// Query of every read.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadParams {
+    /// `linearizable` (default) or `stale`.
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<ConsistencyParam>,
+}
+
+impl ReadParams {
+    fn consistency(&self) -> Consistency {
+        self.consistency.unwrap_or_default().into()
+    }
+}
+
+/// Run a read and answer with its JSON and applied index.
+async fn read_json(
+    api: &Api,
+    consistency: Consistency,
+    f: impl FnOnce(&Mission) -> Result<serde_json::Value, Error>,
+) -> Result<Response, Error> {
+    let (index, v) = api.node.read_indexed(consistency, f).await?;
+    Ok(indexed(index, v?))
+}
+
+fn to_json<T: Serialize + ?Sized>(v: &T) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(v).map_err(|e| Error::Encode { reason: e.to_string() })
+}
+
+/// What a write returns.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WriteResult {
+    /// Log index the write was committed at.
+    pub index: u64,
+    /// What the state machine answered, e.g. `{"TaskCreated": {"task_id": 3}}`.
+    #[schema(value_type = Object)]
+    pub response: cairn_state::Response,
+}
+
+/// Apply a command; a state-machine refusal becomes a 4xx naming the field.
+async fn execute(api: &Api, cmd: Command) -> Result<Json<WriteResult>, Error> {
+    let out = api.node.write(cmd).await?;
+    let response = out.response?;
+    Ok(Json(WriteResult {
+        index: out.index,
+        response,
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// Cluster
+
+#[utoipa::path(get, path = "/readyz", tag = "cluster",
+    responses((status = 200, description = "member of a cluster with a known leader"), (status = 503, description = "no known leader")))]
+pub(super) async fn readyz(State(api): State<Api>) -> impl IntoResponse {
+    let st = api.node.status();
+    if st.leader.is_some() && !st.members.is_empty() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no known leader")
+    }
+}
+
+/// This node's view: role, term, leader, log/commit/apply indexes, members
+/// with their replication lag (known on the leader).
+#[utoipa::path(get, path = "/v1/status", tag = "cluster",
+    responses((status = 200, body = Object, description = "this node's view of the cluster")))]
+pub(super) async fn status(State(api): State<Api>) -> Json<cairn_raft::Status> {
+    Json(api.node.status())
+}
+
+/// Body of `POST /v1/cluster/init`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitRequest {
+    /// Voters of the new cluster by id: `{"1": {"raft_addr": "…", "api_addr": "…"}}`.
+    #[schema(value_type = Object)]
+    pub members: BTreeMap<u64, Member>,
+}
+
+#[utoipa::path(post, path = "/v1/cluster/init", tag = "cluster", request_body = InitRequest,
+    responses((status = 201, description = "initialised"), (status = 409, body = ErrorBody, description = "already initialised; nothing changed")),
+    security(("bearer" = [])))]
+pub(super) async fn init(State(api): State<Api>, JsonBody(req): JsonBody<InitRequest>) -> Result<StatusCode, Error> {
+    if req.members.is_empty() {
+        return Err(Error::bad("members", "at least one member is required"));
+    }
+    if req.members.contains_key(&0) {
+        return Err(Error::bad("members", "node id 0 is reserved"));
+    }
+    api.node.initialize(req.members).await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[utoipa::path(get, path = "/v1/members", tag = "cluster",
+    responses((status = 200, body = Object, description = "members, voters first, with matched index and lag")))]
+pub(super) async fn members(State(api): State<Api>) -> Json<Vec<cairn_raft::MemberStatus>> {
+    Json(api.node.status().members)
+}
+
+/// Body of `POST /v1/members` (adds a learner).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    /// New node's id.
+    pub id: u64,
+    /// Its transport address.
+    pub raft_addr: String,
+    /// Its admin API address.
+    pub api_addr: String,
+}
+
+#[utoipa::path(post, path = "/v1/members", tag = "cluster", request_body = AddMemberRequest,
+    responses((status = 201, description = "added as a learner and caught up")), security(("bearer" = [])))]
+pub(super) async fn add_member(
+    State(api): State<Api>,
+    JsonBody(req): JsonBody<AddMemberRequest>,
+) -> Result<StatusCode, Error> {
+    if req.id == 0 {
+        return Err(Error::bad("id", "node id 0 is reserved"));
+    }
+    for (field, addr) in [("raft_addr", &req.raft_addr), ("api_addr", &req.api_addr)] {
+        if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+            return Err(Error::bad(field, format!("{addr:?} is not HOST:PORT")));
+        }
+    }
+    api.node
+        .add_learner(
+            req.id,
+            Member {
+                raft_addr: req.raft_addr,
+                api_addr: req.api_addr,
+            },
+        )
+        .await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[utoipa::path(post, path = "/v1/members/{id}/promote", tag = "cluster", params(("id" = u64, Path, description = "learner id")),
+    responses((status = 200, description = "now a voter"), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn promote(State(api): State<Api>, Path(id): Path<String>) -> Result<StatusCode, Error> {
+    let id = path_id(&id, "id")?;
+    api.node.promote(id).await?;
+    Ok(StatusCode::OK)
+}
+
+#[utoipa::path(delete, path = "/v1/members/{id}", tag = "cluster", params(("id" = u64, Path, description = "member id")),
+    responses((status = 200, description = "removed"), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn remove_member(State(api): State<Api>, Path(id): Path<String>) -> Result<StatusCode, Error> {
+    let id = path_id(&id, "id")?;
+    api.node.remove(id).await?;
+    Ok(StatusCode::OK)
+}
+
+/// Body of `POST /v1/leader/transfer`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// The voter to lead.
+    pub to: u64,
+}
+
+#[utoipa::path(post, path = "/v1/leader/transfer", tag = "cluster", request_body = TransferRequest,
+    responses((status = 200, description = "transfer requested")), security(("bearer" = [])))]
+pub(super) async fn transfer_leader(
+    State(api): State<Api>,
+    JsonBody(req): JsonBody<TransferRequest>,
+) -> Result<StatusCode, Error> {
+    api.node.transfer_leader(req.to).await?;
+    Ok(StatusCode::OK)
+}
+
+// ---------------------------------------------------------------------------
+// Nodes (the replicated registry: capabilities, budgets, liveness, load)
+
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", params(ReadParams),
+    responses((status = 200, body = Object, description = "registered nodes with liveness and load")))]
+pub(super) async fn list_nodes(State(api): State<Api>, ApiQuery(q): ApiQuery<ReadParams>) -> Result<Response, Error> {
+    read_json(&api, q.consistency(), |m| to_json(&m.nodes().collect::<Vec<_>>())).await
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = u64, Path), ReadParams),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_node(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ReadParams>,
+) -> Result<Response, Error> {
+    let id = path_id(&id, "id")?;
+    read_json(&api, q.consistency(), |m| match m.node(NodeId(id)) {
+        Some(n) => to_json(n),
+        None => Err(Error::not_found(format!("node {id}"), "id")),
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Mission plan
+
+#[utoipa::path(get, path = "/v1/mission", tag = "mission", params(ReadParams),
+    responses((status = 200, body = Object, description = "`{plan, effective}`: the plan and the effective mode")))]
+pub(super) async fn get_mission(State(api): State<Api>, ApiQuery(q): ApiQuery<ReadParams>) -> Result<Response, Error> {
+    read_json(&api, q.consistency(), |m| {
+        Ok(serde_json::json!({ "plan": to_json(m.plan())?, "effective": to_json(&m.effective())? }))
+    })
+    .await
+}
+
+/// Body of `PUT /v1/mission/plan`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplacePlanRequest {
+    /// Refuse (409) unless the plan is still at this version.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+    /// Plan name.
+    pub name: String,
+    /// Frame of every pose, e.g. `map`.
+    pub frame_id: String,
+    /// Goals in order, e.g. `{"kind": {"Waypoint": {"pose": {"position": [1, 2, 0], "heading_rad": 0}}}, "tolerance": {"position_m": 0.5, "heading_rad": null}}`.
+    #[schema(value_type = Vec<Object>)]
+    pub goals: Vec<GoalSpec>,
+}
+
+#[utoipa::path(put, path = "/v1/mission/plan", tag = "mission", request_body = ReplacePlanRequest,
+    responses((status = 200, body = WriteResult), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn replace_plan(
+    State(api): State<Api>,
+    JsonBody(req): JsonBody<ReplacePlanRequest>,
+) -> Result<Json<WriteResult>, Error> {
+    execute(
+        &api,
+        Command::ReplacePlan {
+            expected_version: req.expected_version,
+            name: req.name,
+            frame_id: req.frame_id,
+            goals: req.goals,
+        },
+    )
+    .await
+}
+
+/// Body of `POST /v1/mission/goals`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppendGoalsRequest {
+    /// Refuse (409) unless the plan is still at this version.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+    /// Goals to add at the end.
+    #[schema(value_type = Vec<Object>)]
+    pub goals: Vec<GoalSpec>,
+}
+
+#[utoipa::path(post, path = "/v1/mission/goals", tag = "mission", request_body = AppendGoalsRequest,
+    responses((status = 200, body = WriteResult), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn append_goals(
+    State(api): State<Api>,
+    JsonBody(req): JsonBody<AppendGoalsRequest>,
+) -> Result<Json<WriteResult>, Error> {
+    execute(
+        &api,
+        Command::AppendGoals {
+            expected_version: req.expected_version,
+            goals: req.goals,
+        },
+    )
+    .await
+}
+
+/// Optional body of goal and abort commands.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanVersionRequest {
+    /// Refuse (409) unless the plan is still at this version.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+    /// Why (abort only).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/mission/goals/{id}/skip", tag = "mission", params(("id" = u64, Path, description = "goal id")),
+    request_body = PlanVersionRequest,
+    responses((status = 200, body = WriteResult), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn skip_goal(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<PlanVersionRequest>,
+) -> Result<Json<WriteResult>, Error> {
+    let goal_id = GoalId(path_id(&id, "id")?);
+    execute(
+        &api,
+        Command::SkipGoal {
+            expected_version: req.expected_version,
+            goal_id,
+        },
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/mission/goals/{id}/complete", tag = "mission", params(("id" = u64, Path, description = "goal id")),
+    request_body = PlanVersionRequest,
+    responses((status = 200, body = WriteResult), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn complete_goal(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<PlanVersionRequest>,
+) -> Result<Json<WriteResult>, Error> {
+    let goal_id = GoalId(path_id(&id, "id")?);
+    execute(
+        &api,
+        Command::CompleteGoal {
+            expected_version: req.expected_version,
+            goal_id,
+        },
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/mission/abort", tag = "mission", request_body = PlanVersionRequest,
+    responses((status = 200, body = WriteResult), (status = 409, body = ErrorBody, description = "no active plan")),
+    security(("bearer" = [])))]
+pub(super) async fn abort_plan(
+    State(api): State<Api>,
+    JsonBody(req): JsonBody<PlanVersionRequest>,
+) -> Result<Json<WriteResult>, Error> {
+    execute(
+        &api,
+        Command::AbortPlan {
+            expected_version: req.expected_version,
+            reason: req.reason.unwrap_or_else(|| "aborted by the operator".into()),
+        },
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Tasks
+
+/// Body of `POST /v1/tasks`; only `kind` is required.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTaskRequest {
+    /// What to do, e.g. `navigate`; agents dispatch on it.
+    pub kind: String,
+    /// Capabilities the assignee must have.
+    #[serde(default)]
+    pub required_capabilities: BTreeSet<String>,
+    /// CPU millicores and MiB the task uses while leased:
+    /// `{"cpu_millicores": 500, "memory_mib": 64}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub resources: Resources,
+    /// Higher runs first (0–255).
+    #[serde(default)]
+    pub priority: u8,
+    /// Advisory deadline, ms since the Unix epoch.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// `{"max_attempts": 3, "backoff_ms_base": 1000, "backoff_ms_max": 60000}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub retry: RetryPolicy,
+    /// The plan goal it serves.
+    #[serde(default)]
+    pub goal: Option<u64>,
+}
+
+impl From<SubmitTaskRequest> for TaskSpec {
+    fn from(r: SubmitTaskRequest) -> Self {
+        TaskSpec {
+            kind: r.kind,
+            required_capabilities: r.required_capabilities,
+            resources: r.resources,
+            priority: r.priority,
+            deadline_ms: r.deadline_ms,
+            retry: r.retry,
+            goal: r.goal.map(GoalId),
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = SubmitTaskRequest,
+    responses((status = 200, body = WriteResult, description = "created; `response.TaskCreated.task_id` is its id"), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn submit_task(
+    State(api): State<Api>,
+    JsonBody(req): JsonBody<SubmitTaskRequest>,
+) -> Result<Json<WriteResult>, Error> {
+    execute(&api, Command::CreateTask(req.into())).await
+}
+
+/// Query of `GET /v1/tasks`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TaskQuery {
+    /// `linearizable` (default) or `stale`.
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<ConsistencyParam>,
+    /// Only tasks in this state: pending, assigned, running, succeeded, failed, cancelled.
+    pub state: Option<String>,
+    /// Only tasks leased to this node.
+    pub node: Option<u64>,
+    /// Only tasks with an id above this (pagination cursor).
+    pub after: Option<u64>,
+    /// At most this many (default 1000, at most 10000).
+    pub limit: Option<usize>,
+}
+
+fn parse_state(s: &str) -> Result<TaskState, Error> {
+    TaskState::ALL
+        .into_iter()
+        .find(|t| t.to_string().eq_ignore_ascii_case(s))
+        .ok_or_else(|| {
+            let all: Vec<String> = TaskState::ALL.iter().map(|t| t.to_string()).collect();
+            Error::bad("state", format!("{s:?} is not one of {}", all.join(", ")))
+        })
+}
+
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(TaskQuery),
+    responses((status = 200, body = Object, description = "tasks in id order"), (status = 400, body = ErrorBody)))]
+pub(super) async fn list_tasks(State(api): State<Api>, ApiQuery(q): ApiQuery<TaskQuery>) -> Result<Response, Error> {
+    let filter = TaskFilter {
+        state: q.state.as_deref().map(parse_state).transpose()?,
+        node_id: q.node.map(NodeId),
+    };
+    let limit = q.limit.unwrap_or(TASK_PAGE_DEFAULT);
+    if limit == 0 || limit > TASK_PAGE_MAX {
+        return Err(Error::bad("limit", format!("must be in 1..={TASK_PAGE_MAX}")));
+    }
+    let after = q.after.unwrap_or(0);
+    let consistency = q.consistency.unwrap_or_default().into();
+    read_json(&api, consistency, |m| {
+        let page: Vec<_> = m
+            .tasks(&filter)
+            .into_iter()
+            .filter(|t| t.id.0 > after)
+            .take(limit)
+            .collect();
+        to_json(&page)
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = u64, Path), ReadParams),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_task(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ReadParams>,
+) -> Result<Response, Error> {
+    let id = path_id(&id, "id")?;
+    read_json(&api, q.consistency(), |m| match m.task(TaskId(id)) {
+        Some(t) => to_json(t),
+        None => Err(Error::not_found(format!("task {id}"), "id")),
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = u64, Path)),
+    responses((status = 200, body = WriteResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "already finished")),
+    security(("bearer" = [])))]
+pub(super) async fn cancel_task(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<WriteResult>, Error> {
+    let task_id = TaskId(path_id(&id, "id")?);
+    // Checked first so an unknown id is a 404 naming `id` without a log entry.
+    let known = api.node.local_state(|m| m.task(task_id).is_some());
+    if !known {
+        let known = api
+            .node
+            .read(Consistency::Linearizable, |m| m.task(task_id).is_some())
+            .await?;
+        if !known {
+            return Err(Error::not_found(format!("task {}", task_id.0), "id"));
+        }
+    }
+    execute(&api, Command::CancelTask { task_id }).await
+}
+
+// ---------------------------------------------------------------------------
+// Parameters
+
+/// Body of `POST /v1/params`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeclareParamRequest {
+    /// Dotted name.
+    pub name: String,
+    /// What it means.
+    #[serde(default)]
+    pub description: String,
+    /// Type and bounds: `"Bool"`, `{"Int": {"min": 0, "max": 10}}`,
+    /// `{"Float": {"min": 0.0, "max": 1.0}}`, `{"String": {"max_len": 64}}`,
+    /// `{"Enum": {"choices": ["a", "b"]}}`.
+    #[schema(value_type = Object)]
+    pub kind: ParamKind,
+    /// Initial value: `{"Float": 0.5}`, `{"Int": 3}`, `{"Bool": true}`, `{"String": "x"}`, `{"Enum": "a"}`.
+    #[schema(value_type = Object)]
+    pub value: ParamValue,
+}
+
+#[utoipa::path(post, path = "/v1/params", tag = "params", request_body = DeclareParamRequest,
+    responses((status = 200, body = WriteResult), (status = 400, body = ErrorBody, description = "value out of bounds or of the wrong type"), (status = 409, body = ErrorBody, description = "already declared")),
+    security(("bearer" = [])))]
+pub(super) async fn declare_param(
+    State(api): State<Api>,
+    JsonBody(req): JsonBody<DeclareParamRequest>,
+) -> Result<Json<WriteResult>, Error> {
+    execute(
+        &api,
+        Command::DeclareParam {
+            name: req.name,
+            description: req.description,
+            kind: req.kind,
+            value: req.value,
+        },
+    )
+    .await
+}
+
+/// Body of `PUT /v1/params/{name}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetParamRequest {
+    /// The new value, typed as declared: `{"Float": 1.2}`.
+    #[schema(value_type = Object)]
+    pub value: ParamValue,
+}
+
+#[utoipa::path(put, path = "/v1/params/{name}", tag = "params", params(("name" = String, Path)), request_body = SetParamRequest,
+    responses((status = 200, body = WriteResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn set_param(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<SetParamRequest>,
+) -> Result<Json<WriteResult>, Error> {
+    execute(&api, Command::SetParam { name, value: req.value }).await
+}
+
+#[utoipa::path(get, path = "/v1/params", tag = "params", params(ReadParams),
+    responses((status = 200, body = Object, description = "every parameter with kind, value and version")))]
+pub(super) async fn list_params(State(api): State<Api>, ApiQuery(q): ApiQuery<ReadParams>) -> Result<Response, Error> {
+    read_json(&api, q.consistency(), |m| to_json(&m.params().collect::<Vec<_>>())).await
+}
+
+#[utoipa::path(get, path = "/v1/params/{name}", tag = "params", params(("name" = String, Path), ReadParams),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_param(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<ReadParams>,
+) -> Result<Response, Error> {
+    read_json(&api, q.consistency(), |m| match m.param(&name) {
+        Some(p) => to_json(p),
+        None => Err(Error::not_found(format!("parameter {name:?}"), "name")),
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Sensor health, effective mode, degradation policies
+
+#[utoipa::path(get, path = "/v1/sensors", tag = "health", params(ReadParams),
+    responses((status = 200, body = Object, description = "`{sensors: {name: report}, effective}`")))]
+pub(super) async fn list_sensors(State(api): State<Api>, ApiQuery(q): ApiQuery<ReadParams>) -> Result<Response, Error> {
+    read_json(&api, q.consistency(), |m| {
+        let sensors: BTreeMap<&str, _> = m.sensors().collect();
+        Ok(serde_json::json!({ "sensors": to_json(&sensors)?, "effective": to_json(&m.effective())? }))
+    })
+    .await
+}
+
+/// Body of `PUT /v1/sensors/{name}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SensorReportRequest {
+    /// `Ok`, `Degraded` or `Failed`.
+    #[schema(value_type = String)]
+    pub health: SensorHealth,
+}
+
+#[utoipa::path(put, path = "/v1/sensors/{name}", tag = "health", params(("name" = String, Path)), request_body = SensorReportRequest,
+    responses((status = 200, body = WriteResult, description = "`response.HealthChanged.effective` is the mode now")),
+    security(("bearer" = [])))]
+pub(super) async fn report_sensor(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<SensorReportRequest>,
+) -> Result<Json<WriteResult>, Error> {
+    execute(
+        &api,
+        Command::ReportSensorHealth {
+            sensor: name,
+            health: req.health,
+        },
+    )
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/policies", tag = "health", params(ReadParams),
+    responses((status = 200, body = Object, description = "degradation policies by (sensor, health)")))]
+pub(super) async fn list_policies(
+    State(api): State<Api>,
+    ApiQuery(q): ApiQuery<ReadParams>,
+) -> Result<Response, Error> {
+    read_json(&api, q.consistency(), |m| to_json(m.policies())).await
+}
+
+#[utoipa::path(put, path = "/v1/policies", tag = "health",
+    request_body(content = Object, description = "`{\"sensor\": \"imu\", \"health\": \"Failed\", \"mode\": \"GpsOnly\", \"speed_factor\": 0.5}`"),
+    responses((status = 200, body = WriteResult), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn set_policy(
+    State(api): State<Api>,
+    JsonBody(policy): JsonBody<DegradationPolicy>,
+) -> Result<Json<WriteResult>, Error> {
+    execute(&api, Command::SetPolicy(policy)).await
+}
+
+#[utoipa::path(delete, path = "/v1/policies/{sensor}/{health}", tag = "health",
+    params(("sensor" = String, Path), ("health" = String, Path, description = "Ok, Degraded or Failed")),
+    responses((status = 200, body = WriteResult), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn remove_policy(
+    State(api): State<Api>,
+    Path((sensor, health)): Path<(String, String)>,
+) -> Result<Json<WriteResult>, Error> {
+    let health = match health.to_ascii_lowercase().as_str() {
+        "ok" => SensorHealth::Ok,
+        "degraded" => SensorHealth::Degraded,
+        "failed" => SensorHealth::Failed,
+        _ => {
+            return Err(Error::bad(
+                "health",
+                format!("{health:?} is not one of ok, degraded, failed"),
+            ))
+        }
+    };
+    execute(&api, Command::RemovePolicy { sensor, health }).await
+}
