@@ -35,7 +35,7 @@ pub struct NodeConfig {
     pub snapshots: SnapshotSettings,
     /// Dial peer `id` at this address instead of its advertised one (chaos
     /// tests put a proxy on each link this way). Empty in production.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "node_id_keys")]
     pub peer_dial_overrides: std::collections::BTreeMap<u64, String>,
     /// Mutual TLS between nodes (`[tls]`: `ca_cert`, `cert`, `key`, made by
     /// `cairn certs`). Absent = plaintext, which is for a bench only: anyone
@@ -132,5 +132,38 @@ impl NodeConfig {
         c.snapshots = self.snapshots.clone();
         c.peer_dial_overrides = self.peer_dial_overrides.clone();
         c
+    }
+}
+
+/// TOML table keys are always strings: accept `{ "2" = "127.0.0.1:9102" }`
+/// and turn the keys into node ids, naming a key that is not one.
+fn node_id_keys<'de, D>(de: D) -> Result<std::collections::BTreeMap<u64, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let raw = std::collections::BTreeMap::<String, String>::deserialize(de)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            k.parse::<u64>()
+                .map(|id| (id, v))
+                .map_err(|_| D::Error::custom(format!("peer_dial_overrides key {k:?} is not a node id")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_dial_overrides_parse_from_toml() {
+        let c: NodeConfig = toml::from_str("id = 1\n[peer_dial_overrides]\n\"2\" = \"127.0.0.1:9102\"\n").unwrap();
+        assert_eq!(
+            c.peer_dial_overrides.get(&2).map(String::as_str),
+            Some("127.0.0.1:9102")
+        );
+        let err = toml::from_str::<NodeConfig>("id = 1\n[peer_dial_overrides]\nx = \"a\"\n").unwrap_err();
+        assert!(err.to_string().contains("\"x\" is not a node id"), "{err}");
     }
 }

@@ -149,6 +149,7 @@ impl Error {
                 R::NotLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leader", None),
                 R::NoLeader | R::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
                 R::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
+                R::Indeterminate { .. } => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", None),
                 R::Compacted { .. } => (StatusCode::GONE, "compacted", Some("from".into())),
                 R::Config { field, .. } => (StatusCode::BAD_REQUEST, "config", Some((*field).to_string())),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),

@@ -81,6 +81,14 @@ pub enum Error {
         /// The deadline.
         after_ms: u64,
     },
+    /// The request may or may not have taken effect (the connection to the
+    /// leader broke after sending it, or the leader changed before it
+    /// committed). Retry only with the same client tag.
+    #[error("outcome unknown: {reason}")]
+    Indeterminate {
+        /// What happened.
+        reason: String,
+    },
     /// The id is not a member of the cluster.
     #[error("node {node_id} is not a member of the cluster")]
     UnknownMember {

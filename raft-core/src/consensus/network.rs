@@ -191,6 +191,10 @@ pub(crate) struct NetConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) backoff_min: Duration,
     pub(crate) backoff_max: Duration,
+    /// Lower bound of every RPC deadline. openraft derives deadlines from
+    /// the heartbeat interval (100 ms), which a Wi-Fi link with a 100 ms
+    /// one-way delay can never meet (jepsen F3): nothing would commit.
+    pub(crate) rpc_timeout_min: Duration,
 }
 
 /// One peer, one connection, re-dialled with backoff.
@@ -213,6 +217,10 @@ impl PeerClient {
             failures: 0,
             retry_at: None,
         }
+    }
+
+    fn ttl(&self, option: &RPCOption) -> Duration {
+        option.hard_ttl().max(self.cfg.rpc_timeout_min)
     }
 
     fn unreachable(&self, reason: impl ToString) -> CallError {
@@ -247,8 +255,14 @@ impl PeerClient {
             self.note_failure();
         }
         if let Some(at) = self.retry_at {
-            if Instant::now() < at {
-                return Err(self.unreachable("backing off after a failed connection"));
+            let now = Instant::now();
+            if now < at {
+                // Wait out (a bounded slice of) the backoff here, so a caller
+                // that retries at once cannot spin: at most ~10 calls/s.
+                tokio::time::sleep((at - now).min(Duration::from_millis(100))).await;
+                if Instant::now() < at {
+                    return Err(self.unreachable("backing off after a failed connection"));
+                }
             }
         }
         let dial = self.cfg.dialer.dial(self.target, &self.addr);
@@ -300,10 +314,11 @@ impl PeerClient {
         body: Request,
         timeout: Duration,
     ) -> Result<Response, CallError> {
+        // Not queued on the connection: definitely not delivered.
         let rx = conn
             .send(body)
             .await
-            .map_err(|reason| CallError::Network { target, reason })?;
+            .map_err(|reason| CallError::Unreachable { target, reason })?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Response::Error(message))) => Err(CallError::Network {
                 target,
@@ -367,7 +382,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self
-            .call(Request::Append(rpc), option.hard_ttl())
+            .call(Request::Append(rpc), self.ttl(&option))
             .await
             .map_err(rpc_err)?
         {
@@ -393,7 +408,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         Box::pin(async move {
             let conn = self.connection().await.map_err(rpc_err)?;
             let target = self.target;
-            let ttl = option.hard_ttl();
+            let ttl = self.ttl(&option);
             // Pipelining: a feeder task sends each request as soon as openraft
             // produces it; the output stream awaits responses in order.
             let (inflight_tx, inflight_rx) = mpsc::channel(PIPELINE_DEPTH);
@@ -454,7 +469,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self
-            .call(Request::Vote(rpc), option.hard_ttl())
+            .call(Request::Vote(rpc), self.ttl(&option))
             .await
             .map_err(rpc_err)?
         {
@@ -472,7 +487,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self
-            .call(Request::PreVote(rpc), option.hard_ttl())
+            .call(Request::PreVote(rpc), self.ttl(&option))
             .await
             .map_err(rpc_err)?
         {
@@ -502,7 +517,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     data: data[offset..end].to_vec(),
                     done,
                 };
-                let resp = self.call(req, option.hard_ttl()).await.map_err(|e| match e {
+                let resp = self.call(req, self.ttl(&option)).await.map_err(|e| match e {
                     CallError::Unreachable { .. } => StreamingError::Unreachable(Unreachable::new(&e)),
                     _ => StreamingError::Network(NetworkError::new(&e)),
                 })?;
@@ -530,7 +545,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self
-            .call(Request::TransferLeader(req), option.hard_ttl())
+            .call(Request::TransferLeader(req), self.ttl(&option))
             .await
             .map_err(rpc_err)?
         {

@@ -206,7 +206,7 @@ impl<S: StateMachine> Core<S> {
         let fut = self.raft.client_write(proposal);
         let res = match tokio::time::timeout(self.write_timeout, fut).await {
             Err(_) => {
-                return Err(ForwardError::Failed {
+                return Err(ForwardError::Indeterminate {
                     message: format!("write did not commit within {:?}", self.write_timeout),
                 })
             }
@@ -220,6 +220,10 @@ impl<S: StateMachine> Core<S> {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(forward_err(f.leader_id.zip(f.leader_node)))
             }
+            // Appended, then the leader changed: it may still commit.
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(ForwardError::Indeterminate {
+                message: "the leader changed before the write committed; it may or may not apply".into(),
+            }),
             Err(e) => Err(ForwardError::Failed { message: e.to_string() }),
         }
     }
@@ -229,6 +233,9 @@ impl<S: StateMachine> Core<S> {
             Ok(read) => Ok(read.index()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(forward_err(f.leader_id.zip(f.leader_node)))
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
+                Err(ForwardError::Unavailable { message: q.to_string() })
             }
             Err(e) => Err(ForwardError::Failed { message: e.to_string() }),
         }
@@ -276,6 +283,13 @@ impl<S: StateMachine> Core<S> {
                         message: format!("node {id} is not a member of the cluster"),
                     });
                 }
+                if id == self.id {
+                    // A leader must not remove itself (openraft's membership
+                    // handling assumes the leader stays; jepsen F5): hand
+                    // leadership to the most up-to-date other voter first,
+                    // and let the caller forward the removal to it.
+                    return Err(self.step_down_for_removal(&m).await);
+                }
                 if is_voter {
                     self.raft
                         .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
@@ -302,6 +316,49 @@ impl<S: StateMachine> Core<S> {
             }
         }
         Ok(())
+    }
+
+    /// Transfer leadership away (to the voter with the highest matched
+    /// index) and wait, bounded, until it moved.
+    async fn step_down_for_removal(&self, m: &super::StoredMembership) -> ForwardError {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let matched = |v: &NodeId| {
+            metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(v).cloned().flatten())
+                .map(|l| l.index)
+        };
+        let Some(target) = m.voter_ids().filter(|v| *v != self.id).max_by_key(|v| (matched(v), *v)) else {
+            return ForwardError::Failed {
+                message: format!("node {} is the only voter; it cannot be removed", self.id),
+            };
+        };
+        tracing::info!(
+            to = target,
+            "leader asked to remove itself: transferring leadership first"
+        );
+        if let Err(e) = self.raft.trigger().transfer_leader(target).await {
+            return ForwardError::Failed { message: e.to_string() };
+        }
+        // Bounded: a transfer completes within one election round.
+        let wait = self.election_timeout_max * 4;
+        let moved = self
+            .raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != self.id), "leadership moved")
+            .await;
+        match moved {
+            Ok(m) => {
+                let leader = m
+                    .current_leader
+                    .and_then(|l| self.members().get(&l).cloned().map(|n| (l, n)));
+                forward_err(leader)
+            }
+            Err(_) => ForwardError::Unavailable {
+                message: format!("leadership did not move to node {target} within {wait:?}"),
+            },
+        }
     }
 
     /// Serve a request another node forwarded to us (we should lead).
@@ -362,6 +419,13 @@ impl<S: StateMachine> Core<S> {
             match local().await {
                 Ok(v) => return Ok(v),
                 Err(ForwardError::Failed { message }) => return Err(classify(message, self.write_timeout)),
+                Err(ForwardError::Indeterminate { message }) => return Err(Error::Indeterminate { reason: message }),
+                Err(ForwardError::Unavailable { message }) => {
+                    last = Error::Unavailable {
+                        leader: self.id,
+                        reason: message,
+                    };
+                }
                 Err(ForwardError::NotLeader { leader: None }) => {
                     last = Error::NoLeader;
                 }
@@ -387,6 +451,15 @@ impl<S: StateMachine> Core<S> {
                                 return Err(classify(message, self.write_timeout))
                             }
                             Some(Err(ForwardError::NotLeader { .. })) => last = Error::NoLeader,
+                            Some(Err(ForwardError::Indeterminate { message })) => {
+                                return Err(Error::Indeterminate { reason: message })
+                            }
+                            Some(Err(ForwardError::Unavailable { message })) => {
+                                last = Error::Unavailable {
+                                    leader,
+                                    reason: message,
+                                }
+                            }
                             None => {
                                 return Err(Error::Unavailable {
                                     leader,
@@ -408,10 +481,11 @@ impl<S: StateMachine> Core<S> {
                                 after_ms: self.write_timeout.as_millis() as u64,
                             })
                         }
-                        Err(e) => {
-                            return Err(Error::Unavailable {
-                                leader,
-                                reason: e.to_string(),
+                        // Sent, then the connection broke: it may have been
+                        // applied, so this must not look retryable (jepsen F1).
+                        Err(e @ CallError::Network { .. }) => {
+                            return Err(Error::Indeterminate {
+                                reason: format!("forwarded to leader {leader}, then {e}"),
                             })
                         }
                     }
@@ -425,13 +499,8 @@ impl<S: StateMachine> Core<S> {
     }
 }
 
-fn classify(message: String, write_timeout: Duration) -> Error {
-    if message.starts_with("write did not commit within") {
-        Error::Timeout {
-            what: "write",
-            after_ms: write_timeout.as_millis() as u64,
-        }
-    } else if message.contains("not a member") || message.contains("not a voter") {
+fn classify(message: String, _write_timeout: Duration) -> Error {
+    if message.contains("not a member") || message.contains("not a voter") {
         Error::Membership { reason: message }
     } else {
         Error::Fatal { reason: message }
@@ -530,6 +599,7 @@ impl<S: StateMachine> RaftNode<S> {
             connect_timeout: Duration::from_millis(t.connect_timeout_ms),
             backoff_min: Duration::from_millis(t.reconnect_backoff_ms_min),
             backoff_max: Duration::from_millis(t.reconnect_backoff_ms_max),
+            rpc_timeout_min: Duration::from_millis(t.election_timeout_ms_min),
         };
         let log_reader = log_store.clone();
         let raft = openraft::Raft::new(
@@ -667,6 +737,11 @@ impl<S: StateMachine> RaftNode<S> {
                 leader: leader.map(|(id, _)| id),
             }),
             Err(ForwardError::Failed { message }) => Err(classify(message, self.core.write_timeout)),
+            Err(ForwardError::Indeterminate { message }) => Err(Error::Indeterminate { reason: message }),
+            Err(ForwardError::Unavailable { message }) => Err(Error::Unavailable {
+                leader: self.core.id,
+                reason: message,
+            }),
         }
     }
 

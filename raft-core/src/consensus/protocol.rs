@@ -81,6 +81,12 @@ pub(crate) enum Request {
 pub(crate) enum ForwardError {
     /// The receiver is not the leader (either); it may know who is.
     NotLeader { leader: Option<(NodeId, Member)> },
+    /// The request may or may not have been applied (e.g. a write timed
+    /// out, or its entry was discarded by a leader change after being
+    /// appended): the caller must not assume either.
+    Indeterminate { message: String },
+    /// Definitely not done, and worth retrying (e.g. no quorum for a read).
+    Unavailable { message: String },
     /// Anything else, as text (the receiver logged the details).
     Failed { message: String },
 }

@@ -429,3 +429,26 @@ async fn t95_watch_replays_history_then_live_without_gaps() {
         Ok(_) => panic!("expected compacted, got a watch"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t75_removing_the_leader_hands_over_first() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let other = (1..=3).find(|i| *i != leader).unwrap();
+    tracing::info!(leader, "remove the leader itself, asked through a follower");
+    c.node(other).remove(leader).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = c.node(other).status();
+        if st.leader.is_some_and(|l| l != leader) && st.members.iter().all(|m| m.id != leader) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leader {leader} still a member: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!("the remaining two voters keep committing");
+    c.node(other).write(set("after-removal", "1")).await.unwrap();
+}
