@@ -1,0 +1,608 @@
+//! A cluster of real `cairn` processes on loopback, each in its own temp
+//! data dir, each dialling its peers through a [`LinkProxy`] per directed
+//! link. Processes are killed with `SIGKILL`, paused with `SIGSTOP` and
+//! resumed with `SIGCONT`, and restarted on their data dir.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::error::Error;
+use crate::proxy::LinkFaults;
+use crate::proxy::LinkProxy;
+
+/// How long a node may take to answer `/healthz` after spawning: RocksDB
+/// opens in well under a second; the rest is slack for a loaded CI machine.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(30);
+/// Deadline of one status probe: a node that cannot answer its own status
+/// in this long is paused or dead, which is itself what we want to record.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Deadline of one admin call (init, membership): membership changes wait
+/// for a learner to catch up, which takes a few round trips.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the `cairn` binary is: `$CAIRN_BIN`, else the workspace's
+/// `target/debug/cairn` (honouring `$CARGO_TARGET_DIR`).
+pub fn cairn_binary_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAIRN_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("debug").join("cairn")
+}
+
+/// The workspace root (this crate's parent directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Build the `cairn` binary with cargo (a no-op when it is up to date), so
+/// a run never tests a stale binary; skipped when `$CAIRN_BIN` is set.
+pub fn build_cairn() -> Result<PathBuf, Error> {
+    let path = cairn_binary_path();
+    if std::env::var_os("CAIRN_BIN").is_none() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        tracing::info!("building cairn (cargo build -p cairn --bin cairn)");
+        let out = Command::new(cargo)
+            .args(["build", "-p", "cairn", "--bin", "cairn"])
+            .current_dir(workspace_root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(Error::io("run cargo build"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+            return Err(Error::Build {
+                reason: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            });
+        }
+    }
+    if !path.exists() {
+        return Err(Error::BinaryMissing { path });
+    }
+    Ok(path)
+}
+
+/// Node ports come from below the kernel's ephemeral range (32768+ on
+/// Linux): the proxies' listeners and every outgoing connection take
+/// ephemeral ports, and one of them landing on a killed node's port would
+/// stop that node from restarting.
+const NODE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port in [`NODE_PORTS`] that is free now (bounded tries: the range is
+/// mostly empty, so a few hundred misses mean something is badly wrong).
+fn free_port(rng: &mut rand::rngs::StdRng) -> Result<u16, Error> {
+    use rand::Rng;
+    for _ in 0..500 {
+        let port = rng.random_range(NODE_PORTS);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::Setup {
+        reason: format!("no free port in {NODE_PORTS:?} after 500 tries"),
+    })
+}
+
+/// What state a node process is in, as far as the nemesis knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcState {
+    /// Running.
+    Up,
+    /// Stopped with `SIGSTOP`.
+    Paused,
+    /// Killed (or never started).
+    Down,
+}
+
+/// One node process.
+pub struct NodeProc {
+    /// Node id.
+    pub id: u64,
+    /// Its transport address (what membership advertises).
+    pub raft_addr: String,
+    /// Its admin API address.
+    pub api_addr: String,
+    data_dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    state: ProcState,
+    /// Bumped on every (re)start.
+    pub incarnation: u32,
+}
+
+/// How node processes are started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Launcher {
+    /// The shipped binary: `cairn node run --config nN.toml`.
+    Cairn(PathBuf),
+    /// `cairn-jepsen node --config nN.json` (this crate's binary at this
+    /// path): the same `cairn::daemon::Daemon`, configured from JSON,
+    /// because the TOML config cannot express `peer_dial_overrides` yet.
+    Embedded(PathBuf),
+}
+
+impl Launcher {
+    fn binary(&self) -> &Path {
+        match self {
+            Launcher::Cairn(p) | Launcher::Embedded(p) => p,
+        }
+    }
+}
+
+/// Settings of a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// Number of nodes (ids 1..=n).
+    pub nodes: u64,
+    /// How nodes are started.
+    pub launcher: Launcher,
+    /// `RUST_LOG` of the nodes.
+    pub log_filter: String,
+    /// Seed for the proxies' random faults.
+    pub seed: u64,
+    /// The nodes' `timings.write_timeout_ms`.
+    pub write_timeout_ms: u64,
+}
+
+/// A running cluster. Dropping it kills every process.
+pub struct Cluster {
+    spec: ClusterSpec,
+    dir: TempDir,
+    nodes: BTreeMap<u64, NodeProc>,
+    links: BTreeMap<(u64, u64), LinkProxy>,
+    http: reqwest::Client,
+    incarnations: Incarnations,
+}
+
+/// Each node's current incarnation, shared with observers (the status
+/// sampler) that run beside the nemesis.
+pub type Incarnations = std::sync::Arc<std::sync::Mutex<BTreeMap<u64, u32>>>;
+
+impl Cluster {
+    /// Start `spec.nodes` processes with proxies on every directed link,
+    /// and bootstrap them as one cluster of voters.
+    pub async fn start(spec: ClusterSpec) -> Result<Self, Error> {
+        if !spec.launcher.binary().exists() {
+            return Err(Error::BinaryMissing {
+                path: spec.launcher.binary().to_path_buf(),
+            });
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-jepsen-")
+            .tempdir()
+            .map_err(Error::io("create the run's temp dir"))?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| Error::Setup { reason: e.to_string() })?;
+        // Ports are picked at random (not from the seed: two runs side by
+        // side must not collide) and must differ within the cluster.
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+        let mut taken = std::collections::BTreeSet::new();
+        let mut port = || -> Result<u16, Error> {
+            // Bounded: 2 ports per node, each retried until unique.
+            for _ in 0..100 {
+                let p = free_port(&mut rng)?;
+                if taken.insert(p) {
+                    return Ok(p);
+                }
+            }
+            Err(Error::Setup {
+                reason: "could not pick distinct node ports".into(),
+            })
+        };
+        let mut nodes = BTreeMap::new();
+        for id in 1..=spec.nodes {
+            nodes.insert(
+                id,
+                NodeProc {
+                    id,
+                    raft_addr: format!("127.0.0.1:{}", port()?),
+                    api_addr: format!("127.0.0.1:{}", port()?),
+                    data_dir: dir.path().join(format!("n{id}")),
+                    config: dir.path().join(match spec.launcher {
+                        Launcher::Cairn(_) => format!("n{id}.toml"),
+                        Launcher::Embedded(_) => format!("n{id}.json"),
+                    }),
+                    log: dir.path().join(format!("n{id}.log")),
+                    child: None,
+                    state: ProcState::Down,
+                    incarnation: 0,
+                },
+            );
+        }
+        let mut links = BTreeMap::new();
+        for from in 1..=spec.nodes {
+            for to in 1..=spec.nodes {
+                if from != to {
+                    let seed = spec.seed ^ (from << 32) ^ (to << 16);
+                    links.insert((from, to), LinkProxy::start(nodes[&to].raft_addr.clone(), seed).await?);
+                }
+            }
+        }
+        let mut c = Self {
+            spec,
+            dir,
+            nodes,
+            links,
+            http,
+            incarnations: Incarnations::default(),
+        };
+        for id in c.ids() {
+            c.write_config(id)?;
+            c.spawn(id)?;
+        }
+        for id in c.ids() {
+            c.wait_healthy(id).await?;
+        }
+        let members: BTreeMap<String, Value> = c
+            .nodes
+            .values()
+            .map(|p| {
+                (
+                    p.id.to_string(),
+                    json!({"raft_addr": p.raft_addr, "api_addr": p.api_addr}),
+                )
+            })
+            .collect();
+        c.admin(
+            1,
+            reqwest::Method::POST,
+            "/v1/cluster/init",
+            Some(json!({ "members": members })),
+        )
+        .await
+        .map_err(|reason| Error::Setup {
+            reason: format!("cluster init: {reason}"),
+        })?;
+        Ok(c)
+    }
+
+    /// Node ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// A node.
+    pub fn node(&self, id: u64) -> &NodeProc {
+        &self.nodes[&id]
+    }
+
+    /// Its process state.
+    pub fn state(&self, id: u64) -> ProcState {
+        self.nodes[&id].state
+    }
+
+    /// The run's temp dir (data dirs, configs, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Each node's incarnation, kept up to date as nodes restart.
+    pub fn incarnations(&self) -> Incarnations {
+        self.incarnations.clone()
+    }
+
+    /// The HTTP client used for admin calls.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn write_config(&self, id: u64) -> Result<(), Error> {
+        let p = &self.nodes[&id];
+        let overrides: BTreeMap<String, String> = self
+            .links
+            .iter()
+            .filter(|((from, _), _)| *from == id)
+            .map(|((_, to), link)| (to.to_string(), link.addr().to_string()))
+            .collect();
+        let text = match &self.spec.launcher {
+            Launcher::Cairn(_) => {
+                let mut toml = format!(
+                    "id = {id}\nraft_addr = \"{}\"\napi_addr = \"{}\"\ndata_dir = \"{}\"\n\n[timings]\nwrite_timeout_ms = {}\n\n[peer_dial_overrides]\n",
+                    p.raft_addr,
+                    p.api_addr,
+                    p.data_dir.display(),
+                    self.spec.write_timeout_ms
+                );
+                for (to, addr) in &overrides {
+                    toml.push_str(&format!("\"{to}\" = \"{addr}\"\n"));
+                }
+                toml
+            }
+            Launcher::Embedded(_) => json!({
+                "id": id,
+                "raft_addr": p.raft_addr,
+                "api_addr": p.api_addr,
+                "data_dir": p.data_dir,
+                "timings": {"write_timeout_ms": self.spec.write_timeout_ms},
+                "peer_dial_overrides": overrides,
+            })
+            .to_string(),
+        };
+        std::fs::write(&p.config, text).map_err(Error::io(format!("write {}", p.config.display())))
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<(), Error> {
+        let filter = self.spec.log_filter.clone();
+        let launcher = self.spec.launcher.clone();
+        let p = self.nodes.get_mut(&id).expect("known node");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.log)
+            .map_err(Error::io(format!("open {}", p.log.display())))?;
+        let mut cmd = Command::new(launcher.binary());
+        match launcher {
+            Launcher::Cairn(_) => cmd.args(["node", "run", "--config"]),
+            Launcher::Embedded(_) => cmd.args(["node", "--config"]),
+        };
+        let child = cmd
+            .arg(&p.config)
+            .env("RUST_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(Error::io(format!("spawn node {id}")))?;
+        p.child = Some(child);
+        p.state = ProcState::Up;
+        p.incarnation += 1;
+        self.incarnations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, p.incarnation);
+        Ok(())
+    }
+
+    async fn wait_healthy(&self, id: u64) -> Result<(), Error> {
+        let url = format!("http://{}/healthz", self.nodes[&id].api_addr);
+        // Polled every 50 ms: start-up is quick, and the loop is bounded by
+        // HEALTHY_WITHIN.
+        let deadline = tokio::time::Instant::now() + HEALTHY_WITHIN;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(r) = self.http.get(&url).timeout(STATUS_TIMEOUT).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(Error::NodeNeverHealthy {
+            node_id: id,
+            log_tail: self.log_tail(id, 30),
+        })
+    }
+
+    /// The last `lines` lines of a node's log.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Copy every node's log into `dir`.
+    pub fn copy_logs(&self, dir: &Path) -> Result<(), Error> {
+        for p in self.nodes.values() {
+            let to = dir.join(format!("n{}.log", p.id));
+            std::fs::copy(&p.log, &to).map_err(Error::io(format!("copy {}", p.log.display())))?;
+        }
+        Ok(())
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self, id: u64) {
+        let p = self.nodes.get_mut(&id).expect("known node");
+        if let Some(mut child) = p.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        p.state = ProcState::Down;
+    }
+
+    /// Restart a killed node on its data dir and wait until it answers.
+    pub async fn restart(&mut self, id: u64) -> Result<(), Error> {
+        if self.nodes[&id].state != ProcState::Down {
+            return Ok(());
+        }
+        self.spawn(id)?;
+        self.wait_healthy(id).await
+    }
+
+    fn signal(&self, id: u64, sig: &str) -> Result<(), Error> {
+        let Some(child) = &self.nodes[&id].child else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .map_err(Error::io(format!("kill {sig} node {id}")))?;
+        if !status.success() {
+            return Err(Error::Io {
+                what: format!("kill {sig} node {id}"),
+                source: std::io::Error::other(format!("kill exited with {status}")),
+            });
+        }
+        Ok(())
+    }
+
+    /// `SIGSTOP`: the process freezes with its sockets open.
+    pub fn pause(&mut self, id: u64) -> Result<(), Error> {
+        if self.nodes[&id].state == ProcState::Up {
+            self.signal(id, "-STOP")?;
+            self.nodes.get_mut(&id).expect("known node").state = ProcState::Paused;
+        }
+        Ok(())
+    }
+
+    /// `SIGCONT`.
+    pub fn resume(&mut self, id: u64) -> Result<(), Error> {
+        if self.nodes[&id].state == ProcState::Paused {
+            self.signal(id, "-CONT")?;
+            self.nodes.get_mut(&id).expect("known node").state = ProcState::Up;
+        }
+        Ok(())
+    }
+
+    /// Set the faults of the link `from → to`.
+    pub fn set_link(&self, from: u64, to: u64, faults: LinkFaults) {
+        if let Some(l) = self.links.get(&(from, to)) {
+            l.set(faults);
+        }
+    }
+
+    /// Set the faults of every link.
+    pub fn set_all_links(&self, faults: LinkFaults) {
+        for l in self.links.values() {
+            l.set(faults);
+        }
+    }
+
+    /// Cut every link between nodes that `connected` says cannot talk; the
+    /// other links pass.
+    pub fn partition(&self, connected: impl Fn(u64, u64) -> bool) {
+        for ((from, to), l) in &self.links {
+            l.set(LinkFaults {
+                cut: !(connected(*from, *to) && connected(*to, *from)),
+                ..Default::default()
+            });
+        }
+    }
+
+    /// Undo every fault: links pass, paused nodes resume, killed nodes
+    /// restart.
+    pub async fn heal(&mut self) -> Result<(), Error> {
+        self.set_all_links(LinkFaults::default());
+        for id in self.ids() {
+            self.resume(id)?;
+        }
+        for id in self.ids() {
+            self.restart(id).await?;
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/status` of one node, if it answers quickly.
+    pub async fn status(&self, id: u64) -> Option<Value> {
+        if self.nodes[&id].state != ProcState::Up {
+            return None;
+        }
+        let url = format!("http://{}/v1/status", self.nodes[&id].api_addr);
+        let r = self.http.get(url).timeout(STATUS_TIMEOUT).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    /// The leader a running node names, preferring the highest term.
+    pub async fn leader(&self) -> Option<u64> {
+        let mut best: Option<(u64, u64)> = None;
+        for id in self.ids() {
+            if let Some(s) = self.status(id).await {
+                if s["role"] == "leader" {
+                    let term = s["term"].as_u64().unwrap_or(0);
+                    if best.is_none_or(|(t, _)| term > t) {
+                        best = Some((term, id));
+                    }
+                }
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// Wait until every running node names the same leader, which itself
+    /// says it leads; polled every 100 ms for at most `within`.
+    pub async fn wait_agreed_leader(&self, within: Duration) -> Option<u64> {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            let mut named = Vec::new();
+            let mut leaders = Vec::new();
+            for id in self.ids() {
+                if self.nodes[&id].state != ProcState::Up {
+                    continue;
+                }
+                match self.status(id).await {
+                    Some(s) => {
+                        named.push(s["leader"].as_u64());
+                        if s["role"] == "leader" {
+                            leaders.push(id);
+                        }
+                    }
+                    None => named.push(None),
+                }
+            }
+            if let [l] = leaders[..] {
+                if named.iter().all(|n| *n == Some(l)) {
+                    return Some(l);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    /// An admin call to one node; `Err` carries the status and body.
+    pub async fn admin(
+        &self,
+        id: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let url = format!("http://{}{}", self.nodes[&id].api_addr, path);
+        let mut req = self.http.request(method, url).timeout(ADMIN_TIMEOUT);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.map_err(|e| e.to_string())?;
+        let status = r.status();
+        let text = r.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {text}"));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Voter ids, as node `via` sees membership.
+    pub async fn voters(&self, via: u64) -> Option<Vec<u64>> {
+        let s = self.status(via).await?;
+        Some(
+            s["members"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["voter"] == true)
+                .filter_map(|m| m["id"].as_u64())
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in self.nodes.values_mut() {
+            if let Some(mut child) = p.child.take() {
+                // SIGKILL ends a stopped process too.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! Faults, and a seeded schedule of them.
+//!
+//! A run enables some [`NemesisKind`]s; [`schedule`] turns the seed into a
+//! list of [`Step`]s (which fault, when, for how long), fixed before the run
+//! starts so a seed always replays the same plan. Targets that depend on
+//! the cluster's state ("the leader") are resolved when the step starts and
+//! recorded in the nemesis events. One fault is active at a time; each is
+//! healed before the next starts, and everything is healed at the end.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand::SeedableRng;
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::cluster::Cluster;
+use crate::cluster::ProcState;
+use crate::error::Error;
+use crate::history::Recorder;
+use crate::proxy::LinkFaults;
+
+/// A family of faults a run may enable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NemesisKind {
+    /// Network partitions: isolate the leader, majority/minority split,
+    /// bridge, ring.
+    Partition,
+    /// `kill -9` of the leader, a random node, or all nodes; then restart.
+    Kill,
+    /// `SIGSTOP` of the leader or a random node; then `SIGCONT`.
+    Pause,
+    /// Latency with jitter on every peer link.
+    Delay,
+    /// Connections on peer links killed at random.
+    Flaky,
+    /// Remove a voter under load, then add it back as a learner and promote it.
+    Member,
+}
+
+impl NemesisKind {
+    /// Every kind.
+    pub const ALL: [NemesisKind; 6] = [
+        NemesisKind::Partition,
+        NemesisKind::Kill,
+        NemesisKind::Pause,
+        NemesisKind::Delay,
+        NemesisKind::Flaky,
+        NemesisKind::Member,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            NemesisKind::Partition => "partition",
+            NemesisKind::Kill => "kill",
+            NemesisKind::Pause => "pause",
+            NemesisKind::Delay => "delay",
+            NemesisKind::Flaky => "flaky",
+            NemesisKind::Member => "member",
+        }
+    }
+}
+
+impl fmt::Display for NemesisKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for NemesisKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        NemesisKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s.trim())
+            .ok_or_else(|| Error::Invalid {
+                field: "nemesis",
+                reason: format!("{s:?} is not one of {}", NemesisKind::ALL.map(|k| k.name()).join(", ")),
+            })
+    }
+}
+
+/// Parse `kill,partition,pause` (or `all`, or `none`).
+pub fn parse_kinds(s: &str) -> Result<Vec<NemesisKind>, Error> {
+    match s.trim() {
+        "all" => Ok(NemesisKind::ALL.to_vec()),
+        "none" | "" => Ok(Vec::new()),
+        s => {
+            let set: BTreeSet<NemesisKind> = s.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            Ok(set.into_iter().collect())
+        }
+    }
+}
+
+/// One concrete fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// The leader alone on one side.
+    IsolateLeader,
+    /// A random minority on one side, the majority on the other.
+    SplitRandom,
+    /// Two halves that only talk through one bridge node.
+    Bridge,
+    /// Each node talks only to its two neighbours on a ring (5+ nodes).
+    Ring,
+    /// `kill -9` the leader.
+    KillLeader,
+    /// `kill -9` a random node.
+    KillRandom,
+    /// `kill -9` every node.
+    KillAll,
+    /// `SIGSTOP` the leader.
+    PauseLeader,
+    /// `SIGSTOP` a random node.
+    PauseRandom,
+    /// Delay every peer link.
+    Delay {
+        /// One-way latency.
+        delay_ms: u64,
+        /// Extra random latency.
+        jitter_ms: u64,
+    },
+    /// Kill connections at random on every peer link.
+    Flaky {
+        /// Chance per forwarded chunk, in thousandths.
+        drop_per_mille: u32,
+    },
+    /// Remove a random voter, re-add it when healing.
+    RemoveVoter,
+}
+
+/// A fault in the schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// When it starts, counted from the start of the load.
+    pub at_ms: u64,
+    /// How long it lasts before it is healed.
+    pub hold_ms: u64,
+    /// What it is.
+    pub fault: Fault,
+}
+
+/// Most faults in one run: one every ~2.5 s for 10 minutes. A run longer
+/// than that has a quiet tail rather than an unbounded schedule.
+const MAX_STEPS: usize = 240;
+
+fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
+    match kind {
+        NemesisKind::Partition => {
+            let mut choices = vec![Fault::IsolateLeader, Fault::SplitRandom, Fault::Bridge];
+            if nodes >= 5 {
+                choices.push(Fault::Ring);
+            }
+            choices[rng.random_range(0..choices.len())]
+        }
+        NemesisKind::Kill => match rng.random_range(0..10) {
+            0..=4 => Fault::KillLeader,
+            5..=7 => Fault::KillRandom,
+            _ => Fault::KillAll,
+        },
+        NemesisKind::Pause => {
+            if rng.random_bool(0.7) {
+                Fault::PauseLeader
+            } else {
+                Fault::PauseRandom
+            }
+        }
+        NemesisKind::Delay => Fault::Delay {
+            delay_ms: rng.random_range(50..=300),
+            jitter_ms: rng.random_range(0..=100),
+        },
+        NemesisKind::Flaky => Fault::Flaky {
+            drop_per_mille: rng.random_range(5..=50),
+        },
+        NemesisKind::Member => Fault::RemoveVoter,
+    }
+}
+
+/// The faults of a run: after `warmup`, a fault held 1–3.5 s, then a quiet
+/// gap of 0.8–2 s, and so on until 1 s before `duration` ends.
+pub fn schedule(seed: u64, nodes: u64, kinds: &[NemesisKind], warmup: Duration, duration: Duration) -> Vec<Step> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321);
+    let mut out = Vec::new();
+    if kinds.is_empty() {
+        return out;
+    }
+    let end = duration.as_millis() as u64;
+    let mut t = warmup.as_millis() as u64;
+    while out.len() < MAX_STEPS {
+        let hold = rng.random_range(1000..=3500);
+        if t + hold + 1000 > end {
+            break;
+        }
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        out.push(Step {
+            at_ms: t,
+            hold_ms: hold,
+            fault: pick(kind, nodes, &mut rng),
+        });
+        t += hold + rng.random_range(800..=2000);
+    }
+    out
+}
+
+fn fmt_set(ids: &[u64]) -> String {
+    let v: Vec<String> = ids.iter().map(u64::to_string).collect();
+    format!("{{{}}}", v.join(","))
+}
+
+/// What must be undone when a step heals.
+#[derive(Default)]
+struct Active {
+    removed: Option<u64>,
+}
+
+/// Carries out a schedule against a cluster.
+pub struct Nemesis {
+    rng: StdRng,
+    rec: Recorder,
+    active: Active,
+}
+
+impl Nemesis {
+    /// A nemesis recording into `rec`, resolving random targets from `seed`.
+    pub fn new(seed: u64, rec: Recorder) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed ^ 0x7461_7267_6574_7321),
+            rec,
+            active: Active::default(),
+        }
+    }
+
+    /// Run `steps`, counted from `start`, stopping early at `stop`.
+    pub async fn run(&mut self, cluster: &mut Cluster, steps: &[Step], start: Instant, stop: Instant) {
+        for step in steps {
+            let at = start + Duration::from_millis(step.at_ms);
+            if at >= stop {
+                break;
+            }
+            tokio::time::sleep_until(at).await;
+            if let Err(e) = self.start(cluster, step.fault).await {
+                self.rec.event("error", format!("{:?}: {e}", step.fault));
+            }
+            tokio::time::sleep_until((at + Duration::from_millis(step.hold_ms)).min(stop)).await;
+            if let Err(e) = self.heal(cluster).await {
+                self.rec.event("error", format!("healing {:?}: {e}", step.fault));
+            }
+        }
+    }
+
+    fn up(cluster: &Cluster) -> Vec<u64> {
+        cluster
+            .ids()
+            .into_iter()
+            .filter(|id| cluster.state(*id) == ProcState::Up)
+            .collect()
+    }
+
+    async fn leader_or_random(&mut self, cluster: &Cluster) -> Option<u64> {
+        match cluster.leader().await {
+            Some(l) => Some(l),
+            None => {
+                let up = Self::up(cluster);
+                (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+            }
+        }
+    }
+
+    async fn start(&mut self, cluster: &mut Cluster, fault: Fault) -> Result<(), Error> {
+        let mut ids = cluster.ids();
+        ids.shuffle(&mut self.rng);
+        let n = ids.len();
+        // A ring of 3 or 4 is (nearly) fully connected: use a bridge instead.
+        let fault = if fault == Fault::Ring && n < 5 {
+            Fault::Bridge
+        } else {
+            fault
+        };
+        match fault {
+            Fault::IsolateLeader => {
+                let Some(l) = self.leader_or_random(cluster).await else {
+                    return Ok(());
+                };
+                cluster.partition(|a, b| (a == l) == (b == l));
+                let rest: Vec<u64> = cluster.ids().into_iter().filter(|i| *i != l).collect();
+                self.rec
+                    .event("start", format!("partition: leader {l} isolated | {}", fmt_set(&rest)));
+            }
+            Fault::SplitRandom => {
+                let minority = self.rng.random_range(1..=(n - 1) / 2);
+                let (small, big) = ids.split_at(minority);
+                let (small, big) = (small.to_vec(), big.to_vec());
+                cluster.partition(|a, b| small.contains(&a) == small.contains(&b));
+                self.rec.event(
+                    "start",
+                    format!("partition: split {} | {}", fmt_set(&small), fmt_set(&big)),
+                );
+            }
+            Fault::Bridge => {
+                let bridge = ids[0];
+                let half = (n - 1) / 2;
+                let left: Vec<u64> = ids[1..1 + half].to_vec();
+                let right: Vec<u64> = ids[1 + half..].to_vec();
+                cluster.partition(|a, b| a == bridge || b == bridge || left.contains(&a) == left.contains(&b));
+                self.rec.event(
+                    "start",
+                    format!(
+                        "partition: bridge {bridge} between {} and {}",
+                        fmt_set(&left),
+                        fmt_set(&right)
+                    ),
+                );
+            }
+            Fault::Ring => {
+                let pos = |x: u64| ids.iter().position(|i| *i == x).unwrap_or(0);
+                let ring = ids.clone();
+                cluster.partition(|a, b| {
+                    let d = pos(a).abs_diff(pos(b));
+                    d <= 1 || d == n - 1
+                });
+                self.rec
+                    .event("start", format!("partition: ring {ring:?} (neighbours only)"));
+            }
+            Fault::KillLeader | Fault::KillRandom => {
+                let target = if fault == Fault::KillLeader {
+                    self.leader_or_random(cluster).await
+                } else {
+                    let up = Self::up(cluster);
+                    (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+                };
+                if let Some(t) = target {
+                    cluster.kill(t);
+                    let what = if fault == Fault::KillLeader { "leader" } else { "node" };
+                    self.rec.event("start", format!("kill -9 {what} {t}"));
+                }
+            }
+            Fault::KillAll => {
+                for id in cluster.ids() {
+                    cluster.kill(id);
+                }
+                self.rec.event("start", "kill -9 all nodes");
+            }
+            Fault::PauseLeader | Fault::PauseRandom => {
+                let target = if fault == Fault::PauseLeader {
+                    self.leader_or_random(cluster).await
+                } else {
+                    let up = Self::up(cluster);
+                    (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+                };
+                if let Some(t) = target {
+                    cluster.pause(t)?;
+                    let what = if fault == Fault::PauseLeader { "leader" } else { "node" };
+                    self.rec.event("start", format!("SIGSTOP {what} {t}"));
+                }
+            }
+            Fault::Delay { delay_ms, jitter_ms } => {
+                cluster.set_all_links(LinkFaults {
+                    delay_ms,
+                    jitter_ms,
+                    ..Default::default()
+                });
+                self.rec.event(
+                    "start",
+                    format!("delay every peer link {delay_ms} ms + up to {jitter_ms} ms"),
+                );
+            }
+            Fault::Flaky { drop_per_mille } => {
+                cluster.set_all_links(LinkFaults {
+                    drop_per_mille,
+                    ..Default::default()
+                });
+                self.rec.event(
+                    "start",
+                    format!("flaky peer links: {drop_per_mille}/1000 chunks kill their connection"),
+                );
+            }
+            Fault::RemoveVoter => {
+                let Some(via) = self.leader_or_random(cluster).await else {
+                    return Ok(());
+                };
+                let Some(voters) = cluster.voters(via).await else {
+                    return Ok(());
+                };
+                // Never shrink below 3 voters: a 2-voter cluster cannot lose anyone.
+                if voters.len() < 3 {
+                    return Ok(());
+                }
+                let target = voters[self.rng.random_range(0..voters.len())];
+                let asker = Self::up(cluster).into_iter().find(|i| *i != target).unwrap_or(via);
+                let res = cluster
+                    .admin(asker, reqwest::Method::DELETE, &format!("/v1/members/{target}"), None)
+                    .await;
+                // Whatever the answer, the removal may have happened: put it
+                // back when healing (re-adding a member is harmless).
+                self.active.removed = Some(target);
+                match res {
+                    Ok(_) => self.rec.event("start", format!("remove voter {target} (via {asker})")),
+                    Err(e) => self
+                        .rec
+                        .event("start", format!("remove voter {target} (via {asker}) answered {e}")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo whatever is active: links pass, nodes resume or restart, a
+    /// removed voter is re-added.
+    pub async fn heal(&mut self, cluster: &mut Cluster) -> Result<(), Error> {
+        cluster.heal().await?;
+        if let Some(id) = self.active.removed.take() {
+            self.readd(cluster, id).await;
+        }
+        self.rec.event("heal", "all links pass, all nodes running");
+        Ok(())
+    }
+
+    /// Add `id` back as a learner and promote it; bounded retries (an
+    /// election may be in progress right after a fault heals).
+    async fn readd(&mut self, cluster: &Cluster, id: u64) {
+        let node = cluster.node(id);
+        let body = json!({"id": id, "raft_addr": node.raft_addr, "api_addr": node.api_addr});
+        let mut last = String::new();
+        // 10 attempts, 500 ms apart: a few elections' worth.
+        for _ in 0..10 {
+            let Some(via) = cluster.leader().await.filter(|l| *l != id) else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            if cluster.voters(via).await.is_some_and(|v| v.contains(&id)) {
+                self.rec.event("heal", format!("node {id} is a voter again"));
+                return;
+            }
+            let added = cluster
+                .admin(via, reqwest::Method::POST, "/v1/members", Some(body.clone()))
+                .await;
+            let promoted = match added {
+                Ok(_) => {
+                    cluster
+                        .admin(via, reqwest::Method::POST, &format!("/v1/members/{id}/promote"), None)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match promoted {
+                Ok(_) => {
+                    self.rec
+                        .event("heal", format!("node {id} re-added and promoted (via {via})"));
+                    return;
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.rec.event("error", format!("could not re-add node {id}: {last}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_always_gives_the_same_schedule_within_bounds() {
+        let kinds = NemesisKind::ALL;
+        let a = schedule(7, 5, &kinds, Duration::from_secs(2), Duration::from_secs(60));
+        let b = schedule(7, 5, &kinds, Duration::from_secs(2), Duration::from_secs(60));
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            schedule(8, 5, &kinds, Duration::from_secs(2), Duration::from_secs(60))
+        );
+        assert!(a.len() >= 10, "a 60 s run has many faults: {a:?}");
+        for w in a.windows(2) {
+            assert!(w[0].at_ms + w[0].hold_ms < w[1].at_ms, "faults overlap: {w:?}");
+        }
+        let last = a.last().unwrap();
+        assert!(last.at_ms + last.hold_ms + 1000 <= 60_000, "{last:?} runs past the end");
+        assert!(a.iter().all(|s| s.at_ms >= 2000), "a fault during warm-up: {a:?}");
+    }
+
+    #[test]
+    fn only_enabled_kinds_are_scheduled() {
+        let s = schedule(
+            3,
+            3,
+            &[NemesisKind::Pause],
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        );
+        assert!(!s.is_empty());
+        assert!(
+            s.iter()
+                .all(|s| matches!(s.fault, Fault::PauseLeader | Fault::PauseRandom)),
+            "{s:?}"
+        );
+        assert!(schedule(3, 3, &[], Duration::from_secs(1), Duration::from_secs(30)).is_empty());
+    }
+
+    #[test]
+    fn kinds_parse_and_reject_typos() {
+        assert_eq!(
+            parse_kinds("kill,partition").unwrap(),
+            vec![NemesisKind::Partition, NemesisKind::Kill]
+        );
+        assert_eq!(parse_kinds("all").unwrap().len(), 6);
+        let e = parse_kinds("kill,partiton").unwrap_err().to_string();
+        assert!(e.contains("partiton"), "{e}");
+    }
+}

@@ -1,0 +1,206 @@
+//! Lists of runs: the checked-in regression seeds (replayed first), the
+//! short CI profile and the long profile for a person to run.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cluster::Launcher;
+use crate::error::Error;
+use crate::nemesis::parse_kinds;
+use crate::nemesis::NemesisKind;
+use crate::run::RunConfig;
+use crate::run::RunReport;
+use crate::run::Verdict;
+
+/// One run of a profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSpec {
+    /// Seed.
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: u64,
+    /// Load duration.
+    pub duration: Duration,
+    /// Fault families.
+    pub nemeses: Vec<NemesisKind>,
+    /// Why this run is here.
+    pub note: String,
+}
+
+impl RunSpec {
+    /// A [`RunConfig`] for this spec, with the suite's defaults otherwise.
+    pub fn config(&self, launcher: &Launcher) -> RunConfig {
+        RunConfig::new(
+            self.seed,
+            self.nodes,
+            self.duration,
+            self.nemeses.clone(),
+            launcher.clone(),
+        )
+    }
+}
+
+/// Parse the regression list: one run per line,
+/// `SEED NODES DURATION_S NEMESES  # why`, `#` comments and blank lines
+/// ignored.
+pub fn parse_runs(text: &str, path: &Path) -> Result<Vec<RunSpec>, Error> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let (line, note) = match raw.split_once('#') {
+            Some((l, n)) => (l.trim(), n.trim().to_string()),
+            None => (raw.trim(), String::new()),
+        };
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |reason: String| Error::Parse {
+            path: path.to_path_buf(),
+            line: i + 1,
+            reason,
+        };
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [seed, nodes, secs, kinds] = f[..] else {
+            return Err(bad(format!("expected `SEED NODES DURATION_S NEMESES`, got {line:?}")));
+        };
+        out.push(RunSpec {
+            seed: seed.parse().map_err(|e| bad(format!("seed {seed:?}: {e}")))?,
+            nodes: nodes.parse().map_err(|e| bad(format!("nodes {nodes:?}: {e}")))?,
+            duration: Duration::from_secs(secs.parse().map_err(|e| bad(format!("duration {secs:?}: {e}")))?),
+            nemeses: parse_kinds(kinds).map_err(|e| bad(e.to_string()))?,
+            note,
+        });
+    }
+    Ok(out)
+}
+
+/// The checked-in regression list, `jepsen-tests/regressions.txt`.
+pub fn regressions() -> Result<Vec<RunSpec>, Error> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions.txt");
+    let text = std::fs::read_to_string(&path).map_err(Error::io(format!("read {}", path.display())))?;
+    parse_runs(&text, &path)
+}
+
+/// The CI profile: every fault family covered, a 5-node run among them,
+/// about 15 s of load each (≈ 2 minutes in all on 2 cores).
+pub fn short() -> Vec<RunSpec> {
+    use NemesisKind::*;
+    let run = |seed, nodes, kinds: &[NemesisKind], note: &str| RunSpec {
+        seed,
+        nodes,
+        duration: Duration::from_secs(15),
+        nemeses: kinds.to_vec(),
+        note: note.into(),
+    };
+    vec![
+        run(101, 3, &[Partition, Delay], "partitions and slow links"),
+        run(102, 3, &[Kill, Pause], "kill -9 and SIGSTOP, the leader above all"),
+        run(103, 5, &[Partition, Kill, Flaky], "a 5-node cluster under mixed faults"),
+        run(104, 3, &[Member, Pause, Flaky], "membership changes under load"),
+    ]
+}
+
+/// The long profile: `runs` runs of 30 s, all fault families, sizes 3 and 5
+/// alternating, seeds from `first_seed`.
+pub fn long(runs: usize, first_seed: u64) -> Vec<RunSpec> {
+    (0..runs as u64)
+        .map(|i| RunSpec {
+            seed: first_seed + i,
+            nodes: if i % 2 == 0 { 3 } else { 5 },
+            duration: Duration::from_secs(30),
+            nemeses: NemesisKind::ALL.to_vec(),
+            note: "long profile".into(),
+        })
+        .collect()
+}
+
+/// The outcome of a list of runs.
+#[derive(Debug, Default)]
+pub struct ProfileOutcome {
+    /// Every report, in order.
+    pub reports: Vec<RunReport>,
+    /// Runs that could not be carried out at all.
+    pub errors: Vec<(RunSpec, String)>,
+}
+
+impl ProfileOutcome {
+    /// Runs that passed.
+    pub fn passed(&self) -> usize {
+        self.reports.iter().filter(|r| r.verdict == Verdict::Pass).count()
+    }
+
+    /// Runs that did not pass (fail, inconclusive, or error).
+    pub fn not_passed(&self) -> usize {
+        self.reports.len() - self.passed() + self.errors.len()
+    }
+
+    /// The closing line, e.g. `jepsen: 5 passed, 1 failed`.
+    pub fn closing_line(&self) -> String {
+        let failed = self.reports.iter().filter(|r| r.verdict == Verdict::Fail).count();
+        let inconclusive = self
+            .reports
+            .iter()
+            .filter(|r| r.verdict == Verdict::Inconclusive)
+            .count();
+        format!(
+            "jepsen: {} passed, {} failed, {} inconclusive, {} errors",
+            self.passed(),
+            failed,
+            inconclusive,
+            self.errors.len()
+        )
+    }
+}
+
+/// Run `specs` one after the other (the machine is small and a run uses it
+/// all), applying `tweak` to each config.
+pub async fn run_all(specs: &[RunSpec], launcher: &Launcher, tweak: impl Fn(&mut RunConfig)) -> ProfileOutcome {
+    let mut out = ProfileOutcome::default();
+    for spec in specs {
+        let mut cfg = spec.config(launcher);
+        tweak(&mut cfg);
+        tracing::info!(seed = spec.seed, nodes = spec.nodes, note = %spec.note, "run");
+        match crate::run::run(&cfg).await {
+            Ok(report) => {
+                println!("{}\n", report.summary());
+                out.reports.push(report);
+            }
+            Err(e) => {
+                println!("seed {}: could not run: {e}\n", spec.seed);
+                out.errors.push((spec.clone(), e.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checked_in_regression_list_parses() {
+        let runs = regressions().unwrap();
+        assert!(!runs.is_empty(), "regressions.txt lists no run");
+    }
+
+    #[test]
+    fn malformed_lines_are_rejected_with_their_line_number() {
+        let p = Path::new("r.txt");
+        let ok = parse_runs("# c\n\n7 3 20 kill,pause  # why\n", p).unwrap();
+        assert_eq!(ok[0].seed, 7);
+        assert_eq!(ok[0].note, "why");
+        let e = parse_runs("7 3 20\n", p).unwrap_err().to_string();
+        assert!(e.starts_with("r.txt:1:"), "{e}");
+        let e = parse_runs("\n7 3 20 kil\n", p).unwrap_err().to_string();
+        assert!(e.starts_with("r.txt:2:") && e.contains("kil"), "{e}");
+    }
+
+    #[test]
+    fn the_short_profile_covers_every_fault_family_and_both_sizes() {
+        let s = short();
+        for k in NemesisKind::ALL {
+            assert!(s.iter().any(|r| r.nemeses.contains(&k)), "{k} is never exercised in CI");
+        }
+        assert!(s.iter().any(|r| r.nodes == 5));
+    }
+}

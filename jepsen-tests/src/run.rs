@@ -1,0 +1,586 @@
+//! One run, Jepsen's schedule: start a fresh cluster, declare the
+//! registers, run the load with faults for the run's duration, heal
+//! everything, wait for a leader, take final reads, let replicas converge,
+//! then check the history and write it all to a results directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::checker::CheckInput;
+use crate::checker::CheckReport;
+use crate::cluster::Cluster;
+use crate::cluster::ClusterSpec;
+use crate::cluster::Launcher;
+use crate::error::Error;
+use crate::history::write_jsonl;
+use crate::history::NemesisEvent;
+use crate::history::Op;
+use crate::history::OpKind;
+use crate::history::Outcome;
+use crate::history::Recorder;
+use crate::history::StatusSample;
+use crate::nemesis::schedule;
+use crate::nemesis::Nemesis;
+use crate::nemesis::NemesisKind;
+use crate::nemesis::Step;
+use crate::workload;
+use crate::workload::WorkloadSpec;
+
+/// How often the sampler asks every node for its status: often enough to
+/// see most leaders of short terms (an election takes ~1 s), rarely enough
+/// to stay out of the load's way.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// How long replicas get to apply the same index once healed: catching up
+/// a few thousand entries on loopback takes well under a second.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Drives the fault schedule, the fault targets and the load.
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: u64,
+    /// How long the load (and the faults) last.
+    pub duration: Duration,
+    /// No faults for this long at the start.
+    pub warmup: Duration,
+    /// Enabled fault families.
+    pub nemeses: Vec<NemesisKind>,
+    /// The load.
+    pub workload: WorkloadSpec,
+    /// How nodes are started.
+    pub launcher: Launcher,
+    /// Parent of this run's results directory.
+    pub results_dir: PathBuf,
+    /// Below this many successful client operations per second over the
+    /// load's duration, the run proves too little: inconclusive.
+    pub min_ok_ops_per_sec: f64,
+    /// Linearizability search budget per register: steps.
+    pub checker_max_steps: u64,
+    /// Linearizability search budget per register: seconds.
+    pub checker_secs: f64,
+    /// How long the healed cluster gets to agree on a leader.
+    pub recovery_timeout: Duration,
+    /// `RUST_LOG` of the nodes.
+    pub log_filter: String,
+    /// The nodes' write timeout (their 504 deadline).
+    pub write_timeout_ms: u64,
+    /// Copy node logs into the results even when the run passes.
+    pub keep_logs: bool,
+}
+
+impl RunConfig {
+    /// A run with the suite's default load and budgets.
+    pub fn new(seed: u64, nodes: u64, duration: Duration, nemeses: Vec<NemesisKind>, launcher: Launcher) -> Self {
+        Self {
+            seed,
+            nodes,
+            duration,
+            warmup: Duration::from_secs(2),
+            nemeses,
+            workload: WorkloadSpec {
+                keys: 3,
+                clients_per_node: 2,
+                rate_per_client: 10.0,
+                request_timeout: Duration::from_secs(4),
+                max_ops_per_client: 100_000,
+                read_fraction: 0.5,
+                lenient_503: std::env::var_os("CAIRN_JEPSEN_LENIENT_503").is_some(),
+            },
+            launcher,
+            results_dir: crate::cluster::workspace_root().join("target").join("jepsen"),
+            min_ok_ops_per_sec: 2.0,
+            checker_max_steps: 20_000_000,
+            checker_secs: 30.0,
+            recovery_timeout: Duration::from_secs(30),
+            log_filter: "info,openraft=warn".into(),
+            write_timeout_ms: 3000,
+            keep_logs: false,
+        }
+    }
+
+    /// The command that replays this run.
+    pub fn reproduce(&self) -> String {
+        let kinds: Vec<&str> = self.nemeses.iter().map(|k| k.name()).collect();
+        format!(
+            "cargo run -p cairn-jepsen -- run --seed {} --nodes {} --duration {}s --nemesis {}",
+            self.seed,
+            self.nodes,
+            self.duration.as_secs(),
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(",")
+            }
+        ) + if self.workload.lenient_503 {
+            " --lenient-503"
+        } else {
+            ""
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// No anomaly, enough load, every checker concluded.
+    Pass,
+    /// An anomaly (or the cluster did not recover).
+    Fail,
+    /// Too little load, or a checker ran out of budget.
+    Inconclusive,
+}
+
+/// Operation counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpCounts {
+    /// Client operations (final reads excluded).
+    pub total: usize,
+    /// Of which ok.
+    pub ok: usize,
+    /// Of which failed.
+    pub fail: usize,
+    /// Of which indeterminate.
+    pub info: usize,
+    /// Successful reads.
+    pub reads_ok: usize,
+    /// Successful writes.
+    pub writes_ok: usize,
+    /// Indeterminate writes.
+    pub writes_info: usize,
+    /// Final reads that succeeded.
+    pub final_reads_ok: usize,
+}
+
+/// What a run did and found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: u64,
+    /// Load duration in seconds.
+    pub duration_s: f64,
+    /// Enabled fault families.
+    pub nemeses: Vec<NemesisKind>,
+    /// The planned faults.
+    pub schedule: Vec<Step>,
+    /// What the nemesis actually did.
+    pub events: Vec<NemesisEvent>,
+    /// Operation counts.
+    pub ops: OpCounts,
+    /// Successful operations per second over the whole load.
+    pub ok_ops_per_sec: f64,
+    /// ... while a fault was active.
+    pub ok_ops_per_sec_faulted: f64,
+    /// ... while none was.
+    pub ok_ops_per_sec_calm: f64,
+    /// The leader agreed on after healing, if any.
+    pub leader_after_heal: Option<u64>,
+    /// The checkers' findings.
+    pub checks: CheckReport,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why it is not a pass.
+    pub reasons: Vec<String>,
+    /// Where the history and logs are.
+    pub results: PathBuf,
+    /// How to replay it.
+    pub reproduce: String,
+}
+
+impl RunReport {
+    /// A human summary: a few lines, then every anomaly in full.
+    pub fn summary(&self) -> String {
+        let o = &self.ops;
+        let mut s = format!(
+            "seed {} · {} nodes · {:.0}s · nemesis {} · {} faults\n  ops: {} (ok {}, fail {}, info {}; reads ok {}, writes ok {}, writes info {}), final reads ok {}\n  throughput (ok/s): overall {:.1}, during faults {:.1}, calm {:.1}\n  linearizability: {}\n  verdict: {:?}",
+            self.seed,
+            self.nodes,
+            self.duration_s,
+            self.nemeses.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
+            self.events.iter().filter(|e| e.phase == "start").count(),
+            o.total,
+            o.ok,
+            o.fail,
+            o.info,
+            o.reads_ok,
+            o.writes_ok,
+            o.writes_info,
+            o.final_reads_ok,
+            self.ok_ops_per_sec,
+            self.ok_ops_per_sec_faulted,
+            self.ok_ops_per_sec_calm,
+            self.checks
+                .keys
+                .iter()
+                .map(|(k, v)| format!("{k}: {} ({} ops)", v.verdict, v.ops_checked))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.verdict,
+        );
+        for r in &self.reasons {
+            s.push_str(&format!("\n  - {r}"));
+        }
+        if !self.checks.terms_with_several_leaders.is_empty() {
+            s.push_str(&format!(
+                "\n  note: terms with several leaders (legal with openraft's leader_id_adv): {:?}",
+                self.checks.terms_with_several_leaders
+            ));
+        }
+        for a in &self.checks.anomalies {
+            s.push_str(&format!("\n  ANOMALY {:?}: {}", a.kind, a.message));
+        }
+        s.push_str(&format!(
+            "\n  results: {}\n  reproduce: {}",
+            self.results.display(),
+            self.reproduce
+        ));
+        s
+    }
+}
+
+async fn sampler(
+    nodes: Vec<(u64, String)>,
+    incarnations: crate::cluster::Incarnations,
+    rec: Recorder,
+    mut stop: watch::Receiver<bool>,
+) {
+    let http = match reqwest::Client::builder().pool_max_idle_per_host(0).build() {
+        Ok(h) => h,
+        Err(_) => return,
+    };
+    loop {
+        for (id, api) in &nodes {
+            let r = http
+                .get(format!("http://{api}/v1/status"))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await;
+            let Ok(r) = r else { continue };
+            let Ok(v) = r.json::<Value>().await else { continue };
+            let incarnation = incarnations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(id)
+                .copied()
+                .unwrap_or(0);
+            rec.sample(StatusSample {
+                t_ns: rec.now_ns(),
+                node: *id,
+                incarnation,
+                role: v["role"].as_str().unwrap_or("?").to_string(),
+                term: v["term"].as_u64().unwrap_or(0),
+                leader: v["leader"].as_u64(),
+                committed_index: v["committed_index"].as_u64(),
+                applied_index: v["applied_index"].as_u64(),
+            });
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Wait until every node reports the same applied index (polled every
+/// 200 ms, at most [`CONVERGE_WITHIN`]), then read each one's registers
+/// locally.
+async fn converge(cluster: &Cluster, keys: usize) -> (BTreeMap<u64, BTreeMap<String, Option<i64>>>, Option<String>) {
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        let mut applied = Vec::new();
+        for id in cluster.ids() {
+            applied.push(cluster.status(id).await.and_then(|s| s["applied_index"].as_u64()));
+        }
+        if applied.iter().all(Option::is_some) && applied.windows(2).all(|w| w[0] == w[1]) {
+            let mut out = BTreeMap::new();
+            for id in cluster.ids() {
+                if let Some(vals) = workload::local_values(cluster, id, keys).await {
+                    out.insert(id, vals.into_iter().collect());
+                }
+            }
+            return (out, None);
+        }
+        last = applied;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (
+        BTreeMap::new(),
+        Some(format!(
+            "replicas did not reach the same applied index within {CONVERGE_WITHIN:?}; last seen {last:?}"
+        )),
+    )
+}
+
+fn count(ops: &[Op]) -> OpCounts {
+    let mut c = OpCounts::default();
+    for o in ops {
+        if o.final_read {
+            if o.outcome == Outcome::Ok {
+                c.final_reads_ok += 1;
+            }
+            continue;
+        }
+        c.total += 1;
+        match o.outcome {
+            Outcome::Ok => c.ok += 1,
+            Outcome::Fail => c.fail += 1,
+            Outcome::Info => c.info += 1,
+        }
+        match (o.kind, o.outcome) {
+            (OpKind::Read, Outcome::Ok) => c.reads_ok += 1,
+            (OpKind::Write, Outcome::Ok) => c.writes_ok += 1,
+            (OpKind::Write, Outcome::Info) => c.writes_info += 1,
+            _ => {}
+        }
+    }
+    c
+}
+
+/// Ok ops per second while faults were active, and while none was.
+fn throughput(ops: &[Op], events: &[NemesisEvent], load: (u64, u64)) -> (f64, f64) {
+    let mut spans = Vec::new();
+    let mut open: Option<u64> = None;
+    for e in events {
+        match e.phase.as_str() {
+            "start" if open.is_none() => open = Some(e.t_ns),
+            "heal" => {
+                if let Some(s) = open.take() {
+                    spans.push((s, e.t_ns));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = open {
+        spans.push((s, load.1));
+    }
+    let faulted_ns: u64 = spans.iter().map(|(a, b)| b.saturating_sub(*a)).sum();
+    let calm_ns = (load.1 - load.0).saturating_sub(faulted_ns);
+    let in_fault = |t: u64| spans.iter().any(|(a, b)| *a <= t && t <= *b);
+    let ok: Vec<u64> = ops
+        .iter()
+        .filter(|o| !o.final_read && o.outcome == Outcome::Ok)
+        .map(|o| o.complete_ns)
+        .collect();
+    let faulted = ok.iter().filter(|t| in_fault(**t)).count() as f64;
+    let calm = ok.len() as f64 - faulted;
+    let rate = |n: f64, ns: u64| if ns == 0 { 0.0 } else { n / (ns as f64 / 1e9) };
+    (rate(faulted, faulted_ns), rate(calm, calm_ns))
+}
+
+/// Carry out one run and check it.
+pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
+    if cfg.nodes < 3 {
+        return Err(Error::Invalid {
+            field: "nodes",
+            reason: format!("{} nodes cannot survive a fault; use 3 or more", cfg.nodes),
+        });
+    }
+    let rec = Recorder::new();
+    tracing::info!(seed = cfg.seed, nodes = cfg.nodes, "starting a fresh cluster");
+    let mut cluster = Cluster::start(ClusterSpec {
+        nodes: cfg.nodes,
+        launcher: cfg.launcher.clone(),
+        log_filter: cfg.log_filter.clone(),
+        seed: cfg.seed,
+        write_timeout_ms: cfg.write_timeout_ms,
+    })
+    .await?;
+    let Some(leader) = cluster.wait_agreed_leader(cfg.recovery_timeout).await else {
+        return Err(Error::Setup {
+            reason: format!(
+                "no leader within {:?} of bootstrap; node 1's log:\n{}",
+                cfg.recovery_timeout,
+                cluster.log_tail(1, 30)
+            ),
+        });
+    };
+    tracing::info!(leader, keys = cfg.workload.keys, "declaring the registers");
+    workload::declare(&cluster, cfg.workload.keys).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let nodes: Vec<(u64, String)> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| (id, cluster.node(id).api_addr.clone()))
+        .collect();
+    let sampler = tokio::spawn(sampler(nodes.clone(), cluster.incarnations(), rec.clone(), stop_rx));
+
+    let steps = schedule(cfg.seed, cfg.nodes, &cfg.nemeses, cfg.warmup, cfg.duration);
+    tracing::info!(faults = steps.len(), duration = ?cfg.duration, "load and faults");
+    let load_start = Instant::now();
+    let load_start_ns = rec.now_ns();
+    let load_end = load_start + cfg.duration;
+    let mut clients = Vec::new();
+    let cpn = cfg.workload.clients_per_node as u32;
+    let slots = cpn * cfg.nodes as u32;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| Error::Setup { reason: e.to_string() })?;
+    for (id, api) in &nodes {
+        for c in 0..cpn {
+            let slot = (*id as u32 - 1) * cpn + c;
+            clients.push(tokio::spawn(workload::client(
+                slot,
+                slots,
+                *id,
+                api.clone(),
+                cfg.workload.clone(),
+                rec.clone(),
+                cfg.seed.wrapping_mul(1000).wrapping_add(u64::from(slot)),
+                load_end,
+                http.clone(),
+            )));
+        }
+    }
+    let mut nemesis = Nemesis::new(cfg.seed, rec.clone());
+    nemesis.run(&mut cluster, &steps, load_start, load_end).await;
+    tokio::time::sleep_until(load_end).await;
+    let load_end_ns = rec.now_ns();
+
+    tracing::info!("healing everything; clients finish their last operation");
+    nemesis.heal(&mut cluster).await?;
+    for c in clients {
+        // A client's last request ends within its timeout; the join cannot hang.
+        let _ = tokio::time::timeout(cfg.workload.request_timeout * 2, c).await;
+    }
+
+    tracing::info!("waiting for the healed cluster to agree on a leader");
+    let leader_after_heal = cluster.wait_agreed_leader(cfg.recovery_timeout).await;
+    let mut reasons = Vec::new();
+    if leader_after_heal.is_none() {
+        reasons.push(format!(
+            "no agreed leader within {:?} after healing (liveness)",
+            cfg.recovery_timeout
+        ));
+    }
+    tracing::info!(?leader_after_heal, "final reads from every node");
+    workload::final_reads(&cluster, &rec, cfg.workload.keys, cfg.workload.request_timeout).await;
+    let (converged, not_converged) = converge(&cluster, cfg.workload.keys).await;
+    reasons.extend(not_converged);
+    let _ = stop_tx.send(true);
+    let _ = sampler.await;
+
+    let (ops, samples, events) = rec.snapshot();
+    tracing::info!(ops = ops.len(), samples = samples.len(), "checking the history");
+    let input = CheckInput {
+        initial: workload::INITIAL_VALUE,
+        ops: ops.clone(),
+        samples: samples.clone(),
+        converged,
+        one_leader_per_term: false,
+    };
+    let budget = (cfg.checker_max_steps, cfg.checker_secs);
+    let checks = tokio::task::spawn_blocking(move || crate::checker::check(&input, budget))
+        .await
+        .map_err(|e| Error::Setup {
+            reason: format!("checker panicked: {e}"),
+        })?;
+
+    let counts = count(&ops);
+    let secs = cfg.duration.as_secs_f64();
+    let ok_rate = counts.ok as f64 / secs.max(0.001);
+    let (faulted, calm) = throughput(&ops, &events, (load_start_ns, load_end_ns));
+    if ok_rate < cfg.min_ok_ops_per_sec {
+        reasons.push(format!(
+            "inconclusive: {ok_rate:.2} ok ops/s is below the minimum {:.2}",
+            cfg.min_ok_ops_per_sec
+        ));
+    }
+    for k in &checks.unknown {
+        reasons.push(format!(
+            "inconclusive: linearizability of {k} unknown (search budget exhausted)"
+        ));
+    }
+    let liveness_failed = leader_after_heal.is_none() || reasons.iter().any(|r| r.starts_with("replicas did not"));
+    let verdict = if !checks.anomalies.is_empty() || liveness_failed {
+        Verdict::Fail
+    } else if !reasons.is_empty() {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
+    };
+
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let dir = cfg.results_dir.join(format!("seed{}-n{}-{stamp}", cfg.seed, cfg.nodes));
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    write_jsonl(&dir.join("history.jsonl"), &ops)?;
+    write_jsonl(&dir.join("status.jsonl"), &samples)?;
+    write_jsonl(&dir.join("nemesis.jsonl"), &events)?;
+    if verdict != Verdict::Pass || cfg.keep_logs {
+        cluster.copy_logs(&dir)?;
+    }
+    let report = RunReport {
+        seed: cfg.seed,
+        nodes: cfg.nodes,
+        duration_s: secs,
+        nemeses: cfg.nemeses.clone(),
+        schedule: steps,
+        events,
+        ops: counts,
+        ok_ops_per_sec: ok_rate,
+        ok_ops_per_sec_faulted: faulted,
+        ok_ops_per_sec_calm: calm,
+        leader_after_heal,
+        checks,
+        verdict,
+        reasons,
+        results: dir.clone(),
+        reproduce: cfg.reproduce(),
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Io {
+        what: "encode the report".into(),
+        source: e.into(),
+    })?;
+    std::fs::write(dir.join("report.json"), json).map_err(Error::io("write report.json"))?;
+    std::fs::write(dir.join("summary.txt"), report.summary()).map_err(Error::io("write summary.txt"))?;
+    drop(cluster);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::tests::op;
+
+    #[test]
+    fn throughput_splits_faulted_and_calm_time() {
+        let ops: Vec<Op> = (0..10)
+            .map(|i| {
+                op(
+                    i,
+                    OpKind::Read,
+                    "a",
+                    0,
+                    (i as u64 * 100, i as u64 * 100 + 50),
+                    Outcome::Ok,
+                )
+            })
+            .collect();
+        let ev = |t: u64, phase: &str| NemesisEvent {
+            t_ns: t,
+            phase: phase.into(),
+            what: String::new(),
+        };
+        // A fault from 0 to 500 ns: ops completing at 50..450 (5 of them).
+        let (f, c) = throughput(&ops, &[ev(0, "start"), ev(500, "heal")], (0, 1000));
+        assert!((f - 5.0 / 500e-9).abs() < 1.0, "{f}");
+        assert!((c - 5.0 / 500e-9).abs() < 1.0, "{c}");
+    }
+}

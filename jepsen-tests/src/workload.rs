@@ -1,0 +1,382 @@
+//! The load: sequential clients (a fixed number per node, each talking to
+//! its own node only, as Jepsen's clients do) reading and writing registers.
+//!
+//! Registers are `Int` parameters `jepsen.r0..` declared once at the start
+//! with value 0. A write is `PUT /v1/params/{key}` of a value no other write
+//! uses; a read is a linearizable `GET /v1/params/{key}`.
+//!
+//! # How an answer becomes an outcome
+//! | answer | outcome | why |
+//! |---|---|---|
+//! | 2xx | ok | |
+//! | connection refused | fail | the request never left |
+//! | 400, 404, 409 | fail | refused before or by the state machine, unchanged state |
+//! | 503 (`not_leader`, `unavailable`) | fail | cairn's contract: retry elsewhere, nothing applied (the CLI's client fails over on it) |
+//! | 504 (`timeout`) | info | cairn says the outcome is unknown |
+//! | 500, other statuses, reset or timeout after sending | info | we cannot know |
+//!
+//! If cairn breaks the 503 contract, a read will observe a "failed" write
+//! and the checker reports `failed_write_observed`.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::Rng;
+use rand::SeedableRng;
+use serde_json::json;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::cluster::Cluster;
+use crate::error::Error;
+use crate::history::Op;
+use crate::history::OpKind;
+use crate::history::Outcome;
+use crate::history::Recorder;
+
+/// Every register's declared value.
+pub const INITIAL_VALUE: i64 = 0;
+/// Values are `client slot × this + sequence`: unique while a client does
+/// fewer operations than this.
+const VALUES_PER_CLIENT: i64 = 1_000_000_000;
+/// Process ids of the final reads start here (above any client's).
+pub const FINAL_READ_PROCESS: u32 = 1_000_000;
+
+/// Shape of the load.
+#[derive(Clone, Debug)]
+pub struct WorkloadSpec {
+    /// Number of registers.
+    pub keys: usize,
+    /// Clients per node.
+    pub clients_per_node: usize,
+    /// Most operations per second per client.
+    pub rate_per_client: f64,
+    /// Client-side deadline of one request. Longer than the nodes'
+    /// `write_timeout_ms`, so cairn usually decides (504) before we give up.
+    pub request_timeout: Duration,
+    /// Most operations per client (a bound beside the run's duration).
+    pub max_ops_per_client: u64,
+    /// Fraction of reads.
+    pub read_fraction: f64,
+    /// Record a 503 as `info` instead of `fail`: for runs that must not
+    /// trip over the known 503-after-send bug (docs/CHAOS.md, "Findings").
+    pub lenient_503: bool,
+}
+
+/// The name of register `i`.
+pub fn key_name(i: usize) -> String {
+    format!("jepsen.r{i}")
+}
+
+/// Declare every register with [`INITIAL_VALUE`], trying each node in turn
+/// (bounded attempts: the cluster was just elected and may still settle).
+pub async fn declare(cluster: &Cluster, keys: usize) -> Result<(), Error> {
+    for i in 0..keys {
+        let body = json!({
+            "name": key_name(i),
+            "description": "jepsen register",
+            "kind": {"Int": {"min": 0, "max": 1i64 << 62}},
+            "value": {"Int": INITIAL_VALUE},
+        });
+        let mut last = String::new();
+        let mut done = false;
+        // 20 attempts × 250 ms: longer than an election on a loaded machine.
+        for attempt in 0..20 {
+            let node = cluster.ids()[attempt % cluster.ids().len()];
+            match cluster
+                .admin(node, reqwest::Method::POST, "/v1/params", Some(body.clone()))
+                .await
+            {
+                Ok(_) => {
+                    done = true;
+                    break;
+                }
+                // A retry of a declaration that did apply.
+                Err(e) if e.contains("already") => {
+                    done = true;
+                    break;
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if !done {
+            return Err(Error::Setup {
+                reason: format!("declaring {}: {last}", key_name(i)),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What one request produced.
+#[derive(Debug)]
+struct Answer {
+    outcome: Outcome,
+    value: Option<i64>,
+    version: Option<u64>,
+    error: Option<String>,
+}
+
+fn transport_error(e: &reqwest::Error) -> Answer {
+    let outcome = if e.is_connect() { Outcome::Fail } else { Outcome::Info };
+    let what = if e.is_timeout() { "client timeout" } else { "transport" };
+    Answer {
+        outcome,
+        value: None,
+        version: None,
+        error: Some(format!("{what}: {e}")),
+    }
+}
+
+fn error_outcome(status: u16, lenient_503: bool) -> Outcome {
+    match status {
+        503 if lenient_503 => Outcome::Info,
+        400 | 404 | 409 | 503 => Outcome::Fail,
+        _ => Outcome::Info,
+    }
+}
+
+fn error_text(status: u16, body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    match (v["code"].as_str(), v["message"].as_str()) {
+        (Some(code), Some(msg)) => format!("{status} {code}: {msg}"),
+        _ => format!("{status}: {}", body.chars().take(200).collect::<String>()),
+    }
+}
+
+/// The first `version` field anywhere in a response.
+fn find_version(v: &Value) -> Option<u64> {
+    match v {
+        Value::Object(m) => m
+            .get("version")
+            .and_then(Value::as_u64)
+            .or_else(|| m.values().find_map(find_version)),
+        Value::Array(a) => a.iter().find_map(find_version),
+        _ => None,
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder, timeout: Duration) -> Result<(u16, String), Answer> {
+    let resp = req.timeout(timeout).send().await.map_err(|e| transport_error(&e))?;
+    let status = resp.status().as_u16();
+    // A body cut off mid-way: the request was processed, its outcome unknown.
+    let text = resp.text().await.map_err(|e| Answer {
+        outcome: Outcome::Info,
+        value: None,
+        version: None,
+        error: Some(format!("reading the response: {e}")),
+    })?;
+    Ok((status, text))
+}
+
+async fn write(
+    http: &reqwest::Client,
+    api: &str,
+    key: &str,
+    value: i64,
+    timeout: Duration,
+    lenient_503: bool,
+) -> Answer {
+    let req = http
+        .put(format!("http://{api}/v1/params/{key}"))
+        .json(&json!({"value": {"Int": value}}));
+    match send(req, timeout).await {
+        // The value must stay on the record whatever happened: an
+        // indeterminate write that a later read observes has to be found.
+        Err(a) => Answer {
+            value: Some(value),
+            ..a
+        },
+        Ok((status, text)) if (200..300).contains(&status) => {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            Answer {
+                outcome: Outcome::Ok,
+                value: Some(value),
+                version: find_version(&v),
+                error: None,
+            }
+        }
+        Ok((status, text)) => Answer {
+            outcome: error_outcome(status, lenient_503),
+            value: Some(value),
+            version: None,
+            error: Some(error_text(status, &text)),
+        },
+    }
+}
+
+async fn read(http: &reqwest::Client, api: &str, key: &str, timeout: Duration) -> Answer {
+    let req = http.get(format!("http://{api}/v1/params/{key}"));
+    match send(req, timeout).await {
+        Err(a) => a,
+        Ok((status, text)) if (200..300).contains(&status) => {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            match v["value"]["Int"].as_i64() {
+                Some(x) => Answer {
+                    outcome: Outcome::Ok,
+                    value: Some(x),
+                    version: v["version"].as_u64(),
+                    error: None,
+                },
+                None => Answer {
+                    outcome: Outcome::Info,
+                    value: None,
+                    version: None,
+                    error: Some(format!(
+                        "unexpected read body: {}",
+                        text.chars().take(200).collect::<String>()
+                    )),
+                },
+            }
+        }
+        Ok((status, text)) => Answer {
+            outcome: error_outcome(status, false),
+            value: None,
+            version: None,
+            error: Some(error_text(status, &text)),
+        },
+    }
+}
+
+/// One client: a sequential process issuing operations against `node`
+/// until `deadline` or `spec.max_ops_per_client`. After an indeterminate
+/// operation it continues under a new process id, as Jepsen does: the old
+/// process may still have that operation in flight.
+#[allow(clippy::too_many_arguments)]
+pub async fn client(
+    slot: u32,
+    slots: u32,
+    node: u64,
+    api: String,
+    spec: WorkloadSpec,
+    rec: Recorder,
+    seed: u64,
+    deadline: Instant,
+    http: reqwest::Client,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut process = slot;
+    let interval = Duration::from_secs_f64(1.0 / spec.rate_per_client.max(0.001));
+    let mut next_at = Instant::now();
+    let mut seq: i64 = 0;
+    for _ in 0..spec.max_ops_per_client {
+        next_at = next_at.max(Instant::now());
+        if next_at >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(next_at).await;
+        next_at += interval;
+        let key = key_name(rng.random_range(0..spec.keys.max(1)));
+        let is_read = rng.random_bool(spec.read_fraction.clamp(0.0, 1.0));
+        let invoke_ns = rec.now_ns();
+        let (kind, answer) = if is_read {
+            (OpKind::Read, read(&http, &api, &key, spec.request_timeout).await)
+        } else {
+            seq += 1;
+            let value = (i64::from(slot) + 1) * VALUES_PER_CLIENT + seq;
+            (
+                OpKind::Write,
+                write(&http, &api, &key, value, spec.request_timeout, spec.lenient_503).await,
+            )
+        };
+        let indeterminate = answer.outcome == Outcome::Info;
+        rec.op(Op {
+            index: 0,
+            process,
+            node,
+            kind,
+            key,
+            value: answer.value,
+            version: answer.version,
+            invoke_ns,
+            complete_ns: rec.now_ns(),
+            outcome: answer.outcome,
+            error: answer.error,
+            final_read: false,
+        });
+        if indeterminate {
+            process += slots;
+        }
+    }
+}
+
+/// After healing: a linearizable read of every register from every running
+/// node, recorded as final reads. Each read is retried (bounded) until it
+/// succeeds; the ones that never do leave the register without a final
+/// read, which the checker reports.
+pub async fn final_reads(cluster: &Cluster, rec: &Recorder, keys: usize, timeout: Duration) {
+    for node in cluster.ids() {
+        let api = cluster.node(node).api_addr.clone();
+        for i in 0..keys {
+            let key = key_name(i);
+            // 10 tries, 500 ms apart: the cluster has already agreed on a
+            // leader, so a read failing for 5 s more is a liveness bug.
+            for _ in 0..10 {
+                let invoke_ns = rec.now_ns();
+                let a = read(cluster.http(), &api, &key, timeout).await;
+                let ok = a.outcome == Outcome::Ok;
+                rec.op(Op {
+                    index: 0,
+                    process: FINAL_READ_PROCESS + node as u32,
+                    node,
+                    kind: OpKind::Read,
+                    key: key.clone(),
+                    value: a.value,
+                    version: a.version,
+                    invoke_ns,
+                    complete_ns: rec.now_ns(),
+                    outcome: a.outcome,
+                    error: a.error,
+                    final_read: true,
+                });
+                if ok {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Each node's locally applied value of every register (stale reads).
+pub async fn local_values(cluster: &Cluster, node: u64, keys: usize) -> Option<Vec<(String, Option<i64>)>> {
+    let api = cluster.node(node).api_addr.clone();
+    let mut out = Vec::new();
+    for i in 0..keys {
+        let key = key_name(i);
+        let url = format!("http://{api}/v1/params/{key}?consistency=stale");
+        let r = cluster
+            .http()
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        out.push((key, v["value"]["Int"].as_i64()));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_follow_the_contract() {
+        assert_eq!(error_outcome(503, false), Outcome::Fail);
+        assert_eq!(error_outcome(503, true), Outcome::Info);
+        assert_eq!(error_outcome(409, false), Outcome::Fail);
+        assert_eq!(error_outcome(504, false), Outcome::Info);
+        assert_eq!(error_outcome(500, false), Outcome::Info);
+        assert_eq!(error_outcome(502, false), Outcome::Info);
+    }
+
+    #[test]
+    fn versions_are_found_wherever_the_response_puts_them() {
+        let v = json!({"index": 9, "response": {"ParamChanged": {"name": "x", "version": 7}}});
+        assert_eq!(find_version(&v), Some(7));
+        assert_eq!(find_version(&json!({"index": 9})), None);
+    }
+}
