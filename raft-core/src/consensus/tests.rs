@@ -1,7 +1,5 @@
 //! Storage tests: openraft's conformance suite and reopen durability.
 
-use std::sync::Arc;
-
 use openraft::storage::RaftLogStorage;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log::StoreBuilder;
@@ -75,5 +73,4 @@ async fn t20_vote_log_and_snapshot_survive_reopen() {
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id.map(|l| l.index), Some(5));
     assert!(sm.get_current_snapshot().await.unwrap().is_some(), "snapshot survived");
-    let _ = Arc::new(());
 }
