@@ -232,6 +232,7 @@ pub fn router_with(api: Api) -> Router {
         .route("/v1/watch", get(watch::watch))
         .fallback(|| async { Error::not_found("route", "path") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(client_tag))
         .layer(axum::middleware::from_fn_with_state(api.clone(), authenticate))
         .layer(axum::middleware::from_fn_with_state(api.clone(), trace_request))
         .with_state(api)
@@ -301,6 +302,62 @@ fn sane_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
     let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| s.to_string())
+}
+
+/// Client id of an at-most-once write (with [`CLIENT_SEQ_HEADER`]).
+pub const CLIENT_ID_HEADER: &str = "x-cairn-client-id";
+/// Sequence number of an at-most-once write: one more for each new write of
+/// the client, the same when retrying after a timeout or an "outcome
+/// unknown" answer — the retry then returns the first write's response
+/// instead of applying twice (its `index` is where the retry itself was
+/// logged).
+pub const CLIENT_SEQ_HEADER: &str = "x-cairn-client-seq";
+
+tokio::task_local! {
+    static CLIENT_TAG: Option<cairn_state::ClientTag>;
+}
+
+/// The client tag of the request being served, if it sent one.
+pub(crate) fn current_client_tag() -> Option<cairn_state::ClientTag> {
+    CLIENT_TAG.try_with(|t| *t).ok().flatten()
+}
+
+/// Reads the optional client-tag headers; both or neither.
+fn parse_client_tag(headers: &axum::http::HeaderMap) -> Result<Option<cairn_state::ClientTag>, Error> {
+    let header = |name: &str| -> Result<Option<u64>, Error> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(Some)
+                .ok_or_else(|| Error::BadRequest {
+                    field: name.to_string(),
+                    reason: "must be an unsigned integer".into(),
+                }),
+        }
+    };
+    match (header(CLIENT_ID_HEADER)?, header(CLIENT_SEQ_HEADER)?) {
+        (Some(client_id), Some(seq)) => Ok(Some(cairn_state::ClientTag { client_id, seq })),
+        (None, None) => Ok(None),
+        (id, _) => Err(Error::BadRequest {
+            field: if id.is_none() {
+                CLIENT_ID_HEADER
+            } else {
+                CLIENT_SEQ_HEADER
+            }
+            .to_string(),
+            reason: format!("{CLIENT_ID_HEADER} and {CLIENT_SEQ_HEADER} go together"),
+        }),
+    }
+}
+
+async fn client_tag(req: Request, next: Next) -> Response {
+    match parse_client_tag(req.headers()) {
+        Ok(tag) => CLIENT_TAG.scope(tag, next.run(req)).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn trace_request(State(api): State<Api>, req: Request, next: Next) -> Response {

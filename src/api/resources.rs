@@ -107,7 +107,10 @@ pub struct WriteResult {
 
 /// Apply a command; a state-machine refusal becomes a 4xx naming the field.
 async fn execute(api: &Api, cmd: Command) -> Result<Json<WriteResult>, Error> {
-    let out = api.node.write(cmd).await?;
+    let out = match super::current_client_tag() {
+        Some(tag) => api.node.write_tagged(tag, cmd).await?,
+        None => api.node.write(cmd).await?,
+    };
     let response = out.response?;
     Ok(Json(WriteResult {
         index: out.index,

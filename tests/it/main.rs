@@ -674,3 +674,62 @@ async fn t70_mtls_cluster_works_and_a_foreign_ca_node_is_refused() {
     assert_eq!(s1["term"].as_u64().unwrap(), term_before, "node 1's term moved: {s1}");
     assert_eq!(s1["members"].as_array().map(Vec::len), Some(3), "{s1}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t80_tagged_write_retried_on_another_node_applies_once() {
+    let c = ProcCluster::start(3).await;
+    c.wait_leader(Duration::from_secs(15)).await;
+    let declare = json!({"name": "tagged", "kind": {"Int": {"min": 0, "max": 100}}, "value": {"Int": 1}});
+    let set = |v: i64| json!({"value": {"Int": v}});
+    let tagged = |id: u64, path: &str, body: Value, seq: &str| {
+        c.http()
+            .request(reqwest::Method::PUT, c.url(id, path))
+            .header("x-cairn-client-id", "77")
+            .header("x-cairn-client-seq", seq)
+            .json(&body)
+    };
+    c.post(1, "/v1/params", &declare).await.unwrap();
+
+    tracing::info!("a tagged write, then its retry through another node");
+    let first: Value = tagged(1, "/v1/params/tagged", set(5), "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let retry: Value = tagged(2, "/v1/params/tagged", set(6), "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The retry is logged as an entry of its own (its own index), but
+    // returns the first write's response and changes nothing.
+    assert_eq!(
+        first["response"], retry["response"],
+        "the retry returns the first outcome"
+    );
+    let p = c.get(3, "/v1/params/tagged").await.unwrap();
+    assert_eq!(p["value"], json!({"Int": 5}), "the retry did not apply: {p}");
+
+    tracing::info!("the next sequence applies; an old one is refused");
+    tagged(2, "/v1/params/tagged", set(7), "2").send().await.unwrap();
+    let late = tagged(3, "/v1/params/tagged", set(8), "1").send().await.unwrap();
+    assert_eq!(late.status().as_u16(), 409, "a stale retry is rejected");
+    assert_eq!(c.get(1, "/v1/params/tagged").await.unwrap()["value"], json!({"Int": 7}));
+
+    tracing::info!("half a tag is bad input naming the header");
+    let r = c
+        .http()
+        .put(c.url(1, "/v1/params/tagged"))
+        .header("x-cairn-client-id", "77")
+        .json(&set(9))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "x-cairn-client-seq", "{body}");
+}
