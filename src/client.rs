@@ -77,6 +77,10 @@ pub struct Client {
     http: reqwest::Client,
     stream_http: reqwest::Client,
     token: Option<String>,
+    /// Client tag for at-most-once writes: a random id per client, and a
+    /// sequence that grows with every write (see docs/API.md).
+    client_id: u64,
+    next_seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn normalise(e: &str, https: bool) -> String {
@@ -108,6 +112,8 @@ impl Client {
             http,
             stream_http,
             token: None,
+            client_id: rand::random(),
+            next_seq: Default::default(),
         }
     }
 
@@ -133,6 +139,8 @@ impl Client {
             http: b.build().map_err(setup)?,
             stream_http: sb.build().map_err(setup)?,
             token: opts.token.filter(|t| !t.is_empty()),
+            client_id: rand::random(),
+            next_seq: Default::default(),
         })
     }
 
@@ -157,9 +165,25 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<Option<T>, ClientError> {
+        self.call_one_tagged(endpoint, method, path, body, None).await
+    }
+
+    async fn call_one_tagged<B: Serialize, T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        tag: Option<(u64, u64)>,
+    ) -> Result<Option<T>, ClientError> {
         let mut req = self.request(&self.http, method, format!("{endpoint}{path}"));
         if let Some(b) = body {
             req = req.json(b);
+        }
+        if let Some((client_id, seq)) = tag {
+            req = req
+                .header(crate::api::CLIENT_ID_HEADER, client_id)
+                .header(crate::api::CLIENT_SEQ_HEADER, seq);
         }
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             tried: format!("{endpoint}: {e}"),
@@ -184,18 +208,28 @@ impl Client {
     }
 
     /// Call the first endpoint that answers; an endpoint that is down or
-    /// says "retry elsewhere" (503) is skipped.
+    /// says "retry elsewhere" (503) is skipped. Writes carry a client tag,
+    /// so one answered "outcome unknown" (504) is retried on the next
+    /// endpoint with the same tag: it applies at most once.
     pub async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&B>,
     ) -> Result<Option<T>, ClientError> {
+        let is_write = !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD);
+        let tag = is_write.then(|| {
+            let seq = self.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            (self.client_id, seq)
+        });
         let mut tried = Vec::new();
         for ep in &self.endpoints {
-            match self.call_one(ep, method.clone(), path, body).await {
+            match self.call_one_tagged(ep, method.clone(), path, body, tag).await {
                 Err(ClientError::Unreachable { tried: t }) => tried.push(t),
                 Err(ClientError::Api { status: 503, body, .. }) => tried.push(format!("{ep}: {}", body.message)),
+                Err(ClientError::Api { status: 504, body, .. }) if tag.is_some() => {
+                    tried.push(format!("{ep}: {}", body.message))
+                }
                 other => return other,
             }
         }
