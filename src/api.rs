@@ -332,24 +332,23 @@ fn parse_client_tag(headers: &axum::http::HeaderMap) -> Result<Option<cairn_stat
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .map(Some)
-                .ok_or_else(|| Error::BadRequest {
-                    field: name.to_string(),
-                    reason: "must be an unsigned integer".into(),
-                }),
+                .ok_or_else(|| Error::bad(name, "must be an unsigned integer")),
         }
     };
     match (header(CLIENT_ID_HEADER)?, header(CLIENT_SEQ_HEADER)?) {
         (Some(client_id), Some(seq)) => Ok(Some(cairn_state::ClientTag { client_id, seq })),
         (None, None) => Ok(None),
-        (id, _) => Err(Error::BadRequest {
-            field: if id.is_none() {
+        (id, _) => {
+            let missing = if id.is_none() {
                 CLIENT_ID_HEADER
             } else {
                 CLIENT_SEQ_HEADER
-            }
-            .to_string(),
-            reason: format!("{CLIENT_ID_HEADER} and {CLIENT_SEQ_HEADER} go together"),
-        }),
+            };
+            Err(Error::bad(
+                missing,
+                format!("{CLIENT_ID_HEADER} and {CLIENT_SEQ_HEADER} go together"),
+            ))
+        }
     }
 }
 

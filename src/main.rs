@@ -611,7 +611,7 @@ async fn param(client: &Client, out: Output, cmd: ParamCmd) -> anyhow::Result<()
                 value,
             };
             let r: Option<serde_json::Value> = client.call(Method::POST, "/v1/params", Some(&body)).await?;
-            print_write(out, &name, r)?;
+            cli::print_write(out == Output::Json, &name, r)?;
         }
         ParamCmd::Set { name, value } => {
             let current: Option<serde_json::Value> =
@@ -630,7 +630,7 @@ async fn param(client: &Client, out: Output, cmd: ParamCmd) -> anyhow::Result<()
                     Some(&serde_json::json!({ "value": value })),
                 )
                 .await?;
-            print_write(out, &name, r)?;
+            cli::print_write(out == Output::Json, &name, r)?;
         }
         ParamCmd::Get { name, stale } => {
             let q = if stale { "?consistency=stale" } else { "" };
@@ -671,17 +671,4 @@ fn show_value(v: Option<&serde_json::Value>) -> String {
         Some(v) => v.to_string(),
         None => "-".into(),
     }
-}
-
-fn print_write(out: Output, name: &str, r: Option<serde_json::Value>) -> anyhow::Result<()> {
-    let r = r.unwrap_or_default();
-    if out == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        println!(
-            "{name}: committed at index {}",
-            r.get("index").map(|v| v.to_string()).unwrap_or_default()
-        );
-    }
-    Ok(())
 }

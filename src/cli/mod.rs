@@ -136,7 +136,7 @@ fn stale_q(stale: bool) -> &'static str {
 }
 
 /// A write's answer: `index` and the state machine's response.
-fn print_write(out_json: bool, what: &str, r: Option<Value>) -> anyhow::Result<()> {
+pub(crate) fn print_write(out_json: bool, what: &str, r: Option<Value>) -> anyhow::Result<()> {
     let r = r.unwrap_or_default();
     if out_json {
         return print_json(&r);
