@@ -35,7 +35,6 @@ impl Daemon {
         handlers: Vec<(String, Arc<dyn ActionHandler>)>,
     ) -> Result<Self, Error> {
         let auth = crate::api::ApiAuth::from_settings(&config.api)?;
-        let node = Arc::new(start_raft(&config).await?);
         let listener = TcpListener::bind(&config.api_addr)
             .await
             .map_err(|source| Error::Bind {
@@ -46,6 +45,11 @@ impl Daemon {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| config.api_addr.clone());
+        // Bound before Raft starts so that membership records the address
+        // clients can reach (a port-0 config gets a free port).
+        let mut config = config;
+        config.api_addr = api_addr.clone();
+        let node = Arc::new(start_raft(&config).await?);
         let app = crate::api::router_with(crate::api::Api::new(node.clone(), auth.clone()));
         let api = match (&config.tls, config.api.tls) {
             (Some(paths), true) => {
@@ -81,7 +85,10 @@ impl Daemon {
             );
         }
         let coordinator = Coordinator::start(node.clone(), config.agent.clone()).map_err(agents_error)?;
-        let mut agent = Agent::builder(node.clone(), config.node_spec(), config.agent.clone());
+        let mut spec = config.node_spec();
+        // The bound transport address (the configured one may use port 0).
+        spec.addresses = vec![node.raft_addr().to_string()];
+        let mut agent = Agent::builder(node.clone(), spec, config.agent.clone());
         for (kind, handler) in handlers {
             agent = agent.handler(kind, handler);
         }
@@ -116,11 +123,21 @@ impl Daemon {
         &self.api_addr
     }
 
-    /// Stop serving and shut Raft down.
+    /// Stop gracefully: hand leadership to the most up-to-date other voter
+    /// if this node leads (bounded), stop the agent (its running handlers
+    /// see [`cairn_agents::action::ActionContext::stopped`] and stop their
+    /// actuators) and the coordinator, stop serving the API, then stop Raft
+    /// and sync the WAL.
     pub async fn shutdown(self) -> Result<(), Error> {
-        self.api.abort();
+        match self.node.step_down().await {
+            Ok(Some(to)) => tracing::info!(to, "handed leadership over before shutting down"),
+            Ok(None) => {}
+            // Not fatal: the others elect a leader after an election timeout.
+            Err(e) => tracing::warn!(error = %e, "could not hand leadership over; shutting down anyway"),
+        }
         drop(self.agent);
         drop(self.coordinator);
+        self.api.abort();
         // Aborted agent tasks let go of the node at their next poll: wait a
         // bounded moment (50 × 10 ms) for the last reference.
         let mut node = self.node;
@@ -131,6 +148,7 @@ impl Daemon {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        tracing::warn!("raft node still referenced after 500 ms; dropping it without a clean shutdown");
         Ok(())
     }
 }

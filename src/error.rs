@@ -77,6 +77,23 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A call to another node's admin API failed (e.g. [`crate::Node::join`]).
+    #[error("admin api call failed: {0}")]
+    Client(#[from] crate::client::ClientError),
+    /// The cluster answered something this build does not expect (e.g. a
+    /// node on a newer version answered a command differently).
+    #[error("unexpected answer: {reason}")]
+    Unexpected {
+        /// What was expected and what came.
+        reason: String,
+    },
+    /// A backup file is unusable, or restoring or recovering a data dir
+    /// failed.
+    #[error("backup: {reason}")]
+    Backup {
+        /// Why.
+        reason: String,
+    },
     /// The admin API could not listen.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -141,6 +158,9 @@ impl Error {
             Error::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Some("body".into())),
             Error::Command(e) => command_status(e),
             Error::Bind { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "bind", None),
+            Error::Client(_) => (StatusCode::BAD_GATEWAY, "upstream", None),
+            Error::Unexpected { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+            Error::Backup { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "backup", None),
             Error::Raft(e) => match e {
                 R::AlreadyInitialized { .. } => (StatusCode::CONFLICT, "already_initialized", None),
                 R::UnknownMember { .. } => (StatusCode::NOT_FOUND, "unknown_member", Some("id".into())),

@@ -129,7 +129,8 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum NodeCmd {
-    /// Run a node in the foreground until Ctrl-C.
+    /// Run a node in the foreground until Ctrl-C or SIGTERM (then it hands
+    /// leadership over and stops gracefully).
     Run {
         /// Node id (unique, stable, 1 or more).
         #[arg(long)]
@@ -331,7 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let daemon = Daemon::start(cfg.clone())
                 .await
                 .with_context(|| format!("starting node {}", cfg.id))?;
-            tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+            shutdown_signal().await.context("waiting for a shutdown signal")?;
             tracing::info!("shutting down");
             daemon.shutdown().await?;
         }
@@ -375,6 +376,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Openapi => println!("{}", cairn::api::openapi_json_string()),
     }
     Ok(())
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM (what systemd and `kill` send): both stop
+/// the node gracefully (leadership handed over first).
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }
 
 fn first_endpoint(client: &Client) -> anyhow::Result<String> {

@@ -224,6 +224,23 @@ pub struct TaskSpec {
     pub goal: Option<GoalId>,
 }
 
+impl TaskSpec {
+    /// A task of `kind` with no required capability or resource, priority
+    /// 0, no deadline, no plan goal and the default [`RetryPolicy`]; set the
+    /// public fields for more.
+    pub fn new(kind: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            required_capabilities: BTreeSet::new(),
+            resources: Resources::default(),
+            priority: 0,
+            deadline_ms: None,
+            retry: RetryPolicy::default(),
+            goal: None,
+        }
+    }
+}
+
 /// The current holder of a task and the epoch that fences it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Lease {

@@ -1,5 +1,6 @@
 //! End-to-end tests: real `cairn` processes on loopback.
 
+mod embed;
 mod harness;
 
 use std::collections::BTreeSet;

@@ -139,6 +139,12 @@ impl LogStore {
         })
     }
 
+    /// fsync the WAL now (at shutdown; appends are synced by the sync thread).
+    pub(crate) async fn sync_wal(&self) -> io::Result<()> {
+        let db = self.db.clone();
+        blocking(move || db.flush_wal(true).map_err(io::Error::other)).await
+    }
+
     fn tail(&self) -> std::sync::MutexGuard<'_, TailCache> {
         self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -318,9 +318,12 @@ impl<S: StateMachine> Core<S> {
         Ok(())
     }
 
-    /// Transfer leadership away (to the voter with the highest matched
-    /// index) and wait, bounded, until it moved.
-    async fn step_down_for_removal(&self, m: &super::StoredMembership) -> ForwardError {
+    /// The other voter with the highest matched index (ties: the highest
+    /// id) among those that acknowledged a heartbeat within the last
+    /// election timeout: the one a transfer of leadership should go to.
+    /// A voter that is down would never take over, so it is not chosen.
+    fn best_successor(&self, m: &super::StoredMembership) -> Option<NodeId> {
+        use openraft::Instant as _;
         let metrics = self.raft.metrics().borrow_watched().clone();
         let matched = |v: &NodeId| {
             metrics
@@ -329,18 +332,26 @@ impl<S: StateMachine> Core<S> {
                 .and_then(|r| r.get(v).cloned().flatten())
                 .map(|l| l.index)
         };
-        let Some(target) = m.voter_ids().filter(|v| *v != self.id).max_by_key(|v| (matched(v), *v)) else {
-            return ForwardError::Failed {
-                message: format!("node {} is the only voter; it cannot be removed", self.id),
-            };
+        let alive = |v: &NodeId| {
+            metrics
+                .heartbeat
+                .as_ref()
+                .and_then(|h| h.get(v).cloned().flatten())
+                .is_some_and(|acked| acked.elapsed() < self.election_timeout_max)
         };
-        tracing::info!(
-            to = target,
-            "leader asked to remove itself: transferring leadership first"
-        );
-        if let Err(e) = self.raft.trigger().transfer_leader(target).await {
-            return ForwardError::Failed { message: e.to_string() };
-        }
+        m.voter_ids()
+            .filter(|v| *v != self.id && alive(v))
+            .max_by_key(|v| (matched(v), *v))
+    }
+
+    /// Transfer leadership to `target` and wait, bounded, until it moved.
+    /// Returns the new leader as this node sees it.
+    async fn hand_over(&self, target: NodeId) -> Result<Option<(NodeId, Member)>, ForwardError> {
+        self.raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| ForwardError::Failed { message: e.to_string() })?;
         // Bounded: a transfer completes within one election round.
         let wait = self.election_timeout_max * 4;
         let moved = self
@@ -349,15 +360,30 @@ impl<S: StateMachine> Core<S> {
             .metrics(|m| m.current_leader.is_some_and(|l| l != self.id), "leadership moved")
             .await;
         match moved {
-            Ok(m) => {
-                let leader = m
-                    .current_leader
-                    .and_then(|l| self.members().get(&l).cloned().map(|n| (l, n)));
-                forward_err(leader)
-            }
-            Err(_) => ForwardError::Unavailable {
+            Ok(m) => Ok(m
+                .current_leader
+                .and_then(|l| self.members().get(&l).cloned().map(|n| (l, n)))),
+            Err(_) => Err(ForwardError::Unavailable {
                 message: format!("leadership did not move to node {target} within {wait:?}"),
-            },
+            }),
+        }
+    }
+
+    /// Transfer leadership away (to the voter with the highest matched
+    /// index) and wait, bounded, until it moved.
+    async fn step_down_for_removal(&self, m: &super::StoredMembership) -> ForwardError {
+        let Some(target) = self.best_successor(m) else {
+            return ForwardError::Failed {
+                message: format!("node {} is the only voter that is up; it cannot be removed", self.id),
+            };
+        };
+        tracing::info!(
+            to = target,
+            "leader asked to remove itself: transferring leadership first"
+        );
+        match self.hand_over(target).await {
+            Ok(leader) => forward_err(leader),
+            Err(e) => e,
         }
     }
 
@@ -886,6 +912,35 @@ impl<S: StateMachine> RaftNode<S> {
         self.admin(AdminRequest::TransferLeader { to }).await
     }
 
+    /// If this node leads, hand leadership to the most up-to-date other
+    /// voter and wait until it moved (bounded: four election timeouts).
+    /// Returns the new leader; `None` if this node did not lead or is the
+    /// only voter that is up (nobody to hand over to). Used before a
+    /// graceful shutdown, so the cluster does not wait an election timeout
+    /// for a leader that is going away.
+    pub async fn step_down(&self) -> Result<Option<NodeId>, Error> {
+        let core = &self.core;
+        if !core.raft.is_leader() {
+            return Ok(None);
+        }
+        let m = core.raft.metrics().borrow_watched().membership_config.clone();
+        let Some(target) = core.best_successor(&m) else {
+            return Ok(None);
+        };
+        tracing::info!(to = target, "stepping down: transferring leadership");
+        match core.hand_over(target).await {
+            Ok(leader) => Ok(leader.map(|(id, _)| id)),
+            Err(ForwardError::Unavailable { message }) => Err(Error::Unavailable {
+                leader: core.id,
+                reason: message,
+            }),
+            Err(ForwardError::Failed { message } | ForwardError::Indeterminate { message }) => {
+                Err(Error::Membership { reason: message })
+            }
+            Err(ForwardError::NotLeader { leader }) => Ok(leader.map(|(id, _)| id)),
+        }
+    }
+
     /// Wait until some leader is known, and return it.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, Error> {
         let m = self
@@ -937,6 +992,11 @@ impl<S: StateMachine> RaftNode<S> {
         let res = self.core.raft.shutdown().await;
         for t in self.tasks.drain(..) {
             t.abort();
+        }
+        // Everything acknowledged is synced already; this makes the rest
+        // (the committed index, say) durable too, so a restart replays less.
+        if let Err(e) = self.core.log.sync_wal().await {
+            tracing::warn!(error = %e, "final wal sync at shutdown failed");
         }
         res.map_err(|e| Error::Fatal { reason: e.to_string() })
     }

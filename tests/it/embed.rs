@@ -1,0 +1,97 @@
+//! The embedding facade (`cairn::Node`), in process.
+
+use std::time::Duration;
+
+use cairn::Command;
+use cairn::Node;
+use cairn::ParamKind;
+use cairn::ParamValue;
+use cairn::Role;
+use futures::StreamExt;
+
+async fn three_nodes(dir: &std::path::Path) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let node = Node::builder()
+            .id(id)
+            .data_dir(dir.join(format!("n{id}")))
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("start node {id}: {e}"));
+        nodes.push(node);
+    }
+    let members: Vec<_> = nodes.iter().map(|n| (n.id(), n.member())).collect();
+    nodes[0].initialize(members).await.expect("initialize");
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t85_embedded_nodes_replicate_watch_and_hand_over_leadership() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path()).await;
+    let leader = nodes[0].wait_for_leader(Duration::from_secs(15)).await.unwrap();
+
+    tracing::info!("a write through one node is read linearizably on another and seen by the watch");
+    let mut stream = Box::pin(nodes[2].watch_stream(nodes[2].applied_index() + 1).unwrap());
+    nodes[1]
+        .params()
+        .declare(
+            "arm.grip_force_n",
+            "grip",
+            ParamKind::Float { min: 0.0, max: 40.0 },
+            ParamValue::Float(5.0),
+        )
+        .await
+        .unwrap();
+    let version = nodes[0]
+        .params()
+        .set("arm.grip_force_n", ParamValue::Float(7.5))
+        .await
+        .unwrap();
+    let read = nodes[2].params().get("arm.grip_force_n").await.unwrap();
+    assert_eq!(
+        read.map(|p| (p.value, p.version)),
+        Some((ParamValue::Float(7.5), version))
+    );
+    let mut seen = Vec::new();
+    // Bounded: the two writes above, plus whatever the agents write meanwhile
+    // (registration, heartbeats are not in the log), within 200 changes.
+    for _ in 0..200 {
+        let change = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a change within 10 s")
+            .expect("the stream does not end")
+            .expect("no watch error");
+        if let Command::SetParam { value, .. } | Command::DeclareParam { value, .. } = &change.command {
+            seen.push(value.clone());
+        }
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, vec![ParamValue::Float(5.0), ParamValue::Float(7.5)]);
+
+    tracing::info!(leader, "the leader steps down to the most up-to-date voter");
+    let idx = nodes.iter().position(|n| n.id() == leader).unwrap();
+    let new_leader = nodes[idx].raft().step_down().await.expect("step down");
+    let new_leader = new_leader.expect("two other voters are up, so one takes over");
+    assert_ne!(new_leader, leader);
+    let other = nodes.iter().find(|n| n.id() == new_leader).unwrap();
+    other.raft().wait_for_leader(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(other.status().leader, Some(new_leader), "{:?}", other.status());
+
+    tracing::info!("a graceful shutdown of the new leader hands over again, and the last two commit writes");
+    let idx = nodes.iter().position(|n| n.id() == new_leader).unwrap();
+    let stopping = nodes.remove(idx);
+    assert_eq!(stopping.status().role, Role::Leader);
+    stopping.shutdown().await.expect("graceful shutdown");
+    for n in &nodes {
+        n.params()
+            .set("arm.grip_force_n", ParamValue::Float(n.id() as f64))
+            .await
+            .unwrap_or_else(|e| panic!("write through node {} after the shutdown: {e}", n.id()));
+    }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
