@@ -124,6 +124,19 @@ pub enum Error {
         /// The oldest index still in this node's log.
         first_available: u64,
     },
+    /// A backup file is unusable (not one, damaged, or a newer format).
+    #[error("backup: {reason}")]
+    Backup {
+        /// Why.
+        reason: String,
+    },
+    /// An offline data-dir operation (restore, force-new-cluster) refused
+    /// to run or failed; the data dir is unchanged unless it says so.
+    #[error("recovery: {reason}")]
+    Recovery {
+        /// Why.
+        reason: String,
+    },
     /// A value could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[from] postcard::Error),

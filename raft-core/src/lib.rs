@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`config`]: [`RaftNodeConfig`] and the rover-LAN timing defaults.
+//! - [`backup`]: the backup file format ([`Backup`]); [`restore_backup`]
+//!   and [`force_new_cluster`] rewrite a stopped node's data dir.
 //! - `consensus` (private): every use of openraft — type config, log store,
 //!   state-machine adapter, transport client and server, the node itself.
 //! - [`frame`]: the length-prefixed frame codec.
@@ -19,6 +21,7 @@
 //! state machine stays pure and is driven through a trait it implements.
 #![deny(missing_docs)]
 
+pub mod backup;
 pub mod config;
 mod consensus;
 pub mod error;
@@ -28,6 +31,7 @@ mod storage;
 pub mod trace;
 pub mod transport;
 
+pub use backup::Backup;
 pub use config::RaftNodeConfig;
 pub use config::RaftTimings;
 pub use config::SnapshotSettings;
@@ -38,6 +42,10 @@ pub use consensus::node::RaftNode;
 pub use consensus::node::Role;
 pub use consensus::node::Status;
 pub use consensus::node::WriteOutcome;
+pub use consensus::recovery::force_new_cluster;
+pub use consensus::recovery::restore_backup;
+pub use consensus::recovery::RecoveryReport;
+pub use consensus::recovery::RestoreReport;
 pub use consensus::sm_store::ChangeEvent;
 pub use consensus::watch::Change;
 pub use consensus::watch::Watch;

@@ -81,7 +81,9 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 
 /// CRC-32 (IEEE 802.3, reflected, as zlib), table-driven: about 1 ns a byte,
 /// well inside the snapshot time budget, without another dependency.
-fn crc32(bytes: &[u8]) -> u32 {
+/// Public so that formats wrapping a snapshot (cairn's backup files) use
+/// the same checksum.
+pub fn crc32(bytes: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut i = 0;

@@ -39,9 +39,9 @@ use crate::storage::blocking;
 use crate::storage::CF_LOG;
 use crate::storage::CF_META;
 
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_COMMITTED: &[u8] = b"committed";
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
+pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 /// Callbacks waiting for the next fsync. Bounded so a stalled disk applies
 /// back-pressure to appends instead of growing memory: openraft keeps at most
@@ -228,7 +228,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-fn index_key(index: u64) -> [u8; 8] {
+pub(crate) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
@@ -239,7 +239,7 @@ fn key_index(key: &[u8]) -> io::Result<u64> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-fn read_range(db: &DB, start: u64, end_exclusive: Option<u64>) -> io::Result<Vec<Entry>> {
+pub(crate) fn read_range(db: &DB, start: u64, end_exclusive: Option<u64>) -> io::Result<Vec<Entry>> {
     let cf = db
         .cf_handle(CF_LOG)
         .ok_or_else(|| io::Error::other("column family log missing"))?;

@@ -12,11 +12,13 @@
 //! - [`network`]: the client side of the node-to-node transport.
 //! - [`server`]: the listener that serves peers' RPCs.
 //! - [`watch`]: applied changes from an index, history then live.
+//! - [`recovery`]: offline restore of a backup and force-new-cluster.
 
 pub(crate) mod log_store;
 pub(crate) mod network;
 pub(crate) mod node;
 pub(crate) mod protocol;
+pub(crate) mod recovery;
 pub(crate) mod server;
 pub(crate) mod sm_store;
 pub(crate) mod watch;

@@ -965,6 +965,31 @@ impl<S: StateMachine> RaftNode<S> {
         self.core.shared.events.subscribe()
     }
 
+    /// A point-in-time copy of the state machine for a backup file, taken
+    /// after a linearizable read barrier (so it reflects every write
+    /// acknowledged before the call) and under the replica's read lock (so
+    /// state, index and term agree).
+    pub async fn backup(&self) -> Result<crate::backup::Backup, Error> {
+        self.read(Consistency::Linearizable, |_| ()).await?;
+        let members = self.core.members();
+        let (last, state) = {
+            let replica = self.core.shared.read();
+            (replica.last_applied, replica.machine.snapshot())
+        };
+        let taken_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok(crate::backup::Backup {
+            index: last.map(|l| l.index).unwrap_or(0),
+            term: last.map(|l| super::term_of(&l)).unwrap_or(0),
+            taken_at_ms,
+            taken_by: self.core.id,
+            members,
+            state,
+        })
+    }
+
     /// Read the locally applied state without any consistency check.
     pub fn local_state<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         f(&self.core.shared.read().machine)

@@ -41,9 +41,9 @@ use super::TypeConfig;
 use crate::storage::blocking;
 use crate::storage::CF_SM;
 
-const KEY_SNAPSHOT: &[u8] = b"snapshot";
+pub(crate) const KEY_SNAPSHOT: &[u8] = b"snapshot";
 /// Version of [`SnapshotEnvelope`]'s layout; bump on any change.
-const ENVELOPE_VERSION: u32 = 1;
+pub(crate) const ENVELOPE_VERSION: u32 = 1;
 /// Bound on the change-event channel: a subscriber that falls this far behind
 /// is told it lagged (and resynchronises) instead of holding memory.
 const EVENT_CHANNEL_CAPACITY: usize = 4096;
@@ -66,7 +66,7 @@ pub struct ChangeEvent<S: StateMachine> {
 /// The replicated state plus what Raft needs to resume from it.
 pub(crate) struct Replica<S: StateMachine> {
     pub(crate) machine: S,
-    sessions: Sessions<Applied>,
+    pub(crate) sessions: Sessions<Applied>,
     pub(crate) last_applied: Option<LogId>,
     pub(crate) membership: StoredMembership,
 }
@@ -92,13 +92,13 @@ struct SnapshotEnvelope {
 }
 
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
+pub(crate) struct StoredSnapshot {
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) data: Vec<u8>,
 }
 
 impl<S: StateMachine> Replica<S> {
-    fn to_snapshot(&self) -> io::Result<(SnapshotMeta, SnapshotData)> {
+    pub(crate) fn to_snapshot(&self) -> io::Result<(SnapshotMeta, SnapshotData)> {
         let envelope = SnapshotEnvelope {
             version: ENVELOPE_VERSION,
             last_applied: self.last_applied,
@@ -113,7 +113,7 @@ impl<S: StateMachine> Replica<S> {
         Ok((meta, encode(&envelope)?.into()))
     }
 
-    fn from_snapshot(bytes: &[u8]) -> io::Result<Self> {
+    pub(crate) fn from_snapshot(bytes: &[u8]) -> io::Result<Self> {
         let envelope: SnapshotEnvelope = decode(bytes)?;
         if envelope.version != ENVELOPE_VERSION {
             return Err(io::Error::new(
@@ -132,6 +132,35 @@ impl<S: StateMachine> Replica<S> {
             last_applied: envelope.last_applied,
             membership: envelope.membership,
         })
+    }
+
+    /// Apply one log entry of any kind and advance `last_applied`. Pure:
+    /// the same entry gives the same result on every replica. Returns the
+    /// proposal's outcome (`None` for blank and membership entries).
+    pub(crate) fn apply_entry(&mut self, entry: &super::Entry) -> (Option<Applied>, Option<ChangeEvent<S>>) {
+        let log_id = entry.log_id;
+        debug_assert!(
+            self.last_applied.as_ref().is_none_or(|a| a.index < log_id.index),
+            "entries are applied in log order, once"
+        );
+        let out = match &entry.payload {
+            EntryPayload::Blank => (None, None),
+            EntryPayload::Membership(m) => {
+                self.membership = StoredMembership::new(Some(log_id), m.clone());
+                (None, None)
+            }
+            EntryPayload::Normal(proposal) => {
+                let ctx = ApplyCtx {
+                    index: log_id.index,
+                    term: term_of(&log_id),
+                    timestamp_ms: proposal.proposed_at_ms,
+                };
+                let (applied, event) = self.apply_proposal(proposal, &ctx);
+                (Some(applied), event)
+            }
+        };
+        self.last_applied = Some(log_id);
+        out
     }
 
     /// Apply one normal entry. Pure: the same entry gives the same result on
@@ -225,16 +254,18 @@ impl<S: StateMachine> StateMachineStore<S> {
 }
 
 async fn load_snapshot(db: Arc<DB>) -> io::Result<Option<StoredSnapshot>> {
-    blocking(move || {
-        let cf = db
-            .cf_handle(CF_SM)
-            .ok_or_else(|| io::Error::other("column family sm missing"))?;
-        match db.get_cf(cf, KEY_SNAPSHOT).map_err(io::Error::other)? {
-            None => Ok(None),
-            Some(bytes) => decode(&bytes).map(Some),
-        }
-    })
-    .await
+    blocking(move || load_snapshot_sync(&db)).await
+}
+
+/// The stored snapshot, read on the calling thread (offline tools).
+pub(crate) fn load_snapshot_sync(db: &DB) -> io::Result<Option<StoredSnapshot>> {
+    let cf = db
+        .cf_handle(CF_SM)
+        .ok_or_else(|| io::Error::other("column family sm missing"))?;
+    match db.get_cf(cf, KEY_SNAPSHOT).map_err(io::Error::other)? {
+        None => Ok(None),
+        Some(bytes) => decode(&bytes).map(Some),
+    }
 }
 
 async fn save_snapshot(db: Arc<DB>, meta: &SnapshotMeta, data: &SnapshotData) -> io::Result<()> {
@@ -298,29 +329,8 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         {
             let mut r = self.shared.replica.write().unwrap_or_else(|p| p.into_inner());
             for (entry, responder) in batch {
-                let log_id = entry.log_id;
-                debug_assert!(
-                    r.last_applied.as_ref().is_none_or(|a| a.index < log_id.index),
-                    "entries are applied in log order, once"
-                );
-                let applied = match &entry.payload {
-                    EntryPayload::Blank => None,
-                    EntryPayload::Membership(m) => {
-                        r.membership = StoredMembership::new(Some(log_id), m.clone());
-                        None
-                    }
-                    EntryPayload::Normal(proposal) => {
-                        let ctx = ApplyCtx {
-                            index: log_id.index,
-                            term: term_of(&log_id),
-                            timestamp_ms: proposal.proposed_at_ms,
-                        };
-                        let (applied, event) = r.apply_proposal(proposal, &ctx);
-                        events.extend(event);
-                        Some(applied)
-                    }
-                };
-                r.last_applied = Some(log_id);
+                let (applied, event) = r.apply_entry(&entry);
+                events.extend(event);
                 if let Some(responder) = responder {
                     replies.push((responder, applied.unwrap_or(Applied::Response(Vec::new()))));
                 }
