@@ -19,14 +19,15 @@
 //! # Security
 //! Mutating requests need `Authorization: Bearer <token>` when a token is
 //! configured (compared in constant time); reads too if
-//! `read_requires_token`. `/healthz`, `/readyz` and `/openapi.json` are
-//! always public. Without a token the API is open: a bench setup only.
+//! `read_requires_token`, and `GET /v1/backup` always. `/healthz`, `/readyz`
+//! and `/openapi.json` are always public. Without a token the API is open: a bench setup only.
 //!
 //! # Tracing
 //! Every request gets an id (the client's `x-request-id` if it sent a sane
 //! one), returned in the `x-request-id` response header, recorded on the
 //! request's span, and carried to the leader with a forwarded write.
 
+mod backup;
 mod metrics;
 mod resources;
 mod watch;
@@ -212,6 +213,7 @@ pub fn router_with(api: Api) -> Router {
         .route("/v1/members/{id}/promote", post(r::promote))
         .route("/v1/members/{id}", delete(r::remove_member))
         .route("/v1/leader/transfer", post(r::transfer_leader))
+        .route("/v1/backup", get(backup::backup))
         .route("/v1/nodes", get(r::list_nodes))
         .route("/v1/nodes/{id}", get(r::get_node))
         .route("/v1/mission", get(r::get_mission))
@@ -249,7 +251,7 @@ Reads are linearizable unless `?consistency=stale`. Mutating requests need `Auth
     paths(
         resources::readyz, metrics::metrics, resources::status, resources::init,
         resources::members, resources::add_member, resources::promote, resources::remove_member,
-        resources::transfer_leader, resources::list_nodes, resources::get_node,
+        resources::transfer_leader, backup::backup, resources::list_nodes, resources::get_node,
         resources::get_mission, resources::replace_plan, resources::append_goals,
         resources::skip_goal, resources::complete_goal, resources::abort_plan,
         resources::list_tasks, resources::submit_task, resources::get_task, resources::cancel_task,
@@ -395,7 +397,9 @@ async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     };
     let public = matches!(req.uri().path(), "/healthz" | "/readyz" | "/openapi.json");
-    let needs = !public && (is_mutating(req.method()) || api.auth.read_requires_token);
+    // A backup is the whole mission: it needs the token even where reads do not.
+    let sensitive = req.uri().path() == "/v1/backup";
+    let needs = !public && (is_mutating(req.method()) || api.auth.read_requires_token || sensitive);
     if !needs {
         return next.run(req).await;
     }

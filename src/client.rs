@@ -238,6 +238,41 @@ impl Client {
         })
     }
 
+    /// `GET path` as raw bytes (e.g. `/v1/backup`) from the first endpoint
+    /// that answers; one that is down or answers 503 is skipped.
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let mut tried = Vec::new();
+        for ep in &self.endpoints {
+            let resp = match self
+                .request(&self.http, reqwest::Method::GET, format!("{ep}{path}"))
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tried.push(format!("{ep}: {e}"));
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let protocol = |e: reqwest::Error| ClientError::Protocol {
+                endpoint: ep.clone(),
+                reason: e.to_string(),
+            };
+            if status.is_success() {
+                return resp.bytes().await.map(|b| b.to_vec()).map_err(protocol);
+            }
+            let text = resp.text().await.map_err(protocol)?;
+            match api_error(ep, status, text) {
+                ClientError::Api { status: 503, body, .. } => tried.push(format!("{ep}: {}", body.message)),
+                other => return Err(other),
+            }
+        }
+        Err(ClientError::Unreachable {
+            tried: tried.join("; "),
+        })
+    }
+
     /// Follow `GET /v1/watch` from index `from`, calling `on_event` for each
     /// event until it returns `false`. A dropped stream is resumed from the
     /// last delivered index + 1 on the next endpoint, so no change is missed

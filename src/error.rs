@@ -87,13 +87,6 @@ pub enum Error {
         /// What was expected and what came.
         reason: String,
     },
-    /// A backup file is unusable, or restoring or recovering a data dir
-    /// failed.
-    #[error("backup: {reason}")]
-    Backup {
-        /// Why.
-        reason: String,
-    },
     /// The admin API could not listen.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -160,7 +153,6 @@ impl Error {
             Error::Bind { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "bind", None),
             Error::Client(_) => (StatusCode::BAD_GATEWAY, "upstream", None),
             Error::Unexpected { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
-            Error::Backup { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "backup", None),
             Error::Raft(e) => match e {
                 R::AlreadyInitialized { .. } => (StatusCode::CONFLICT, "already_initialized", None),
                 R::UnknownMember { .. } => (StatusCode::NOT_FOUND, "unknown_member", Some("id".into())),

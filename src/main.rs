@@ -5,7 +5,8 @@
 //! add|promote|remove|list|transfer-leader`, `status`, `param
 //! declare|set|get|list`, `task submit|list|get|cancel`, `mission
 //! show|load|append|skip|complete|abort`, `sensor list|report`, `policy
-//! list|set|remove`, `watch`, `certs init|issue`, `openapi`. Every command
+//! list|set|remove`, `watch`, `certs init|issue`, `openapi`, `backup`,
+//! `restore`, `recover --force-new-cluster`. Every command
 //! prints a table for people and JSON with `-o json`.
 //!
 //! Endpoints come from `--endpoints`, else `CAIRN_ENDPOINTS`, else the
@@ -125,6 +126,15 @@ enum Cmd {
     },
     /// Print the admin API's OpenAPI document.
     Openapi,
+    /// Save a consistent copy of the cluster's state to FILE (any node
+    /// serves it after a linearizable read: every acknowledged write is in).
+    Backup(cli::ops::BackupArgs),
+    /// Offline: seed a new, empty data dir from a backup; a node started on
+    /// it is a one-node cluster with that state, which others then join.
+    Restore(cli::ops::RestoreArgs),
+    /// Offline, after losing quorum for good: make a stopped survivor the
+    /// only voter of a new cluster, keeping everything it has.
+    Recover(cli::ops::RecoverArgs),
 }
 
 #[derive(Subcommand)]
@@ -374,6 +384,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Watch(args) => cli::watch(&client, cli.output == Output::Json, args).await?,
         Cmd::Certs { cmd } => cli::certs(cli.output == Output::Json, cmd)?,
         Cmd::Openapi => println!("{}", cairn::api::openapi_json_string()),
+        Cmd::Backup(args) => cli::ops::backup(&client, cli.output == Output::Json, args).await?,
+        Cmd::Restore(args) => cli::ops::restore(args).await?,
+        Cmd::Recover(args) => cli::ops::recover(cli.output == Output::Json, args).await?,
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! CLI commands beyond node/cluster/member/status/param: tasks, mission,
 //! sensors, policies, watch, certificates; and the client settings.
 
+pub mod ops;
+
 use std::path::Path;
 use std::path::PathBuf;
 
