@@ -384,7 +384,16 @@ impl ProcCluster {
 
     /// Start one more process (not a member) with its own args.
     pub async fn spawn_extra(&mut self, id: u64, extra_args: Vec<String>) {
-        let mut p = Proc {
+        self.add_stopped(id, extra_args);
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.spawn(id);
+        }
+    }
+
+    /// Register one more process with free ports and its own data dir,
+    /// without starting it (prepare its data dir, then `restart` it).
+    pub fn add_stopped(&mut self, id: u64, extra_args: Vec<String>) {
+        let p = Proc {
             extra_args,
             raft_addr: format!("127.0.0.1:{}", free_port()),
             api_addr: format!("127.0.0.1:{}", free_port()),
@@ -392,8 +401,12 @@ impl ProcCluster {
             log: self.dir.path().join(format!("n{id}.log")),
             child: None,
         };
-        p.spawn(id);
         self.procs.insert(id, p);
+    }
+
+    /// Node `id`'s data dir.
+    pub fn data_dir(&self, id: u64) -> &std::path::Path {
+        &self.procs[&id].data_dir
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod embed;
 mod harness;
+mod ops;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

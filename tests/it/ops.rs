@@ -1,0 +1,301 @@
+//! Operations with real processes: backup and restore, disaster recovery
+//! from one survivor, and a wiped node rejoining.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use serde_json::Value;
+
+use crate::harness::ProcCluster;
+use crate::out_text;
+
+/// Parameters, a plan and pending tasks, written through node `via`; every
+/// write is acknowledged before this returns.
+async fn write_mission_data(c: &ProcCluster, via: u64, params: u64) {
+    for i in 0..params {
+        let body = json!({"name": format!("p{i}"), "kind": {"Int": {"min": 0, "max": 1_000_000}}, "value": {"Int": i}});
+        c.post(via, "/v1/params", &body)
+            .await
+            .unwrap_or_else(|e| panic!("param {i}: {e}"));
+    }
+    let goal = |x: f64| json!({"kind": {"Waypoint": {"pose": {"position": [x, 0.0, 0.0], "heading_rad": 0.0}}}, "tolerance": {"position_m": 0.5, "heading_rad": null}});
+    let (status, _, body) = c
+        .send(
+            via,
+            reqwest::Method::PUT,
+            "/v1/mission/plan",
+            Some(&json!({"name": "sol-42", "frame_id": "map", "goals": [goal(1.0), goal(2.0)]}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "plan: {body}");
+    // A capability no node has: the tasks stay pending, so nothing else
+    // changes them while the test compares states.
+    for kind in ["navigate", "capture-panorama"] {
+        c.post(
+            via,
+            "/v1/tasks",
+            &json!({"kind": kind, "required_capabilities": ["warp-drive"]}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("task {kind}: {e}"));
+    }
+}
+
+/// The replicated mission as an operator sees it (not the node registry,
+/// which every node's agent keeps writing).
+async fn mission_state(c: &ProcCluster, id: u64, stale: bool) -> Value {
+    let q = if stale { "?consistency=stale" } else { "" };
+    let mut all = serde_json::Map::new();
+    for path in ["/v1/params", "/v1/mission", "/v1/tasks", "/v1/policies", "/v1/sensors"] {
+        let got = c
+            .get(id, &format!("{path}{q}"))
+            .await
+            .unwrap_or_else(|e| panic!("node {id} {path}: {e}"));
+        all.insert(path.into(), got);
+    }
+    Value::Object(all)
+}
+
+fn voters(status: &Value) -> BTreeSet<u64> {
+    status["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["voter"] == true)
+        .filter_map(|m| m["id"].as_u64())
+        .collect()
+}
+
+fn cli_ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", out_text(&out));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Add `id` (already running, empty data dir) as a learner through `via`,
+/// then promote it.
+fn add_voter(c: &ProcCluster, via: u64, id: u64) {
+    let ids = id.to_string();
+    cli_ok(c.cli_at(
+        via,
+        &[],
+        &[
+            "member",
+            "add",
+            &ids,
+            "--raft-addr",
+            c.raft_addr(id),
+            "--api-addr",
+            c.api_addr(id),
+        ],
+    ));
+    cli_ok(c.cli_at(via, &[], &["member", "promote", &ids]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t90_backup_restores_into_a_new_cluster_with_equal_data() {
+    let mut c = ProcCluster::start(3).await;
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    write_mission_data(&c, leader, 50).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let before = mission_state(&c, leader, false).await;
+
+    tracing::info!(
+        follower,
+        "back up through a follower (linearizable: it has every acknowledged write)"
+    );
+    let file = c.dir().join("sol42.backup");
+    let out = cli_ok(c.cli_at(follower, &[], &["backup", file.to_str().unwrap()]));
+    assert!(out.contains("written to"), "{out}");
+
+    tracing::info!("a damaged backup is refused and leaves the data dir empty");
+    let mut damaged = std::fs::read(&file).unwrap();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x01;
+    let damaged_file = c.dir().join("damaged.backup");
+    std::fs::write(&damaged_file, damaged).unwrap();
+    c.add_stopped(11, Vec::new());
+    let target = c.data_dir(11).to_path_buf();
+    let restore = |c: &ProcCluster, file: &std::path::Path| {
+        c.cli_at(
+            leader,
+            &[],
+            &[
+                "restore",
+                file.to_str().unwrap(),
+                "--data-dir",
+                target.to_str().unwrap(),
+                "--id",
+                "11",
+                "--raft-addr",
+                c.raft_addr(11),
+                "--api-addr",
+                c.api_addr(11),
+            ],
+        )
+    };
+    let out = restore(&c, &damaged_file);
+    assert!(!out.status.success(), "{}", out_text(&out));
+    assert!(out_text(&out).contains("checksum"), "{}", out_text(&out));
+    assert!(!target.exists(), "a refused restore must not create the data dir");
+
+    tracing::info!("the old cluster goes away; the backup seeds node 11 of a new one");
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    let out = cli_ok(restore(&c, &file));
+    assert!(out.contains("only voter of a new cluster"), "{out}");
+    let out = restore(&c, &file);
+    assert!(
+        !out.status.success() && out_text(&out).contains("not empty"),
+        "restoring twice into one data dir must be refused: {}",
+        out_text(&out)
+    );
+    c.restart(11).await;
+    assert_eq!(c.wait_leader(Duration::from_secs(15)).await, 11);
+    let after = mission_state(&c, 11, false).await;
+    assert_eq!(after, before, "the restored state differs from the backed-up one");
+
+    tracing::info!("two fresh nodes join the restored cluster, and new writes commit on all three");
+    for id in [12, 13] {
+        c.add_stopped(id, Vec::new());
+        c.restart(id).await;
+        add_voter(&c, 11, id);
+    }
+    assert_eq!(c.wait_leader(Duration::from_secs(15)).await, 11);
+    assert_eq!(voters(&c.status(11).await), BTreeSet::from([11, 12, 13]));
+    c.post(
+        12,
+        "/v1/params",
+        &json!({"name": "after.restore", "kind": "Bool", "value": {"Bool": true}}),
+    )
+    .await
+    .expect("a write after the restore");
+    let on13 = mission_state(&c, 13, false).await;
+    assert_eq!(on13["/v1/tasks"], before["/v1/tasks"]);
+    assert_eq!(on13["/v1/mission"], before["/v1/mission"]);
+    let names: BTreeSet<&str> = on13["/v1/params"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains("after.restore") && names.contains("p0") && names.contains("p49"),
+        "{names:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t91_force_new_cluster_from_the_last_survivor() {
+    let mut c = ProcCluster::start(3).await;
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let survivor = (1..=3).find(|i| *i != leader).unwrap();
+    let lost: Vec<u64> = (1..=3).filter(|i| *i != survivor).collect();
+    write_mission_data(&c, leader, 100).await;
+
+    tracing::info!(survivor, "the survivor has applied every acknowledged write");
+    let committed = c.status(leader).await["committed_index"].as_u64().unwrap();
+    c.wait_applied(survivor, committed, Duration::from_secs(20)).await;
+    let acked = mission_state(&c, leader, false).await;
+
+    tracing::info!(?lost, "kill -9 two nodes for good: quorum is lost");
+    for id in &lost {
+        c.kill(*id);
+    }
+    let had = mission_state(&c, survivor, true).await;
+    assert_eq!(had, acked);
+    let (status, _, _) = c
+        .send(
+            survivor,
+            reqwest::Method::POST,
+            "/v1/params",
+            Some(&json!({"name": "no.quorum", "kind": "Bool", "value": {"Bool": true}}).to_string()),
+            &[],
+        )
+        .await;
+    assert!(status >= 500, "a write without quorum must not succeed (got {status})");
+
+    let dir = c.data_dir(survivor).to_str().unwrap().to_string();
+    let sid = survivor.to_string();
+    let recover = ["recover", "--force-new-cluster", "--data-dir", &dir, "--id", &sid];
+    tracing::info!("recover refuses a running node");
+    let out = c.cli_at(survivor, &[], &recover);
+    assert!(
+        !out.status.success() && out_text(&out).contains("still running"),
+        "{}",
+        out_text(&out)
+    );
+
+    tracing::info!("stop the survivor, force a new cluster, start it");
+    c.kill(survivor);
+    let out = cli_ok(c.cli_at(survivor, &[], &recover));
+    assert!(out.contains("only voter of a new cluster"), "{out}");
+    assert!(out.contains("must never start again"), "{out}");
+    c.restart(survivor).await;
+    assert_eq!(c.wait_leader(Duration::from_secs(15)).await, survivor);
+    assert_eq!(voters(&c.status(survivor).await), BTreeSet::from([survivor]));
+    let now = mission_state(&c, survivor, false).await;
+    assert_eq!(now["/v1/params"], had["/v1/params"], "parameters lost in recovery");
+    assert_eq!(now["/v1/mission"], had["/v1/mission"], "plan lost in recovery");
+    assert_eq!(now["/v1/tasks"], had["/v1/tasks"], "tasks lost in recovery");
+
+    tracing::info!("two fresh nodes join as learners, are promoted, and new writes commit");
+    for id in [4, 5] {
+        c.add_stopped(id, Vec::new());
+        c.restart(id).await;
+        add_voter(&c, survivor, id);
+    }
+    assert_eq!(c.wait_leader(Duration::from_secs(15)).await, survivor);
+    assert_eq!(voters(&c.status(survivor).await), BTreeSet::from([survivor, 4, 5]));
+    c.post(
+        4,
+        "/v1/params",
+        &json!({"name": "after.recovery", "kind": "Bool", "value": {"Bool": true}}),
+    )
+    .await
+    .expect("a write after the recovery");
+    let on5 = mission_state(&c, 5, false).await;
+    assert_eq!(on5["/v1/tasks"], had["/v1/tasks"]);
+    let params = on5["/v1/params"].as_array().cloned().unwrap_or_default();
+    for p in had["/v1/params"].as_array().into_iter().flatten() {
+        assert!(params.contains(p), "node 5 lacks {p}");
+    }
+    assert!(params.iter().any(|p| p["name"] == "after.recovery"), "{params:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t92_wiped_node_is_removed_and_rejoins_fresh() {
+    let mut c = ProcCluster::start(3).await;
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    write_mission_data(&c, leader, 50).await;
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+
+    tracing::info!(victim, "the SD card dies: kill -9 and wipe the data dir");
+    c.kill(victim);
+    std::fs::remove_dir_all(c.data_dir(victim)).unwrap();
+
+    tracing::info!("remove it from the membership first, then start it empty and add it back");
+    let vid = victim.to_string();
+    cli_ok(c.cli_at(leader, &[], &["member", "remove", &vid]));
+    assert_eq!(voters(&c.status(leader).await).len(), 2);
+    c.restart(victim).await;
+    add_voter(&c, leader, victim);
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    assert_eq!(voters(&c.status(leader).await), BTreeSet::from([1, 2, 3]));
+
+    tracing::info!("it has everything, and the three commit new writes");
+    c.post(
+        victim,
+        "/v1/params",
+        &json!({"name": "after.rejoin", "kind": "Bool", "value": {"Bool": true}}),
+    )
+    .await
+    .expect("a write through the rejoined node");
+    let target = c.status(leader).await["committed_index"].as_u64().unwrap();
+    c.wait_applied(victim, target, Duration::from_secs(20)).await;
+    let on_victim = mission_state(&c, victim, true).await;
+    let on_leader = mission_state(&c, leader, false).await;
+    assert_eq!(on_victim, on_leader);
+}
