@@ -299,3 +299,41 @@ async fn t92_wiped_node_is_removed_and_rejoins_fresh() {
     let on_leader = mission_state(&c, leader, false).await;
     assert_eq!(on_victim, on_leader);
 }
+
+#[test]
+fn t05_operations_doc_lists_every_config_option_with_its_default() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/OPERATIONS.md")).unwrap();
+    let from = doc
+        .find("Below is **every option")
+        .expect("docs/OPERATIONS.md has the configuration reference");
+    let block = doc[from..]
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("a toml block after it");
+    let parsed: cairn::NodeConfig =
+        toml::from_str(block).unwrap_or_else(|e| panic!("the documented config does not parse: {e}\n{block}"));
+    assert_eq!(
+        parsed,
+        cairn::NodeConfig::new(1),
+        "the documented values are not the defaults"
+    );
+
+    // Every option is named, also those whose default is unset (commented).
+    fn keys(v: &Value, out: &mut Vec<String>) {
+        if let Value::Object(m) = v {
+            for (k, v) in m {
+                out.push(k.clone());
+                keys(v, out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    keys(&serde_json::to_value(cairn::NodeConfig::new(1)).unwrap(), &mut all);
+    all.extend(["ca_cert", "cert", "key"].map(String::from));
+    let missing: Vec<&String> = all
+        .iter()
+        .filter(|k| !block.contains(&format!("{k} =")) && !block.contains(&format!("[{k}]")))
+        .collect();
+    assert!(missing.is_empty(), "docs/OPERATIONS.md does not document {missing:?}");
+}
