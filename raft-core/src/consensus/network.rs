@@ -35,10 +35,13 @@ use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::protocol::client_handshake;
+use super::protocol::HandshakeError;
 use super::protocol::Request;
 use super::protocol::RequestFrame;
 use super::protocol::Response;
 use super::protocol::ResponseFrame;
+use super::protocol::PROTOCOL_VERSION;
 use super::AppendEntriesRequest;
 use super::AppendEntriesResponse;
 use super::Member;
@@ -266,7 +269,20 @@ impl PeerClient {
             }
         }
         let dial = self.cfg.dialer.dial(self.target, &self.addr);
-        match tokio::time::timeout(self.cfg.connect_timeout, dial).await {
+        let self_id = self.cfg.self_id;
+        // Connect and handshake within one connect timeout.
+        let connect = async move {
+            let mut stream = dial.await.map_err(|e| HandshakeError::Io(e.to_string()))?;
+            client_handshake(&mut stream, self_id, PROTOCOL_VERSION).await?;
+            Ok::<_, HandshakeError>(stream)
+        };
+        match tokio::time::timeout(self.cfg.connect_timeout, connect).await {
+            Ok(Err(HandshakeError::Incompatible(reason))) => {
+                self.note_failure();
+                // An operator problem (mixed releases): say it loudly.
+                tracing::error!(peer = self.target, addr = %self.addr, %reason, "peer refused: incompatible protocol");
+                Err(self.unreachable(format!("incompatible peer at {}: {reason}", self.addr)))
+            }
             Ok(Ok(stream)) => {
                 let c = Arc::new(Connection::start(stream, self.target, self.cfg.max_frame_bytes));
                 self.conn = Some(c.clone());

@@ -1,9 +1,15 @@
 //! Messages of the node-to-node transport.
 //!
-//! Every frame a dialer sends is a [`RequestFrame`]; the server answers each
-//! with a [`ResponseFrame`] carrying the same id. Ids let one connection
-//! carry many requests in flight (pipelining); the server answers Raft
-//! protocol messages of one connection in order.
+//! A connection opens with a handshake: the dialer sends a [`Hello`] with
+//! the protocol version it speaks, the server answers [`HelloReply`] and
+//! closes the connection if the versions differ, so two releases that
+//! cannot understand each other fail at connect time with an error naming
+//! both versions, instead of with undecodable frames later.
+//!
+//! After it, every frame a dialer sends is a [`RequestFrame`]; the server
+//! answers each with a [`ResponseFrame`] carrying the same id. Ids let one
+//! connection carry many requests in flight (pipelining); the server
+//! answers Raft protocol messages of one connection in order.
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -19,6 +25,33 @@ use super::TransferLeaderRequest;
 use super::Vote;
 use super::VoteRequest;
 use super::VoteResponse;
+
+/// Version of the peer protocol: the frames, [`Request`], [`Response`] and
+/// the openraft messages inside them. Bump it on any change of their
+/// encoding (postcard is positional: a new variant or field is a change).
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// First bytes of every [`Hello`], so a foreign program (or an old cairn
+/// without the handshake) is told apart from a cairn of another version.
+pub(crate) const HELLO_MAGIC: [u8; 8] = *b"cairn-rp";
+
+/// The dialer's first frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub(crate) magic: [u8; 8],
+    pub(crate) version: u32,
+    /// The dialing node, for the server's logs.
+    pub(crate) from: NodeId,
+}
+
+/// The server's answer to a [`Hello`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum HelloReply {
+    /// Same version: requests may follow.
+    Accepted { version: u32 },
+    /// The connection is closed after this.
+    Refused { version: u32, reason: String },
+}
 
 /// A request with its id.
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,4 +137,137 @@ pub(crate) enum Response {
     App(Result<Vec<u8>, String>),
     /// The server could not handle the request (e.g. it is shutting down).
     Error(String),
+}
+
+/// Why a connection's handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    /// The other side runs an incompatible protocol version (or is not
+    /// cairn): an operator problem, not a network one.
+    #[error("{0}")]
+    Incompatible(String),
+    /// The bytes did not arrive or did not decode.
+    #[error("handshake failed: {0}")]
+    Io(String),
+    /// The first frame was oversized or garbage.
+    #[error("handshake failed: {0}")]
+    BadFrame(crate::frame::FrameError),
+}
+
+/// The dialer's side: send our [`Hello`], wait for the answer.
+pub(crate) async fn client_handshake<S>(stream: &mut S, from: NodeId, version: u32) -> Result<(), HandshakeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let hello = Hello {
+        magic: HELLO_MAGIC,
+        version,
+        from,
+    };
+    crate::frame::write_frame(stream, &hello, HANDSHAKE_FRAME_MAX)
+        .await
+        .map_err(|e| HandshakeError::Io(e.to_string()))?;
+    let mut buf = Vec::new();
+    let reply: HelloReply = crate::frame::read_frame(stream, &mut buf, HANDSHAKE_FRAME_MAX)
+        .await
+        .map_err(|e| {
+            HandshakeError::Io(format!(
+                "no handshake answer (a cairn older than the handshake, or not cairn?): {e}"
+            ))
+        })?;
+    match reply {
+        HelloReply::Accepted { version: theirs } if theirs == version => Ok(()),
+        HelloReply::Accepted { version: theirs } => Err(HandshakeError::Incompatible(format!(
+            "the peer speaks cairn peer protocol v{theirs}, this node v{version}: run the same cairn release on every node"
+        ))),
+        HelloReply::Refused { reason, .. } => Err(HandshakeError::Incompatible(format!("refused by the peer: {reason}"))),
+    }
+}
+
+/// The server's side: read the [`Hello`], answer, and return the dialer's
+/// id if it speaks `version`. On a mismatch the dialer is told why before
+/// the error is returned (and the caller closes the connection).
+pub(crate) async fn server_handshake<S>(stream: &mut S, version: u32) -> Result<NodeId, HandshakeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = Vec::new();
+    let hello: Hello = crate::frame::read_frame(stream, &mut buf, HANDSHAKE_FRAME_MAX)
+        .await
+        .map_err(|e| match e {
+            e @ (crate::frame::FrameError::TooLarge { .. } | crate::frame::FrameError::Malformed(_)) => {
+                HandshakeError::BadFrame(e)
+            }
+            other => HandshakeError::Io(other.to_string()),
+        })?;
+    if hello.magic != HELLO_MAGIC {
+        return Err(HandshakeError::Incompatible(
+            "the peer did not open with a cairn hello (not cairn, or a cairn older than the handshake)".into(),
+        ));
+    }
+    if hello.version != version {
+        let reason = format!(
+            "node {} speaks cairn peer protocol v{}, this node v{version}: run the same cairn release on every node",
+            hello.from, hello.version
+        );
+        let refused = HelloReply::Refused {
+            version,
+            reason: reason.clone(),
+        };
+        // Best effort: the dialer learns why; the connection closes anyway.
+        let _ = crate::frame::write_frame(stream, &refused, HANDSHAKE_FRAME_MAX).await;
+        return Err(HandshakeError::Incompatible(reason));
+    }
+    crate::frame::write_frame(stream, &HelloReply::Accepted { version }, HANDSHAKE_FRAME_MAX)
+        .await
+        .map_err(|e| HandshakeError::Io(e.to_string()))?;
+    Ok(hello.from)
+}
+
+/// Largest handshake frame: a hello is a few dozen bytes; a refusal carries
+/// one sentence.
+const HANDSHAKE_FRAME_MAX: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn same_version_is_accepted_and_another_is_refused_with_both_versions() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let (c, s) = tokio::join!(
+            client_handshake(&mut a, 7, PROTOCOL_VERSION),
+            server_handshake(&mut b, PROTOCOL_VERSION)
+        );
+        c.unwrap();
+        assert_eq!(s.unwrap(), 7);
+
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let (c, s) = tokio::join!(
+            client_handshake(&mut a, 7, PROTOCOL_VERSION + 1),
+            server_handshake(&mut b, PROTOCOL_VERSION)
+        );
+        let server_says = s.unwrap_err().to_string();
+        let client_says = c.unwrap_err().to_string();
+        for text in [&server_says, &client_says] {
+            assert!(
+                text.contains(&format!("v{}", PROTOCOL_VERSION + 1)) && text.contains(&format!("v{PROTOCOL_VERSION}")),
+                "{text}"
+            );
+        }
+        assert!(server_says.contains("node 7"), "{server_says}");
+
+        // Not cairn at all: refused without an answer.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let foreign = ("GET / HTTP/1.1".to_string(), 1u32, 2u32);
+        let (_, s) = tokio::join!(
+            crate::frame::write_frame(&mut a, &foreign, 1024),
+            server_handshake(&mut b, PROTOCOL_VERSION)
+        );
+        let err = s.unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::Incompatible(_) | HandshakeError::BadFrame(_)),
+            "{err}"
+        );
+    }
 }

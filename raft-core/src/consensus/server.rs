@@ -15,10 +15,13 @@ use tokio::sync::mpsc;
 use tokio::sync::watch;
 
 use super::node::Core;
+use super::protocol::server_handshake;
+use super::protocol::HandshakeError;
 use super::protocol::Request;
 use super::protocol::RequestFrame;
 use super::protocol::Response;
 use super::protocol::ResponseFrame;
+use super::protocol::PROTOCOL_VERSION;
 use super::Snapshot;
 use super::SnapshotMeta;
 use super::Vote;
@@ -29,6 +32,10 @@ use crate::transport::PeerStream;
 
 /// Responses queued for one connection's writer; bounded for back-pressure.
 const RESPONSE_QUEUE: usize = 256;
+
+/// A peer that connects must say hello within this: a LAN round trip takes
+/// milliseconds, and a silent connection would otherwise hold a task.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Accept peers until `shutdown` flips.
 ///
@@ -79,11 +86,32 @@ struct Incoming {
 /// The connection is closed when the node shuts down, so peers reconnect to
 /// whatever serves the address next instead of talking to a stopped node.
 pub(crate) async fn serve_stream<S: StateMachine>(
-    stream: Box<dyn PeerStream>,
+    mut stream: Box<dyn PeerStream>,
     core: Arc<Core<S>>,
     peer: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, server_handshake(&mut stream, PROTOCOL_VERSION)).await;
+    match hello {
+        Ok(Ok(from)) => tracing::debug!(peer = %peer, from, "peer connected"),
+        Ok(Err(HandshakeError::Incompatible(reason))) => {
+            tracing::error!(peer = %peer, %reason, "refused peer: incompatible protocol");
+            return;
+        }
+        Ok(Err(e @ HandshakeError::BadFrame(_))) => {
+            core.metrics.rejected_frames.inc();
+            tracing::warn!(peer = %peer, error = %e, "closing peer connection: bad frame");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, error = %e, "peer connection ended before the handshake");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(peer = %peer, "closing peer connection: no handshake within {HANDSHAKE_TIMEOUT:?}");
+            return;
+        }
+    }
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<ResponseFrame>(RESPONSE_QUEUE);
     let max = core.max_frame_bytes;
