@@ -7,6 +7,14 @@
 //! nowhere stays `Pending` and gets a reason the operator can read. Pure: the
 //! same state gives the same plan on every node, so a new coordinator carries
 //! on exactly where the old one stopped.
+//!
+//! A node is **draining** (`cairn node drain ID`) while the boolean
+//! parameter [`drain_param`]`(ID)` is true: it keeps the tasks it has but
+//! gets no new ones. The mark is a replicated parameter rather than a field
+//! of the registry so that it needs no new command or snapshot format —
+//! draining is what one does *during* a rolling upgrade, while old and new
+//! releases run side by side, and an old node would not decode a new
+//! command (it would apply as a no-op there and the states would diverge).
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -130,11 +138,26 @@ pub struct Exclusions {
     pub nodes: BTreeSet<NodeId>,
 }
 
+/// Prefix of the parameters that mark a node draining; see [`drain_param`].
+pub const DRAIN_PARAM_PREFIX: &str = "cluster.drain.node.";
+
+/// The boolean parameter that, when true, keeps new tasks off node `id`.
+pub fn drain_param(id: NodeId) -> String {
+    format!("{DRAIN_PARAM_PREFIX}{}", id.0)
+}
+
+/// Whether node `id` is draining (its drain parameter is declared and true).
+pub fn is_draining(mission: &Mission, id: NodeId) -> bool {
+    mission
+        .param(&drain_param(id))
+        .is_some_and(|p| p.value == cairn_state::ParamValue::Bool(true))
+}
+
 /// Plans placements for the tasks schedulable at `now_ms`.
 pub fn plan(mission: &Mission, now_ms: u64, policy: &dyn PlacementPolicy, skip: &Exclusions) -> Schedule {
     let mut nodes: Vec<(Candidate, &BTreeSet<String>)> = mission
         .nodes()
-        .filter(|n| n.liveness == Liveness::Up && !skip.nodes.contains(&n.id))
+        .filter(|n| n.liveness == Liveness::Up && !skip.nodes.contains(&n.id) && !is_draining(mission, n.id))
         .map(|n| {
             (
                 Candidate {
@@ -301,6 +324,39 @@ mod tests {
             "ties go to the lowest id; the lidar task only fits node 2"
         );
         assert!(s.unplaceable.is_empty());
+    }
+
+    #[test]
+    fn a_draining_node_gets_no_new_task_until_undrained() {
+        let mut m = Mission::default();
+        node(&mut m, 1, &["drive"], 1000, 1000);
+        node(&mut m, 2, &["drive"], 1000, 1000);
+        let declare = Command::DeclareParam {
+            name: drain_param(NodeId(1)),
+            description: "drain".into(),
+            kind: cairn_state::ParamKind::Bool,
+            value: cairn_state::ParamValue::Bool(true),
+        };
+        m.apply(&declare, &ctx()).unwrap();
+        assert!(is_draining(&m, NodeId(1)) && !is_draining(&m, NodeId(2)));
+        let t: Vec<TaskId> = (0..2).map(|_| task(&mut m, &["drive"], 100, 100, 0)).collect();
+        let s = plan(&m, 1_000, &LeastLoaded, &Exclusions::default());
+        assert_eq!(s.assignments, vec![(t[0], NodeId(2)), (t[1], NodeId(2))]);
+
+        let only_one = task(&mut m, &[], 2000, 100, 9);
+        let s = plan(&m, 1_000, &LeastLoaded, &Exclusions::default());
+        assert!(
+            s.unplaceable.contains_key(&only_one),
+            "too big for node 2, and node 1 drains: {s:?}"
+        );
+
+        let undrain = Command::SetParam {
+            name: drain_param(NodeId(1)),
+            value: cairn_state::ParamValue::Bool(false),
+        };
+        m.apply(&undrain, &ctx()).unwrap();
+        let s = plan(&m, 1_000, &LeastLoaded, &Exclusions::default());
+        assert_eq!(s.assignments.first().map(|a| a.1), Some(NodeId(1)), "{s:?}");
     }
 
     #[test]
