@@ -28,6 +28,7 @@
 //! request's span, and carried to the leader with a forwarded write.
 
 mod backup;
+mod drain;
 mod metrics;
 mod resources;
 mod watch;
@@ -216,6 +217,8 @@ pub fn router_with(api: Api) -> Router {
         .route("/v1/backup", get(backup::backup))
         .route("/v1/nodes", get(r::list_nodes))
         .route("/v1/nodes/{id}", get(r::get_node))
+        .route("/v1/nodes/{id}/drain", post(drain::drain))
+        .route("/v1/nodes/{id}/undrain", post(drain::undrain))
         .route("/v1/mission", get(r::get_mission))
         .route("/v1/mission/plan", put(r::replace_plan))
         .route("/v1/mission/goals", post(r::append_goals))
@@ -252,6 +255,7 @@ Reads are linearizable unless `?consistency=stale`. Mutating requests need `Auth
         resources::readyz, metrics::metrics, resources::status, resources::init,
         resources::members, resources::add_member, resources::promote, resources::remove_member,
         resources::transfer_leader, backup::backup, resources::list_nodes, resources::get_node,
+        drain::drain, drain::undrain,
         resources::get_mission, resources::replace_plan, resources::append_goals,
         resources::skip_goal, resources::complete_goal, resources::abort_plan,
         resources::list_tasks, resources::submit_task, resources::get_task, resources::cancel_task,

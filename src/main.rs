@@ -1,7 +1,7 @@
 //! The `cairn` binary: run a node, bootstrap a cluster, manage members,
 //! and read/write the mission — in the style of etcdctl and consul.
 //!
-//! Nouns and verbs: `node run|list|get`, `cluster init`, `member
+//! Nouns and verbs: `node run|list|get|drain|undrain`, `cluster init`, `member
 //! add|promote|remove|list|transfer-leader`, `status`, `param
 //! declare|set|get|list`, `task submit|list|get|cancel`, `mission
 //! show|load|append|skip|complete|abort`, `sensor list|report`, `policy
@@ -184,6 +184,17 @@ enum NodeCmd {
         /// Read this node's state without a linearizable check.
         #[arg(long)]
         stale: bool,
+    },
+    /// Before restarting or upgrading a node: no new tasks for it, and
+    /// leadership moves off it.
+    Drain {
+        /// Node id.
+        id: u64,
+    },
+    /// Let a drained node take new tasks again.
+    Undrain {
+        /// Node id.
+        id: u64,
     },
 }
 
@@ -374,6 +385,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Node {
             cmd: NodeCmd::Get { id, stale },
         } => cli::node_get(&client, id, stale).await?,
+        Cmd::Node {
+            cmd: NodeCmd::Drain { id },
+        } => cli::ops::drain(&client, cli.output == Output::Json, id, true).await?,
+        Cmd::Node {
+            cmd: NodeCmd::Undrain { id },
+        } => cli::ops::drain(&client, cli.output == Output::Json, id, false).await?,
         Cmd::Member { cmd } => member(&client, cli.output, cmd).await?,
         Cmd::Status => status(&client, cli.output).await?,
         Cmd::Param { cmd } => param(&client, cli.output, cmd).await?,

@@ -1,6 +1,7 @@
-//! Operations commands: `cairn backup`, `cairn restore`, `cairn recover`.
+//! Operations commands: `cairn backup`, `cairn restore`, `cairn recover`,
+//! `cairn node drain|undrain`.
 //!
-//! `backup` talks to a running cluster; `restore` and `recover` work
+//! `backup` and `drain` talk to a running cluster; `restore` and `recover` work
 //! offline on a stopped node's data dir (RocksDB's lock refuses a running
 //! one). See docs/OPERATIONS.md for the procedures around them.
 
@@ -219,5 +220,29 @@ pub async fn recover(out_json: bool, args: RecoverArgs) -> anyhow::Result<()> {
         "next: start node {} as before (raft {}, api {}), then add new or wiped nodes with `cairn member add` and `cairn member promote`",
         report.node_id, report.member.raft_addr, report.member.api_addr
     );
+    Ok(())
+}
+
+pub async fn drain(client: &Client, out_json: bool, id: u64, draining: bool) -> anyhow::Result<()> {
+    let verb = if draining { "drain" } else { "undrain" };
+    let r: serde_json::Value = client
+        .call(reqwest::Method::POST, &format!("/v1/nodes/{id}/{verb}"), None::<&()>)
+        .await?
+        .unwrap_or_default();
+    if out_json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    if !draining {
+        println!("node {id} takes new tasks again");
+        return Ok(());
+    }
+    match r["leader"].as_u64() {
+        Some(l) if l == id => {
+            println!("node {id} takes no new tasks; it still leads: no other voter is up to take over")
+        }
+        Some(l) => println!("node {id} takes no new tasks; node {l} leads"),
+        None => println!("node {id} takes no new tasks; no leader is known right now"),
+    }
     Ok(())
 }
