@@ -328,6 +328,23 @@ impl ProcCluster {
         }
     }
 
+    /// Stop gracefully with SIGTERM (as systemd does) and wait for the
+    /// exit, bounded: `kill -9` after 20 s. Returns the exit status, or
+    /// `None` if it had to be killed (or was not running).
+    pub async fn stop(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let mut child = self.procs.get_mut(&id).and_then(|p| p.child.take())?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     pub async fn restart(&mut self, id: u64) {
         self.procs.get_mut(&id).unwrap().spawn(id);
         self.wait_healthy(id).await;

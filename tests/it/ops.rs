@@ -337,3 +337,155 @@ fn t05_operations_doc_lists_every_config_option_with_its_default() {
         .collect();
     assert!(missing.is_empty(), "docs/OPERATIONS.md does not document {missing:?}");
 }
+
+/// What the background writer saw.
+#[derive(Default)]
+struct Load {
+    acked: Vec<String>,
+    failed: Vec<String>,
+    retries: u64,
+}
+
+/// Declare `load.N` parameters one after another through every endpoint
+/// (the client fails over), retrying each write until it is acknowledged:
+/// an "already declared" answer to a retry means an earlier attempt
+/// applied. A write that still fails after 60 attempts (about 12 s of
+/// retrying) is a failure.
+async fn write_load(
+    endpoints: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Load {
+    use std::sync::atomic::Ordering;
+    let client = cairn::client::Client::new(endpoints, Duration::from_secs(7));
+    let mut load = Load::default();
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let name = format!("load.{i}");
+        i += 1;
+        let body = json!({"name": name, "kind": "Bool", "value": {"Bool": true}});
+        let mut outcome = Err(String::new());
+        for attempt in 0..60 {
+            match client
+                .call::<_, Value>(reqwest::Method::POST, "/v1/params", Some(&body))
+                .await
+            {
+                Ok(_) => outcome = Ok(()),
+                Err(cairn::client::ClientError::Api {
+                    status: 409, body: e, ..
+                }) if attempt > 0 && e.message.contains("already declared") => outcome = Ok(()),
+                Err(e @ cairn::client::ClientError::Unreachable { .. }) => {
+                    load.retries += 1;
+                    outcome = Err(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(e) => outcome = Err(e.to_string()),
+            }
+            break;
+        }
+        match outcome {
+            Ok(()) => {
+                load.acked.push(name);
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => load.failed.push(format!("{name}: {e}")),
+        }
+    }
+    load
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t93_rolling_restart_under_load_fails_no_write() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    let mut c = ProcCluster::start(3).await;
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let endpoints: Vec<String> = (1..=3).map(|i| c.api_addr(i).to_string()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(write_load(endpoints, stop.clone(), acked.clone()));
+    // Bounded waits for progress, not timed assertions: the writer must get
+    // writes through after every step, however long a step takes.
+    let progressed = |from: u64| {
+        let acked = acked.clone();
+        async move {
+            for _ in 0..200 {
+                if acked.load(Ordering::Relaxed) >= from + 5 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(progressed(0).await, "no write went through before the restarts");
+
+    let order: Vec<u64> = (1..=3).filter(|i| *i != leader).chain([leader]).collect();
+    for id in order {
+        let other = (1..=3).find(|i| *i != id).unwrap();
+        let ids = id.to_string();
+        tracing::info!(id, "drain: no new tasks, leadership moves off it");
+        let out = cli_ok(c.cli_at(other, &[], &["node", "drain", &ids]));
+        assert!(out.contains("takes no new tasks") && out.contains("leads"), "{out}");
+        assert!(!out.contains(&format!("node {id} leads")), "leadership stayed: {out}");
+
+        tracing::info!(id, "stop it gracefully (SIGTERM), start it again");
+        let exit = c.stop(id).await;
+        assert!(
+            exit.is_some_and(|s| s.success()),
+            "node {id} did not exit cleanly on SIGTERM ({exit:?}); log:\n{}",
+            c.log(id)
+        );
+        let before = acked.load(Ordering::Relaxed);
+        c.restart(id).await;
+        let target = c.status(other).await["committed_index"].as_u64().unwrap_or(0);
+        c.wait_applied(id, target, Duration::from_secs(30)).await;
+        cli_ok(c.cli_at(id, &[], &["node", "undrain", &ids]));
+        assert!(progressed(before).await, "writes stalled after restarting node {id}");
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let load = writer.await.expect("writer task");
+    tracing::info!(acked = load.acked.len(), retries = load.retries, "load done");
+    assert!(
+        load.failed.is_empty(),
+        "{} write(s) failed beyond retries, e.g. {:?}",
+        load.failed.len(),
+        load.failed.iter().take(3).collect::<Vec<_>>()
+    );
+
+    tracing::info!("every acknowledged write is on all three nodes");
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let target = c.status(leader).await["committed_index"].as_u64().unwrap();
+    for id in 1..=3 {
+        c.wait_applied(id, target, Duration::from_secs(20)).await;
+        let params = c.get(id, "/v1/params?consistency=stale").await.unwrap();
+        let names: BTreeSet<&str> = params
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        let missing: Vec<&String> = load
+            .acked
+            .iter()
+            .filter(|n| !names.contains(n.as_str()))
+            .take(5)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "node {id} lacks acknowledged writes, e.g. {missing:?}"
+        );
+        let drained = params
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("cluster.drain.node.")))
+            .all(|p| p["value"] == json!({"Bool": false}));
+        assert!(drained, "every node was undrained: {params}");
+    }
+}
