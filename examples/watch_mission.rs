@@ -123,6 +123,11 @@ async fn watch_remote(endpoints: Vec<String>, args: &Args) -> anyhow::Result<()>
             ca_cert: std::env::var_os("CAIRN_CA_CERT").map(Into::into),
         },
     )?;
+    // Fail at once if no endpoint answers, rather than retry until the bound.
+    client
+        .call::<(), serde_json::Value>(reqwest::Method::GET, "/v1/status", None)
+        .await
+        .context("no endpoint answers")?;
     let mut printed = 0usize;
     let watch = client.watch(None, |event| {
         if event.event != "change" {
