@@ -465,7 +465,9 @@ impl Node {
     /// handlers see [`ActionContext::stopped`](crate::action::ActionContext::stopped)
     /// and must stop their actuators — and the coordinator, stop serving the
     /// API, and stop Raft with a final WAL sync. The data dir keeps
-    /// everything; starting a node on it again rejoins the cluster.
+    /// everything; starting a node on it again rejoins the cluster. Drop
+    /// any clone of [`Node::raft`]'s `Arc` first: Raft is stopped cleanly
+    /// only once this handle holds the last reference.
     pub async fn shutdown(self) -> Result<(), Error> {
         self.daemon.shutdown().await
     }

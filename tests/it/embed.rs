@@ -29,6 +29,30 @@ async fn three_nodes(dir: &std::path::Path) -> Vec<Node> {
 async fn t85_embedded_nodes_replicate_watch_and_hand_over_leadership() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = three_nodes(dir.path()).await;
+    nodes[0].wait_for_leader(Duration::from_secs(15)).await.unwrap();
+
+    tracing::info!("a fourth node joins through node 2's admin API and becomes a voter");
+    let fourth = Node::builder()
+        .id(4)
+        .data_dir(dir.path().join("n4"))
+        .start()
+        .await
+        .expect("start node 4");
+    fourth
+        .join(vec![nodes[1].api_addr().to_string()], true)
+        .await
+        .expect("join");
+    // The promotion committed on a quorum that need not include node 4:
+    // wait (bounded) until node 4 has it too.
+    let voters = |n: &Node| -> Vec<u64> { n.status().members.iter().filter(|m| m.voter).map(|m| m.id).collect() };
+    for _ in 0..50 {
+        if voters(&fourth).len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(voters(&fourth), vec![1, 2, 3, 4], "{:?}", fourth.status());
+    nodes.push(fourth);
     let leader = nodes[0].wait_for_leader(Duration::from_secs(15)).await.unwrap();
 
     tracing::info!("a write through one node is read linearizably on another and seen by the watch");
@@ -80,7 +104,7 @@ async fn t85_embedded_nodes_replicate_watch_and_hand_over_leadership() {
     other.raft().wait_for_leader(Duration::from_secs(5)).await.unwrap();
     assert_eq!(other.status().leader, Some(new_leader), "{:?}", other.status());
 
-    tracing::info!("a graceful shutdown of the new leader hands over again, and the last two commit writes");
+    tracing::info!("a graceful shutdown of the new leader hands over again, and the other three commit writes");
     let idx = nodes.iter().position(|n| n.id() == new_leader).unwrap();
     let stopping = nodes.remove(idx);
     assert_eq!(stopping.status().role, Role::Leader);
