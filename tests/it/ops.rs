@@ -488,4 +488,17 @@ async fn t93_rolling_restart_under_load_fails_no_write() {
             .all(|p| p["value"] == json!({"Bool": false}));
         assert!(drained, "every node was undrained: {params}");
     }
+
+    tracing::info!(
+        leader,
+        "SIGTERM on the leader, without a drain, hands leadership over first"
+    );
+    let exit = c.stop(leader).await;
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}; log:\n{}", c.log(leader));
+    assert!(
+        c.log(leader).contains("handed leadership over before shutting down"),
+        "log of node {leader}:\n{}",
+        c.log(leader)
+    );
+    assert_ne!(c.wait_leader(Duration::from_secs(15)).await, leader);
 }
