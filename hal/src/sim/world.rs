@@ -479,6 +479,15 @@ impl SimHal {
         })
     }
 
+    /// The world's status (blocking), e.g. for its origin.
+    pub fn status(&self) -> Result<WorldStatus, Error> {
+        match lock(&self.link).call(&Request::Status)? {
+            Response::Status(s) => Ok(s),
+            Response::Error(e) => Err(e.into()),
+            _ => Err(Error::UnexpectedResponse { request: "status" }),
+        }
+    }
+
     fn handle(&self, kind: DeviceKind) -> SimDevice {
         SimDevice {
             kind,
