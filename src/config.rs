@@ -63,6 +63,43 @@ pub struct NodeConfig {
     /// for the defaults and why).
     #[serde(default)]
     pub agent: cairn_agents::AgentConfig,
+    /// The rover this node drives (`[rover]`: `sim`, `perceive`,
+    /// `navigate`). Default: none (the node coordinates but runs no rover
+    /// handlers).
+    #[serde(default)]
+    pub rover: RoverSettings,
+}
+
+/// Which rover handlers a node runs, and on what hardware.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoverSettings {
+    /// Address of the simulated world (`cairn sim run`), e.g.
+    /// `127.0.0.1:7700`. Absent: no rover hardware, no rover handlers.
+    #[serde(default)]
+    pub sim: Option<String>,
+    /// Run `perceive` tasks (localisation, sensor health); offers the
+    /// `sensors` capability. Default true.
+    #[serde(default = "yes")]
+    pub perceive: bool,
+    /// Run `navigate` tasks (drive the plan); offers the `drive`
+    /// capability. Default true.
+    #[serde(default = "yes")]
+    pub navigate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RoverSettings {
+    fn default() -> Self {
+        Self {
+            sim: None,
+            perceive: true,
+            navigate: true,
+        }
+    }
 }
 
 fn default_raft_addr() -> String {
@@ -98,6 +135,7 @@ impl NodeConfig {
             cpu_millicores: default_cpu_millicores(),
             memory_mib: default_memory_mib(),
             agent: cairn_agents::AgentConfig::default(),
+            rover: RoverSettings::default(),
         }
     }
 

@@ -19,6 +19,7 @@ pub struct Daemon {
     api: tokio::task::JoinHandle<()>,
     coordinator: Coordinator,
     agent: Agent,
+    rover_samples: Vec<tokio::sync::watch::Receiver<Option<cairn_hal::rover::RoverSample>>>,
 }
 
 impl Daemon {
@@ -31,9 +32,12 @@ impl Daemon {
     /// [`Daemon::start`], with the action handlers this node runs tasks
     /// with, by task kind.
     pub async fn start_with_handlers(
-        config: NodeConfig,
-        handlers: Vec<(String, Arc<dyn ActionHandler>)>,
+        mut config: NodeConfig,
+        mut handlers: Vec<(String, Arc<dyn ActionHandler>)>,
     ) -> Result<Self, Error> {
+        let rover = crate::rover::handlers(&config.rover)?;
+        config.capabilities.extend(rover.capabilities);
+        handlers.extend(rover.handlers);
         let auth = crate::api::ApiAuth::from_settings(&config.api)?;
         let node = Arc::new(start_raft(&config).await?);
         let listener = TcpListener::bind(&config.api_addr)
@@ -93,7 +97,14 @@ impl Daemon {
             api,
             coordinator,
             agent,
+            rover_samples: rover.samples,
         })
+    }
+
+    /// Live samples of this node's rover handlers (pose, mode, sensor
+    /// health at the loop rate; empty without `[rover]`).
+    pub fn rover_samples(&self) -> &[tokio::sync::watch::Receiver<Option<cairn_hal::rover::RoverSample>>] {
+        &self.rover_samples
     }
 
     /// What the coordinator on this node is doing (idle unless it leads).

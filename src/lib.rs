@@ -8,6 +8,8 @@
 //! - [`daemon`]: a Raft node plus its admin API.
 //! - [`api`]: the axum router.
 //! - [`client`]: an admin-API client with endpoint fail-over.
+//! - [`rover`]: the perception and control handlers a node runs from its
+//!   `[rover]` settings, on the simulated world or real hardware.
 //! - [`error`]: errors and their single mapping to HTTP statuses.
 //! - [`tls`]: the cluster CA, node certificates, mTLS between nodes, HTTPS.
 #![deny(missing_docs)]
@@ -17,7 +19,9 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod rover;
 pub mod tls;
 
+pub use cairn_hal as hal;
 pub use cairn_raft as raft;
 pub use cairn_state as state;

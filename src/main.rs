@@ -5,7 +5,8 @@
 //! add|promote|remove|list|transfer-leader`, `status`, `param
 //! declare|set|get|list`, `task submit|list|get|cancel`, `mission
 //! show|load|append|skip|complete|abort`, `sensor list|report`, `policy
-//! list|set|remove`, `watch`, `certs init|issue`, `openapi`. Every command
+//! list|set|remove`, `watch`, `certs init|issue`, `openapi`, `sim
+//! run|status|fault|estop`. Every command
 //! prints a table for people and JSON with `-o json`.
 //!
 //! Endpoints come from `--endpoints`, else `CAIRN_ENDPOINTS`, else the
@@ -125,6 +126,11 @@ enum Cmd {
     },
     /// Print the admin API's OpenAPI document.
     Openapi,
+    /// The simulated rover world: run it, read it, inject faults.
+    Sim {
+        #[command(subcommand)]
+        cmd: cli::sim::SimCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -159,6 +165,10 @@ enum NodeCmd {
         /// Serve the admin API over HTTPS with the node certificate.
         #[arg(long)]
         api_tls: bool,
+        /// Drive the simulated rover whose world listens here (`cairn sim
+        /// run`): runs perceive and navigate tasks.
+        #[arg(long)]
+        sim: Option<String>,
     },
     /// List registered nodes: capabilities, liveness, load.
     List {
@@ -301,6 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     api_token,
                     read_requires_token,
                     api_tls,
+                    sim,
                 },
         } => {
             let mut cfg = match &config {
@@ -328,6 +339,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             cfg.api.read_requires_token |= read_requires_token;
             cfg.api.tls |= api_tls;
+            if let Some(addr) = sim {
+                cfg.rover.sim = Some(addr);
+            }
             let daemon = Daemon::start(cfg.clone())
                 .await
                 .with_context(|| format!("starting node {}", cfg.id))?;
@@ -373,6 +387,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Watch(args) => cli::watch(&client, cli.output == Output::Json, args).await?,
         Cmd::Certs { cmd } => cli::certs(cli.output == Output::Json, cmd)?,
         Cmd::Openapi => println!("{}", cairn::api::openapi_json_string()),
+        Cmd::Sim { cmd } => cli::sim::sim(cli.output == Output::Json, cmd).await?,
     }
     Ok(())
 }
