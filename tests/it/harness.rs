@@ -331,6 +331,21 @@ impl ProcCluster {
         }
     }
 
+    /// `SIGSTOP` (`resume` = `SIGCONT`): a frozen process, not a dead one.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    fn signal(&self, id: u64, sig: &str) {
+        let pid = self.procs[&id].child.as_ref().expect("running").id();
+        let ok = Command::new("kill").arg(sig).arg(pid.to_string()).status().unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
+    }
+
     pub async fn restart(&mut self, id: u64) {
         self.procs.get_mut(&id).unwrap().spawn(id);
         self.wait_healthy(id).await;

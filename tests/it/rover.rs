@@ -283,3 +283,72 @@ async fn t91_sensor_failures_degrade_the_rover_through_the_cluster() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t92_a_frozen_controller_wakes_up_deposed_and_is_kept_off_the_wheels() {
+    let sim = world().await;
+    let mut client = WorldClient::connect(sim.addr).await.unwrap();
+    let c = cluster(&sim).await;
+    let nav = start_mission(&c, &[(30.0, 0.0), (30.0, 6.0)]).await;
+    let all = [1, 2, 3];
+    let (holder, old_epoch) = poll("driving", MISSION_LIMIT, async || {
+        let t = task(&c, &all, nav).await;
+        let moving = status(&mut client).await.velocity.linear_mps > 0.5;
+        (t["state"] == "Running" && moving).then(|| {
+            (
+                t["lease"]["node_id"].as_u64().unwrap(),
+                t["lease"]["epoch"].as_u64().unwrap(),
+            )
+        })
+    })
+    .await;
+    c.pause(holder);
+    let live: Vec<u64> = all.iter().copied().filter(|n| *n != holder).collect();
+    let new_epoch = poll(
+        "navigate running on another node",
+        Duration::from_secs(30),
+        async || {
+            let t = task(&c, &live, nav).await;
+            let node = t["lease"]["node_id"].as_u64()?;
+            (t["state"] == "Running" && node != holder).then(|| t["lease"]["epoch"].as_u64().unwrap())
+        },
+    )
+    .await;
+    poll("new controller driving", Duration::from_secs(10), async || {
+        let s = status(&mut client).await;
+        (s.fence.current == new_epoch && s.velocity.linear_mps > 0.3).then_some(())
+    })
+    .await;
+    let before = status(&mut client).await;
+    c.resume(holder);
+    // The woken controller's lease has expired: it may try once, and the
+    // drivetrain refuses it; it never drives again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = status(&mut client).await;
+    assert_eq!(after.fence.current, new_epoch);
+    let old = after.epochs.iter().find(|e| e.epoch == old_epoch).copied().unwrap();
+    let new_first = after.epochs.iter().find(|e| e.epoch == new_epoch).unwrap().first;
+    assert!(old.last <= new_first, "{:?}", after.epochs);
+    assert!(
+        after.fence.rejected - before.fence.rejected <= 1,
+        "the woken node kept trying: {:?} -> {:?}\n{}",
+        before.fence,
+        after.fence,
+        c.log(holder)
+    );
+    let restarted = c
+        .log(holder)
+        .lines()
+        .filter(|l| l.contains("running task") && l.contains("navigate"))
+        .count();
+    assert_eq!(
+        restarted,
+        1,
+        "the woken node restarted its stale assignment:\n{}",
+        c.log(holder)
+    );
+    poll("navigate succeeded", MISSION_LIMIT, async || {
+        (task(&c, &all, nav).await["state"] == "Succeeded").then_some(())
+    })
+    .await;
+}

@@ -281,6 +281,7 @@ async fn run(
     let mut was_permitted = true;
     let mut drive_failures = 0u32;
     let mut last_holding: Option<String> = None;
+    let mut deposed = false;
 
     let outcome = loop {
         tokio::select! {
@@ -374,6 +375,7 @@ async fn run(
                         current,
                         "drivetrain obeys a newer controller; stopping"
                     );
+                    deposed = true;
                     break ActionOutcome::Failed {
                         reason: format!("drivetrain refused epoch {epoch}: epoch {current} holds it"),
                     };
@@ -444,8 +446,10 @@ async fn run(
             }
         }
     };
-    // Leave the wheels stopped (refused harmlessly if a newer epoch holds them).
-    let _ = blocking(rig, move |r| r.drive.stop(epoch)).await;
+    // Leave the wheels stopped, unless a newer controller holds them.
+    if !deposed {
+        let _ = blocking(rig, move |r| r.drive.stop(epoch)).await;
+    }
     if outcome == ActionOutcome::Succeeded {
         ctx.feedback(ActionFeedback {
             percent: 100,
