@@ -13,7 +13,7 @@ use crate::error::Error;
 
 /// Everything `cairn node run` needs. Every field has a laptop-friendly
 /// default except the node id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Unique, stable node id (1 or more).
@@ -71,13 +71,25 @@ pub struct NodeConfig {
 }
 
 /// Which rover handlers a node runs, and on what hardware.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoverSettings {
     /// Address of the simulated world (`cairn sim run`), e.g.
-    /// `127.0.0.1:7700`. Absent: no rover hardware, no rover handlers.
+    /// `127.0.0.1:7700`. Absent (and no `[rover.rpi]`): no rover hardware,
+    /// no rover handlers.
     #[serde(default)]
     pub sim: Option<String>,
+    /// Real hardware on a Raspberry Pi (`[rover.rpi]`: pins, buses, ports;
+    /// every key has a default, so an empty section means the default
+    /// wiring). Needs a binary built with `--features rpi`.
+    #[cfg(feature = "rpi")]
+    #[serde(default)]
+    pub rpi: Option<cairn_hal::rover::RpiRoverConfig>,
+    /// Without the `rpi` feature the section is accepted and refused at
+    /// start, with a message saying how to build for a Pi.
+    #[cfg(not(feature = "rpi"))]
+    #[serde(default)]
+    pub rpi: Option<toml::Table>,
     /// Run `perceive` tasks (localisation, sensor health); offers the
     /// `sensors` capability. Default true.
     #[serde(default = "yes")]
@@ -96,6 +108,7 @@ impl Default for RoverSettings {
     fn default() -> Self {
         Self {
             sim: None,
+            rpi: None,
             perceive: true,
             navigate: true,
         }

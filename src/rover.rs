@@ -40,12 +40,31 @@ pub fn handlers(settings: &RoverSettings) -> Result<RoverHandlers, Error> {
         capabilities: Vec::new(),
         samples: Vec::new(),
     };
-    let Some(addr) = &settings.sim else {
-        return Ok(out);
-    };
-    let hardware: Arc<dyn RoverHardware> = Arc::new(SimRover::new(resolve(addr)?));
     let bad = |e: cairn_hal::Error| Error::Config {
         reason: format!("rover: {e}"),
+    };
+    let (hardware, describe): (Arc<dyn RoverHardware>, String) = match (&settings.sim, &settings.rpi) {
+        (None, None) => return Ok(out),
+        (Some(_), Some(_)) => {
+            return Err(Error::Config {
+                reason: "rover: set either sim or [rover.rpi], not both".into(),
+            })
+        }
+        (Some(addr), None) => (
+            Arc::new(SimRover::new(resolve(addr)?)),
+            format!("simulated world at {addr}"),
+        ),
+        #[cfg(feature = "rpi")]
+        (None, Some(rpi)) => (
+            Arc::new(cairn_hal::rover::RpiRover::open(rpi.clone()).map_err(bad)?),
+            "raspberry pi hardware".to_string(),
+        ),
+        #[cfg(not(feature = "rpi"))]
+        (None, Some(_)) => {
+            return Err(Error::Config {
+                reason: "rover: [rover.rpi] needs a cairn built with `--features rpi`".into(),
+            })
+        }
     };
     if settings.perceive {
         let h = PerceptionHandler::new(Arc::clone(&hardware), PerceptionConfig::default()).map_err(bad)?;
@@ -59,7 +78,7 @@ pub fn handlers(settings: &RoverSettings) -> Result<RoverHandlers, Error> {
         out.handlers.push((NAVIGATE.to_string(), Arc::new(h)));
         out.capabilities.push(DRIVE_CAPABILITY.to_string());
     }
-    tracing::info!(world = %addr, kinds = ?out.handlers.iter().map(|h| &h.0).collect::<Vec<_>>(), "rover handlers on the simulated world");
+    tracing::info!(hardware = %describe, kinds = ?out.handlers.iter().map(|h| &h.0).collect::<Vec<_>>(), "rover handlers running");
     Ok(out)
 }
 

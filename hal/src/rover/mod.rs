@@ -33,6 +33,8 @@
 mod control;
 mod localiser;
 mod perception;
+#[cfg(feature = "rpi")]
+mod rpi;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,6 +44,8 @@ use serde::{Deserialize, Serialize};
 pub use control::{ControlConfig, ControlHandler};
 pub use localiser::{Localiser, LocaliserConfig, Perception};
 pub use perception::{PerceptionConfig, PerceptionHandler};
+#[cfg(feature = "rpi")]
+pub use rpi::{RpiRover, RpiRoverConfig};
 
 use crate::action::{OperatingMode, SensorState};
 use crate::device::{DeviceKind, Drive, EStop, Gps, Health, Imu, Odometry, RangeScanner};
