@@ -29,6 +29,7 @@
 
 mod metrics;
 mod resources;
+mod telemetry;
 mod watch;
 
 use std::path::PathBuf;
@@ -68,6 +69,7 @@ pub use resources::DeclareParamRequest;
 pub use resources::InitRequest;
 pub use resources::ReplacePlanRequest;
 pub use resources::SubmitTaskRequest;
+pub use telemetry::PublishResult;
 
 use crate::error::Error;
 
@@ -169,22 +171,33 @@ pub struct Api {
     started_ms: u64,
     next_request: Arc<AtomicU64>,
     watchers: Arc<tokio::sync::Semaphore>,
+    telemetry: crate::telemetry::Telemetry,
 }
 
 impl Api {
-    /// The API over `node` with `auth`.
+    /// The API over `node` with `auth`, and a telemetry hub of its own
+    /// (local only: the daemon passes its forwarding hub with
+    /// [`Api::with_telemetry`]).
     pub fn new(node: Arc<RaftNode<Mission>>, auth: ApiAuth) -> Self {
         let started_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let telemetry = crate::telemetry::Telemetry::with_defaults(node.id());
         Self {
             node,
             auth,
             started_ms,
             next_request: Arc::new(AtomicU64::new(1)),
             watchers: Arc::new(tokio::sync::Semaphore::new(watch::MAX_WATCHERS)),
+            telemetry,
         }
+    }
+
+    /// Serve `telemetry` at `/v1/telemetry`.
+    pub fn with_telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     fn new_request_id(&self) -> String {
@@ -230,6 +243,9 @@ pub fn router_with(api: Api) -> Router {
         .route("/v1/policies", get(r::list_policies).put(r::set_policy))
         .route("/v1/policies/{sensor}/{health}", delete(r::remove_policy))
         .route("/v1/watch", get(watch::watch))
+        .route("/v1/telemetry", get(telemetry::stream))
+        .route("/v1/telemetry/topics", get(telemetry::topics))
+        .route("/v1/telemetry/{topic}", post(telemetry::publish))
         .fallback(|| async { Error::not_found("route", "path") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(client_tag))
@@ -243,7 +259,7 @@ pub fn router_with(api: Api) -> Router {
 #[openapi(
     info(
         title = "cairn admin API",
-        description = "Cluster, mission, tasks, parameters, health and a watch stream of a cairn cluster. \
+        description = "Cluster, mission, tasks, parameters, health, a watch stream and best-effort telemetry topics of a cairn cluster. \
 Reads are linearizable unless `?consistency=stale`. Mutating requests need `Authorization: Bearer <token>` when the node has a token.",
     ),
     paths(
@@ -257,8 +273,13 @@ Reads are linearizable unless `?consistency=stale`. Mutating requests need `Auth
         resources::list_sensors, resources::report_sensor,
         resources::list_policies, resources::set_policy, resources::remove_policy,
         watch::watch,
+        telemetry::stream, telemetry::publish, telemetry::topics,
     ),
-    components(schemas(crate::error::ErrorBody)),
+    components(schemas(
+        crate::error::ErrorBody, crate::telemetry::TelemetryMessage, crate::telemetry::TelemetryOverview,
+        crate::telemetry::TopicInfo, crate::telemetry::SourceInfo, crate::telemetry::PeerInfo,
+        telemetry::PublishResult,
+    )),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

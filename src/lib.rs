@@ -10,6 +10,9 @@
 //! - [`client`]: an admin-API client with endpoint fail-over.
 //! - [`error`]: errors and their single mapping to HTTP statuses.
 //! - [`tls`]: the cluster CA, node certificates, mTLS between nodes, HTTPS.
+//! - [`telemetry`]: best-effort pub/sub topics outside Raft (pose, world
+//!   view, node load), fanned out to every node.
+//! - `dashboard`: the operator page every node serves at `/`.
 #![deny(missing_docs)]
 
 pub mod api;
@@ -17,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod telemetry;
 pub mod tls;
 
 pub use cairn_raft as raft;

@@ -1,6 +1,7 @@
 //! End-to-end tests: real `cairn` processes on loopback.
 
 mod harness;
+mod telemetry;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
