@@ -38,6 +38,7 @@ impl Daemon {
         handlers: Vec<(String, Arc<dyn ActionHandler>)>,
     ) -> Result<Self, Error> {
         let auth = crate::api::ApiAuth::from_settings(&config.api)?;
+        crate::api::check_cors_origins(&config.api.cors_allowed_origins)?;
         let telemetry = crate::telemetry::Telemetry::new(config.id, config.telemetry.clone())
             .map_err(|e| Error::Config { reason: e.to_string() })?;
         let node = Arc::new(start_raft(&config).await?);

@@ -19,6 +19,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod daemon;
+mod dashboard;
 pub mod error;
 pub mod telemetry;
 pub mod tls;
