@@ -462,7 +462,7 @@ function renderMap() {
   });
   if (S.trail.length > 1) out.push(`<polyline id="trail" points="${S.trail.map(([x, y]) => `${x},${-y}`).join(" ")}" fill="none" stroke="#2563eb" stroke-width="${u * 0.6}" stroke-linejoin="round"/>`);
   const tri = (x, y, h, color, filled, id) => {
-    const s = u * 3;
+    const s = u * 2.2;
     const p = [[s, 0], [-s * 0.6, s * 0.55], [-s * 0.6, -s * 0.55]].map(([a, b]) => [x + a * Math.cos(h) - b * Math.sin(h), -(y + a * Math.sin(h) + b * Math.cos(h))]);
     return `<polygon id="${id}" points="${p.map((q) => q.join(",")).join(" ")}" fill="${filled ? color : "none"}" stroke="${color}" stroke-width="${u * 0.5}"/>`;
   };
