@@ -727,15 +727,16 @@ impl Telemetry {
         topic: &str,
         now: Instant,
     ) -> Result<&'a mut Topic, TelemetryError> {
-        if !st.topics.contains_key(topic) {
-            let limit = self.hub.settings.max_topics;
-            if st.topics.len() >= limit {
-                return Err(TelemetryError::TooManyTopics { limit });
+        let limit = self.hub.settings.max_topics;
+        let known = st.topics.len();
+        match st.topics.entry(topic.to_owned()) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(_) if known >= limit => {
+                Err(TelemetryError::TooManyTopics { limit })
             }
-            let rate_hz = self.hub.settings.rate_for(topic);
-            st.topics.insert(
-                topic.to_owned(),
-                Topic {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let rate_hz = self.hub.settings.rate_for(topic);
+                Ok(e.insert(Topic {
                     bucket: TokenBucket::new(rate_hz, self.hub.settings.burst, now),
                     rate_hz,
                     seq: 0,
@@ -745,12 +746,9 @@ impl Telemetry {
                     rate_limited: 0,
                     subscriber_dropped: 0,
                     forward_dropped: 0,
-                },
-            );
+                }))
+            }
         }
-        st.topics
-            .get_mut(topic)
-            .ok_or(TelemetryError::TooManyTopics { limit: 0 })
     }
 
     /// Deliver messages node `from` forwarded (from its run `incarnation`)

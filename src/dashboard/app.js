@@ -499,7 +499,12 @@ $("#token-btn").addEventListener("click", () => {
   await poll();
   openStreams();
   await refreshAll();
-  setInterval(poll, POLL_MS);
+  let polling = false; // a black-holed member makes a poll last up to the timeout
+  setInterval(async () => {
+    if (polling) return;
+    polling = true;
+    try { await poll(); } finally { polling = false; }
+  }, POLL_MS);
   setInterval(refreshAll, REFRESH_MS);
   setInterval(renderNodes, 2000); // stats age
 })();
