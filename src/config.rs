@@ -63,6 +63,11 @@ pub struct NodeConfig {
     /// for the defaults and why).
     #[serde(default)]
     pub agent: cairn_agents::AgentConfig,
+    /// Best-effort telemetry topics (`[telemetry]`: rate limits, queue
+    /// sizes, payload limit, `node.stats` interval; see
+    /// [`crate::telemetry::TelemetrySettings`] for the defaults and why).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySettings,
     /// The rover this node drives (`[rover]`: `sim`, `perceive`,
     /// `navigate`). Default: none (the node coordinates but runs no rover
     /// handlers).
@@ -148,6 +153,7 @@ impl NodeConfig {
             cpu_millicores: default_cpu_millicores(),
             memory_mib: default_memory_mib(),
             agent: cairn_agents::AgentConfig::default(),
+            telemetry: crate::telemetry::TelemetrySettings::default(),
             rover: RoverSettings::default(),
         }
     }
@@ -216,5 +222,15 @@ mod tests {
         );
         let err = toml::from_str::<NodeConfig>("id = 1\n[peer_dial_overrides]\nx = \"a\"\n").unwrap_err();
         assert!(err.to_string().contains("\"x\" is not a node id"), "{err}");
+    }
+
+    #[test]
+    fn telemetry_settings_parse_from_toml() {
+        let c: NodeConfig =
+            toml::from_str("id = 1\n[telemetry]\nrate_hz = 5\n[telemetry.topic_rate_hz]\n\"sim.world\" = 2\n").unwrap();
+        assert_eq!(c.telemetry.rate_hz, 5);
+        assert_eq!(c.telemetry.topic_rate_hz.get("sim.world"), Some(&2));
+        assert_eq!(c.telemetry.subscriber_queue, 256, "unset keys keep their defaults");
+        assert!(toml::from_str::<NodeConfig>("id = 1\n[telemetry]\nrate = 5\n").is_err());
     }
 }

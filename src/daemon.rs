@@ -19,7 +19,9 @@ pub struct Daemon {
     api: tokio::task::JoinHandle<()>,
     coordinator: Coordinator,
     agent: Agent,
-    rover_samples: Vec<tokio::sync::watch::Receiver<Option<cairn_hal::rover::RoverSample>>>,
+    telemetry: crate::telemetry::Telemetry,
+    /// The telemetry forwarder and `node.stats` publisher (stop on drop).
+    telemetry_tasks: Vec<crate::telemetry::TaskGuard>,
 }
 
 impl Daemon {
@@ -35,11 +37,17 @@ impl Daemon {
         mut config: NodeConfig,
         mut handlers: Vec<(String, Arc<dyn ActionHandler>)>,
     ) -> Result<Self, Error> {
-        let rover = crate::rover::handlers(&config.rover)?;
-        config.capabilities.extend(rover.capabilities);
-        handlers.extend(rover.handlers);
+        let mut rover = crate::rover::handlers(&config.rover)?;
+        config.capabilities.extend(std::mem::take(&mut rover.capabilities));
+        handlers.extend(std::mem::take(&mut rover.handlers));
         let auth = crate::api::ApiAuth::from_settings(&config.api)?;
+        crate::api::check_cors_origins(&config.api.cors_allowed_origins)?;
+        let telemetry = crate::telemetry::Telemetry::new(config.id, config.telemetry.clone())
+            .map_err(|e| Error::Config { reason: e.to_string() })?;
         let node = Arc::new(start_raft(&config).await?);
+        let mut telemetry_tasks = vec![crate::telemetry::start_forwarder(node.clone(), telemetry.clone())];
+        telemetry_tasks.extend(crate::telemetry::start_node_stats(telemetry.clone()));
+        telemetry_tasks.extend(crate::rover::start_publishers(&telemetry, &rover, node.clone()));
         let listener = TcpListener::bind(&config.api_addr)
             .await
             .map_err(|source| Error::Bind {
@@ -50,7 +58,8 @@ impl Daemon {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| config.api_addr.clone());
-        let app = crate::api::router_with(crate::api::Api::new(node.clone(), auth.clone()));
+        let app =
+            crate::api::router_with(crate::api::Api::new(node.clone(), auth.clone()).with_telemetry(telemetry.clone()));
         let api = match (&config.tls, config.api.tls) {
             (Some(paths), true) => {
                 let tls = crate::tls::TlsApiListener::new(listener, crate::tls::api_server_config(paths)?).map_err(
@@ -97,14 +106,16 @@ impl Daemon {
             api,
             coordinator,
             agent,
-            rover_samples: rover.samples,
+            telemetry,
+            telemetry_tasks,
         })
     }
 
-    /// Live samples of this node's rover handlers (pose, mode, sensor
-    /// health at the loop rate; empty without `[rover]`).
-    pub fn rover_samples(&self) -> &[tokio::sync::watch::Receiver<Option<cairn_hal::rover::RoverSample>>] {
-        &self.rover_samples
+    /// This node's telemetry hub (a cheap clone): publish with
+    /// `daemon.telemetry().publish("rover.pose", json)`; the message reaches
+    /// subscribers on every node.
+    pub fn telemetry(&self) -> crate::telemetry::Telemetry {
+        self.telemetry.clone()
     }
 
     /// What the coordinator on this node is doing (idle unless it leads).
@@ -130,6 +141,7 @@ impl Daemon {
     /// Stop serving and shut Raft down.
     pub async fn shutdown(self) -> Result<(), Error> {
         self.api.abort();
+        drop(self.telemetry_tasks);
         drop(self.agent);
         drop(self.coordinator);
         // Aborted agent tasks let go of the node at their next poll: wait a

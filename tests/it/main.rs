@@ -1,7 +1,9 @@
 //! End-to-end tests: real `cairn` processes on loopback.
 
+mod dashboard;
 mod harness;
 mod rover;
+mod telemetry;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

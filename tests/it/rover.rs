@@ -244,15 +244,16 @@ async fn t91_sensor_failures_degrade_the_rover_through_the_cluster() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut speeds = Vec::new();
-    for _ in 0..40 {
-        speeds.push(status(&mut client).await.velocity.linear_mps);
+    let start = status(&mut client).await;
+    let mut max = 0.0_f64;
+    for _ in 0..60 {
+        max = max.max(status(&mut client).await.velocity.linear_mps);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let max = speeds.iter().copied().fold(0.0, f64::max);
-    let mean = speeds.iter().sum::<f64>() / speeds.len() as f64;
+    let end = status(&mut client).await;
+    let moved = (end.pose.x_m - start.pose.x_m).hypot(end.pose.y_m - start.pose.y_m);
     assert!(max <= 0.5 + 1e-9, "over half the 1.0 m/s limit in gps-only: {max}");
-    assert!(mean > 0.3, "should keep going on GPS alone: mean {mean}");
+    assert!(moved > 0.5, "should keep going on GPS alone: moved {moved:.2} m in 3 s");
 
     // Lidar fails: the rover stops within a bounded distance.
     let at = status(&mut client).await;
