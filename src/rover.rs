@@ -63,10 +63,11 @@ pub fn handlers(settings: &RoverSettings) -> Result<RoverHandlers, Error> {
                 reason: "rover: set either sim or [rover.rpi], not both".into(),
             })
         }
-        (Some(addr), None) => (
-            Arc::new(SimRover::new(resolve(addr)?)),
-            format!("simulated world at {addr}"),
-        ),
+        (Some(addr), None) => {
+            let at = resolve(addr)?;
+            out.sim = Some(at);
+            (Arc::new(SimRover::new(at)), format!("simulated world at {addr}"))
+        }
         #[cfg(feature = "rpi")]
         (None, Some(rpi)) => (
             Arc::new(cairn_hal::rover::RpiRover::open(rpi.clone()).map_err(bad)?),
@@ -182,6 +183,7 @@ async fn publish_world(telemetry: Telemetry, node: Arc<RaftNode<Mission>>, addr:
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut client: Option<WorldClient> = None;
+    tracing::debug!(world = %addr, "publishing the world view while leading");
     loop {
         tick.tick().await;
         if node.leading_term().is_none() {
