@@ -19,7 +19,7 @@ use crate::device::{Drive, VelocityCommand};
 use crate::error::Error;
 use crate::geo::Twist;
 use crate::rover::localiser::{Localiser, LocaliserConfig, Perception};
-use crate::rover::{blocking, sensor_name, sensor_state, RoverHardware, RoverSample};
+use crate::rover::{blocking, open_devices, sensor_name, sensor_state, RoverHardware, RoverSample};
 
 /// Tuning of the [`ControlHandler`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,19 +248,9 @@ async fn run(
     let task_id = ctx.goal.task_id;
     let only = ctx.goal.plan_goal_id;
     let loc_config = config.localiser.clone();
-    let opened = tokio::task::spawn_blocking(move || open(hardware.as_ref(), &loc_config)).await;
-    let mut rig = match opened {
-        Ok(Ok(rig)) => rig,
-        Ok(Err(e)) => {
-            return ActionOutcome::Failed {
-                reason: format!("cannot open the rover's devices: {e}"),
-            }
-        }
-        Err(e) => {
-            return ActionOutcome::Failed {
-                reason: format!("device thread failed: {e}"),
-            }
-        }
+    let mut rig = match open_devices(move || open(hardware.as_ref(), &loc_config)).await {
+        Ok(rig) => rig,
+        Err(failed) => return failed,
     };
     tracing::info!(task = task_id, epoch, "control running");
 

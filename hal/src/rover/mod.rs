@@ -176,6 +176,19 @@ pub struct RoverSample {
     pub sensors: Vec<(String, SensorState)>,
 }
 
+/// Opens a handler run's devices on the blocking pool; a failure becomes
+/// the run's outcome (the cluster retries the task per its policy).
+async fn open_devices<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, crate::action::ActionOutcome> {
+    let failed = |reason: String| crate::action::ActionOutcome::Failed { reason };
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(devices)) => Ok(devices),
+        Ok(Err(e)) => Err(failed(format!("cannot open the rover's devices: {e}"))),
+        Err(e) => Err(failed(format!("device thread failed: {e}"))),
+    }
+}
+
 /// Runs `f` on the blocking pool with `state` and hands the state back.
 async fn blocking<S, T>(state: S, f: impl FnOnce(&mut S) -> T + Send + 'static) -> Result<(S, T), String>
 where

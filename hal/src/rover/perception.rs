@@ -14,7 +14,7 @@ use crate::action::{
 use crate::algo::ekf::EkfMode;
 use crate::error::Error;
 use crate::rover::localiser::{Localiser, LocaliserConfig};
-use crate::rover::{blocking, sensor_name, sensor_state, RoverHardware, RoverSample};
+use crate::rover::{blocking, open_devices, sensor_name, sensor_state, RoverHardware, RoverSample};
 
 /// Tuning of the [`PerceptionHandler`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,22 +124,10 @@ async fn run(
     let task_id = ctx.goal.task_id;
     let epoch = ctx.goal.epoch;
     let loc_config = config.localiser.clone();
-    let opened = tokio::task::spawn_blocking(move || -> Result<Localiser, Error> {
-        Localiser::new(hardware.sensors()?, hardware.origin()?, loc_config)
-    })
-    .await;
+    let opened = open_devices(move || Localiser::new(hardware.sensors()?, hardware.origin()?, loc_config)).await;
     let mut localiser = match opened {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => {
-            return ActionOutcome::Failed {
-                reason: format!("cannot open the rover's sensors: {e}"),
-            }
-        }
-        Err(e) => {
-            return ActionOutcome::Failed {
-                reason: format!("device thread failed: {e}"),
-            }
-        }
+        Ok(l) => l,
+        Err(failed) => return failed,
     };
     tracing::info!(task = task_id, epoch, "perception running");
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate_hz));
