@@ -19,8 +19,17 @@
 //! # Security
 //! Mutating requests need `Authorization: Bearer <token>` when a token is
 //! configured (compared in constant time); reads too if
-//! `read_requires_token`, and `GET /v1/backup` always. `/healthz`, `/readyz`
-//! and `/openapi.json` are always public. Without a token the API is open: a bench setup only.
+//! `read_requires_token`, and `GET /v1/backup` always. `/healthz`, `/readyz`, `/openapi.json` and the
+//! dashboard's static page (`/`, `/ui/…`) are always public. Without a
+//! token the API is open: a bench setup only.
+//!
+//! # CORS
+//! The dashboard page one node serves reads the other members' APIs when
+//! its own node dies, so the API answers cross-origin requests from pages
+//! served by a current member (origin `http(s)://<member api_addr>`) and
+//! from `api.cors_allowed_origins`, and from nobody else: GET and POST
+//! (POST for the page's cancel button; it still needs the token), with the
+//! `Authorization`, `Content-Type` and `Last-Event-ID` headers.
 //!
 //! # Tracing
 //! Every request gets an id (the client's `x-request-id` if it sent a sane
@@ -31,6 +40,7 @@ mod backup;
 mod drain;
 mod metrics;
 mod resources;
+mod telemetry;
 mod watch;
 
 use std::path::PathBuf;
@@ -70,6 +80,7 @@ pub use resources::DeclareParamRequest;
 pub use resources::InitRequest;
 pub use resources::ReplacePlanRequest;
 pub use resources::SubmitTaskRequest;
+pub use telemetry::PublishResult;
 
 use crate::error::Error;
 
@@ -96,6 +107,10 @@ pub struct ApiSettings {
     pub read_requires_token: bool,
     /// Serve HTTPS with the node's `[tls]` certificate.
     pub tls: bool,
+    /// Extra origins (`http://host:port`) whose pages may call this API
+    /// from a browser, besides the members' own API addresses: for when
+    /// operators reach the nodes by a name the members list does not use.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for ApiSettings {
@@ -105,6 +120,7 @@ impl std::fmt::Debug for ApiSettings {
             .field("token_file", &self.token_file)
             .field("read_requires_token", &self.read_requires_token)
             .field("tls", &self.tls)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
             .finish()
     }
 }
@@ -171,22 +187,42 @@ pub struct Api {
     started_ms: u64,
     next_request: Arc<AtomicU64>,
     watchers: Arc<tokio::sync::Semaphore>,
+    telemetry: crate::telemetry::Telemetry,
+    cors_origins: Arc<[String]>,
 }
 
 impl Api {
-    /// The API over `node` with `auth`.
+    /// The API over `node` with `auth`, and a telemetry hub of its own
+    /// (local only: the daemon passes its forwarding hub with
+    /// [`Api::with_telemetry`]).
     pub fn new(node: Arc<RaftNode<Mission>>, auth: ApiAuth) -> Self {
         let started_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let telemetry = crate::telemetry::Telemetry::with_defaults(node.id());
         Self {
             node,
             auth,
             started_ms,
             next_request: Arc::new(AtomicU64::new(1)),
             watchers: Arc::new(tokio::sync::Semaphore::new(watch::MAX_WATCHERS)),
+            telemetry,
+            cors_origins: Arc::from(Vec::new()),
         }
+    }
+
+    /// Also answer cross-origin requests from these origins (checked with
+    /// [`check_cors_origins`]), besides the members' API addresses.
+    pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
+        self.cors_origins = Arc::from(origins);
+        self
+    }
+
+    /// Serve `telemetry` at `/v1/telemetry`.
+    pub fn with_telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     fn new_request_id(&self) -> String {
@@ -235,12 +271,68 @@ pub fn router_with(api: Api) -> Router {
         .route("/v1/policies", get(r::list_policies).put(r::set_policy))
         .route("/v1/policies/{sensor}/{health}", delete(r::remove_policy))
         .route("/v1/watch", get(watch::watch))
+        .route("/v1/telemetry", get(telemetry::stream))
+        .route("/v1/telemetry/topics", get(telemetry::topics))
+        .route("/v1/telemetry/{topic}", post(telemetry::publish))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { Error::not_found("route", "path") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(client_tag))
         .layer(axum::middleware::from_fn_with_state(api.clone(), authenticate))
         .layer(axum::middleware::from_fn_with_state(api.clone(), trace_request))
+        // Outermost, so a preflight is answered before authentication.
+        .layer(cors(&api))
         .with_state(api)
+}
+
+/// Refuse `api.cors_allowed_origins` entries that are not `scheme://host[:port]`.
+pub fn check_cors_origins(origins: &[String]) -> Result<(), Error> {
+    for o in origins {
+        let rest = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
+        let ok = rest.is_some_and(|r| !r.is_empty() && !r.contains('/') && HeaderValue::from_str(o).is_ok());
+        if !ok {
+            return Err(Error::Config {
+                reason: format!("api.cors_allowed_origins: {o:?} is not http(s)://host[:port]"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether a page from `origin` may call this API: it was served by a
+/// current member, or the operator listed it.
+fn origin_allowed(origin: &str, members: &[cairn_raft::MemberStatus], extra: &[String]) -> bool {
+    let Some(host) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    members.iter().any(|m| m.member.api_addr == host) || extra.iter().any(|e| e == origin)
+}
+
+fn cors(api: &Api) -> tower_http::cors::CorsLayer {
+    use axum::http::header;
+    use tower_http::cors::AllowOrigin;
+    let node = api.node.clone();
+    let extra = api.cors_origins.clone();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| origin_allowed(o, &node.status().members, &extra))
+        }))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::HeaderName::from_static(APPLIED_INDEX_HEADER),
+            header::HeaderName::from_static(REQUEST_ID_HEADER),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// The OpenAPI document of this API.
@@ -248,7 +340,7 @@ pub fn router_with(api: Api) -> Router {
 #[openapi(
     info(
         title = "cairn admin API",
-        description = "Cluster, mission, tasks, parameters, health and a watch stream of a cairn cluster. \
+        description = "Cluster, mission, tasks, parameters, health, a watch stream and best-effort telemetry topics of a cairn cluster. \
 Reads are linearizable unless `?consistency=stale`. Mutating requests need `Authorization: Bearer <token>` when the node has a token.",
     ),
     paths(
@@ -263,8 +355,13 @@ Reads are linearizable unless `?consistency=stale`. Mutating requests need `Auth
         resources::list_sensors, resources::report_sensor,
         resources::list_policies, resources::set_policy, resources::remove_policy,
         watch::watch,
+        telemetry::stream, telemetry::publish, telemetry::topics,
     ),
-    components(schemas(crate::error::ErrorBody)),
+    components(schemas(
+        crate::error::ErrorBody, crate::telemetry::TelemetryMessage, crate::telemetry::TelemetryOverview,
+        crate::telemetry::TopicInfo, crate::telemetry::SourceInfo, crate::telemetry::PeerInfo,
+        telemetry::PublishResult,
+    )),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
@@ -400,9 +497,10 @@ async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Respo
     let Some(token) = &api.auth.token else {
         return next.run(req).await;
     };
-    let public = matches!(req.uri().path(), "/healthz" | "/readyz" | "/openapi.json");
+    let path = req.uri().path();
+    let public = matches!(path, "/healthz" | "/readyz" | "/openapi.json") || crate::dashboard::is_asset(path);
     // A backup is the whole mission: it needs the token even where reads do not.
-    let sensitive = req.uri().path() == "/v1/backup";
+    let sensitive = path == "/v1/backup";
     let needs = !public && (is_mutating(req.method()) || api.auth.read_requires_token || sensitive);
     if !needs {
         return next.run(req).await;
@@ -554,6 +652,31 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "docs/API.md does not mention: {missing:?}");
+    }
+
+    #[test]
+    fn cors_allows_members_pages_and_listed_origins_only() {
+        let member = |id: u64, api: &str| cairn_raft::MemberStatus {
+            id,
+            member: cairn_raft::Member {
+                raft_addr: "127.0.0.1:1".into(),
+                api_addr: api.into(),
+            },
+            voter: true,
+            matched_index: None,
+            lag: None,
+        };
+        let members = [member(1, "127.0.0.1:8001"), member(2, "10.0.0.2:8001")];
+        let extra = ["http://rover.local:8001".to_string()];
+        assert!(origin_allowed("http://127.0.0.1:8001", &members, &extra));
+        assert!(origin_allowed("https://10.0.0.2:8001", &members, &extra));
+        assert!(origin_allowed("http://rover.local:8001", &members, &extra));
+        assert!(!origin_allowed("http://127.0.0.1:8002", &members, &extra));
+        assert!(!origin_allowed("http://evil.example", &members, &extra));
+        assert!(!origin_allowed("null", &members, &extra));
+        assert!(check_cors_origins(&extra).is_ok());
+        assert!(check_cors_origins(&["rover.local:8001".into()]).is_err());
+        assert!(check_cors_origins(&["http://a/b".into()]).is_err());
     }
 
     #[test]

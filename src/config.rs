@@ -13,7 +13,7 @@ use crate::error::Error;
 
 /// Everything `cairn node run` needs. Every field has a laptop-friendly
 /// default except the node id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Unique, stable node id (1 or more).
@@ -63,6 +63,61 @@ pub struct NodeConfig {
     /// for the defaults and why).
     #[serde(default)]
     pub agent: cairn_agents::AgentConfig,
+    /// Best-effort telemetry topics (`[telemetry]`: rate limits, queue
+    /// sizes, payload limit, `node.stats` interval; see
+    /// [`crate::telemetry::TelemetrySettings`] for the defaults and why).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySettings,
+    /// The rover this node drives (`[rover]`: `sim`, `perceive`,
+    /// `navigate`). Default: none (the node coordinates but runs no rover
+    /// handlers).
+    #[serde(default)]
+    pub rover: RoverSettings,
+}
+
+/// Which rover handlers a node runs, and on what hardware.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoverSettings {
+    /// Address of the simulated world (`cairn sim run`), e.g.
+    /// `127.0.0.1:7700`. Absent (and no `[rover.rpi]`): no rover hardware,
+    /// no rover handlers.
+    #[serde(default)]
+    pub sim: Option<String>,
+    /// Real hardware on a Raspberry Pi (`[rover.rpi]`: pins, buses, ports;
+    /// every key has a default, so an empty section means the default
+    /// wiring). Needs a binary built with `--features rpi`.
+    #[cfg(feature = "rpi")]
+    #[serde(default)]
+    pub rpi: Option<cairn_hal::rover::RpiRoverConfig>,
+    /// Without the `rpi` feature the section is accepted and refused at
+    /// start, with a message saying how to build for a Pi.
+    #[cfg(not(feature = "rpi"))]
+    #[serde(default)]
+    pub rpi: Option<toml::Table>,
+    /// Run `perceive` tasks (localisation, sensor health); offers the
+    /// `sensors` capability. Default true.
+    #[serde(default = "yes")]
+    pub perceive: bool,
+    /// Run `navigate` tasks (drive the plan); offers the `drive`
+    /// capability. Default true.
+    #[serde(default = "yes")]
+    pub navigate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RoverSettings {
+    fn default() -> Self {
+        Self {
+            sim: None,
+            rpi: None,
+            perceive: true,
+            navigate: true,
+        }
+    }
 }
 
 fn default_raft_addr() -> String {
@@ -98,6 +153,8 @@ impl NodeConfig {
             cpu_millicores: default_cpu_millicores(),
             memory_mib: default_memory_mib(),
             agent: cairn_agents::AgentConfig::default(),
+            telemetry: crate::telemetry::TelemetrySettings::default(),
+            rover: RoverSettings::default(),
         }
     }
 
@@ -165,5 +222,15 @@ mod tests {
         );
         let err = toml::from_str::<NodeConfig>("id = 1\n[peer_dial_overrides]\nx = \"a\"\n").unwrap_err();
         assert!(err.to_string().contains("\"x\" is not a node id"), "{err}");
+    }
+
+    #[test]
+    fn telemetry_settings_parse_from_toml() {
+        let c: NodeConfig =
+            toml::from_str("id = 1\n[telemetry]\nrate_hz = 5\n[telemetry.topic_rate_hz]\n\"sim.world\" = 2\n").unwrap();
+        assert_eq!(c.telemetry.rate_hz, 5);
+        assert_eq!(c.telemetry.topic_rate_hz.get("sim.world"), Some(&2));
+        assert_eq!(c.telemetry.subscriber_queue, 256, "unset keys keep their defaults");
+        assert!(toml::from_str::<NodeConfig>("id = 1\n[telemetry]\nrate = 5\n").is_err());
     }
 }

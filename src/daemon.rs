@@ -19,6 +19,9 @@ pub struct Daemon {
     api: tokio::task::JoinHandle<()>,
     coordinator: Coordinator,
     agent: Agent,
+    telemetry: crate::telemetry::Telemetry,
+    /// The telemetry forwarder and `node.stats` publisher (stop on drop).
+    telemetry_tasks: Vec<crate::telemetry::TaskGuard>,
 }
 
 impl Daemon {
@@ -31,10 +34,16 @@ impl Daemon {
     /// [`Daemon::start`], with the action handlers this node runs tasks
     /// with, by task kind.
     pub async fn start_with_handlers(
-        config: NodeConfig,
-        handlers: Vec<(String, Arc<dyn ActionHandler>)>,
+        mut config: NodeConfig,
+        mut handlers: Vec<(String, Arc<dyn ActionHandler>)>,
     ) -> Result<Self, Error> {
+        let mut rover = crate::rover::handlers(&config.rover)?;
+        config.capabilities.extend(std::mem::take(&mut rover.capabilities));
+        handlers.extend(std::mem::take(&mut rover.handlers));
         let auth = crate::api::ApiAuth::from_settings(&config.api)?;
+        crate::api::check_cors_origins(&config.api.cors_allowed_origins)?;
+        let telemetry = crate::telemetry::Telemetry::new(config.id, config.telemetry.clone())
+            .map_err(|e| Error::Config { reason: e.to_string() })?;
         let listener = TcpListener::bind(&config.api_addr)
             .await
             .map_err(|source| Error::Bind {
@@ -50,7 +59,11 @@ impl Daemon {
         let mut config = config;
         config.api_addr = api_addr.clone();
         let node = Arc::new(start_raft(&config).await?);
-        let app = crate::api::router_with(crate::api::Api::new(node.clone(), auth.clone()));
+        let mut telemetry_tasks = vec![crate::telemetry::start_forwarder(node.clone(), telemetry.clone())];
+        telemetry_tasks.extend(crate::telemetry::start_node_stats(telemetry.clone()));
+        telemetry_tasks.extend(crate::rover::start_publishers(&telemetry, &rover, node.clone()));
+        let app =
+            crate::api::router_with(crate::api::Api::new(node.clone(), auth.clone()).with_telemetry(telemetry.clone()));
         let api = match (&config.tls, config.api.tls) {
             (Some(paths), true) => {
                 let tls = crate::tls::TlsApiListener::new(listener, crate::tls::api_server_config(paths)?).map_err(
@@ -100,7 +113,16 @@ impl Daemon {
             api,
             coordinator,
             agent,
+            telemetry,
+            telemetry_tasks,
         })
+    }
+
+    /// This node's telemetry hub (a cheap clone): publish with
+    /// `daemon.telemetry().publish("rover.pose", json)`; the message reaches
+    /// subscribers on every node.
+    pub fn telemetry(&self) -> crate::telemetry::Telemetry {
+        self.telemetry.clone()
     }
 
     /// What the coordinator on this node is doing (idle unless it leads).
@@ -135,6 +157,7 @@ impl Daemon {
             // Not fatal: the others elect a leader after an election timeout.
             Err(e) => tracing::warn!(error = %e, "could not hand leadership over; shutting down anyway"),
         }
+        drop(self.telemetry_tasks);
         drop(self.agent);
         drop(self.coordinator);
         self.api.abort();

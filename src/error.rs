@@ -7,7 +7,8 @@
 //! | 404 `not_found` | an unknown task, node, goal, parameter, policy or member |
 //! | 409 `conflict` / `rejected` / … | the request is well-formed but the current state refuses it (illegal task transition, plan version mismatch, already initialised) |
 //! | 410 `compacted` | a watch asked for history that is compacted into a snapshot |
-//! | 413 `body_too_large` | the body exceeds the limit |
+//! | 413 `body_too_large` / `payload_too_large` | the body exceeds the limit (a telemetry payload: the telemetry limit) |
+//! | 429 `rate_limited` | a telemetry topic is over its rate limit; the message was dropped; `retryable: true` |
 //! | 503 `unavailable` / `not_leader` | no leader right now; `retryable: true` |
 //! | 504 `timeout` | the outcome of a write is unknown; `retryable: true` |
 //!
@@ -71,6 +72,9 @@ pub enum Error {
         /// Why (never echoes the token).
         reason: String,
     },
+    /// Telemetry refused a publish or a subscription.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
     /// A value could not be encoded as JSON (a bug, not bad input).
     #[error("cannot encode the response: {reason}")]
     Encode {
@@ -153,6 +157,20 @@ impl Error {
             Error::Bind { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "bind", None),
             Error::Client(_) => (StatusCode::BAD_GATEWAY, "upstream", None),
             Error::Unexpected { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+            Error::Telemetry(e) => {
+                use crate::telemetry::TelemetryError as T;
+                match e {
+                    T::InvalidTopic { .. } => (StatusCode::BAD_REQUEST, "bad_request", Some("topic".into())),
+                    T::InvalidFilter { .. } => (StatusCode::BAD_REQUEST, "bad_request", Some("topic".into())),
+                    T::PayloadTooLarge { .. } => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", Some("body".into()))
+                    }
+                    T::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some("topic".into())),
+                    T::TooManyTopics { .. } => (StatusCode::CONFLICT, "limit_reached", Some("topic".into())),
+                    T::TooManySubscribers { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+                    T::Config { key, .. } => (StatusCode::INTERNAL_SERVER_ERROR, "config", Some((*key).to_string())),
+                }
+            }
             Error::Raft(e) => match e {
                 R::AlreadyInitialized { .. } => (StatusCode::CONFLICT, "already_initialized", None),
                 R::UnknownMember { .. } => (StatusCode::NOT_FOUND, "unknown_member", Some("id".into())),
@@ -176,7 +194,15 @@ impl Error {
             code: code.into(),
             message: self.to_string(),
             field,
-            retryable: matches!(self, Error::Raft(e) if e.is_retryable()),
+            retryable: match self {
+                Error::Raft(e) => e.is_retryable(),
+                Error::Telemetry(e) => matches!(
+                    e,
+                    crate::telemetry::TelemetryError::RateLimited { .. }
+                        | crate::telemetry::TelemetryError::TooManySubscribers { .. }
+                ),
+                _ => false,
+            },
         }
     }
 

@@ -6,7 +6,8 @@
 //! declare|set|get|list`, `task submit|list|get|cancel`, `mission
 //! show|load|append|skip|complete|abort`, `sensor list|report`, `policy
 //! list|set|remove`, `watch`, `certs init|issue`, `openapi`, `backup`,
-//! `restore`, `recover --force-new-cluster`. Every command
+//! `restore`, `recover --force-new-cluster`, `sim run|status|fault|estop`.
+//! Every command
 //! prints a table for people and JSON with `-o json`.
 //!
 //! Endpoints come from `--endpoints`, else `CAIRN_ENDPOINTS`, else the
@@ -135,6 +136,11 @@ enum Cmd {
     /// Offline, after losing quorum for good: make a stopped survivor the
     /// only voter of a new cluster, keeping everything it has.
     Recover(cli::ops::RecoverArgs),
+    /// The simulated rover world: run it, read it, inject faults.
+    Sim {
+        #[command(subcommand)]
+        cmd: cli::sim::SimCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,6 +176,10 @@ enum NodeCmd {
         /// Serve the admin API over HTTPS with the node certificate.
         #[arg(long)]
         api_tls: bool,
+        /// Drive the simulated rover whose world listens here (`cairn sim
+        /// run`): runs perceive and navigate tasks.
+        #[arg(long)]
+        sim: Option<String>,
     },
     /// List registered nodes: capabilities, liveness, load.
     List {
@@ -323,6 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     api_token,
                     read_requires_token,
                     api_tls,
+                    sim,
                 },
         } => {
             let mut cfg = match &config {
@@ -350,6 +361,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             cfg.api.read_requires_token |= read_requires_token;
             cfg.api.tls |= api_tls;
+            if let Some(addr) = sim {
+                cfg.rover.sim = Some(addr);
+            }
             let daemon = Daemon::start(cfg.clone())
                 .await
                 .with_context(|| format!("starting node {}", cfg.id))?;
@@ -404,6 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Backup(args) => cli::ops::backup(&client, cli.output == Output::Json, args).await?,
         Cmd::Restore(args) => cli::ops::restore(args).await?,
         Cmd::Recover(args) => cli::ops::recover(cli.output == Output::Json, args).await?,
+        Cmd::Sim { cmd } => cli::sim::sim(cli.output == Output::Json, cmd).await?,
     }
     Ok(())
 }

@@ -41,6 +41,7 @@ pub mod algo;
 pub mod device;
 mod error;
 pub mod geo;
+pub mod rover;
 #[cfg(feature = "rpi")]
 pub mod rpi;
 pub mod sim;

@@ -18,6 +18,8 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::Value;
 
+pub mod sim;
+
 const NONE: Option<&()> = None;
 
 // ---------------------------------------------------------------------------

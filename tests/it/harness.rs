@@ -38,6 +38,8 @@ pub struct Options {
     pub read_requires_token: bool,
     /// mTLS between nodes and HTTPS on the API, with certs made by the CLI.
     pub tls: bool,
+    /// More `cairn node run` flags for every node (e.g. `--sim ADDR`).
+    pub extra_args: Vec<String>,
 }
 
 pub fn cairn_bin() -> &'static str {
@@ -129,6 +131,7 @@ impl ProcCluster {
         if opts.read_requires_token {
             extra_args.push("--read-requires-token".into());
         }
+        extra_args.extend(opts.extra_args.iter().cloned());
         let mut procs = BTreeMap::new();
         for id in 1..=n {
             let mut p = Proc {
@@ -343,6 +346,21 @@ impl ProcCluster {
         let _ = child.kill();
         let _ = child.wait();
         None
+    }
+
+    /// `SIGSTOP` (`resume` = `SIGCONT`): a frozen process, not a dead one.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    fn signal(&self, id: u64, sig: &str) {
+        let pid = self.procs[&id].child.as_ref().expect("running").id();
+        let ok = Command::new("kill").arg(sig).arg(pid.to_string()).status().unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
     }
 
     pub async fn restart(&mut self, id: u64) {

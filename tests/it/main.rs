@@ -1,8 +1,11 @@
 //! End-to-end tests: real `cairn` processes on loopback.
 
+mod dashboard;
 mod embed;
 mod harness;
 mod ops;
+mod rover;
+mod telemetry;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

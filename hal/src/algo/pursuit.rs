@@ -111,6 +111,11 @@ impl PurePursuit {
         (self.next < self.waypoints.len()).then_some(self.next)
     }
 
+    /// How many waypoints the follower visits in all.
+    pub fn waypoint_count(&self) -> usize {
+        self.waypoints.len()
+    }
+
     /// Path length left from `pose`, m.
     pub fn distance_m_remaining(&self, pose: &Pose2) -> f64 {
         let Some(next) = self.waypoints.get(self.next) else {

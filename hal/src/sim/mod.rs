@@ -18,7 +18,8 @@ pub mod protocol;
 pub mod world;
 
 pub use model::{
-    Fault, LidarConfig, NoiseConfig, World, WorldConfig, WorldStatus, GRAVITY_MPS2, LIDAR_BEAMS_MAX, OBSTACLES_MAX,
+    EpochUse, Fault, LidarConfig, NoiseConfig, World, WorldConfig, WorldStatus, EPOCH_LOG_MAX, GRAVITY_MPS2,
+    LIDAR_BEAMS_MAX, OBSTACLES_MAX,
 };
 pub use protocol::{Request, Response, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 pub use world::{

@@ -255,6 +255,13 @@ pub struct WorldStatus {
     pub obstacles: Vec<Circle>,
     /// The drivetrain's fencing state: current epoch, accepted and rejected counts.
     pub fence: EpochFence,
+    /// Which epochs drove the rover and when, oldest first (the last
+    /// [`EPOCH_LOG_MAX`]): the record that shows no stale controller moved
+    /// the wheels after a takeover.
+    pub epochs: Vec<EpochUse>,
+    /// Where the local frame sits on Earth (nodes need it to turn GPS fixes
+    /// into local metres).
+    pub origin: GeoOrigin,
     /// Times the watchdog stopped the rover for lack of commands.
     pub watchdog_stops: u64,
     /// Times the rover ran into an obstacle (it stops there).
@@ -265,6 +272,22 @@ pub struct WorldStatus {
     pub led_on: bool,
     /// The fault on each sensor, in [`DeviceKind::SENSORS`] order.
     pub faults: Vec<(DeviceKind, Fault)>,
+}
+
+/// How many epochs [`WorldStatus::epochs`] remembers.
+pub const EPOCH_LOG_MAX: usize = 32;
+
+/// The commands one fencing epoch got through to the wheels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochUse {
+    /// The epoch.
+    pub epoch: u64,
+    /// Commands accepted under it.
+    pub accepted: u64,
+    /// World time of its first accepted command.
+    pub first: Timestamp,
+    /// World time of its last accepted command.
+    pub last: Timestamp,
 }
 
 /// The simulated world.
@@ -281,6 +304,7 @@ pub struct World {
     wheel_left_m: f64,
     wheel_right_m: f64,
     fence: EpochFence,
+    epochs: std::collections::VecDeque<EpochUse>,
     estop_engaged: bool,
     led_on: bool,
     in_contact: bool,
@@ -315,6 +339,7 @@ impl World {
             wheel_left_m: 0.0,
             wheel_right_m: 0.0,
             fence: EpochFence::default(),
+            epochs: std::collections::VecDeque::new(),
             estop_engaged: false,
             led_on: false,
             in_contact: false,
@@ -363,6 +388,7 @@ impl World {
         if self.estop_engaged {
             return Err(Error::EStopEngaged);
         }
+        self.note_epoch(cmd.epoch);
         let half_track = self.config.track_width_m / 2.0;
         let left = cmd.linear_mps - cmd.angular_rps * half_track;
         let right = cmd.linear_mps + cmd.angular_rps * half_track;
@@ -377,6 +403,27 @@ impl World {
             angular_rps: cmd.angular_rps * scale,
         };
         Ok(())
+    }
+
+    fn note_epoch(&mut self, epoch: u64) {
+        let now = self.time();
+        match self.epochs.back_mut() {
+            Some(last) if last.epoch == epoch => {
+                last.accepted += 1;
+                last.last = now;
+            }
+            _ => {
+                if self.epochs.len() == EPOCH_LOG_MAX {
+                    self.epochs.pop_front();
+                }
+                self.epochs.push_back(EpochUse {
+                    epoch,
+                    accepted: 1,
+                    first: now,
+                    last: now,
+                });
+            }
+        }
     }
 
     /// Stops the wheels because no valid command arrived in time. Not fenced:
@@ -514,6 +561,8 @@ impl World {
             velocity: self.velocity,
             obstacles: self.config.obstacles.clone(),
             fence: self.fence.clone(),
+            epochs: self.epochs.iter().copied().collect(),
+            origin: self.config.origin,
             watchdog_stops: self.watchdog_stops,
             collisions: self.collisions,
             estop_engaged: self.estop_engaged,

@@ -17,7 +17,7 @@ use crate::error::{Error, RemoteError};
 use crate::sim::model::{Fault, WorldStatus};
 
 /// Bumped on any change to [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side sends or accepts, bytes. The largest
 /// legitimate message is a status with [`crate::sim::OBSTACLES_MAX`]

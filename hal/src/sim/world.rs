@@ -479,6 +479,15 @@ impl SimHal {
         })
     }
 
+    /// The world's status (blocking), e.g. for its origin.
+    pub fn status(&self) -> Result<WorldStatus, Error> {
+        match lock(&self.link).call(&Request::Status)? {
+            Response::Status(s) => Ok(s),
+            Response::Error(e) => Err(e.into()),
+            _ => Err(Error::UnexpectedResponse { request: "status" }),
+        }
+    }
+
     fn handle(&self, kind: DeviceKind) -> SimDevice {
         SimDevice {
             kind,
@@ -540,11 +549,24 @@ impl SimDevice {
         req: Request,
         pick: impl FnOnce(Response) -> Option<T>,
     ) -> Result<T, Error> {
+        self.read_judged(req, pick, |_| true)
+    }
+
+    /// As [`SimDevice::read`]; `informative` says whether a reading carries
+    /// enough to call a repeat of it stuck (a lidar sweep with no return in
+    /// range reads the same every time in an open field, legitimately).
+    fn read_judged<T: serde::Serialize>(
+        &mut self,
+        req: Request,
+        pick: impl FnOnce(Response) -> Option<T>,
+        informative: impl FnOnce(&T) -> bool,
+    ) -> Result<T, Error> {
         let name = req.name();
         let outcome = self
             .call(&req)
             .and_then(|resp| pick(resp).ok_or(Error::UnexpectedResponse { request: name }));
         match &outcome {
+            Ok(v) if !informative(v) => self.health.record_ok(None),
             Ok(v) => self.health.record_ok(fingerprint_without_stamp(v)),
             Err(e) => self.health.record_err(e),
         }
@@ -623,10 +645,14 @@ impl Gps for SimGps {
 
 impl RangeScanner for SimRange {
     fn scan(&mut self) -> Result<Scan, Error> {
-        self.0.read(Request::ReadScan, |r| match r {
-            Response::Scan(v) => Some(v),
-            _ => None,
-        })
+        self.0.read_judged(
+            Request::ReadScan,
+            |r| match r {
+                Response::Scan(v) => Some(v),
+                _ => None,
+            },
+            |scan| scan.ranges_m.iter().any(|r| r.is_finite()),
+        )
     }
 }
 

@@ -4,4 +4,5 @@
 mod ekf;
 mod faults;
 mod harness;
+mod rover;
 mod world_server;

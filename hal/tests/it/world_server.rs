@@ -221,6 +221,39 @@ async fn t33_sim_hal_reads_every_device_and_tracks_health() {
         "{health:?}"
     );
 
+    tracing::info!("a stuck lidar is Degraded; an open field with no return in range is not stuck");
+    client
+        .inject_fault(DeviceKind::Range, Fault::Stuck)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let health = blocking(move || {
+        let hal = SimHal::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+        let mut range = hal.range();
+        for _ in 0..12 {
+            range.scan().unwrap_or_else(|e| panic!("range: {e}"));
+        }
+        range.health()
+    })
+    .await;
+    assert!(
+        matches!(&health, Health::Degraded { reason } if reason.contains("stuck")),
+        "{health:?}"
+    );
+    let open = RunningWorld::start(quiet_config(), ServerConfig::default()).await;
+    let open_addr = open.addr;
+    let health = blocking(move || {
+        let hal = SimHal::connect(open_addr).unwrap_or_else(|e| panic!("{e}"));
+        let mut range = hal.range();
+        for _ in 0..12 {
+            let scan = range.scan().unwrap_or_else(|e| panic!("range: {e}"));
+            assert!(scan.ranges_m.iter().all(|r| r.is_infinite()));
+        }
+        range.health()
+    })
+    .await;
+    assert_eq!(health, Health::Ok);
+    open.stop().await;
+
     let status = client.status().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.faults[0], (DeviceKind::Imu, Fault::Failed));
     assert_eq!(status.faults[1], (DeviceKind::Gps, Fault::Stuck));

@@ -57,6 +57,20 @@ use crate::transport::TcpDialer;
 pub type AppHandler =
     Arc<dyn Fn(NodeId, Vec<u8>) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
 
+/// Which component an application message is for. Several components share
+/// the one application-message path of the transport; each registers its
+/// own handler on its own channel, so none can take over another's
+/// messages. A closed enum rather than a number, so two components cannot
+/// pick the same channel by accident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum AppChannel {
+    /// What [`RaftNode::set_app_handler`] and [`RaftNode::send_app`] use:
+    /// the agents' heartbeats to the coordinator.
+    Default,
+    /// Best-effort telemetry fanned out between nodes (the facade's hub).
+    Telemetry,
+}
+
 /// How many times a write chases a moving leader before giving up.
 const FORWARD_ATTEMPTS: usize = 5;
 
@@ -180,7 +194,7 @@ pub(crate) struct Core<S: StateMachine> {
     election_timeout_max: Duration,
     forward: ForwardPool,
     last_stamp_ms: AtomicU64,
-    app_handler: std::sync::RwLock<Option<AppHandler>>,
+    app_handlers: std::sync::RwLock<HashMap<AppChannel, AppHandler>>,
 }
 
 fn forward_err(leader: Option<(NodeId, Member)>) -> ForwardError {
@@ -412,7 +426,7 @@ impl<S: StateMachine> Core<S> {
                 }
                 Request::ReadIndex => Response::ReadIndex(self.read_index_local().await),
                 Request::Admin(a) => Response::Admin(self.admin_local(a).await),
-                Request::App { from, payload } => Response::App(self.handle_app(from, payload).await),
+                Request::App { from, channel, payload } => Response::App(self.handle_app(from, channel, payload).await),
                 other => Response::Error(format!("not a forwardable request: {other:?}")),
             }
         }
@@ -420,11 +434,16 @@ impl<S: StateMachine> Core<S> {
         .await
     }
 
-    async fn handle_app(&self, from: NodeId, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        let handler = self.app_handler.read().unwrap_or_else(|p| p.into_inner()).clone();
+    async fn handle_app(&self, from: NodeId, channel: AppChannel, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        let handler = self
+            .app_handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&channel)
+            .cloned();
         match handler {
             Some(h) => h(from, payload).await,
-            None => Err(format!("node {} has no application handler", self.id)),
+            None => Err(format!("node {} has no application handler for {channel:?}", self.id)),
         }
     }
 
@@ -653,7 +672,7 @@ impl<S: StateMachine> RaftNode<S> {
                 peers: tokio::sync::Mutex::new(HashMap::new()),
             },
             last_stamp_ms: AtomicU64::new(0),
-            app_handler: std::sync::RwLock::new(None),
+            app_handlers: std::sync::RwLock::new(HashMap::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = tokio::spawn(super::server::serve(
@@ -771,19 +790,41 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// Register the handler for application messages sent to this node.
+    /// Register the handler for application messages sent to this node on
+    /// the [`AppChannel::Default`] channel.
     pub fn set_app_handler(&self, handler: AppHandler) {
-        *self.core.app_handler.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+        self.set_app_handler_on(AppChannel::Default, handler);
+    }
+
+    /// Register the handler for application messages on `channel`
+    /// (replacing the channel's previous handler, if any).
+    pub fn set_app_handler_on(&self, channel: AppChannel, handler: AppHandler) {
+        self.core
+            .app_handlers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel, handler);
     }
 
     /// Send an application message to member `target` over the Raft
-    /// transport and wait for its handler's answer. Best effort: not
-    /// replicated, not retried.
+    /// transport on the [`AppChannel::Default`] channel and wait for its
+    /// handler's answer. Best effort: not replicated, not retried.
     pub async fn send_app(&self, target: NodeId, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, Error> {
+        self.send_app_on(AppChannel::Default, target, payload, timeout).await
+    }
+
+    /// [`RaftNode::send_app`] on `channel`.
+    pub async fn send_app_on(
+        &self,
+        channel: AppChannel,
+        target: NodeId,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
         if target == self.core.id {
             return self
                 .core
-                .handle_app(target, payload)
+                .handle_app(target, channel, payload)
                 .await
                 .map_err(|reason| Error::Unavailable { leader: target, reason });
         }
@@ -792,6 +833,7 @@ impl<S: StateMachine> RaftNode<S> {
         };
         let req = Request::App {
             from: self.core.id,
+            channel,
             payload,
         };
         match self.core.forward.call(target, &member.raft_addr, req, timeout).await {

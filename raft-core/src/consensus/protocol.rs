@@ -99,6 +99,8 @@ pub(crate) enum Request {
     /// handled by the handler the application registered.
     App {
         from: NodeId,
+        /// Which registered handler it is for.
+        channel: super::node::AppChannel,
         payload: Vec<u8>,
     },
     /// A forwarded request with the request id of the API call that caused

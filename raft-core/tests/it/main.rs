@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_raft::AppChannel;
 use cairn_raft::Consistency;
 use cairn_raft::Error;
 use cairn_raft::LinkControl;
@@ -360,6 +361,30 @@ async fn t90_fenced_write_and_app_messages() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no application handler"), "got {err}");
+
+    tracing::info!("each channel reaches its own handler; the default one is untouched");
+    c.node(leader).set_app_handler_on(
+        AppChannel::Telemetry,
+        Arc::new(|_from, payload| Box::pin(async move { Ok([b"telemetry: ".as_slice(), &payload].concat()) })),
+    );
+    let answer = c
+        .node(follower)
+        .send_app_on(AppChannel::Telemetry, leader, b"x".to_vec(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(answer, b"telemetry: x");
+    let answer = c
+        .node(follower)
+        .send_app(leader, b"y".to_vec(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(answer).unwrap(), format!("from {follower}: y"));
+    let err = c
+        .node(leader)
+        .send_app_on(AppChannel::Telemetry, follower, vec![], Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Telemetry"), "got {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Real-browser test of the dashboard (run by scripts/browser-test).
+
+Starts a 3-node cairn cluster on loopback (mutual TLS between nodes, a write
+token), opens the dashboard served by the leader in Debian's headless
+Chromium, driven over the Chrome DevTools Protocol, and checks what a person
+would see: three members and the leader; after `kill -9` of the leader, the
+new leader within seconds and a page that says its node died and reads from
+another one; a mission map with waypoints, a pose trail and obstacles from
+telemetry. Saves a screenshot (docs/dashboard.png by default).
+
+Bounded: the whole run has a deadline; every process and temp dir it made is
+removed on exit, also on failure.
+"""
+
+import base64
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import websocket  # python3-websocket (Debian)
+
+DEADLINE_S = 180
+TOKEN = "browser-test-" + os.urandom(6).hex()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("CAIRN_BIN", os.path.join(ROOT, "target", "debug", "cairn"))
+SHOT = os.environ.get("DASHBOARD_PNG", os.path.join(ROOT, "docs", "dashboard.png"))
+
+PLAN = os.path.join(ROOT, "examples", "missions", "traverse.json")
+WORLD = os.path.join(ROOT, "examples", "missions", "rover-world.json")
+
+procs = {}   # node id -> Popen
+chrome = None
+work = tempfile.mkdtemp(prefix="cairn-browser-test.")
+
+
+def log(msg):
+    print(f"[browser-test {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def fail(msg):
+    raise SystemExit(f"browser-test FAILED: {msg}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, addr, path, body=None, token=True, timeout=5):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {TOKEN}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            text = r.read().decode()
+            return r.status, json.loads(text) if text.strip().startswith(("{", "[")) else text
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait(what, pred, timeout):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = pred()
+            if last:
+                return last
+        except (OSError, ValueError) as e:
+            last = e
+        time.sleep(0.1)
+    fail(f"{what} not within {timeout}s (last: {last!r})")
+
+
+# ---------------------------------------------------------------------------
+# the cluster
+
+raft = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+api = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+sim = f"127.0.0.1:{free_port()}"
+world = []  # the `cairn sim run` process
+
+
+def start_world():
+    logf = open(os.path.join(work, "world.log"), "ab")
+    world.append(subprocess.Popen([BIN, "sim", "run", "--sim-addr", sim, "--world", WORLD, "--status-interval-ms", "0"],
+                                  stdout=subprocess.DEVNULL, stderr=logf))
+    wait("the world up", lambda: subprocess.run([BIN, "sim", "status", "--sim-addr", sim], stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL).returncode == 0, 20)
+
+
+def sim_fault(device, fault):
+    subprocess.run([BIN, "sim", "fault", "--sim-addr", sim, device, fault], check=True, stdout=subprocess.DEVNULL)
+
+
+def start_node(i):
+    logf = open(os.path.join(work, f"n{i}.log"), "ab")
+    env = dict(os.environ, RUST_LOG="warn,cairn=info", CAIRN_API_TOKEN=TOKEN)
+    procs[i] = subprocess.Popen(
+        [BIN, "node", "run", "--id", str(i), "--raft-addr", raft[i], "--api-addr", api[i],
+         "--data-dir", os.path.join(work, f"n{i}"), "--tls-dir", os.path.join(work, "certs"), "--sim", sim],
+        stdout=subprocess.DEVNULL, stderr=logf, env=env)
+    wait(f"node {i} healthy", lambda: http("GET", api[i], "/healthz", token=False, timeout=1)[0] == 200, 20)
+
+
+def status(i):
+    code, st = http("GET", api[i], "/v1/status", timeout=1)
+    return st if code == 200 else None
+
+
+def agreed_leader(alive):
+    seen = [status(i) for i in alive]
+    leaders = {s["leader"] for s in seen if s}
+    if len(leaders) == 1 and all(s and s["leader"] is not None for s in seen):
+        return leaders.pop()
+    return None
+
+
+# ---------------------------------------------------------------------------
+# the browser, over the DevTools protocol
+
+class Browser:
+    def __init__(self):
+        global chrome
+        exe = shutil.which("chromium") or shutil.which("chromium-browser")
+        if not exe:
+            fail("chromium not found (scripts/setup installs it)")
+        profile = os.path.join(work, "chromium")
+        args = [exe, "--headless=new", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+                "--no-first-run", "--no-default-browser-check", "--disable-gpu", "--disable-extensions",
+                "--disable-background-networking", "--disable-dev-shm-usage", "--hide-scrollbars",
+                "--window-size=1440,1500", "about:blank"]
+        if os.geteuid() == 0:
+            args.insert(1, "--no-sandbox")  # Chromium refuses to sandbox as root
+        chrome = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "chromium.log"), "ab"))
+        port_file = os.path.join(profile, "DevToolsActivePort")
+        wait("chromium's DevTools port", lambda: os.path.exists(port_file) and open(port_file).read().split("\n")[0], 30)
+        port = open(port_file).read().split("\n")[0]
+        targets = wait("a page target", lambda: [t for t in json.load(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/json/list", timeout=2)) if t["type"] == "page"], 10)
+        self.ws = websocket.create_connection(targets[0]["webSocketDebuggerUrl"], timeout=20, suppress_origin=True)
+        self.ids = itertools.count(1)
+        self.console = []
+        self.call("Runtime.enable")
+        self.call("Page.enable")
+        self.call("Emulation.setDeviceMetricsOverride", width=1440, height=1500, deviceScaleFactor=1, mobile=False)
+
+    def call(self, method, **params):
+        mid = next(self.ids)
+        self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("method") == "Runtime.exceptionThrown":
+                self.console.append(msg["params"]["exceptionDetails"].get("text", "exception"))
+            if msg.get("id") == mid:
+                if "error" in msg:
+                    fail(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def js(self, expr):
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in r:
+            fail(f"js {expr!r}: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def wait_js(self, what, expr, timeout):
+        return wait(what, lambda: self.js(expr), timeout)
+
+    def screenshot(self, path):
+        data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(data))
+
+
+def cleanup():
+    for p in list(procs.values()) + world + ([chrome] if chrome else []):
+        if p and p.poll() is None:
+            p.kill()
+            p.wait()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def on_alarm(*_):
+    raise SystemExit(f"browser-test FAILED: did not finish within {DEADLINE_S}s")
+
+
+def main():
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(DEADLINE_S)
+    log(f"cluster CA and node certificates in {work}")
+    for args in (["certs", "init"], ["certs", "issue", "1"], ["certs", "issue", "2"], ["certs", "issue", "3"]):
+        subprocess.run([BIN, *args, "--dir", os.path.join(work, "certs")], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_world()
+    for i in (1, 2, 3):
+        start_node(i)
+    members = {str(i): {"raft_addr": raft[i], "api_addr": api[i]} for i in (1, 2, 3)}
+    code, body = http("POST", api[1], "/v1/cluster/init", {"members": members})
+    if code != 201:
+        fail(f"cluster init: {code} {body}")
+    leader = wait("an agreed leader", lambda: agreed_leader([1, 2, 3]), 20)
+    log(f"leader is node {leader}")
+
+    log("the traverse, perception and control on the simulated rover")
+    with open(PLAN) as f:
+        code, body = http("PUT", api[leader], "/v1/mission/plan", json.load(f))
+    if code != 200:
+        fail(f"plan: {code} {body}")
+    for task in ({"kind": "perceive", "required_capabilities": ["sensors"]},
+                 {"kind": "navigate", "required_capabilities": ["drive"], "priority": 5},
+                 {"kind": "sample-drill", "required_capabilities": ["drill"], "priority": 9}):
+        code, body = http("POST", api[leader], "/v1/tasks", task)
+        if code not in (200, 201):
+            fail(f"task: {code} {body}")
+
+    log(f"opening the dashboard served by the leader, http://{api[leader]}/")
+    b = Browser()
+    b.call("Page.navigate", url=f"http://{api[leader]}/")
+    b.wait_js("three members and the leader on the page",
+              f"document.querySelectorAll('#members-table tbody tr').length === 3 && "
+              f"document.querySelector('#leader').dataset.leader === '{leader}'", 20)
+    b.wait_js("three registered nodes with node.stats",
+              "document.querySelectorAll('#nodes-table tbody tr[data-node]').length === 3 && "
+              "[...document.querySelectorAll('#nodes-table tbody tr')].every(r => r.children[4].textContent.endsWith('%'))", 20)
+    b.wait_js("waypoints, obstacles and the rover's trail on the map, a waypoint reached",
+              "document.querySelectorAll('#map circle.goal').length === 5 && "
+              "document.querySelectorAll('#map circle.goal[data-status=Reached]').length >= 1 && "
+              "!!document.querySelector('#map #trail') && !!document.querySelector('#map #truth')", 40)
+    log("failing the IMU in the world: perception reports it, the policy degrades the rover")
+    sim_fault("imu", "failed")
+    b.wait_js("the degraded mode with its cause", "document.querySelector('#mode').dataset.mode === 'GpsOnly' && "
+              "document.querySelector('#causes').textContent.includes('imu')", 15)
+
+    log(f"kill -9 the leader, node {leader}, which served the page")
+    procs[leader].kill()
+    procs[leader].wait()
+    killed_at = time.monotonic()
+    alive = [i for i in (1, 2, 3) if i != leader]
+    new = b.wait_js("a new leader on the page",
+                    f"(() => {{ const l = document.querySelector('#leader').dataset.leader; "
+                    f"return l && l !== '{leader}' ? l : null }})()", 15)
+    took = time.monotonic() - killed_at
+    log(f"the page shows node {new} leading {took:.1f}s after the kill")
+    if int(new) not in alive:
+        fail(f"the page names node {new}, which is not alive")
+    cur = b.wait_js("the page reading from a live node",
+                    f"(() => {{ const c = document.querySelector('#conn').dataset.current; "
+                    f"return c && c !== '{api[leader]}' ? c : null }})()", 10)
+    if cur not in [api[i] for i in alive]:
+        fail(f"the page reads from {cur}, not a live node")
+    banner = b.js("document.querySelector('#banner').hidden ? '' : document.querySelector('#banner').textContent")
+    if "served this page" not in banner:
+        fail(f"the page does not say that its node died: banner {banner!r}")
+    log(f"banner: {banner}")
+    b.wait_js("the killed node shown unreachable",
+              f"document.querySelector('#members-table tr[data-node=\"{leader}\"]').textContent.includes('no')", 10)
+    b.wait_js("the leader change in recent events",
+              "document.querySelector('#events').textContent.includes('leader changed')", 15)
+    time.sleep(3)  # a little more trail after the failover
+    b.js("window.scrollTo(0, 0)")
+    b.screenshot(SHOT)
+    if b.console:
+        fail(f"uncaught errors in the page: {b.console}")
+    log(f"screenshot saved to {SHOT}")
+    print("browser-test: 1 passed, 0 failed")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException:
+        for i in procs:
+            path = os.path.join(work, f"n{i}.log")
+            if os.path.exists(path):
+                tail = open(path, errors="replace").read()[-2000:]
+                print(f"--- node {i} log (tail) ---\n{tail}", file=sys.stderr)
+        raise
+    finally:
+        cleanup()

@@ -1,0 +1,510 @@
+// cairn dashboard: reads the admin API of whichever member answers, follows
+// /v1/watch (replicated changes) and /v1/telemetry (pose, world, node load),
+// and fails over to another member when the one it reads from dies.
+"use strict";
+
+const POLL_MS = 1000;          // status of every known member
+const REFRESH_MS = 5000;       // full re-read, in case a change event was missed
+const REQUEST_TIMEOUT_MS = 2500;
+const TRAIL_MAX = 600;         // pose trail points kept (a minute at 10 Hz)
+const EVENTS_MAX = 200;
+const STATES = ["Pending", "Assigned", "Running", "Succeeded", "Failed", "Cancelled"];
+const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled"]);
+
+const S = {
+  servedBy: location.host,     // the node whose page this is
+  current: location.host,      // the node we read from
+  endpoints: [location.host],  // API addresses of every member we know
+  apiOf: {},                   // node id -> API address
+  reach: {},                   // API address -> {ok, status, at}
+  status: null,                // /v1/status of the current node
+  leaderStatus: null,          // /v1/status of the leader (it knows the lag)
+  leader: null, term: null, leaderChanges: 0,
+  nodes: [], tasks: [], mission: null, sensors: null,
+  stats: {},                   // node id -> {payload, at}
+  pose: null, trail: [], world: null, lastFence: null, lastCollisions: null,
+  events: [],
+  token: null,
+  streams: null,               // AbortController of the open streams
+  switching: false,
+  assignees: {},               // task id -> node id, to spot reassignments
+};
+
+// ---------------------------------------------------------------------------
+// helpers
+
+const $ = (sel) => document.querySelector(sel);
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const num = (v, d = 1) => (typeof v === "number" && isFinite(v) ? v.toFixed(d) : "—");
+const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
+const base = (ep) => `${location.protocol}//${ep}`;
+const kebab = (mode) => String(mode || "").replace(/([a-z])([A-Z])/g, "$1-$2").toLowerCase();
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (S.token) h.Authorization = `Bearer ${S.token}`;
+  return h;
+}
+
+async function get(ep, path) {
+  const r = await fetch(base(ep) + path, { headers: headers(), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS), cache: "no-store" });
+  if (r.status === 401) showBanner("This cluster requires the API token for reads: press \"token\" and give it.", true);
+  if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+  return r.json();
+}
+
+function event(text, kind) {
+  S.events.unshift({ at: Date.now(), text, kind: kind || "" });
+  S.events.length = Math.min(S.events.length, EVENTS_MAX);
+  renderEvents();
+}
+
+function nodeName(ep) {
+  const id = Object.keys(S.apiOf).find((k) => S.apiOf[k] === ep);
+  return id ? `node ${id} (${ep})` : ep;
+}
+
+// ---------------------------------------------------------------------------
+// connection: poll every member, fail over when the current one dies
+
+function learnMembers(status) {
+  for (const m of status.members || []) {
+    const api = m.member && m.member.api_addr;
+    if (!api) continue;
+    S.apiOf[m.id] = api;
+    if (!S.endpoints.includes(api)) S.endpoints.push(api);
+  }
+}
+
+async function pollOne(ep) {
+  try {
+    const st = await get(ep, "/v1/status");
+    S.reach[ep] = { ok: true, status: st, at: Date.now() };
+    learnMembers(st);
+    return st;
+  } catch (e) {
+    const was = S.reach[ep];
+    S.reach[ep] = { ok: false, status: was && was.status, at: Date.now(), error: String(e.message || e) };
+    return null;
+  }
+}
+
+async function poll() {
+  const results = await Promise.all(S.endpoints.map((ep) => pollOne(ep)));
+  const cur = S.reach[S.current];
+  if (!cur || !cur.ok) {
+    await failover();
+  } else {
+    S.status = cur.status;
+  }
+  // The leader, as the reachable members agree on it.
+  const seen = results.filter(Boolean);
+  const leaders = seen.map((s) => s.leader).filter((l) => l != null);
+  const leader = leaders.length ? mostCommon(leaders) : null;
+  const term = Math.max(0, ...seen.map((s) => s.term || 0));
+  if (leader != null && leader !== S.leader) {
+    if (S.leader != null) {
+      S.leaderChanges += 1;
+      event(`leader changed: node ${S.leader} → node ${leader} (term ${term})`, "leader");
+    } else {
+      event(`leader is node ${leader} (term ${term})`, "leader");
+    }
+    S.leader = leader;
+  }
+  S.term = term || S.term;
+  const leaderApi = S.leader != null ? S.apiOf[S.leader] : null;
+  const lr = leaderApi && S.reach[leaderApi];
+  S.leaderStatus = lr && lr.ok ? lr.status : null;
+  renderConn();
+  renderCluster();
+}
+
+function mostCommon(xs) {
+  const n = {};
+  let best = xs[0];
+  for (const x of xs) { n[x] = (n[x] || 0) + 1; if (n[x] > n[best]) best = x; }
+  return best;
+}
+
+async function failover() {
+  if (S.switching) return;
+  S.switching = true;
+  const dead = S.current;
+  try {
+    const order = S.endpoints.filter((ep) => ep !== dead);
+    for (const ep of order) {
+      const st = S.reach[ep] && S.reach[ep].ok ? S.reach[ep].status : await pollOne(ep);
+      if (st) {
+        S.current = ep;
+        S.status = st;
+        const servedDead = dead === S.servedBy;
+        event(`${nodeName(dead)} is unreachable; reading from ${nodeName(ep)}`, "bad");
+        showBanner(servedDead
+          ? `The node that served this page, ${nodeName(dead)}, is not answering. The page keeps running and now reads from ${nodeName(ep)}.`
+          : `${nodeName(dead)} is not answering; now reading from ${nodeName(ep)}.`, true);
+        openStreams();
+        refreshAll();
+        return;
+      }
+    }
+    showBanner(`No member answers (tried ${S.endpoints.join(", ")}). Retrying…`, true);
+  } finally {
+    S.switching = false;
+  }
+}
+
+function showBanner(text, bad) {
+  const b = $("#banner");
+  b.textContent = text;
+  b.className = bad ? "banner bad" : "banner";
+  b.hidden = !text;
+}
+
+// ---------------------------------------------------------------------------
+// SSE over fetch (EventSource cannot send the Authorization header)
+
+async function sse(path, signal, onEvent) {
+  const r = await fetch(base(S.current) + path, { headers: headers({ Accept: "text/event-stream" }), signal, cache: "no-store" });
+  if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+  const reader = r.body.getReader();
+  const dec = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${path}: stream ended`);
+    buf += dec.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      let name = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (!data.length) continue;
+      try { onEvent(name, JSON.parse(data.join("\n"))); } catch (e) { console.warn("bad event", e); }
+    }
+  }
+}
+
+function openStreams() {
+  if (S.streams) S.streams.abort();
+  const ctrl = new AbortController();
+  S.streams = ctrl;
+  const run = async (path, handler) => {
+    while (!ctrl.signal.aborted) {
+      try {
+        await sse(path, ctrl.signal, handler);
+      } catch (e) {
+        if (ctrl.signal.aborted) return;
+        poll();
+        await new Promise((res) => setTimeout(res, 1000));
+      }
+    }
+  };
+  run("/v1/watch", onChange);
+  run("/v1/telemetry?topic=rover.pose&topic=sim.world&topic=node.stats", onTelemetry);
+}
+
+// ---------------------------------------------------------------------------
+// replicated state
+
+let refreshTimer = null;
+function refreshSoon() {
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => { refreshTimer = null; refreshAll(); }, 250);
+}
+
+async function refreshAll() {
+  const ep = S.current;
+  const q = "consistency=stale";
+  const [nodes, tasks, mission, sensors] = await Promise.all([
+    get(ep, `/v1/nodes?${q}`).catch(() => null),
+    get(ep, `/v1/tasks?${q}`).catch(() => null),
+    get(ep, `/v1/mission?${q}`).catch(() => null),
+    get(ep, `/v1/sensors?${q}`).catch(() => null),
+  ]);
+  if (nodes) S.nodes = nodes;
+  if (tasks) { noticeReassignments(tasks); S.tasks = tasks; }
+  if (mission) S.mission = mission;
+  if (sensors) S.sensors = sensors;
+  renderAll();
+}
+
+function noticeReassignments(tasks) {
+  for (const t of tasks) {
+    const now = t.lease ? t.lease.node_id : null;
+    const was = S.assignees[t.id];
+    if (was != null && now != null && was !== now) {
+      event(`task ${t.id} (${t.spec.kind}) moved from node ${was} to node ${now}`, "warn");
+    }
+    if (now != null) S.assignees[t.id] = now;
+  }
+}
+
+function onChange(name, ch) {
+  if (name !== "change") return;
+  const cmd = ch.command || {};
+  const ok = ch.response && ch.response.Ok;
+  const [verb] = Object.keys(cmd);
+  const body = cmd[verb] || {};
+  if (verb === "ReassignTask") event(`task ${body.task_id} reassigned to node ${body.node_id}`, "warn");
+  else if (verb === "AssignTask" && ok && ok.TaskAssigned) event(`task ${body.task_id} assigned to node ${body.node_id} (epoch ${ok.TaskAssigned.epoch})`);
+  else if (verb === "SetLiveness") event(`node ${body.node_id} is ${String(body.liveness).toLowerCase()}`, body.liveness === "Up" ? "" : "bad");
+  else if (verb === "ReportSensorHealth") {
+    const eff = ok && ok.HealthChanged && ok.HealthChanged.effective;
+    event(`sensor ${body.sensor}: ${body.health}${eff ? ` → mode ${kebab(eff.mode)}, speed ×${eff.speed_factor}` : ""}`, body.health === "Ok" ? "" : "warn");
+  } else if (verb === "CancelTask") event(`task ${body.task_id} cancel requested`);
+  else if (verb === "FinishTask") event(`task ${body.task_id} finished: ${JSON.stringify(body.outcome)}`);
+  else if (verb === "ReplacePlan") event(`plan "${body.name}" loaded (${(body.goals || []).length} goals)`);
+  else if (verb === "AbortPlan") event(`plan aborted: ${body.reason}`, "bad");
+  refreshSoon();
+}
+
+// ---------------------------------------------------------------------------
+// telemetry
+
+function onTelemetry(name, m) {
+  if (name === "dropped") return;
+  if (name !== "telemetry") return;
+  const p = m.payload || {};
+  if (m.topic === "rover.pose") {
+    S.pose = Object.assign({ node_id: m.node_id, at: Date.now() }, p);
+    const last = S.trail[S.trail.length - 1];
+    if (!last || Math.hypot(last[0] - p.x_m, last[1] - p.y_m) > 0.01) S.trail.push([p.x_m, p.y_m]);
+    if (S.trail.length > TRAIL_MAX) S.trail.splice(0, S.trail.length - TRAIL_MAX);
+    renderMap(); renderMode();
+  } else if (m.topic === "sim.world") {
+    const f = p.fence || {};
+    if (S.lastFence != null && f.rejected > S.lastFence) {
+      const n = f.rejected - S.lastFence;
+      event(`${n} stale drive command${n > 1 ? "s" : ""} rejected by the fence (epoch now ${f.current})`, "bad");
+    }
+    if (S.lastCollisions != null && p.collisions > S.lastCollisions) event(`collision! (${p.collisions} so far)`, "bad");
+    if (S.world && !S.world.estop && p.estop) event("e-stop engaged", "bad");
+    S.lastFence = f.rejected;
+    S.lastCollisions = p.collisions;
+    S.world = p;
+    renderMap();
+  } else if (m.topic === "node.stats") {
+    S.stats[m.node_id] = { payload: p, at: Date.now() };
+    renderNodes();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// rendering
+
+function renderConn() {
+  const c = $("#conn");
+  const ok = S.reach[S.current] && S.reach[S.current].ok;
+  const servedOk = S.reach[S.servedBy] && S.reach[S.servedBy].ok;
+  c.dataset.current = S.current;
+  if (!ok) { c.dataset.state = "down"; c.textContent = `no connection (${S.current})`; return; }
+  if (S.current !== S.servedBy) {
+    c.dataset.state = "failover";
+    c.textContent = `reading from ${nodeName(S.current)}${servedOk ? "" : ` — ${nodeName(S.servedBy)} is down`}`;
+  } else {
+    c.dataset.state = "ok";
+    c.textContent = `connected to ${nodeName(S.current)}`;
+  }
+  if (S.current !== S.servedBy && servedOk && !$("#banner").hidden && $("#banner").textContent.includes("served this page")) {
+    showBanner(`${nodeName(S.servedBy)}, which served this page, answers again; still reading from ${nodeName(S.current)}.`, false);
+  }
+}
+
+function renderCluster() {
+  const st = S.status;
+  const l = $("#leader");
+  l.dataset.leader = S.leader ?? "";
+  l.textContent = S.leader != null ? `node ${S.leader}` : "none (election?)";
+  $("#term").textContent = S.term ?? "—";
+  $("#indexes").textContent = st ? `${st.committed_index ?? "—"} / ${st.applied_index ?? "—"}` : "—";
+  $("#leader-changes").textContent = S.leaderChanges;
+  const lag = {};
+  for (const m of (S.leaderStatus && S.leaderStatus.members) || []) lag[m.id] = m.lag;
+  const rows = ((st && st.members) || []).map((m) => {
+    const api = m.member.api_addr;
+    const r = S.reach[api];
+    const reachable = r ? (r.ok ? "yes" : "no") : "—";
+    const role = r && r.ok && r.status ? r.status.role : (r ? "down" : "—");
+    return `<tr data-node="${esc(m.id)}" data-role="${esc(role)}"><td>${esc(m.id)}${m.voter ? "" : " (learner)"}${api === S.current ? " ◂" : ""}</td>` +
+      `<td>${esc(api)}</td><td><span class="pill ${esc(role)}">${esc(role)}</span></td>` +
+      `<td>${lag[m.id] != null ? esc(lag[m.id]) : "—"}</td><td><span class="pill ${reachable === "yes" ? "ok" : "bad"}">${reachable}</span></td></tr>`;
+  });
+  $("#members-table tbody").innerHTML = rows.join("");
+}
+
+function renderNodes() {
+  const rows = (S.nodes || []).map((n) => {
+    const s = S.stats[n.id];
+    const p = (s && s.payload) || {};
+    const age = s ? `${Math.round((Date.now() - s.at) / 1000)} s` : "—";
+    const load = n.load && n.budget ? `${n.load.cpu_millicores}/${n.budget.cpu_millicores} mCPU · ${n.load.memory_mib}/${n.budget.memory_mib} MiB` : "—";
+    return `<tr data-node="${esc(n.id)}"><td>${esc(n.id)}</td><td><span class="pill ${esc(String(n.liveness).toLowerCase())}">${esc(n.liveness)}</span></td>` +
+      `<td>${esc((n.capabilities || []).join(", ") || "—")}</td><td>${esc(load)}</td>` +
+      `<td>${p.cpu_percent != null ? num(p.cpu_percent) + " %" : "—"}</td><td>${num(p.load1, 2)}</td>` +
+      `<td>${p.temperature_c != null ? num(p.temperature_c) + " °C" : "n/a"}</td><td>${p.rss_mib != null ? num(p.rss_mib) + " MiB" : "—"}</td><td>${age}</td></tr>`;
+  });
+  $("#nodes-table tbody").innerHTML = rows.join("") || `<tr><td colspan="9">no node registered yet</td></tr>`;
+}
+
+function renderMode() {
+  const eff = (S.sensors && S.sensors.effective) || (S.mission && S.mission.effective);
+  const m = $("#mode");
+  if (eff) {
+    m.dataset.mode = eff.mode;
+    m.textContent = kebab(eff.mode);
+    $("#speed-limit").textContent = `${num(eff.max_speed_mps, 2)} m/s (×${eff.speed_factor})`;
+    $("#causes").innerHTML = (eff.causes || []).length
+      ? "because " + eff.causes.map((c) => `<span class="pill ${esc(String(c.health).toLowerCase())}">${esc(c.sensor)}: ${esc(c.health)}</span> → ${esc(kebab(c.mode))}`).join(", ")
+      : "no degradation in force";
+  }
+  const p = S.pose;
+  $("#speed").textContent = p ? `${num(p.speed_mps, 2)} m/s, reported mode ${p.mode} (node ${p.node_id})` : "no rover.pose yet";
+  $("#pose-task").textContent = p && p.task_id != null ? `task ${p.task_id}` : "—";
+  const sensors = (S.sensors && S.sensors.sensors) || {};
+  $("#sensors-table tbody").innerHTML = Object.keys(sensors).sort().map((k) =>
+    `<tr><td>${esc(k)}</td><td><span class="pill ${esc(String(sensors[k].health).toLowerCase())}">${esc(sensors[k].health)}</span></td><td>${clock(sensors[k].reported_at_ms)}</td></tr>`
+  ).join("") || `<tr><td colspan="3">no sensor reports</td></tr>`;
+}
+
+function renderTasks() {
+  const by = {};
+  for (const s of STATES) by[s] = [];
+  for (const t of S.tasks || []) (by[t.state] || (by[t.state] = [])).push(t);
+  const col = (s) => {
+    const list = by[s].slice(-30).reverse();
+    const cards = list.map((t) => {
+      const lease = t.lease ? `node ${t.lease.node_id} · epoch ${t.lease.epoch}` : "unassigned";
+      const cancel = TERMINAL.has(t.state) ? "" : `<button type="button" data-cancel="${esc(t.id)}">${t.cancel_requested ? "cancelling…" : "cancel"}</button>`;
+      return `<div class="task" data-task="${esc(t.id)}"><div class="top"><b>#${esc(t.id)} ${esc(t.spec.kind)}</b>${cancel}</div>` +
+        `<div class="meta">${esc(lease)}${t.attempts ? ` · ${esc(t.attempts)} failed` : ""}</div>` +
+        (s === "Running" || t.progress_percent ? `<progress max="100" value="${esc(t.progress_percent)}"></progress> ${esc(t.progress_percent)} %` : "") +
+        (t.last_error ? `<div class="meta">${esc(t.last_error)}</div>` : "") + `</div>`;
+    });
+    return `<div class="col" data-state="${s}"><h3>${s} (${by[s].length})</h3>${cards.join("")}</div>`;
+  };
+  $("#tasks").innerHTML = STATES.map(col).join("");
+}
+
+async function cancelTask(id) {
+  if (!S.token) {
+    const t = prompt(`Cancelling task ${id} needs the API write token:`);
+    if (!t) return;
+    S.token = t.trim();
+  }
+  try {
+    const r = await fetch(base(S.current) + `/v1/tasks/${encodeURIComponent(id)}/cancel`, { method: "POST", headers: headers(), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS * 2) });
+    const body = await r.json().catch(() => ({}));
+    if (r.status === 401) { S.token = null; event(`cancel of task ${id} refused: wrong or missing token`, "bad"); return; }
+    if (!r.ok) { event(`cancel of task ${id} failed: ${body.message || r.status}`, "bad"); return; }
+    event(`asked to cancel task ${id}`);
+    refreshSoon();
+  } catch (e) {
+    event(`cancel of task ${id} failed: ${e.message || e}`, "bad");
+  }
+}
+
+function goalPoint(g) {
+  const k = g.kind || {};
+  const v = k.Waypoint || k.PickUp || k.Deliver || k.ScienceSample;
+  if (v && v.pose && v.pose.position) return [v.pose.position[0], v.pose.position[1]];
+  if (k.SearchArea && k.SearchArea.boundary && k.SearchArea.boundary.length) {
+    const b = k.SearchArea.boundary;
+    return [b.reduce((a, p) => a + p[0], 0) / b.length, b.reduce((a, p) => a + p[1], 0) / b.length];
+  }
+  return null;
+}
+
+function renderMap() {
+  const svg = $("#map");
+  const plan = S.mission && S.mission.plan;
+  const goals = (plan && plan.goals) || [];
+  const pts = [];
+  for (const g of goals) {
+    const p = goalPoint(g); if (p) pts.push(p);
+    const area = g.kind && g.kind.SearchArea;
+    if (area) for (const q of area.boundary) pts.push(q);
+  }
+  for (const p of S.trail) pts.push(p);
+  const w = S.world;
+  if (w && w.pose) pts.push([w.pose.x_m, w.pose.y_m]);
+  for (const o of (w && w.obstacles) || []) { pts.push([o.x_m - o.radius_m, o.y_m - o.radius_m]); pts.push([o.x_m + o.radius_m, o.y_m + o.radius_m]); }
+  let [x0, y0, x1, y1] = pts.length ? [Infinity, Infinity, -Infinity, -Infinity] : [-5, -5, 5, 5];
+  for (const [x, y] of pts) { x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x); y1 = Math.max(y1, y); }
+  const pad = Math.max(1, 0.1 * Math.max(x1 - x0, y1 - y0));
+  x0 -= pad; y0 -= pad; x1 += pad; y1 += pad;
+  const W = x1 - x0, H = y1 - y0;
+  svg.setAttribute("viewBox", `${x0} ${-y1} ${W} ${H}`); // y up: draw at -y
+  const u = Math.max(W, H) / 100; // one "pixel-ish" unit
+  const out = [];
+  const step = Math.pow(10, Math.floor(Math.log10(Math.max(W, H) / 4)));
+  for (let gx = Math.ceil(x0 / step) * step; gx <= x1; gx += step) out.push(`<line x1="${gx}" y1="${-y1}" x2="${gx}" y2="${-y0}" stroke="#eceef1" stroke-width="${u * 0.3}"/>`);
+  for (let gy = Math.ceil(y0 / step) * step; gy <= y1; gy += step) out.push(`<line x1="${x0}" y1="${-gy}" x2="${x1}" y2="${-gy}" stroke="#eceef1" stroke-width="${u * 0.3}"/>`);
+  out.push(`<text x="${x0 + u}" y="${-y0 - u}" font-size="${u * 2.4}" fill="#9aa1ab">grid ${step} m</text>`);
+  const path = goals.map(goalPoint).filter(Boolean);
+  if (path.length > 1) out.push(`<polyline points="${path.map(([x, y]) => `${x},${-y}`).join(" ")}" fill="none" stroke="#c7cdd6" stroke-width="${u * 0.5}" stroke-dasharray="${u * 1.5}"/>`);
+  for (const o of (w && w.obstacles) || []) out.push(`<circle cx="${o.x_m}" cy="${-o.y_m}" r="${o.radius_m}" fill="#fca5a5" stroke="#dc2626" stroke-width="${u * 0.3}"/>`);
+  goals.forEach((g, i) => {
+    const area = g.kind && g.kind.SearchArea;
+    if (area) out.push(`<polygon points="${area.boundary.map(([x, y]) => `${x},${-y}`).join(" ")}" fill="#ede9fe" stroke="#7c3aed" stroke-width="${u * 0.3}"/>`);
+    const p = goalPoint(g); if (!p) return;
+    const st = g.status;
+    const fill = st === "Reached" ? "#1f9d55" : st === "Skipped" ? "#cbd5e1" : "#fff";
+    const stroke = st === "Pending" ? "#d97706" : fill;
+    const tol = (g.tolerance && g.tolerance.position_m) || u;
+    out.push(`<circle cx="${p[0]}" cy="${-p[1]}" r="${tol}" fill="none" stroke="${stroke}" stroke-width="${u * 0.2}" stroke-dasharray="${u}"/>`);
+    out.push(`<circle class="goal" data-status="${esc(st)}" cx="${p[0]}" cy="${-p[1]}" r="${u * 1.4}" fill="${fill}" stroke="${stroke}" stroke-width="${u * 0.5}"/>`);
+    out.push(`<text x="${p[0] + u * 2}" y="${-p[1] - u * 1.5}" font-size="${u * 2.6}" fill="#374151">${i + 1}·${esc(Object.keys(g.kind)[0])}</text>`);
+  });
+  if (S.trail.length > 1) out.push(`<polyline id="trail" points="${S.trail.map(([x, y]) => `${x},${-y}`).join(" ")}" fill="none" stroke="#2563eb" stroke-width="${u * 0.6}" stroke-linejoin="round"/>`);
+  const tri = (x, y, h, color, filled, id) => {
+    const s = u * 2.2;
+    const p = [[s, 0], [-s * 0.6, s * 0.55], [-s * 0.6, -s * 0.55]].map(([a, b]) => [x + a * Math.cos(h) - b * Math.sin(h), -(y + a * Math.sin(h) + b * Math.cos(h))]);
+    return `<polygon id="${id}" points="${p.map((q) => q.join(",")).join(" ")}" fill="${filled ? color : "none"}" stroke="${color}" stroke-width="${u * 0.5}"/>`;
+  };
+  if (w && w.pose) out.push(tri(w.pose.x_m, w.pose.y_m, w.pose.heading_rad, "#7c3aed", false, "truth"));
+  if (S.pose) out.push(tri(S.pose.x_m, S.pose.y_m, S.pose.heading_rad, "#2563eb", true, "rover"));
+  svg.innerHTML = out.join("");
+  $("#plan-name").textContent = plan && plan.name ? `${plan.name} · v${plan.version} · ${typeof plan.status === "string" ? plan.status : Object.keys(plan.status)[0]}` : "no plan";
+  $("#world-info").textContent = w ? `fence epoch ${w.fence.current}: ${w.fence.accepted} accepted, ${w.fence.rejected} rejected · collisions ${w.collisions}${w.estop ? " · E-STOP" : ""}` : "";
+}
+
+function renderEvents() {
+  $("#events").innerHTML = S.events.map((e) => `<li class="${esc(e.kind)}"><span class="t">${clock(e.at)}</span>${esc(e.text)}</li>`).join("");
+}
+
+function renderAll() {
+  renderCluster(); renderNodes(); renderMode(); renderTasks(); renderMap();
+}
+
+// ---------------------------------------------------------------------------
+
+document.addEventListener("click", (e) => {
+  const b = e.target.closest("[data-cancel]");
+  if (b) cancelTask(b.dataset.cancel);
+});
+$("#token-btn").addEventListener("click", () => {
+  const t = prompt("API token (kept in this tab only; empty to forget it):", "");
+  if (t === null) return;
+  S.token = t.trim() || null;
+  openStreams();
+  refreshAll();
+});
+
+(async function main() {
+  await poll();
+  openStreams();
+  await refreshAll();
+  let polling = false; // a black-holed member makes a poll last up to the timeout
+  setInterval(async () => {
+    if (polling) return;
+    polling = true;
+    try { await poll(); } finally { polling = false; }
+  }, POLL_MS);
+  setInterval(refreshAll, REFRESH_MS);
+  setInterval(renderNodes, 2000); // stats age
+})();
