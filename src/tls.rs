@@ -3,10 +3,14 @@
 //! admin API's optional HTTPS.
 //!
 //! Trust model: one CA per cluster, made on an operator's laptop; every node
-//! gets a certificate from it naming its id (`node-<id>.cairn`). A node
-//! dials a peer expecting that peer's id in its certificate, and accepts
-//! only connections that present a certificate from the cluster CA; a
-//! machine with a certificate from any other CA cannot connect, vote or join.
+//! gets a certificate from it naming its id (`node-<id>.cairn`, a DNS
+//! subject alternative name). A node dials a peer expecting that peer's id
+//! in its certificate, and accepts only connections that present a
+//! certificate from the cluster CA; a machine with a certificate from any
+//! other CA cannot connect, vote or join. An accepted connection carries the
+//! node ids its certificate names ([`PeerIdentity`]), and the transport
+//! refuses any request claiming another sender: a machine holding node 2's
+//! certificate cannot vote, lead or heartbeat as node 3.
 //! Plaintext (no `[tls]` section) is for a bench only: anyone on the LAN
 //! could then join the Raft group or inject votes.
 //!
@@ -20,12 +24,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use cairn_raft::transport::AcceptFuture;
 use cairn_raft::transport::DialFuture;
 use cairn_raft::transport::PeerId;
 use cairn_raft::transport::PeerStream;
+use cairn_raft::Accepted;
 use cairn_raft::Acceptor;
 use cairn_raft::Dialer;
+use cairn_raft::PeerIdentity;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::PrivateKeyDer;
@@ -76,6 +84,30 @@ impl TlsPaths {
 /// The DNS name a node's certificate carries and its peers expect.
 pub fn node_dns_name(id: u64) -> String {
     format!("node-{id}.cairn")
+}
+
+/// The node id a DNS name of the form [`node_dns_name`] names, exactly
+/// (`node-07.cairn`, `node-+7.cairn` or `*.cairn` name none).
+fn node_id_of_dns_name(name: &str) -> Option<u64> {
+    let id: u64 = name.strip_prefix("node-")?.strip_suffix(".cairn")?.parse().ok()?;
+    (node_dns_name(id) == name).then_some(id)
+}
+
+/// The node ids an (already chain-verified) certificate is valid for.
+///
+/// Candidates come from its DNS names; each is confirmed with webpki's own
+/// name check, the same one the dialing side applies, so both sides agree
+/// on what a certificate names.
+fn certificate_node_ids(cert: &CertificateDer<'_>) -> Result<BTreeSet<u64>, String> {
+    let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| format!("unparsable certificate: {e}"))?;
+    let mut ids = BTreeSet::new();
+    for id in ee.valid_dns_names().filter_map(node_id_of_dns_name) {
+        let name = ServerName::try_from(node_dns_name(id)).map_err(|e| e.to_string())?;
+        if ee.verify_is_valid_for_subject_name(&name).is_ok() {
+            ids.insert(id);
+        }
+    }
+    Ok(ids)
 }
 
 fn tls_err(what: impl std::fmt::Display) -> Error {
@@ -193,7 +225,8 @@ impl Dialer for TlsDialer {
 }
 
 /// Wraps accepted peer connections in TLS, requiring a client certificate
-/// from the cluster CA.
+/// from the cluster CA that names at least one node; the connection's
+/// [`PeerIdentity`] is the set of node ids it names.
 #[derive(Clone)]
 pub struct TlsPeerAcceptor {
     acceptor: tokio_rustls::TlsAcceptor,
@@ -216,7 +249,29 @@ impl Acceptor for TlsPeerAcceptor {
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("tls handshake from {peer} timed out")))?
                 .map_err(|e| io::Error::new(e.kind(), format!("tls handshake from {peer}: {e}")))?;
-            Ok(Box::new(tls) as Box<dyn PeerStream>)
+            // rustls has verified the chain; a verifier that requires client
+            // certificates never completes a handshake without one.
+            let leaf = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(<[CertificateDer<'_>]>::first)
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::PermissionDenied, format!("{peer} sent no certificate"))
+                })?;
+            let ids = certificate_node_ids(leaf).map_err(|e| {
+                io::Error::new(io::ErrorKind::PermissionDenied, format!("certificate from {peer}: {e}"))
+            })?;
+            if ids.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("certificate from {peer} names no node (expected a DNS name node-<id>.cairn)"),
+                ));
+            }
+            Ok(Accepted {
+                stream: Box::new(tls),
+                identity: PeerIdentity::Nodes(ids),
+            })
         })
     }
 }
@@ -417,13 +472,20 @@ mod tests {
 
     /// One handshake between a dialer using `client` and an acceptor using
     /// `server`; returns the dialer's and the acceptor's results.
-    async fn handshake(client: &TlsPaths, server: &TlsPaths, server_id: u64) -> (io::Result<()>, io::Result<()>) {
+    async fn handshake(
+        client: &TlsPaths,
+        client_id: u64,
+        server: &TlsPaths,
+        server_id: u64,
+    ) -> (io::Result<()>, io::Result<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = TlsPeerAcceptor::new(peer_server_config(server).unwrap());
         let srv = tokio::spawn(async move {
             let (tcp, peer) = listener.accept().await.unwrap();
-            let mut s = acceptor.accept(tcp, peer).await?;
+            let accepted = acceptor.accept(tcp, peer).await?;
+            assert_eq!(accepted.identity, PeerIdentity::Nodes([client_id].into()));
+            let mut s = accepted.stream;
             let mut b = [0u8; 4];
             s.read_exact(&mut b).await?;
             s.write_all(&b).await?;
@@ -469,25 +531,45 @@ mod tests {
         };
 
         tracing::info!("two nodes of the same CA talk");
-        let (c, s) = handshake(&n1, &n2, 2).await;
+        let (c, s) = handshake(&n1, 1, &n2, 2).await;
         assert!(c.is_ok() && s.is_ok(), "client {c:?}, server {s:?}");
 
         tracing::info!("a node with a certificate from another CA is refused");
-        let (c, s) = handshake(&n3, &n2, 2).await;
+        let (c, s) = handshake(&n3, 3, &n2, 2).await;
         let err = s.expect_err("server must refuse a foreign client certificate");
         assert!(err.to_string().contains("tls handshake from"), "{err}");
         assert!(c.is_err(), "client must fail too");
 
         tracing::info!("a node answering with another node's certificate is refused");
-        let (c, _) = handshake(&n1, &n2, 7).await;
+        let (c, _) = handshake(&n1, 1, &n2, 7).await;
         let err = c.expect_err("dialing node 7 but talking to node 2 must fail");
         assert!(err.to_string().contains("not valid for name"), "{err}");
 
         tracing::info!("an expired certificate gives a clear error");
-        let (c, s) = handshake(&n4, &n2, 2).await;
+        let (c, s) = handshake(&n4, 4, &n2, 2).await;
         let err = s.expect_err("expired client certificate must be refused");
         assert!(err.to_string().contains("certificate expired"), "{err}");
         assert!(c.is_err());
+    }
+
+    #[test]
+    fn t15_only_exact_node_names_name_a_node() {
+        assert_eq!(node_id_of_dns_name("node-7.cairn"), Some(7));
+        for name in [
+            "node-07.cairn",
+            "node-+7.cairn",
+            "*.cairn",
+            "node-7.cairn.evil",
+            "node-.cairn",
+            "localhost",
+        ] {
+            assert_eq!(node_id_of_dns_name(name), None, "{name}");
+        }
+        let dir = tempfile::TempDir::new().unwrap();
+        init_ca(dir.path(), 365).unwrap();
+        issue_node_cert(dir.path(), 2, &["node-9.cairn".into(), "rover.local".into()], 30).unwrap();
+        let certs = load_certs(&TlsPaths::in_dir(dir.path(), 2).cert).unwrap();
+        assert_eq!(certificate_node_ids(&certs[0]).unwrap(), [2, 9].into());
     }
 
     #[test]

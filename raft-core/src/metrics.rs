@@ -38,6 +38,7 @@ pub struct NodeMetrics {
     pub(crate) is_leader: IntGauge,
     pub(crate) forwarded_writes: IntCounter,
     pub(crate) rejected_frames: IntCounter,
+    pub(crate) refused_impersonations: IntCounter,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -96,6 +97,10 @@ impl NodeMetrics {
             rejected_frames: c(
                 "cairn_transport_rejected_frames_total",
                 "Malformed or oversized frames that closed a peer connection",
+            ),
+            refused_impersonations: c(
+                "cairn_transport_refused_impersonations_total",
+                "Peer requests refused because they claimed a node id the connection's certificate does not name",
             ),
             registry,
         }

@@ -38,26 +38,78 @@ pub trait Dialer: Send + Sync + 'static {
 }
 
 /// Boxed future returned by [`Acceptor::accept`].
-pub type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn PeerStream>>> + Send>>;
+pub type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<Accepted>> + Send>>;
+
+/// What an accepted connection has proven about the node at the other end.
+///
+/// Requests name their sender (a vote its candidate, an append its leader,
+/// an application message its `from`); the server refuses any request whose
+/// sender this identity cannot speak for, so a machine holding node 2's
+/// certificate cannot vote, lead or heartbeat as node 3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerIdentity {
+    /// Nothing was proven (plain TCP, a bench without `[tls]`): the peer's
+    /// claims are taken at its word.
+    Unverified,
+    /// The peer's certificate, verified against the cluster CA, names these
+    /// node ids (never empty: such a certificate is refused at the handshake).
+    Nodes(BTreeSet<PeerId>),
+}
+
+impl PeerIdentity {
+    /// May this connection carry requests sent by node `claimed`?
+    pub fn may_speak_for(&self, claimed: PeerId) -> bool {
+        match self {
+            Self::Unverified => true,
+            Self::Nodes(ids) => ids.contains(&claimed),
+        }
+    }
+}
+
+impl std::fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unverified => f.write_str("unverified"),
+            Self::Nodes(ids) => {
+                let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+                write!(f, "node {}", ids.join(", node "))
+            }
+        }
+    }
+}
+
+/// An accepted connection, ready for frames, and who it was proven to be.
+pub struct Accepted {
+    /// The (possibly TLS-wrapped) stream.
+    pub stream: Box<dyn PeerStream>,
+    /// Who the peer proved to be.
+    pub identity: PeerIdentity,
+}
 
 /// Turns an accepted TCP connection into a peer stream: the server-side
 /// counterpart of [`Dialer`], where TLS (or a test's fault) goes.
 ///
 /// Called on the connection's own task, so a slow or hostile handshake never
 /// stalls the accept loop. An error closes the connection; the server logs it
-/// with the peer's address (e.g. a certificate from another CA).
+/// with the peer's address (e.g. a certificate from another CA). On success
+/// it says which node ids the peer proved it is ([`PeerIdentity`]).
 pub trait Acceptor: Send + Sync + 'static {
     /// Wrap `stream`, accepted from `peer`.
     fn accept(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) -> AcceptFuture;
 }
 
-/// Plain TCP: the stream as accepted.
+/// Plain TCP: the stream as accepted, its peer [`PeerIdentity::Unverified`].
 #[derive(Clone, Debug, Default)]
 pub struct PlainAcceptor;
 
 impl Acceptor for PlainAcceptor {
     fn accept(&self, stream: tokio::net::TcpStream, _peer: std::net::SocketAddr) -> AcceptFuture {
-        Box::pin(async move { Ok(Box::new(stream) as Box<dyn PeerStream>) })
+        Box::pin(async move {
+            Ok(Accepted {
+                stream: Box::new(stream),
+                identity: PeerIdentity::Unverified,
+            })
+        })
     }
 }
 

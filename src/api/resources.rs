@@ -101,7 +101,6 @@ pub struct WriteResult {
     /// Log index the write was committed at.
     pub index: u64,
     /// What the state machine answered, e.g. `{"TaskCreated": {"task_id": 3}}`.
-    #[schema(value_type = Object)]
     pub response: cairn_state::Response,
 }
 
@@ -245,13 +244,13 @@ pub(super) async fn transfer_leader(
 // Nodes (the replicated registry: capabilities, budgets, liveness, load)
 
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes", params(ReadParams),
-    responses((status = 200, body = Object, description = "registered nodes with liveness and load")))]
+    responses((status = 200, body = Vec<cairn_state::Node>, description = "registered nodes with liveness and load")))]
 pub(super) async fn list_nodes(State(api): State<Api>, ApiQuery(q): ApiQuery<ReadParams>) -> Result<Response, Error> {
     read_json(&api, q.consistency(), |m| to_json(&m.nodes().collect::<Vec<_>>())).await
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = u64, Path), ReadParams),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = cairn_state::Node), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_node(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -269,12 +268,24 @@ pub(super) async fn get_node(
 // Mission plan
 
 #[utoipa::path(get, path = "/v1/mission", tag = "mission", params(ReadParams),
-    responses((status = 200, body = Object, description = "`{plan, effective}`: the plan and the effective mode")))]
+    responses((status = 200, body = MissionView, description = "the plan and the effective mode")))]
 pub(super) async fn get_mission(State(api): State<Api>, ApiQuery(q): ApiQuery<ReadParams>) -> Result<Response, Error> {
     read_json(&api, q.consistency(), |m| {
-        Ok(serde_json::json!({ "plan": to_json(m.plan())?, "effective": to_json(&m.effective())? }))
+        to_json(&MissionView {
+            plan: m.plan().clone(),
+            effective: m.effective(),
+        })
     })
     .await
+}
+
+/// Body of `GET /v1/mission`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MissionView {
+    /// The replicated plan.
+    pub plan: cairn_state::Plan,
+    /// The mode and speed factor the sensor health and policies give now.
+    pub effective: cairn_state::Effective,
 }
 
 /// Body of `PUT /v1/mission/plan`.
@@ -289,7 +300,6 @@ pub struct ReplacePlanRequest {
     /// Frame of every pose, e.g. `map`.
     pub frame_id: String,
     /// Goals in order, e.g. `{"kind": {"Waypoint": {"pose": {"position": [1, 2, 0], "heading_rad": 0}}}, "tolerance": {"position_m": 0.5, "heading_rad": null}}`.
-    #[schema(value_type = Vec<Object>)]
     pub goals: Vec<GoalSpec>,
 }
 
@@ -320,7 +330,6 @@ pub struct AppendGoalsRequest {
     #[serde(default)]
     pub expected_version: Option<u64>,
     /// Goals to add at the end.
-    #[schema(value_type = Vec<Object>)]
     pub goals: Vec<GoalSpec>,
 }
 
@@ -423,7 +432,6 @@ pub struct SubmitTaskRequest {
     /// CPU millicores and MiB the task uses while leased:
     /// `{"cpu_millicores": 500, "memory_mib": 64}`.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub resources: Resources,
     /// Higher runs first (0–255).
     #[serde(default)]
@@ -433,7 +441,6 @@ pub struct SubmitTaskRequest {
     pub deadline_ms: Option<u64>,
     /// `{"max_attempts": 3, "backoff_ms_base": 1000, "backoff_ms_max": 60000}`.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub retry: RetryPolicy,
     /// The plan goal it serves.
     #[serde(default)]
@@ -493,7 +500,7 @@ fn parse_state(s: &str) -> Result<TaskState, Error> {
 }
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(TaskQuery),
-    responses((status = 200, body = Object, description = "tasks in id order"), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Vec<cairn_state::Task>, description = "tasks in id order"), (status = 400, body = ErrorBody)))]
 pub(super) async fn list_tasks(State(api): State<Api>, ApiQuery(q): ApiQuery<TaskQuery>) -> Result<Response, Error> {
     let filter = TaskFilter {
         state: q.state.as_deref().map(parse_state).transpose()?,
@@ -518,7 +525,7 @@ pub(super) async fn list_tasks(State(api): State<Api>, ApiQuery(q): ApiQuery<Tas
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = u64, Path), ReadParams),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = cairn_state::Task), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_task(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -566,10 +573,8 @@ pub struct DeclareParamRequest {
     /// Type and bounds: `"Bool"`, `{"Int": {"min": 0, "max": 10}}`,
     /// `{"Float": {"min": 0.0, "max": 1.0}}`, `{"String": {"max_len": 64}}`,
     /// `{"Enum": {"choices": ["a", "b"]}}`.
-    #[schema(value_type = Object)]
     pub kind: ParamKind,
     /// Initial value: `{"Float": 0.5}`, `{"Int": 3}`, `{"Bool": true}`, `{"String": "x"}`, `{"Enum": "a"}`.
-    #[schema(value_type = Object)]
     pub value: ParamValue,
 }
 
@@ -597,7 +602,6 @@ pub(super) async fn declare_param(
 #[serde(deny_unknown_fields)]
 pub struct SetParamRequest {
     /// The new value, typed as declared: `{"Float": 1.2}`.
-    #[schema(value_type = Object)]
     pub value: ParamValue,
 }
 
@@ -613,13 +617,13 @@ pub(super) async fn set_param(
 }
 
 #[utoipa::path(get, path = "/v1/params", tag = "params", params(ReadParams),
-    responses((status = 200, body = Object, description = "every parameter with kind, value and version")))]
+    responses((status = 200, body = Vec<cairn_state::Param>, description = "every parameter with kind, value and version")))]
 pub(super) async fn list_params(State(api): State<Api>, ApiQuery(q): ApiQuery<ReadParams>) -> Result<Response, Error> {
     read_json(&api, q.consistency(), |m| to_json(&m.params().collect::<Vec<_>>())).await
 }
 
 #[utoipa::path(get, path = "/v1/params/{name}", tag = "params", params(("name" = String, Path), ReadParams),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = cairn_state::Param), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_param(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -636,13 +640,24 @@ pub(super) async fn get_param(
 // Sensor health, effective mode, degradation policies
 
 #[utoipa::path(get, path = "/v1/sensors", tag = "health", params(ReadParams),
-    responses((status = 200, body = Object, description = "`{sensors: {name: report}, effective}`")))]
+    responses((status = 200, body = SensorsView, description = "every reported sensor and the effective mode")))]
 pub(super) async fn list_sensors(State(api): State<Api>, ApiQuery(q): ApiQuery<ReadParams>) -> Result<Response, Error> {
     read_json(&api, q.consistency(), |m| {
-        let sensors: BTreeMap<&str, _> = m.sensors().collect();
-        Ok(serde_json::json!({ "sensors": to_json(&sensors)?, "effective": to_json(&m.effective())? }))
+        to_json(&SensorsView {
+            sensors: m.sensors().map(|(name, r)| (name.to_string(), *r)).collect(),
+            effective: m.effective(),
+        })
     })
     .await
+}
+
+/// Body of `GET /v1/sensors`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SensorsView {
+    /// The latest report of every sensor, by name.
+    pub sensors: BTreeMap<String, cairn_state::SensorReport>,
+    /// The mode and speed factor they give under the policies.
+    pub effective: cairn_state::Effective,
 }
 
 /// Body of `PUT /v1/sensors/{name}`.
@@ -650,7 +665,6 @@ pub(super) async fn list_sensors(State(api): State<Api>, ApiQuery(q): ApiQuery<R
 #[serde(deny_unknown_fields)]
 pub struct SensorReportRequest {
     /// `Ok`, `Degraded` or `Failed`.
-    #[schema(value_type = String)]
     pub health: SensorHealth,
 }
 
@@ -673,7 +687,7 @@ pub(super) async fn report_sensor(
 }
 
 #[utoipa::path(get, path = "/v1/policies", tag = "health", params(ReadParams),
-    responses((status = 200, body = Object, description = "degradation policies by (sensor, health)")))]
+    responses((status = 200, body = Vec<DegradationPolicy>, description = "degradation policies by (sensor, health)")))]
 pub(super) async fn list_policies(
     State(api): State<Api>,
     ApiQuery(q): ApiQuery<ReadParams>,
@@ -682,7 +696,7 @@ pub(super) async fn list_policies(
 }
 
 #[utoipa::path(put, path = "/v1/policies", tag = "health",
-    request_body(content = Object, description = "`{\"sensor\": \"imu\", \"health\": \"Failed\", \"mode\": \"GpsOnly\", \"speed_factor\": 0.5}`"),
+    request_body(content = DegradationPolicy, description = "`{\"sensor\": \"imu\", \"health\": \"Failed\", \"mode\": \"GpsOnly\", \"speed_factor\": 0.5}`"),
     responses((status = 200, body = WriteResult), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn set_policy(
     State(api): State<Api>,

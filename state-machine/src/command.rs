@@ -193,6 +193,7 @@ pub enum Command {
 
 /// What an accepted command did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Response {
     /// A plan command was applied.
     PlanChanged {

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 /// Health of one sensor as last reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SensorHealth {
     /// Working.
     Ok,
@@ -35,6 +36,7 @@ impl fmt::Display for SensorHealth {
 /// How the rover operates, ordered from least to most severe; combining
 /// policies takes the most severe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Mode {
     /// Everything nominal.
     Normal,
@@ -59,6 +61,7 @@ impl fmt::Display for Mode {
 
 /// `sensor` at `health` ⇒ `mode`, speed × `speed_factor`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DegradationPolicy {
     /// Sensor name, e.g. `imu`.
     pub sensor: String,
@@ -73,6 +76,7 @@ pub struct DegradationPolicy {
 
 /// A sensor's latest report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SensorReport {
     /// Reported health.
     pub health: SensorHealth,
@@ -82,6 +86,7 @@ pub struct SensorReport {
 
 /// A policy currently in force, named in [`Effective::causes`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cause {
     /// The sensor.
     pub sensor: String,
@@ -93,6 +98,7 @@ pub struct Cause {
 
 /// The derived operating mode and limits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Effective {
     /// Most severe mode of the policies in force.
     pub mode: Mode,

@@ -11,17 +11,20 @@ use serde::Serialize;
 
 /// A task, numbered by the state machine in creation order (never reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct TaskId(pub u64);
 
 /// A node of the cluster; the same number as its Raft node id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct NodeId(pub u64);
 
 /// A goal of the mission plan, numbered by the state machine (never reused,
 /// even across plan replacements, so a stale reference cannot hit a new goal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct GoalId(pub u64);
 
@@ -32,6 +35,7 @@ pub struct GoalId(pub u64);
 /// than the task's current lease has been deposed and is refused. Not to be
 /// confused with a Raft term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct Epoch(pub u64);
 

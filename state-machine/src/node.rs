@@ -16,6 +16,7 @@ use crate::task::Resources;
 /// per heartbeat per node would dwarf the real writes); only the
 /// coordinator's verdict is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Liveness {
     /// Heartbeating.
     Up,
@@ -37,6 +38,7 @@ impl fmt::Display for Liveness {
 
 /// What a node says about itself when it registers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeSpec {
     /// Its Raft node id.
     pub id: NodeId,
@@ -50,6 +52,7 @@ pub struct NodeSpec {
 
 /// A registered node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Node {
     /// Its Raft node id.
     pub id: NodeId,

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 /// Type and bounds of a parameter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ParamKind {
     /// `true` or `false`.
     Bool,
@@ -78,6 +79,7 @@ impl fmt::Display for ParamKind {
 
 /// A parameter's type, without bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ParamType {
     /// Boolean.
     Bool,
@@ -105,6 +107,7 @@ impl fmt::Display for ParamType {
 
 /// A parameter value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ParamValue {
     /// Boolean.
     Bool(bool),
@@ -152,6 +155,7 @@ impl fmt::Display for ParamValue {
 
 /// A declared parameter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Param {
     /// Dotted name, e.g. `drive.max_speed_mps`.
     pub name: String,
@@ -167,6 +171,7 @@ pub struct Param {
 
 /// One accepted declaration or change, as kept in the recent-changes ring.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParamChange {
     /// Global parameter version after the change.
     pub version: u64,

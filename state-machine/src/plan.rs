@@ -20,8 +20,10 @@ use crate::ids::GoalId;
 /// round differently on an aarch64 Pi and an x86 laptop, and replicas must
 /// agree bit for bit).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pose {
-    /// Metres in the plan's frame.
+    /// Metres in the plan's frame, `[x, y, z]`.
+    #[cfg_attr(feature = "openapi", schema(value_type = [f64; 3]))]
     pub position: Point3<f64>,
     /// Yaw in radians, counter-clockwise from the frame's x axis.
     pub heading_rad: f64,
@@ -51,6 +53,7 @@ impl Pose {
 
 /// How close counts as reaching a goal.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tolerance {
     /// Allowed distance from the goal position, metres, ≥ 0.
     pub position_m: f64,
@@ -60,6 +63,7 @@ pub struct Tolerance {
 
 /// What a goal asks the rover to do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GoalKind {
     /// Drive to a pose.
     Waypoint {
@@ -68,7 +72,8 @@ pub enum GoalKind {
     },
     /// Sweep a polygon (e.g. looking for a cache).
     SearchArea {
-        /// Polygon vertices in the plan's frame (x, y metres), 3 or more.
+        /// Polygon vertices in the plan's frame (`[x, y]` metres), 3 or more.
+        #[cfg_attr(feature = "openapi", schema(value_type = Vec<[f64; 2]>))]
         boundary: Vec<Point2<f64>>,
         /// Distance between sweep lines, metres, > 0.
         spacing_m: f64,
@@ -98,6 +103,7 @@ pub enum GoalKind {
 
 /// A goal as a client submits it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoalSpec {
     /// What to do.
     pub kind: GoalKind,
@@ -107,6 +113,7 @@ pub struct GoalSpec {
 
 /// Progress of one goal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GoalStatus {
     /// Still to do.
     Pending,
@@ -128,6 +135,7 @@ impl fmt::Display for GoalStatus {
 
 /// A goal in the plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Goal {
     /// Its id, unique for the life of the cluster.
     pub id: GoalId,
@@ -141,6 +149,7 @@ pub struct Goal {
 
 /// Where the plan as a whole stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PlanStatus {
     /// No plan was ever set.
     Empty,
@@ -168,6 +177,7 @@ impl fmt::Display for PlanStatus {
 
 /// The mission plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     /// Human name, e.g. `sol-42-traverse`.
     pub name: String,

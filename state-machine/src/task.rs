@@ -28,6 +28,7 @@ use crate::plan::Pose;
 
 /// Where a task is in its lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskState {
     /// Waiting for an assignee (possibly backing off after a failure).
     Pending,
@@ -123,6 +124,7 @@ impl fmt::Display for TaskAction {
 
 /// CPU and memory, as a task requires them or a node offers them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resources {
     /// Thousandths of a CPU core.
     pub cpu_millicores: u64,
@@ -173,6 +175,7 @@ impl fmt::Display for Resource {
 
 /// How often and how soon a failed task is tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPolicy {
     /// Attempts in all, the first included; at least 1.
     pub max_attempts: u32,
@@ -205,6 +208,7 @@ impl RetryPolicy {
 
 /// What a client asks for when it creates a task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskSpec {
     /// What to do, e.g. `navigate`, `capture-panorama`; agents dispatch on it.
     pub kind: String,
@@ -243,6 +247,7 @@ impl TaskSpec {
 
 /// The current holder of a task and the epoch that fences it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     /// The assignee.
     pub node_id: NodeId,
@@ -252,6 +257,7 @@ pub struct Lease {
 
 /// A small typed progress payload, kept only as the latest one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Feedback {
     /// Distance left to the goal.
     DistanceRemaining {
@@ -278,6 +284,7 @@ pub enum Feedback {
 
 /// How the assignee ends a task.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskOutcome {
     /// The work is done (allowed even with a cancel request pending: it
     /// finished first).
@@ -297,6 +304,7 @@ pub enum TaskOutcome {
 
 /// A task as the replicated state holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     /// Its id.
     pub id: TaskId,

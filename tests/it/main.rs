@@ -681,6 +681,151 @@ async fn t70_mtls_cluster_works_and_a_foreign_ca_node_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t71_mtls_a_node_certificate_cannot_speak_for_another_node() {
+    let mut c = ProcCluster::start_with(
+        2,
+        Options {
+            tls: true,
+            token: Some("tok".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+
+    tracing::info!("an impostor runs as node 3 with node 2's certificate and key (same CA)");
+    let certs = c.dir().join("certs");
+    let impostor = c.dir().join("impostor");
+    std::fs::create_dir_all(&impostor).unwrap();
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("node-2.pem", "node-3.pem"),
+        ("node-2.key", "node-3.key"),
+    ] {
+        std::fs::copy(certs.join(from), impostor.join(to)).unwrap();
+    }
+    c.spawn_extra(3, vec!["--tls-dir".into(), impostor.display().to_string()])
+        .await;
+    let api3 = format!("http://{}", c.api_addr(3));
+    let http3 = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if http3.get(format!("{api3}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the impostor never came up:\n{}", c.log(3));
+
+    tracing::info!("the cluster is asked to add node 3: the leader dials it and refuses node 2's certificate");
+    let add = json!({"id": 3, "raft_addr": c.raft_addr(3), "api_addr": c.api_addr(3)});
+    // The outcome of the request is not the point (it waits for a learner
+    // that never catches up); what the leader does with the link is.
+    let _ = tokio::time::timeout(Duration::from_secs(3), c.post(leader, "/v1/members", &add)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let dial_refusal = loop {
+        let log = c.log(leader);
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("tls handshake with peer failed") && l.contains("\"node-3.cairn\""))
+        {
+            break l.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leader {leader} never refused the impostor's certificate:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        dial_refusal.contains("only valid for DnsName(\"node-2.cairn\")"),
+        "{dial_refusal}"
+    );
+    let s3: Value = http3
+        .get(format!("{api3}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        s3["applied_index"].is_null() && s3["members"] == json!([]),
+        "the impostor received the cluster's log: {s3}"
+    );
+
+    tracing::info!("the impostor bootstraps a cluster with node 1 and campaigns as node 3");
+    let term_before = c.status(1).await["term"].as_u64().unwrap();
+    let members = json!({"members": {
+        "3": {"raft_addr": c.raft_addr(3), "api_addr": c.api_addr(3)},
+        "1": {"raft_addr": c.raft_addr(1), "api_addr": c.api_addr(1)},
+    }});
+    let r = http3
+        .post(format!("{api3}/v1/cluster/init"))
+        .json(&members)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "the impostor bootstraps its own cluster");
+
+    tracing::info!(
+        "node 1 completes the handshake (same CA) but refuses the vote: node 3's claim, node 2's certificate"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let refusal = loop {
+        let log = c.log(1);
+        if let Some(l) = log.lines().find(|l| l.contains("refused peer request")) {
+            break l.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 never refused the impostor's vote:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        refusal.contains("claims to come from node 3") && refusal.contains("certificate is node 2"),
+        "{refusal}"
+    );
+    assert!(
+        refusal.contains("vote"),
+        "the refused request is a (pre-)vote: {refusal}"
+    );
+    let s3: Value = http3
+        .get(format!("{api3}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(
+        s3["role"], "leader",
+        "the impostor must not win without node 1's vote: {s3}"
+    );
+
+    tracing::info!("the real cluster still works: a write commits and both nodes apply it");
+    let declare = json!({"name": "still.ok", "kind": {"Int": {"min": 0, "max": 10}}, "value": {"Int": 7}});
+    c.post(leader, "/v1/params", &declare).await.unwrap();
+    let target = c.status(leader).await["applied_index"].as_u64().unwrap();
+    for id in 1..=2 {
+        c.wait_applied(id, target, Duration::from_secs(10)).await;
+        let p = c.get(id, "/v1/params/still.ok?consistency=stale").await.unwrap();
+        assert_eq!(p["value"]["Int"], 7, "node {id}: {p}");
+    }
+    let s1 = c.status(1).await;
+    assert_eq!(s1["term"].as_u64().unwrap(), term_before, "node 1's term moved: {s1}");
+    let (_, _, metrics) = c.send(1, Method::GET, "/metrics", None, &[]).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cairn_transport_refused_impersonations_total") && !l.ends_with(" 0")),
+        "refusals are counted:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t80_tagged_write_retried_on_another_node_applies_once() {
     let c = ProcCluster::start(3).await;
     c.wait_leader(Duration::from_secs(15)).await;

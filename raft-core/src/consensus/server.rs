@@ -4,6 +4,14 @@
 //! (appends must not be reordered); forwarded client requests run
 //! concurrently. A frame that is oversized or does not decode closes that
 //! connection with a logged error; the node keeps serving everyone else.
+//!
+//! A request that names its sender (vote, pre-vote, append, snapshot chunk,
+//! leader transfer, application message) must come over a connection whose
+//! [`PeerIdentity`] can speak for that node; otherwise it is answered with an
+//! error, logged with both ids, counted, and the connection is closed.
+//! Forwarded client writes, read-index requests and membership changes name
+//! no sender: any member of the cluster (any holder of a certificate from the
+//! cluster CA) may forward them, as the API that took them checked the client.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +21,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
+
+use openraft::vote::RaftLeaderId;
 
 use super::node::Core;
 use super::protocol::server_handshake;
@@ -28,6 +38,7 @@ use super::Vote;
 use crate::frame;
 use crate::frame::FrameError;
 use crate::transport::Acceptor;
+use crate::transport::PeerIdentity;
 use crate::transport::PeerStream;
 
 /// Responses queued for one connection's writer; bounded for back-pressure.
@@ -58,7 +69,10 @@ pub(crate) async fn serve<S: StateMachine>(
                     let handshake = acceptor.accept(stream, peer);
                     tokio::spawn(async move {
                         match handshake.await {
-                            Ok(stream) => serve_stream(stream, core, peer.to_string(), shutdown).await,
+                            Ok(accepted) => {
+                                serve_stream(accepted.stream, accepted.identity, core, peer.to_string(), shutdown)
+                                    .await
+                            }
                             Err(e) => tracing::warn!(peer = %peer, error = %e, "refused peer connection"),
                         }
                     });
@@ -87,6 +101,7 @@ struct Incoming {
 /// whatever serves the address next instead of talking to a stopped node.
 pub(crate) async fn serve_stream<S: StateMachine>(
     mut stream: Box<dyn PeerStream>,
+    identity: PeerIdentity,
     core: Arc<Core<S>>,
     peer: String,
     mut shutdown: watch::Receiver<bool>,
@@ -157,6 +172,23 @@ pub(crate) async fn serve_stream<S: StateMachine>(
             }
         };
         let id = req.id;
+        if let Some((claimed, kind)) = claimed_sender(&req.body) {
+            if !identity.may_speak_for(claimed) {
+                core.metrics.refused_impersonations.inc();
+                tracing::warn!(
+                    peer = %peer,
+                    claimed_node = claimed,
+                    certificate = %identity,
+                    request = kind,
+                    "refused peer request: it claims to come from node {claimed} but the connection's certificate is {identity}; closing the connection"
+                );
+                let body = Response::Error(format!(
+                    "refused: {kind} claims to come from node {claimed} but your certificate is {identity}"
+                ));
+                let _ = tx.send(ResponseFrame { id, body }).await;
+                break;
+            }
+        }
         let body = match req.body {
             Request::Append(rpc) => match core.raft.append_entries(rpc).await {
                 Ok(r) => Response::Append(r),
@@ -206,6 +238,21 @@ pub(crate) async fn serve_stream<S: StateMachine>(
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// The node a request says it comes from, and the request's kind (for the
+/// log line); `None` for requests that name no sender.
+fn claimed_sender(req: &Request) -> Option<(u64, &'static str)> {
+    match req {
+        Request::Append(rpc) => Some((*rpc.vote.leader_id().node_id(), "append")),
+        Request::Vote(rpc) => Some((*rpc.vote.leader_id().node_id(), "vote")),
+        Request::PreVote(rpc) => Some((*rpc.vote.leader_id().node_id(), "pre-vote")),
+        Request::TransferLeader(rpc) => Some((*rpc.from_leader().leader_id().node_id(), "transfer-leader")),
+        Request::SnapshotChunk { vote, .. } => Some((*vote.leader_id().node_id(), "snapshot chunk")),
+        Request::App { from, .. } => Some((*from, "application message")),
+        Request::Traced { inner, .. } => claimed_sender(inner),
+        Request::ClientWrite(_) | Request::ReadIndex | Request::Admin(_) => None,
+    }
 }
 
 /// Write a chunk to a temporary file; install the snapshot on the last one.
