@@ -398,6 +398,17 @@ impl Cluster {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
+    /// Where node `id`'s test action handler journals its actuations (see
+    /// [`crate::tasks`]); only the embedded launcher runs that handler.
+    pub fn journal(&self, id: u64) -> PathBuf {
+        crate::tasks::journal_for(&self.nodes[&id].config)
+    }
+
+    /// Whether nodes run the suite's task handler (the embedded launcher).
+    pub fn runs_tasks(&self) -> bool {
+        matches!(self.spec.launcher, Launcher::Embedded(_))
+    }
+
     /// Copy every node's log into `dir`.
     pub fn copy_logs(&self, dir: &Path) -> Result<(), Error> {
         for p in self.nodes.values() {

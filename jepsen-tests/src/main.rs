@@ -160,7 +160,13 @@ async fn node(config: &std::path::Path) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let cfg: cairn::config::NodeConfig =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
-    let daemon = cairn::daemon::Daemon::start(cfg.clone())
+    // The suite's task kind, journalling every step it may actuate.
+    let journal = cairn_jepsen::tasks::journal_for(config);
+    let work = cairn_jepsen::tasks::JepsenWork::open(cfg.id, &journal)
+        .with_context(|| format!("opening {}", journal.display()))?;
+    let handlers: Vec<(String, std::sync::Arc<dyn cairn::hal::action::ActionHandler>)> =
+        vec![(cairn_jepsen::tasks::TASK_KIND.to_string(), std::sync::Arc::new(work))];
+    let daemon = cairn::daemon::Daemon::start_with_handlers(cfg.clone(), handlers)
         .await
         .with_context(|| format!("starting node {}", cfg.id))?;
     tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
