@@ -428,6 +428,25 @@ impl Cluster {
         p.state = ProcState::Down;
     }
 
+    /// Delete a killed node's data dir: it restarts empty, as a replaced
+    /// Pi would. Refused while the process runs.
+    pub fn wipe(&mut self, id: u64) -> Result<(), Error> {
+        let p = &self.nodes[&id];
+        if p.state != ProcState::Down {
+            return Err(Error::Setup {
+                reason: format!("refusing to wipe node {id}: it is running"),
+            });
+        }
+        match std::fs::remove_dir_all(&p.data_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io {
+                what: format!("wipe {}", p.data_dir.display()),
+                source: e,
+            }),
+        }
+    }
+
     /// Restart a killed node on its data dir and wait until it answers.
     pub async fn restart(&mut self, id: u64) -> Result<(), Error> {
         if self.nodes[&id].state != ProcState::Down {

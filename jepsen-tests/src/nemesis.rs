@@ -44,10 +44,27 @@ pub enum NemesisKind {
     Flaky,
     /// Remove a voter under load, then add it back as a learner and promote it.
     Member,
+    /// Replace a member with a wiped one: remove a voter, `kill -9` it,
+    /// delete its data dir; when healing, start it empty, add it as a
+    /// learner and promote it. Not in `all` (so the checked-in seeds keep
+    /// their schedules); name it.
+    Replace,
 }
 
 impl NemesisKind {
-    /// Every kind.
+    /// Every kind, as the command line knows them.
+    pub const KNOWN: [NemesisKind; 7] = [
+        NemesisKind::Partition,
+        NemesisKind::Kill,
+        NemesisKind::Pause,
+        NemesisKind::Delay,
+        NemesisKind::Flaky,
+        NemesisKind::Member,
+        NemesisKind::Replace,
+    ];
+
+    /// The kinds `all` enables (every kind but [`NemesisKind::Replace`],
+    /// which came later: adding it would change every recorded schedule).
     pub const ALL: [NemesisKind; 6] = [
         NemesisKind::Partition,
         NemesisKind::Kill,
@@ -66,6 +83,7 @@ impl NemesisKind {
             NemesisKind::Delay => "delay",
             NemesisKind::Flaky => "flaky",
             NemesisKind::Member => "member",
+            NemesisKind::Replace => "replace",
         }
     }
 }
@@ -79,12 +97,15 @@ impl fmt::Display for NemesisKind {
 impl FromStr for NemesisKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        NemesisKind::ALL
+        NemesisKind::KNOWN
             .into_iter()
             .find(|k| k.name() == s.trim())
             .ok_or_else(|| Error::Invalid {
                 field: "nemesis",
-                reason: format!("{s:?} is not one of {}", NemesisKind::ALL.map(|k| k.name()).join(", ")),
+                reason: format!(
+                    "{s:?} is not one of {}",
+                    NemesisKind::KNOWN.map(|k| k.name()).join(", ")
+                ),
             })
     }
 }
@@ -137,6 +158,9 @@ pub enum Fault {
     },
     /// Remove a random voter, re-add it when healing.
     RemoveVoter,
+    /// Remove a random voter, kill it and wipe its data dir; start it
+    /// empty and re-add it when healing.
+    ReplaceWiped,
 }
 
 /// A fault in the schedule.
@@ -183,6 +207,7 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
             drop_per_mille: rng.random_range(5..=50),
         },
         NemesisKind::Member => Fault::RemoveVoter,
+        NemesisKind::Replace => Fault::ReplaceWiped,
     }
 }
 
@@ -384,7 +409,7 @@ impl Nemesis {
                     format!("flaky peer links: {drop_per_mille}/1000 chunks kill their connection"),
                 );
             }
-            Fault::RemoveVoter => {
+            Fault::RemoveVoter | Fault::ReplaceWiped => {
                 let Some(via) = self.leader_or_random(cluster).await else {
                     return Ok(());
                 };
@@ -403,11 +428,23 @@ impl Nemesis {
                 // Whatever the answer, the removal may have happened: put it
                 // back when healing (re-adding a member is harmless).
                 self.active.removed = Some(target);
-                match res {
-                    Ok(_) => self.rec.event("start", format!("remove voter {target} (via {asker})")),
-                    Err(e) => self
-                        .rec
-                        .event("start", format!("remove voter {target} (via {asker}) answered {e}")),
+                match (res, fault) {
+                    // Only a removal the cluster acknowledged may be followed
+                    // by a wipe: wiping a voter's log is data loss Raft does
+                    // not tolerate, and is not what this fault tests.
+                    (Ok(_), Fault::ReplaceWiped) => {
+                        cluster.kill(target);
+                        cluster.wipe(target)?;
+                        self.rec.event(
+                            "start",
+                            format!("remove voter {target} (via {asker}), kill -9 it, wipe its data dir"),
+                        );
+                    }
+                    (Ok(_), _) => self.rec.event("start", format!("remove voter {target} (via {asker})")),
+                    (Err(e), _) => self.rec.event(
+                        "start",
+                        format!("remove voter {target} (via {asker}) answered {e}; not wiped"),
+                    ),
                 }
             }
         }
@@ -514,6 +551,7 @@ mod tests {
             vec![NemesisKind::Partition, NemesisKind::Kill]
         );
         assert_eq!(parse_kinds("all").unwrap().len(), 6);
+        assert_eq!(parse_kinds("replace").unwrap(), vec![NemesisKind::Replace]);
         let e = parse_kinds("kill,partiton").unwrap_err().to_string();
         assert!(e.contains("partiton"), "{e}");
     }

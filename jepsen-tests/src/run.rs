@@ -38,11 +38,11 @@ use crate::workload::WorkloadSpec;
 /// to stay out of the load's way.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// Task operations per second per node: a few tasks in flight per node
-/// (one runs ~1.2 s), far below what the coordinator schedules.
+/// (one runs ~3 s), far below what the coordinator schedules.
 const TASK_OPS_PER_SEC: f64 = 2.0;
 /// How long the healed cluster gets to finish every task: a task whose
 /// holder died waits `down_after_ms` (3 s) to be released, retries back off
-/// ≤ 1 s, and one run takes ~1.2 s; a few rounds of that on a loaded machine.
+/// ≤ 1 s, and one run takes ~3 s; a few rounds of that on a loaded machine.
 const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 /// How long replicas get to apply the same index once healed: catching up
 /// a few thousand entries on loopback takes well under a second.

@@ -45,9 +45,10 @@ use crate::workload::send;
 
 /// The task kind the suite submits and [`JepsenWork`] runs.
 pub const TASK_KIND: &str = "jepsen.work";
-/// Steps of one run of [`JepsenWork`]; with [`STEP`] a task takes ~1.2 s,
-/// long enough to be caught by a fault, short enough to drain after healing.
-const STEPS: u8 = 8;
+/// Steps of one run of [`JepsenWork`]; with [`STEP`] a task takes ~3 s,
+/// long enough that most faults catch some task running, short enough to
+/// drain after healing.
+const STEPS: u8 = 20;
 /// One step of [`JepsenWork`].
 const STEP: Duration = Duration::from_millis(150);
 /// Process ids of task clients start here (apart from register clients').
