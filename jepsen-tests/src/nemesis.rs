@@ -49,11 +49,15 @@ pub enum NemesisKind {
     /// learner and promote it. Not in `all` (so the checked-in seeds keep
     /// their schedules); name it.
     Replace,
+    /// Fill a node's disk (its own small tmpfs) to `ENOSPC`; root only,
+    /// skipped with a recorded reason otherwise. Not in `all`.
+    Disk,
 }
 
 impl NemesisKind {
     /// Every kind, as the command line knows them.
-    pub const KNOWN: [NemesisKind; 7] = [
+    pub const KNOWN: [NemesisKind; 8] = [
+        NemesisKind::Disk,
         NemesisKind::Partition,
         NemesisKind::Kill,
         NemesisKind::Pause,
@@ -84,6 +88,7 @@ impl NemesisKind {
             NemesisKind::Flaky => "flaky",
             NemesisKind::Member => "member",
             NemesisKind::Replace => "replace",
+            NemesisKind::Disk => "disk",
         }
     }
 }
@@ -161,6 +166,10 @@ pub enum Fault {
     /// Remove a random voter, kill it and wipe its data dir; start it
     /// empty and re-add it when healing.
     ReplaceWiped,
+    /// Fill the leader's disk to `ENOSPC`.
+    FillDiskLeader,
+    /// Fill a random node's disk to `ENOSPC`.
+    FillDiskRandom,
 }
 
 /// A fault in the schedule.
@@ -208,6 +217,13 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
         },
         NemesisKind::Member => Fault::RemoveVoter,
         NemesisKind::Replace => Fault::ReplaceWiped,
+        NemesisKind::Disk => {
+            if rng.random_bool(0.5) {
+                Fault::FillDiskLeader
+            } else {
+                Fault::FillDiskRandom
+            }
+        }
     }
 }
 
@@ -246,6 +262,7 @@ fn fmt_set(ids: &[u64]) -> String {
 #[derive(Default)]
 struct Active {
     removed: Option<u64>,
+    full_disk: Option<u64>,
 }
 
 /// Carries out a schedule against a cluster.
@@ -409,6 +426,28 @@ impl Nemesis {
                     format!("flaky peer links: {drop_per_mille}/1000 chunks kill their connection"),
                 );
             }
+            Fault::FillDiskLeader | Fault::FillDiskRandom => {
+                if !cluster.has_small_disk() {
+                    self.rec.event(
+                        "start",
+                        "disk fault skipped: nodes have no small disk (mounting a tmpfs needs root)",
+                    );
+                    return Ok(());
+                }
+                let target = if fault == Fault::FillDiskLeader {
+                    self.leader_or_random(cluster).await
+                } else {
+                    let up = Self::up(cluster);
+                    (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+                };
+                let Some(target) = target else { return Ok(()) };
+                let mib = cluster.fill_disk(target)?;
+                self.active.full_disk = Some(target);
+                self.rec.event(
+                    "start",
+                    format!("disk of node {target} filled ({mib} MiB filler, ENOSPC)"),
+                );
+            }
             Fault::RemoveVoter | Fault::ReplaceWiped => {
                 let Some(via) = self.leader_or_random(cluster).await else {
                     return Ok(());
@@ -454,12 +493,38 @@ impl Nemesis {
     /// Undo whatever is active: links pass, nodes resume or restart, a
     /// removed voter is re-added.
     pub async fn heal(&mut self, cluster: &mut Cluster) -> Result<(), Error> {
+        if let Some(id) = self.active.full_disk.take() {
+            self.heal_disk(cluster, id).await;
+        }
         cluster.heal().await?;
         if let Some(id) = self.active.removed.take() {
             self.readd(cluster, id).await;
         }
         self.rec.event("heal", "all links pass, all nodes running");
         Ok(())
+    }
+
+    /// Free a full disk, and record how the node took it: crashed (the
+    /// process exited), stopped its Raft core (it answers, but not its
+    /// status: restarted here, as an operator would), or carried on.
+    async fn heal_disk(&mut self, cluster: &mut Cluster, id: u64) {
+        let crashed = cluster.exited(id);
+        let status = if crashed { None } else { cluster.status(id).await };
+        cluster.free_disk(id);
+        let what = if crashed {
+            "had exited (fail-stop); restarting it".to_string()
+        } else if let Some(s) = status {
+            format!(
+                "kept running (role {}, applied {})",
+                s["role"].as_str().unwrap_or("?"),
+                s["applied_index"]
+            )
+        } else {
+            cluster.kill(id);
+            "was up but its status failed (Raft core stopped); restarting it".to_string()
+        };
+        self.rec
+            .event("heal", format!("disk of node {id} freed; node {id} {what}"));
     }
 
     /// Add `id` back as a learner and promote it; bounded retries (an

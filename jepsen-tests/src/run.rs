@@ -44,6 +44,10 @@ const TASK_OPS_PER_SEC: f64 = 2.0;
 /// holder died waits `down_after_ms` (3 s) to be released, retries back off
 /// ≤ 1 s, and one run takes ~3 s; a few rounds of that on a loaded machine.
 const DRAIN_WITHIN: Duration = Duration::from_secs(30);
+/// Size of each node's tmpfs under the `disk` nemesis: room for RocksDB's
+/// WAL (capped at 64 MiB), memtables and SSTs of a run, yet only RAM when
+/// the filler takes it all.
+const DISK_MIB: u64 = 128;
 /// How long replicas get to apply the same index once healed: catching up
 /// a few thousand entries on loopback takes well under a second.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
@@ -465,6 +469,8 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         log_filter: cfg.log_filter.clone(),
         seed: cfg.seed,
         write_timeout_ms: cfg.write_timeout_ms,
+        disk_mib: (cfg.nemeses.contains(&NemesisKind::Disk) && crate::cluster::small_disks_possible())
+            .then_some(DISK_MIB),
     })
     .await?;
     let Some(leader) = cluster.wait_agreed_leader(cfg.recovery_timeout).await else {
