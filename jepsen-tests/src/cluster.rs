@@ -123,6 +123,8 @@ pub struct NodeProc {
     log: PathBuf,
     child: Option<Child>,
     state: ProcState,
+    /// `CAIRN_CLOCK_OFFSET_MS` of its next start (0: the true clock).
+    clock_offset_ms: i64,
     /// Bumped on every (re)start.
     pub incarnation: u32,
 }
@@ -263,6 +265,7 @@ impl Cluster {
                     log: dir.path().join(format!("n{id}.log")),
                     child: None,
                     state: ProcState::Down,
+                    clock_offset_ms: 0,
                     incarnation: 0,
                 },
             );
@@ -403,6 +406,7 @@ impl Cluster {
         let child = cmd
             .arg(&p.config)
             .env("RUST_LOG", filter)
+            .env("CAIRN_CLOCK_OFFSET_MS", p.clock_offset_ms.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -472,6 +476,19 @@ impl Cluster {
             let _ = child.wait();
         }
         p.state = ProcState::Down;
+    }
+
+    /// Set the wall-clock offset node `id` gets on its next (re)start
+    /// (`CAIRN_CLOCK_OFFSET_MS`, a test-only hook in raft-core).
+    pub fn set_clock_offset(&mut self, id: u64, offset_ms: i64) {
+        if let Some(p) = self.nodes.get_mut(&id) {
+            p.clock_offset_ms = offset_ms;
+        }
+    }
+
+    /// Node `id`'s current clock offset.
+    pub fn clock_offset(&self, id: u64) -> i64 {
+        self.nodes.get(&id).map_or(0, |p| p.clock_offset_ms)
     }
 
     /// Whether node `id`'s data dir is on a small disk of its own.

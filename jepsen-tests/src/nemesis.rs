@@ -52,11 +52,15 @@ pub enum NemesisKind {
     /// Fill a node's disk (its own small tmpfs) to `ENOSPC`; root only,
     /// skipped with a recorded reason otherwise. Not in `all`.
     Disk,
+    /// Restart the leader or a random node with its wall clock jumped
+    /// (±1 min or ±1 h); back to the true clock when healing. Not in `all`.
+    Clock,
 }
 
 impl NemesisKind {
     /// Every kind, as the command line knows them.
-    pub const KNOWN: [NemesisKind; 8] = [
+    pub const KNOWN: [NemesisKind; 9] = [
+        NemesisKind::Clock,
         NemesisKind::Disk,
         NemesisKind::Partition,
         NemesisKind::Kill,
@@ -89,6 +93,7 @@ impl NemesisKind {
             NemesisKind::Member => "member",
             NemesisKind::Replace => "replace",
             NemesisKind::Disk => "disk",
+            NemesisKind::Clock => "clock",
         }
     }
 }
@@ -170,6 +175,11 @@ pub enum Fault {
     FillDiskLeader,
     /// Fill a random node's disk to `ENOSPC`.
     FillDiskRandom,
+    /// Restart the leader (or a random node) with its clock shifted.
+    ClockJump {
+        /// The shift, ms (negative: back in time).
+        offset_ms: i64,
+    },
 }
 
 /// A fault in the schedule.
@@ -217,6 +227,9 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
         },
         NemesisKind::Member => Fault::RemoveVoter,
         NemesisKind::Replace => Fault::ReplaceWiped,
+        NemesisKind::Clock => Fault::ClockJump {
+            offset_ms: [3_600_000, -3_600_000, 60_000, -60_000][rng.random_range(0..4)],
+        },
         NemesisKind::Disk => {
             if rng.random_bool(0.5) {
                 Fault::FillDiskLeader
@@ -263,6 +276,7 @@ fn fmt_set(ids: &[u64]) -> String {
 struct Active {
     removed: Option<u64>,
     full_disk: Option<u64>,
+    clock_jumped: Option<u64>,
 }
 
 /// Carries out a schedule against a cluster.
@@ -426,6 +440,19 @@ impl Nemesis {
                     format!("flaky peer links: {drop_per_mille}/1000 chunks kill their connection"),
                 );
             }
+            Fault::ClockJump { offset_ms } => {
+                let Some(target) = self.leader_or_random(cluster).await else {
+                    return Ok(());
+                };
+                cluster.kill(target);
+                cluster.set_clock_offset(target, offset_ms);
+                self.active.clock_jumped = Some(target);
+                cluster.restart(target).await?;
+                self.rec.event(
+                    "start",
+                    format!("node {target} restarted with its wall clock shifted by {offset_ms} ms"),
+                );
+            }
             Fault::FillDiskLeader | Fault::FillDiskRandom => {
                 if !cluster.has_small_disk() {
                     self.rec.event(
@@ -495,6 +522,14 @@ impl Nemesis {
     pub async fn heal(&mut self, cluster: &mut Cluster) -> Result<(), Error> {
         if let Some(id) = self.active.full_disk.take() {
             self.heal_disk(cluster, id).await;
+        }
+        if let Some(id) = self.active.clock_jumped.take() {
+            if cluster.clock_offset(id) != 0 {
+                cluster.kill(id);
+                cluster.set_clock_offset(id, 0);
+                self.rec
+                    .event("heal", format!("node {id} restarting on the true clock"));
+            }
         }
         cluster.heal().await?;
         if let Some(id) = self.active.removed.take() {
