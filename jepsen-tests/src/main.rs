@@ -265,7 +265,22 @@ fn check(dir: &std::path::Path) -> anyhow::Result<bool> {
         converged: Default::default(),
         one_leader_per_term: false,
     };
-    let report = cairn_jepsen::checker::check(&input, (50_000_000, 120.0));
+    let mut report = cairn_jepsen::checker::check(&input, (50_000_000, 120.0));
+    // The task record, when the run had one (embedded launcher).
+    let tasks = dir.join("tasks.json");
+    if tasks.exists() {
+        let text = std::fs::read_to_string(&tasks).with_context(|| format!("reading {}", tasks.display()))?;
+        let input: cairn_jepsen::checker::tasks::TaskCheckInput =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", tasks.display()))?;
+        println!(
+            "tasks: {} ops, {} actuation steps",
+            input.ops.len(),
+            input.actuations.len()
+        );
+        report
+            .anomalies
+            .extend(cairn_jepsen::checker::tasks::check_tasks(&input));
+    }
     for (k, v) in &report.keys {
         println!("{k}: {} ({} ops)", v.verdict, v.ops_checked);
     }

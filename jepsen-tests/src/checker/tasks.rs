@@ -272,12 +272,15 @@ pub fn replicas_agree(input: &TaskCheckInput) -> Vec<Anomaly> {
     };
     for (node, tasks) in it {
         if tasks != reference {
-            let diff = reference
-                .iter()
-                .zip(tasks.iter())
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("first difference: {a:?} vs {b:?}"))
-                .unwrap_or_else(|| format!("{} vs {} tasks", reference.len(), tasks.len()));
+            // Compare by id, so one missing task does not shift the rest.
+            let a: BTreeMap<u64, &TaskView> = reference.iter().map(|t| (t.id, t)).collect();
+            let b: BTreeMap<u64, &TaskView> = tasks.iter().map(|t| (t.id, t)).collect();
+            let diff = a
+                .keys()
+                .chain(b.keys())
+                .find(|id| a.get(id) != b.get(id))
+                .map(|id| format!("task {id}: {:?} vs {:?}", a.get(id), b.get(id)))
+                .unwrap_or_default();
             out.push(anomaly(
                 AnomalyKind::TasksDiverged,
                 None,
