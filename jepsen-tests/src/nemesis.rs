@@ -180,6 +180,12 @@ pub enum Fault {
         /// The shift, ms (negative: back in time).
         offset_ms: i64,
     },
+    /// Restart every node with its clock shifted (a fleet whose time
+    /// source was wrong, fixed at once by healing).
+    ClockJumpAll {
+        /// The shift, ms (negative: back in time).
+        offset_ms: i64,
+    },
 }
 
 /// A fault in the schedule.
@@ -227,9 +233,14 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
         },
         NemesisKind::Member => Fault::RemoveVoter,
         NemesisKind::Replace => Fault::ReplaceWiped,
-        NemesisKind::Clock => Fault::ClockJump {
-            offset_ms: [3_600_000, -3_600_000, 60_000, -60_000][rng.random_range(0..4)],
-        },
+        NemesisKind::Clock => {
+            let offset_ms = [3_600_000, -3_600_000, 60_000, -60_000][rng.random_range(0..4)];
+            if rng.random_bool(0.5) {
+                Fault::ClockJumpAll { offset_ms }
+            } else {
+                Fault::ClockJump { offset_ms }
+            }
+        }
         NemesisKind::Disk => {
             if rng.random_bool(0.5) {
                 Fault::FillDiskLeader
@@ -276,7 +287,7 @@ fn fmt_set(ids: &[u64]) -> String {
 struct Active {
     removed: Option<u64>,
     full_disk: Option<u64>,
-    clock_jumped: Option<u64>,
+    clock_jumped: Vec<u64>,
 }
 
 /// Carries out a schedule against a cluster.
@@ -446,11 +457,26 @@ impl Nemesis {
                 };
                 cluster.kill(target);
                 cluster.set_clock_offset(target, offset_ms);
-                self.active.clock_jumped = Some(target);
+                self.active.clock_jumped = vec![target];
                 cluster.restart(target).await?;
                 self.rec.event(
                     "start",
                     format!("node {target} restarted with its wall clock shifted by {offset_ms} ms"),
+                );
+            }
+            Fault::ClockJumpAll { offset_ms } => {
+                let all = cluster.ids();
+                for id in &all {
+                    cluster.kill(*id);
+                    cluster.set_clock_offset(*id, offset_ms);
+                }
+                self.active.clock_jumped = all.clone();
+                for id in &all {
+                    cluster.restart(*id).await?;
+                }
+                self.rec.event(
+                    "start",
+                    format!("every node restarted with its wall clock shifted by {offset_ms} ms"),
                 );
             }
             Fault::FillDiskLeader | Fault::FillDiskRandom => {
@@ -523,7 +549,7 @@ impl Nemesis {
         if let Some(id) = self.active.full_disk.take() {
             self.heal_disk(cluster, id).await;
         }
-        if let Some(id) = self.active.clock_jumped.take() {
+        for id in std::mem::take(&mut self.active.clock_jumped) {
             if cluster.clock_offset(id) != 0 {
                 cluster.kill(id);
                 cluster.set_clock_offset(id, 0);
