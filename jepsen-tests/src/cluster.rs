@@ -123,6 +123,8 @@ pub struct NodeProc {
     log: PathBuf,
     child: Option<Child>,
     state: ProcState,
+    /// `CAIRN_CLOCK_OFFSET_MS` of its next start (0: the true clock).
+    clock_offset_ms: i64,
     /// Bumped on every (re)start.
     pub incarnation: u32,
 }
@@ -159,6 +161,42 @@ pub struct ClusterSpec {
     pub seed: u64,
     /// The nodes' `timings.write_timeout_ms`.
     pub write_timeout_ms: u64,
+    /// Put each node's data dir on its own tmpfs of this many MiB, so the
+    /// `disk` nemesis can fill it (needs root for `mount`; see
+    /// [`small_disks_possible`]).
+    pub disk_mib: Option<u64>,
+}
+
+/// Whether this process may mount a tmpfs (runs as root): the `disk`
+/// nemesis needs it and is skipped, with a recorded reason, otherwise.
+pub fn small_disks_possible() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn mount_tmpfs(at: &Path, mib: u64) -> Result<(), Error> {
+    std::fs::create_dir_all(at).map_err(Error::io(format!("create {}", at.display())))?;
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+        .arg(at)
+        .output()
+        .map_err(Error::io("run mount"))?;
+    if !out.status.success() {
+        return Err(Error::Setup {
+            reason: format!(
+                "mount tmpfs at {}: {}",
+                at.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A running cluster. Dropping it kills every process.
@@ -216,7 +254,10 @@ impl Cluster {
                     id,
                     raft_addr: format!("127.0.0.1:{}", port()?),
                     api_addr: format!("127.0.0.1:{}", port()?),
-                    data_dir: dir.path().join(format!("n{id}")),
+                    data_dir: match spec.disk_mib {
+                        Some(_) => dir.path().join(format!("n{id}.disk")).join("data"),
+                        None => dir.path().join(format!("n{id}")),
+                    },
                     config: dir.path().join(match spec.launcher {
                         Launcher::Cairn(_) => format!("n{id}.toml"),
                         Launcher::Embedded(_) => format!("n{id}.json"),
@@ -224,9 +265,17 @@ impl Cluster {
                     log: dir.path().join(format!("n{id}.log")),
                     child: None,
                     state: ProcState::Down,
+                    clock_offset_ms: 0,
                     incarnation: 0,
                 },
             );
+        }
+        if let Some(mib) = spec.disk_mib {
+            for p in nodes.values() {
+                if let Some(disk) = p.data_dir.parent() {
+                    mount_tmpfs(disk, mib)?;
+                }
+            }
         }
         let mut links = BTreeMap::new();
         for from in 1..=spec.nodes {
@@ -357,6 +406,7 @@ impl Cluster {
         let child = cmd
             .arg(&p.config)
             .env("RUST_LOG", filter)
+            .env("CAIRN_CLOCK_OFFSET_MS", p.clock_offset_ms.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -398,6 +448,17 @@ impl Cluster {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
+    /// Where node `id`'s test action handler journals its actuations (see
+    /// [`crate::tasks`]); only the embedded launcher runs that handler.
+    pub fn journal(&self, id: u64) -> PathBuf {
+        crate::tasks::journal_for(&self.nodes[&id].config)
+    }
+
+    /// Whether nodes run the suite's task handler (the embedded launcher).
+    pub fn runs_tasks(&self) -> bool {
+        matches!(self.spec.launcher, Launcher::Embedded(_))
+    }
+
     /// Copy every node's log into `dir`.
     pub fn copy_logs(&self, dir: &Path) -> Result<(), Error> {
         for p in self.nodes.values() {
@@ -415,6 +476,85 @@ impl Cluster {
             let _ = child.wait();
         }
         p.state = ProcState::Down;
+    }
+
+    /// Set the wall-clock offset node `id` gets on its next (re)start
+    /// (`CAIRN_CLOCK_OFFSET_MS`, a test-only hook in raft-core).
+    pub fn set_clock_offset(&mut self, id: u64, offset_ms: i64) {
+        if let Some(p) = self.nodes.get_mut(&id) {
+            p.clock_offset_ms = offset_ms;
+        }
+    }
+
+    /// Node `id`'s current clock offset.
+    pub fn clock_offset(&self, id: u64) -> i64 {
+        self.nodes.get(&id).map_or(0, |p| p.clock_offset_ms)
+    }
+
+    /// Whether node `id`'s data dir is on a small disk of its own.
+    pub fn has_small_disk(&self) -> bool {
+        self.spec.disk_mib.is_some()
+    }
+
+    /// Fill node `id`'s small disk with a filler file until `ENOSPC`
+    /// (1 MiB writes, at most the disk's size of them). Returns MiB written.
+    pub fn fill_disk(&self, id: u64) -> Result<u64, Error> {
+        let Some(mib) = self.spec.disk_mib else {
+            return Ok(0);
+        };
+        let path = self.filler(id);
+        let mut f = std::fs::File::create(&path).map_err(Error::io(format!("create {}", path.display())))?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0;
+        for _ in 0..=mib {
+            if std::io::Write::write_all(&mut f, &chunk).is_err() {
+                break;
+            }
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Delete node `id`'s filler file (nothing if there is none).
+    pub fn free_disk(&self, id: u64) {
+        let _ = std::fs::remove_file(self.filler(id));
+    }
+
+    fn filler(&self, id: u64) -> PathBuf {
+        let data = &self.nodes[&id].data_dir;
+        data.parent().unwrap_or(data).join("filler")
+    }
+
+    /// Whether node `id`'s process has exited on its own (a crash).
+    pub fn exited(&mut self, id: u64) -> bool {
+        let Some(p) = self.nodes.get_mut(&id) else { return false };
+        match p.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(_))) => {
+                p.child = None;
+                p.state = ProcState::Down;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Delete a killed node's data dir: it restarts empty, as a replaced
+    /// Pi would. Refused while the process runs.
+    pub fn wipe(&mut self, id: u64) -> Result<(), Error> {
+        let p = &self.nodes[&id];
+        if p.state != ProcState::Down {
+            return Err(Error::Setup {
+                reason: format!("refusing to wipe node {id}: it is running"),
+            });
+        }
+        match std::fs::remove_dir_all(&p.data_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io {
+                what: format!("wipe {}", p.data_dir.display()),
+                source: e,
+            }),
+        }
     }
 
     /// Restart a killed node on its data dir and wait until it answers.
@@ -602,6 +742,11 @@ impl Drop for Cluster {
                 // SIGKILL ends a stopped process too.
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+            if self.spec.disk_mib.is_some() {
+                if let Some(disk) = p.data_dir.parent() {
+                    let _ = Command::new("umount").arg(disk).status();
+                }
             }
         }
     }

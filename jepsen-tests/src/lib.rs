@@ -14,6 +14,8 @@
 //! - [`nemesis`]: the faults, and a seeded schedule of them.
 //! - [`workload`]: rate-limited sequential clients over registers (declared
 //!   `Int` parameters), recording invoke/complete times and outcomes.
+//! - [`tasks`]: clients over the task API, and the action handler the
+//!   nodes run tasks with (it journals every step it may actuate).
 //! - [`history`]: the recorded operations, status samples and nemesis events,
 //!   as JSON lines.
 //! - [`checker`]: a Wing–Gong–Lowe linearizability checker (porcupine's
@@ -45,6 +47,7 @@ pub mod nemesis;
 pub mod profile;
 pub mod proxy;
 pub mod run;
+pub mod tasks;
 pub mod workload;
 
 pub use error::Error;

@@ -160,7 +160,13 @@ async fn node(config: &std::path::Path) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let cfg: cairn::config::NodeConfig =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
-    let daemon = cairn::daemon::Daemon::start(cfg.clone())
+    // The suite's task kind, journalling every step it may actuate.
+    let journal = cairn_jepsen::tasks::journal_for(config);
+    let work = cairn_jepsen::tasks::JepsenWork::open(cfg.id, &journal)
+        .with_context(|| format!("opening {}", journal.display()))?;
+    let handlers: Vec<(String, std::sync::Arc<dyn cairn::hal::action::ActionHandler>)> =
+        vec![(cairn_jepsen::tasks::TASK_KIND.to_string(), std::sync::Arc::new(work))];
+    let daemon = cairn::daemon::Daemon::start_with_handlers(cfg.clone(), handlers)
         .await
         .with_context(|| format!("starting node {}", cfg.id))?;
     tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
@@ -259,7 +265,22 @@ fn check(dir: &std::path::Path) -> anyhow::Result<bool> {
         converged: Default::default(),
         one_leader_per_term: false,
     };
-    let report = cairn_jepsen::checker::check(&input, (50_000_000, 120.0));
+    let mut report = cairn_jepsen::checker::check(&input, (50_000_000, 120.0));
+    // The task record, when the run had one (embedded launcher).
+    let tasks = dir.join("tasks.json");
+    if tasks.exists() {
+        let text = std::fs::read_to_string(&tasks).with_context(|| format!("reading {}", tasks.display()))?;
+        let input: cairn_jepsen::checker::tasks::TaskCheckInput =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", tasks.display()))?;
+        println!(
+            "tasks: {} ops, {} actuation steps",
+            input.ops.len(),
+            input.actuations.len()
+        );
+        report
+            .anomalies
+            .extend(cairn_jepsen::checker::tasks::check_tasks(&input));
+    }
     for (k, v) in &report.keys {
         println!("{k}: {} ({} ops)", v.verdict, v.ops_checked);
     }

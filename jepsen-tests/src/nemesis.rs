@@ -44,10 +44,35 @@ pub enum NemesisKind {
     Flaky,
     /// Remove a voter under load, then add it back as a learner and promote it.
     Member,
+    /// Replace a member with a wiped one: remove a voter, `kill -9` it,
+    /// delete its data dir; when healing, start it empty, add it as a
+    /// learner and promote it. Not in `all` (so the checked-in seeds keep
+    /// their schedules); name it.
+    Replace,
+    /// Fill a node's disk (its own small tmpfs) to `ENOSPC`; root only,
+    /// skipped with a recorded reason otherwise. Not in `all`.
+    Disk,
+    /// Restart the leader or a random node with its wall clock jumped
+    /// (±1 min or ±1 h); back to the true clock when healing. Not in `all`.
+    Clock,
 }
 
 impl NemesisKind {
-    /// Every kind.
+    /// Every kind, as the command line knows them.
+    pub const KNOWN: [NemesisKind; 9] = [
+        NemesisKind::Clock,
+        NemesisKind::Disk,
+        NemesisKind::Partition,
+        NemesisKind::Kill,
+        NemesisKind::Pause,
+        NemesisKind::Delay,
+        NemesisKind::Flaky,
+        NemesisKind::Member,
+        NemesisKind::Replace,
+    ];
+
+    /// The kinds `all` enables (every kind but [`NemesisKind::Replace`],
+    /// which came later: adding it would change every recorded schedule).
     pub const ALL: [NemesisKind; 6] = [
         NemesisKind::Partition,
         NemesisKind::Kill,
@@ -66,6 +91,9 @@ impl NemesisKind {
             NemesisKind::Delay => "delay",
             NemesisKind::Flaky => "flaky",
             NemesisKind::Member => "member",
+            NemesisKind::Replace => "replace",
+            NemesisKind::Disk => "disk",
+            NemesisKind::Clock => "clock",
         }
     }
 }
@@ -79,12 +107,15 @@ impl fmt::Display for NemesisKind {
 impl FromStr for NemesisKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        NemesisKind::ALL
+        NemesisKind::KNOWN
             .into_iter()
             .find(|k| k.name() == s.trim())
             .ok_or_else(|| Error::Invalid {
                 field: "nemesis",
-                reason: format!("{s:?} is not one of {}", NemesisKind::ALL.map(|k| k.name()).join(", ")),
+                reason: format!(
+                    "{s:?} is not one of {}",
+                    NemesisKind::KNOWN.map(|k| k.name()).join(", ")
+                ),
             })
     }
 }
@@ -137,6 +168,24 @@ pub enum Fault {
     },
     /// Remove a random voter, re-add it when healing.
     RemoveVoter,
+    /// Remove a random voter, kill it and wipe its data dir; start it
+    /// empty and re-add it when healing.
+    ReplaceWiped,
+    /// Fill the leader's disk to `ENOSPC`.
+    FillDiskLeader,
+    /// Fill a random node's disk to `ENOSPC`.
+    FillDiskRandom,
+    /// Restart the leader (or a random node) with its clock shifted.
+    ClockJump {
+        /// The shift, ms (negative: back in time).
+        offset_ms: i64,
+    },
+    /// Restart every node with its clock shifted (a fleet whose time
+    /// source was wrong, fixed at once by healing).
+    ClockJumpAll {
+        /// The shift, ms (negative: back in time).
+        offset_ms: i64,
+    },
 }
 
 /// A fault in the schedule.
@@ -183,6 +232,22 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
             drop_per_mille: rng.random_range(5..=50),
         },
         NemesisKind::Member => Fault::RemoveVoter,
+        NemesisKind::Replace => Fault::ReplaceWiped,
+        NemesisKind::Clock => {
+            let offset_ms = [3_600_000, -3_600_000, 60_000, -60_000][rng.random_range(0..4)];
+            if rng.random_bool(0.5) {
+                Fault::ClockJumpAll { offset_ms }
+            } else {
+                Fault::ClockJump { offset_ms }
+            }
+        }
+        NemesisKind::Disk => {
+            if rng.random_bool(0.5) {
+                Fault::FillDiskLeader
+            } else {
+                Fault::FillDiskRandom
+            }
+        }
     }
 }
 
@@ -221,6 +286,8 @@ fn fmt_set(ids: &[u64]) -> String {
 #[derive(Default)]
 struct Active {
     removed: Option<u64>,
+    full_disk: Option<u64>,
+    clock_jumped: Vec<u64>,
 }
 
 /// Carries out a schedule against a cluster.
@@ -384,7 +451,57 @@ impl Nemesis {
                     format!("flaky peer links: {drop_per_mille}/1000 chunks kill their connection"),
                 );
             }
-            Fault::RemoveVoter => {
+            Fault::ClockJump { offset_ms } => {
+                let Some(target) = self.leader_or_random(cluster).await else {
+                    return Ok(());
+                };
+                cluster.kill(target);
+                cluster.set_clock_offset(target, offset_ms);
+                self.active.clock_jumped = vec![target];
+                cluster.restart(target).await?;
+                self.rec.event(
+                    "start",
+                    format!("node {target} restarted with its wall clock shifted by {offset_ms} ms"),
+                );
+            }
+            Fault::ClockJumpAll { offset_ms } => {
+                let all = cluster.ids();
+                for id in &all {
+                    cluster.kill(*id);
+                    cluster.set_clock_offset(*id, offset_ms);
+                }
+                self.active.clock_jumped = all.clone();
+                for id in &all {
+                    cluster.restart(*id).await?;
+                }
+                self.rec.event(
+                    "start",
+                    format!("every node restarted with its wall clock shifted by {offset_ms} ms"),
+                );
+            }
+            Fault::FillDiskLeader | Fault::FillDiskRandom => {
+                if !cluster.has_small_disk() {
+                    self.rec.event(
+                        "start",
+                        "disk fault skipped: nodes have no small disk (mounting a tmpfs needs root)",
+                    );
+                    return Ok(());
+                }
+                let target = if fault == Fault::FillDiskLeader {
+                    self.leader_or_random(cluster).await
+                } else {
+                    let up = Self::up(cluster);
+                    (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+                };
+                let Some(target) = target else { return Ok(()) };
+                let mib = cluster.fill_disk(target)?;
+                self.active.full_disk = Some(target);
+                self.rec.event(
+                    "start",
+                    format!("disk of node {target} filled ({mib} MiB filler, ENOSPC)"),
+                );
+            }
+            Fault::RemoveVoter | Fault::ReplaceWiped => {
                 let Some(via) = self.leader_or_random(cluster).await else {
                     return Ok(());
                 };
@@ -403,11 +520,23 @@ impl Nemesis {
                 // Whatever the answer, the removal may have happened: put it
                 // back when healing (re-adding a member is harmless).
                 self.active.removed = Some(target);
-                match res {
-                    Ok(_) => self.rec.event("start", format!("remove voter {target} (via {asker})")),
-                    Err(e) => self
-                        .rec
-                        .event("start", format!("remove voter {target} (via {asker}) answered {e}")),
+                match (res, fault) {
+                    // Only a removal the cluster acknowledged may be followed
+                    // by a wipe: wiping a voter's log is data loss Raft does
+                    // not tolerate, and is not what this fault tests.
+                    (Ok(_), Fault::ReplaceWiped) => {
+                        cluster.kill(target);
+                        cluster.wipe(target)?;
+                        self.rec.event(
+                            "start",
+                            format!("remove voter {target} (via {asker}), kill -9 it, wipe its data dir"),
+                        );
+                    }
+                    (Ok(_), _) => self.rec.event("start", format!("remove voter {target} (via {asker})")),
+                    (Err(e), _) => self.rec.event(
+                        "start",
+                        format!("remove voter {target} (via {asker}) answered {e}; not wiped"),
+                    ),
                 }
             }
         }
@@ -417,12 +546,46 @@ impl Nemesis {
     /// Undo whatever is active: links pass, nodes resume or restart, a
     /// removed voter is re-added.
     pub async fn heal(&mut self, cluster: &mut Cluster) -> Result<(), Error> {
+        if let Some(id) = self.active.full_disk.take() {
+            self.heal_disk(cluster, id).await;
+        }
+        for id in std::mem::take(&mut self.active.clock_jumped) {
+            if cluster.clock_offset(id) != 0 {
+                cluster.kill(id);
+                cluster.set_clock_offset(id, 0);
+                self.rec
+                    .event("heal", format!("node {id} restarting on the true clock"));
+            }
+        }
         cluster.heal().await?;
         if let Some(id) = self.active.removed.take() {
             self.readd(cluster, id).await;
         }
         self.rec.event("heal", "all links pass, all nodes running");
         Ok(())
+    }
+
+    /// Free a full disk, and record how the node took it: crashed (the
+    /// process exited), stopped its Raft core (it answers, but not its
+    /// status: restarted here, as an operator would), or carried on.
+    async fn heal_disk(&mut self, cluster: &mut Cluster, id: u64) {
+        let crashed = cluster.exited(id);
+        let status = if crashed { None } else { cluster.status(id).await };
+        cluster.free_disk(id);
+        let what = if crashed {
+            "had exited (fail-stop); restarting it".to_string()
+        } else if let Some(s) = status {
+            format!(
+                "kept running (role {}, applied {})",
+                s["role"].as_str().unwrap_or("?"),
+                s["applied_index"]
+            )
+        } else {
+            cluster.kill(id);
+            "was up but its status failed (Raft core stopped); restarting it".to_string()
+        };
+        self.rec
+            .event("heal", format!("disk of node {id} freed; node {id} {what}"));
     }
 
     /// Add `id` back as a learner and promote it; bounded retries (an
@@ -514,6 +677,7 @@ mod tests {
             vec![NemesisKind::Partition, NemesisKind::Kill]
         );
         assert_eq!(parse_kinds("all").unwrap().len(), 6);
+        assert_eq!(parse_kinds("replace").unwrap(), vec![NemesisKind::Replace]);
         let e = parse_kinds("kill,partiton").unwrap_err().to_string();
         assert!(e.contains("partiton"), "{e}");
     }

@@ -95,7 +95,12 @@ pub fn short() -> Vec<RunSpec> {
         run(101, 3, &[Partition, Delay], "partitions and slow links"),
         run(102, 3, &[Kill, Pause], "kill -9 and SIGSTOP, the leader above all"),
         run(103, 5, &[Partition, Kill, Flaky], "a 5-node cluster under mixed faults"),
-        run(104, 3, &[Member, Pause, Flaky], "membership changes under load"),
+        run(
+            104,
+            3,
+            &[Member, Replace, Pause, Flaky],
+            "membership changes under load, a member replaced by a wiped one",
+        ),
     ]
 }
 

@@ -37,6 +37,17 @@ use crate::workload::WorkloadSpec;
 /// see most leaders of short terms (an election takes ~1 s), rarely enough
 /// to stay out of the load's way.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// Task operations per second per node: a few tasks in flight per node
+/// (one runs ~3 s), far below what the coordinator schedules.
+const TASK_OPS_PER_SEC: f64 = 2.0;
+/// How long the healed cluster gets to finish every task: a task whose
+/// holder died waits `down_after_ms` (3 s) to be released, retries back off
+/// ≤ 1 s, and one run takes ~3 s; a few rounds of that on a loaded machine.
+const DRAIN_WITHIN: Duration = Duration::from_secs(30);
+/// Size of each node's tmpfs under the `disk` nemesis: room for RocksDB's
+/// WAL (capped at 64 MiB), memtables and SSTs of a run, yet only RAM when
+/// the filler takes it all.
+const DISK_MIB: u64 = 128;
 /// How long replicas get to apply the same index once healed: catching up
 /// a few thousand entries on loopback takes well under a second.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
@@ -186,6 +197,9 @@ pub struct RunReport {
     pub ok_ops_per_sec_calm: f64,
     /// The leader agreed on after healing, if any.
     pub leader_after_heal: Option<u64>,
+    /// What the task load did (empty without the embedded launcher).
+    #[serde(default)]
+    pub tasks: String,
     /// The checkers' findings.
     pub checks: CheckReport,
     /// The verdict.
@@ -228,6 +242,9 @@ impl RunReport {
                 .join(", "),
             self.verdict,
         );
+        if !self.tasks.is_empty() {
+            s.push_str(&format!("\n  tasks: {}", self.tasks));
+        }
         for r in &self.reasons {
             s.push_str(&format!("\n  - {r}"));
         }
@@ -292,35 +309,59 @@ async fn sampler(
     }
 }
 
+/// What every node held once they all applied the same index.
+#[derive(Default)]
+struct Converged {
+    registers: BTreeMap<u64, BTreeMap<String, Option<i64>>>,
+    tasks: BTreeMap<u64, Vec<crate::tasks::TaskView>>,
+    liveness: BTreeMap<u64, BTreeMap<u64, String>>,
+}
+
 /// Wait until every node reports the same applied index (polled every
-/// 200 ms, at most [`CONVERGE_WITHIN`]), then read each one's registers
-/// locally.
-async fn converge(cluster: &Cluster, keys: usize) -> (BTreeMap<u64, BTreeMap<String, Option<i64>>>, Option<String>) {
+/// 200 ms, at most [`CONVERGE_WITHIN`]), then read each one's registers,
+/// tasks and node liveness locally; if a node's applied index moved while
+/// it was read, try again.
+async fn converge(cluster: &Cluster, keys: usize) -> (Converged, Option<String>) {
     let deadline = Instant::now() + CONVERGE_WITHIN;
     let mut last = Vec::new();
     while Instant::now() < deadline {
-        let mut applied = Vec::new();
-        for id in cluster.ids() {
-            applied.push(cluster.status(id).await.and_then(|s| s["applied_index"].as_u64()));
-        }
+        let applied = applied_indexes(cluster).await;
         if applied.iter().all(Option::is_some) && applied.windows(2).all(|w| w[0] == w[1]) {
-            let mut out = BTreeMap::new();
+            let mut out = Converged::default();
             for id in cluster.ids() {
                 if let Some(vals) = workload::local_values(cluster, id, keys).await {
-                    out.insert(id, vals.into_iter().collect());
+                    out.registers.insert(id, vals.into_iter().collect());
+                }
+                if cluster.runs_tasks() {
+                    if let Some(t) = crate::tasks::local_tasks(cluster, id).await {
+                        out.tasks.insert(id, t);
+                    }
+                    if let Some(l) = crate::tasks::local_liveness(cluster, id).await {
+                        out.liveness.insert(id, l);
+                    }
                 }
             }
-            return (out, None);
+            if applied_indexes(cluster).await == applied {
+                return (out, None);
+            }
         }
         last = applied;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     (
-        BTreeMap::new(),
+        Converged::default(),
         Some(format!(
             "replicas did not reach the same applied index within {CONVERGE_WITHIN:?}; last seen {last:?}"
         )),
     )
+}
+
+async fn applied_indexes(cluster: &Cluster) -> Vec<Option<u64>> {
+    let mut applied = Vec::new();
+    for id in cluster.ids() {
+        applied.push(cluster.status(id).await.and_then(|s| s["applied_index"].as_u64()));
+    }
+    applied
 }
 
 fn count(ops: &[Op]) -> OpCounts {
@@ -346,6 +387,38 @@ fn count(ops: &[Op]) -> OpCounts {
         }
     }
     c
+}
+
+/// One line on the task load: ops by kind and outcome, final states.
+fn task_summary(t: &crate::checker::tasks::TaskCheckInput, torn_lines: usize) -> String {
+    use crate::tasks::TaskOpKind;
+    if t.ops.is_empty() {
+        return String::new();
+    }
+    let n = |k: TaskOpKind, o: Outcome| t.ops.iter().filter(|x| x.kind == k && x.outcome == o).count();
+    let mut finals: BTreeMap<&str, usize> = BTreeMap::new();
+    if let Some(tasks) = t.final_tasks.values().next() {
+        for task in tasks {
+            *finals.entry(task.state.as_str()).or_default() += 1;
+        }
+    }
+    let epochs: std::collections::BTreeSet<(u64, u64)> = t.actuations.iter().map(|a| (a.task, a.epoch)).collect();
+    let tasks_run: std::collections::BTreeSet<u64> = t.actuations.iter().map(|a| a.task).collect();
+    format!(
+        "submit ok {}/info {}/fail {}, get ok {}, cancel ok {}; {} actuation steps, {} tasks run under {} leases ({} reassigned); final {:?}; {} undrained; {} torn journal lines",
+        n(TaskOpKind::Submit, Outcome::Ok),
+        n(TaskOpKind::Submit, Outcome::Info),
+        n(TaskOpKind::Submit, Outcome::Fail),
+        n(TaskOpKind::Get, Outcome::Ok),
+        n(TaskOpKind::Cancel, Outcome::Ok),
+        t.actuations.len(),
+        tasks_run.len(),
+        epochs.len(),
+        epochs.len().saturating_sub(tasks_run.len()),
+        finals,
+        t.undrained.len(),
+        torn_lines,
+    )
 }
 
 /// Ok ops per second while faults were active, and while none was.
@@ -396,6 +469,8 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         log_filter: cfg.log_filter.clone(),
         seed: cfg.seed,
         write_timeout_ms: cfg.write_timeout_ms,
+        disk_mib: (cfg.nemeses.contains(&NemesisKind::Disk) && crate::cluster::small_disks_possible())
+            .then_some(DISK_MIB),
     })
     .await?;
     let Some(leader) = cluster.wait_agreed_leader(cfg.recovery_timeout).await else {
@@ -446,6 +521,23 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
             )));
         }
     }
+    let task_log = crate::tasks::TaskLog::default();
+    if cluster.runs_tasks() {
+        for (id, api) in &nodes {
+            clients.push(tokio::spawn(crate::tasks::client(
+                *id as u32,
+                *id,
+                api.clone(),
+                task_log.clone(),
+                rec.clone(),
+                cfg.seed.wrapping_mul(1000).wrapping_add(500 + id),
+                TASK_OPS_PER_SEC,
+                cfg.workload.request_timeout,
+                load_end,
+                http.clone(),
+            )));
+        }
+    }
     let mut nemesis = Nemesis::new(cfg.seed, rec.clone());
     nemesis.run(&mut cluster, &steps, load_start, load_end).await;
     tokio::time::sleep_until(load_end).await;
@@ -469,8 +561,23 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
     }
     tracing::info!(?leader_after_heal, "final reads from every node");
     workload::final_reads(&cluster, &rec, cfg.workload.keys, cfg.workload.request_timeout).await;
+    let undrained = if cluster.runs_tasks() {
+        tracing::info!("waiting for every task to finish");
+        crate::tasks::drain(&cluster, DRAIN_WITHIN).await
+    } else {
+        Vec::new()
+    };
     let (converged, not_converged) = converge(&cluster, cfg.workload.keys).await;
     reasons.extend(not_converged);
+    let journals: Vec<PathBuf> = cluster.ids().into_iter().map(|id| cluster.journal(id)).collect();
+    let (actuations, torn_lines) = crate::tasks::read_journals(&journals);
+    let task_input = crate::checker::tasks::TaskCheckInput {
+        ops: task_log.ops(),
+        actuations,
+        undrained,
+        final_tasks: converged.tasks,
+        final_liveness: converged.liveness,
+    };
     let _ = stop_tx.send(true);
     let _ = sampler.await;
 
@@ -480,15 +587,17 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         initial: workload::INITIAL_VALUE,
         ops: ops.clone(),
         samples: samples.clone(),
-        converged,
+        converged: converged.registers,
         one_leader_per_term: false,
     };
     let budget = (cfg.checker_max_steps, cfg.checker_secs);
-    let checks = tokio::task::spawn_blocking(move || crate::checker::check(&input, budget))
+    let mut checks = tokio::task::spawn_blocking(move || crate::checker::check(&input, budget))
         .await
         .map_err(|e| Error::Setup {
             reason: format!("checker panicked: {e}"),
         })?;
+    checks.anomalies.extend(crate::checker::tasks::check_tasks(&task_input));
+    let task_summary = task_summary(&task_input, torn_lines);
 
     let counts = count(&ops);
     let secs = cfg.duration.as_secs_f64();
@@ -523,6 +632,11 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
     write_jsonl(&dir.join("history.jsonl"), &ops)?;
     write_jsonl(&dir.join("status.jsonl"), &samples)?;
     write_jsonl(&dir.join("nemesis.jsonl"), &events)?;
+    let tasks_json = serde_json::to_string(&task_input).map_err(|e| Error::Io {
+        what: "encode tasks.json".into(),
+        source: e.into(),
+    })?;
+    std::fs::write(dir.join("tasks.json"), tasks_json).map_err(Error::io("write tasks.json"))?;
     if verdict != Verdict::Pass || cfg.keep_logs {
         cluster.copy_logs(&dir)?;
     }
@@ -538,6 +652,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         ok_ops_per_sec_faulted: faulted,
         ok_ops_per_sec_calm: calm,
         leader_after_heal,
+        tasks: task_summary,
         checks,
         verdict,
         reasons,

@@ -111,11 +111,11 @@ pub async fn declare(cluster: &Cluster, keys: usize) -> Result<(), Error> {
 
 /// What one request produced.
 #[derive(Debug)]
-struct Answer {
-    outcome: Outcome,
-    value: Option<i64>,
+pub(crate) struct Answer {
+    pub(crate) outcome: Outcome,
+    pub(crate) value: Option<i64>,
     version: Option<u64>,
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 fn transport_error(e: &reqwest::Error) -> Answer {
@@ -129,7 +129,7 @@ fn transport_error(e: &reqwest::Error) -> Answer {
     }
 }
 
-fn error_outcome(status: u16, lenient_503: bool) -> Outcome {
+pub(crate) fn error_outcome(status: u16, lenient_503: bool) -> Outcome {
     match status {
         503 if lenient_503 => Outcome::Info,
         400 | 404 | 409 | 503 => Outcome::Fail,
@@ -137,7 +137,7 @@ fn error_outcome(status: u16, lenient_503: bool) -> Outcome {
     }
 }
 
-fn error_text(status: u16, body: &str) -> String {
+pub(crate) fn error_text(status: u16, body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     match (v["code"].as_str(), v["message"].as_str()) {
         (Some(code), Some(msg)) => format!("{status} {code}: {msg}"),
@@ -157,7 +157,7 @@ fn find_version(v: &Value) -> Option<u64> {
     }
 }
 
-async fn send(req: reqwest::RequestBuilder, timeout: Duration) -> Result<(u16, String), Answer> {
+pub(crate) async fn send(req: reqwest::RequestBuilder, timeout: Duration) -> Result<(u16, String), Answer> {
     let resp = req.timeout(timeout).send().await.map_err(|e| transport_error(&e))?;
     let status = resp.status().as_u16();
     // A body cut off mid-way: the request was processed, its outcome unknown.

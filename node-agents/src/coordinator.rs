@@ -20,8 +20,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use std::time::SystemTime;
-use std::time::UNIX_EPOCH;
 
 use cairn_raft::Consistency;
 use cairn_raft::RaftNode;
@@ -298,11 +296,10 @@ impl Shared {
     }
 }
 
+/// The same clock the leader stamps proposals with (and its test-only
+/// offset): back-offs are decided against those stamps.
 fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    cairn_raft::wall_clock_ms()
 }
 
 /// The coordinator supervisor of one node. Dropping it stops it.

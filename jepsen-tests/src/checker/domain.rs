@@ -39,6 +39,22 @@ pub enum AnomalyKind {
     NoFinalRead,
     /// Replicas disagree on a register once they applied the same index.
     Diverged,
+    /// A deposed task holder actuated after its successor began.
+    TwoHolders,
+    /// One lease epoch was seen for two (task, node) leases.
+    EpochShared,
+    /// A task's lease epoch went down between reads ordered in real time.
+    EpochWentBack,
+    /// A final state leases a task to a node it marks `Down`.
+    TaskOnDownNode,
+    /// A task never finished after healing.
+    TaskStuck,
+    /// An acknowledged task submission is missing from a final state.
+    LostTask,
+    /// A final state holds more unacknowledged tasks than were submitted.
+    PhantomTask,
+    /// Replicas disagree on the tasks once they applied the same index.
+    TasksDiverged,
 }
 
 /// One finding.

@@ -12,6 +12,7 @@
 
 pub mod domain;
 pub mod linear;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;

@@ -5,7 +5,10 @@
 //!   pass, printing each run's summary and where its history and logs are.
 //!   It also proves the pipeline can fail: the first run's real history,
 //!   doctored with a lost write and a failed write made visible, must be
-//!   rejected by the checker.
+//!   rejected by the checker, and its task record (an acknowledged task
+//!   dropped from a replica, a deposed holder acting after its successor)
+//!   by the task checkers. The closing line over all its runs goes to
+//!   `target/jepsen/ci-summary.txt`, which `.ci/run` prints.
 //! - `t90`: the long profile, only with `CAIRN_JEPSEN_LONG=1`
 //!   (`CAIRN_JEPSEN_RUNS`, default 20, sets its length).
 //!
@@ -18,6 +21,8 @@ use std::sync::Mutex;
 use std::sync::OnceLock;
 
 use cairn_jepsen::checker;
+use cairn_jepsen::checker::tasks::check_tasks;
+use cairn_jepsen::checker::tasks::TaskCheckInput;
 use cairn_jepsen::checker::AnomalyKind;
 use cairn_jepsen::checker::CheckInput;
 use cairn_jepsen::cluster;
@@ -29,6 +34,7 @@ use cairn_jepsen::history::Outcome;
 use cairn_jepsen::profile;
 use cairn_jepsen::profile::ProfileOutcome;
 use cairn_jepsen::run::Verdict;
+use cairn_jepsen::tasks::TaskOpKind;
 use cairn_jepsen::workload::INITIAL_VALUE;
 
 static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -135,6 +141,64 @@ fn checker_rejects_doctored(history: &[Op]) {
     );
 }
 
+/// The first run's task record, doctored: one acknowledged task dropped
+/// from a replica's final state and a deposed holder's actuation replayed
+/// after its successor's; the task checkers must reject it.
+fn task_checkers_reject_doctored(dir: &std::path::Path) {
+    let text = std::fs::read_to_string(dir.join("tasks.json")).expect("tasks.json written");
+    let mut input: TaskCheckInput = serde_json::from_str(&text).expect("tasks.json parses");
+    assert!(
+        check_tasks(&input).is_empty(),
+        "the real task record is already anomalous: {:#?}",
+        check_tasks(&input)
+    );
+    let acked = input
+        .ops
+        .iter()
+        .find(|o| o.kind == TaskOpKind::Submit && o.outcome == Outcome::Ok)
+        .and_then(|o| o.task_id)
+        .expect("the run acknowledged at least one task");
+    let replica = input.final_tasks.values_mut().next().expect("a final state was read");
+    replica.retain(|t| t.id != acked);
+    let last = input.actuations.last().cloned().expect("some task ran");
+    let mut newer = last.clone();
+    newer.epoch = u64::MAX;
+    newer.node = last.node % 3 + 1;
+    newer.t_ns = last.t_ns + 1;
+    let mut late = last.clone();
+    late.t_ns = last.t_ns + 2;
+    input.actuations.extend([newer, late]);
+    let kinds: Vec<AnomalyKind> = check_tasks(&input).iter().map(|a| a.kind).collect();
+    assert!(
+        kinds.contains(&AnomalyKind::LostTask) && kinds.contains(&AnomalyKind::TwoHolders),
+        "the task checkers accepted a doctored real record; found {kinds:?}"
+    );
+}
+
+/// `.ci/run` prints this file after the tests: one closing line over the
+/// regression seeds and the short profile (cargo hides a passing test's
+/// output).
+fn write_ci_summary(outcomes: &[&ProfileOutcome]) {
+    let n = |v: Verdict| {
+        outcomes
+            .iter()
+            .flat_map(|o| o.reports.iter())
+            .filter(|r| r.verdict == v)
+            .count()
+    };
+    let errors: usize = outcomes.iter().map(|o| o.errors.len()).sum();
+    let line = format!(
+        "jepsen: {} passed, {} failed, {} inconclusive, {} errors (regression seeds + short profile)\n",
+        n(Verdict::Pass),
+        n(Verdict::Fail),
+        n(Verdict::Inconclusive),
+        errors
+    );
+    let dir = cluster::workspace_root().join("target").join("jepsen");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("ci-summary.txt"), line);
+}
+
 #[test]
 fn t20_regressions_then_short_profile() {
     init_tracing();
@@ -152,9 +216,13 @@ fn t20_regressions_then_short_profile() {
     println!("short profile: {}", outcome.closing_line());
 
     tracing::info!("the checker must reject a doctored copy of a real history");
+    write_ci_summary(&[&replayed, &outcome]);
     if let Some(first) = outcome.reports.first() {
         let history: Vec<Op> = read_jsonl(&first.results.join("history.jsonl")).expect("history written");
         checker_rejects_doctored(&history);
+        if matches!(launcher, Launcher::Embedded(_)) {
+            task_checkers_reject_doctored(&first.results);
+        }
     }
     assert_all_passed("regression seeds", &replayed);
     assert_all_passed("short profile", &outcome);

@@ -201,14 +201,33 @@ fn forward_err(leader: Option<(NodeId, Member)>) -> ForwardError {
     ForwardError::NotLeader { leader }
 }
 
+/// This node's wall clock, ms since the Unix epoch: what the leader stamps
+/// proposals with and the coordinator schedules back-offs by.
+///
+/// **Test only**: `CAIRN_CLOCK_OFFSET_MS` (signed, read once per process)
+/// shifts it, so the chaos suite can start a node whose clock jumped
+/// (docs/CHAOS.md, "Clock jumps"). Nothing else reads the variable; leases
+/// and timeouts use monotonic time and are not shifted.
+pub fn wall_clock_ms() -> u64 {
+    static OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET_MS.get_or_init(|| {
+        std::env::var("CAIRN_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    });
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+        .saturating_add_signed(offset)
+}
+
 impl<S: StateMachine> Core<S> {
     /// Leader's timestamp for a proposal: wall clock, but never going back
     /// while this node leads (NTP steps must not reorder deadlines).
     fn stamp(&self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = wall_clock_ms();
         let prev = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
         prev.max(now)
     }
