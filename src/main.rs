@@ -367,8 +367,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let daemon = Daemon::start(cfg.clone())
                 .await
                 .with_context(|| format!("starting node {}", cfg.id))?;
+            let watchdog = systemd_ready(&daemon);
             shutdown_signal().await.context("waiting for a shutdown signal")?;
             tracing::info!("shutting down");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            if let Some(w) = watchdog {
+                w.abort();
+            }
             daemon.shutdown().await?;
         }
         Cmd::Cluster {
@@ -438,6 +443,34 @@ async fn shutdown_signal() -> std::io::Result<()> {
     {
         tokio::signal::ctrl_c().await
     }
+}
+
+/// Tells systemd the node serves (a no-op unless started by a `Type=notify`
+/// unit), and, when the unit sets `WatchdogSec`, feeds the watchdog at half
+/// its period for as long as the runtime runs and the Raft core has not
+/// stopped: a wedged runtime or a core stopped by a storage error gets the
+/// node restarted by systemd instead of sitting there answering /healthz.
+fn systemd_ready(daemon: &Daemon) -> Option<tokio::task::JoinHandle<()>> {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::debug!(error = %e, "systemd readiness not sent");
+    }
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let node = daemon.node().clone();
+    let every = Duration::from_micros(usec / 2);
+    tracing::info!(period_ms = every.as_millis() as u64, "feeding the systemd watchdog");
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if node.status().role == cairn::raft::Role::Shutdown {
+                tracing::error!("raft core stopped; no longer feeding the systemd watchdog");
+                return;
+            }
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        }
+    }))
 }
 
 fn first_endpoint(client: &Client) -> anyhow::Result<String> {

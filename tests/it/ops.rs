@@ -502,3 +502,58 @@ async fn t93_rolling_restart_under_load_fails_no_write() {
     );
     assert_ne!(c.wait_leader(Duration::from_secs(15)).await, leader);
 }
+
+#[test]
+fn t06_systemd_hears_ready_and_the_watchdog_is_fed() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::TempDir::new().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (raft, api) = (port(0), port(1));
+    // systemd names the pid it watches; `exec` keeps the shell's.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" node run --id 1 --raft-addr "$1" --api-addr "$2" --data-dir "$3""#)
+        .arg(crate::harness::cairn_bin())
+        .args([&raft, &api])
+        .arg(dir.path().join("n1"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        match socket.recv(&mut buf) {
+            Ok(n) => seen.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("systemd would have given up: {e}; heard {seen:?}");
+            }
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    while let Ok(n) = socket.recv(&mut buf) {
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if seen.last().is_some_and(|m| m.contains("STOPPING=1")) {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|m| m.contains("STOPPING=1")), "{seen:?}");
+}
