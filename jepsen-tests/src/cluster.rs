@@ -207,6 +207,7 @@ pub struct Cluster {
     links: BTreeMap<(u64, u64), LinkProxy>,
     http: reqwest::Client,
     incarnations: Incarnations,
+    generations: Incarnations,
 }
 
 /// Each node's current incarnation, shared with observers (the status
@@ -293,6 +294,7 @@ impl Cluster {
             links,
             http,
             incarnations: Incarnations::default(),
+            generations: Incarnations::default(),
         };
         for id in c.ids() {
             c.write_config(id)?;
@@ -347,6 +349,12 @@ impl Cluster {
     /// Each node's incarnation, kept up to date as nodes restart.
     pub fn incarnations(&self) -> Incarnations {
         self.incarnations.clone()
+    }
+
+    /// Each node's data generation (bumped by [`Cluster::wipe`]), in the
+    /// same shape as [`Cluster::incarnations`].
+    pub fn generations(&self) -> Incarnations {
+        self.generations.clone()
     }
 
     /// The HTTP client used for admin calls.
@@ -548,13 +556,22 @@ impl Cluster {
             });
         }
         match std::fs::remove_dir_all(&p.data_dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Io {
-                what: format!("wipe {}", p.data_dir.display()),
-                source: e,
-            }),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    what: format!("wipe {}", p.data_dir.display()),
+                    source: e,
+                })
+            }
         }
+        *self
+            .generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_insert(0) += 1;
+        Ok(())
     }
 
     /// Restart a killed node on its data dir and wait until it answers.

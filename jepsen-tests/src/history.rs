@@ -77,6 +77,10 @@ pub struct StatusSample {
     pub node: u64,
     /// Which incarnation of the node process (bumped on each restart).
     pub incarnation: u32,
+    /// Which life of the node's data dir (bumped when it is wiped): Raft
+    /// state such as the term is durable within one, not across.
+    #[serde(default)]
+    pub data_generation: u32,
     /// Its Raft role (`leader`, `follower`, ...).
     pub role: String,
     /// Its current term.

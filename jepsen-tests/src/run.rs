@@ -269,6 +269,7 @@ impl RunReport {
 async fn sampler(
     nodes: Vec<(u64, String)>,
     incarnations: crate::cluster::Incarnations,
+    generations: crate::cluster::Incarnations,
     rec: Recorder,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -291,10 +292,17 @@ async fn sampler(
                 .get(id)
                 .copied()
                 .unwrap_or(0);
+            let data_generation = generations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(id)
+                .copied()
+                .unwrap_or(0);
             rec.sample(StatusSample {
                 t_ns: rec.now_ns(),
                 node: *id,
                 incarnation,
+                data_generation,
                 role: v["role"].as_str().unwrap_or("?").to_string(),
                 term: v["term"].as_u64().unwrap_or(0),
                 leader: v["leader"].as_u64(),
@@ -491,7 +499,13 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         .into_iter()
         .map(|id| (id, cluster.node(id).api_addr.clone()))
         .collect();
-    let sampler = tokio::spawn(sampler(nodes.clone(), cluster.incarnations(), rec.clone(), stop_rx));
+    let sampler = tokio::spawn(sampler(
+        nodes.clone(),
+        cluster.incarnations(),
+        cluster.generations(),
+        rec.clone(),
+        stop_rx,
+    ));
 
     let steps = schedule(cfg.seed, cfg.nodes, &cfg.nemeses, cfg.warmup, cfg.duration);
     tracing::info!(faults = steps.len(), duration = ?cfg.duration, "load and faults");

@@ -303,7 +303,8 @@ pub fn leaders_per_term(samples: &[crate::history::StatusSample]) -> BTreeMap<u6
 }
 
 /// At most one leader per term (only with `one_leader_per_term`), and no
-/// node's term ever decreases, restarts included (the vote is durable).
+/// node's term ever decreases, restarts included (the vote is durable),
+/// unless its data dir was wiped in between.
 fn leaders(input: &CheckInput) -> Vec<Anomaly> {
     let mut out = Vec::new();
     if input.one_leader_per_term {
@@ -318,11 +319,13 @@ fn leaders(input: &CheckInput) -> Vec<Anomaly> {
             }
         }
     }
-    let mut last: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    // Keyed by data generation too: a wiped node starts over at term 0,
+    // legitimately (it rejoins as a new member).
+    let mut last: BTreeMap<(u64, u32), (u64, u64)> = BTreeMap::new();
     let mut samples: Vec<_> = input.samples.iter().collect();
     samples.sort_by_key(|s| s.t_ns);
     for s in samples {
-        if let Some(&(term, t)) = last.get(&s.node) {
+        if let Some(&(term, t)) = last.get(&(s.node, s.data_generation)) {
             if s.term < term {
                 out.push(Anomaly {
                     kind: AnomalyKind::TermWentBack,
@@ -339,7 +342,7 @@ fn leaders(input: &CheckInput) -> Vec<Anomaly> {
                 });
             }
         }
-        let e = last.entry(s.node).or_insert((s.term, s.t_ns));
+        let e = last.entry((s.node, s.data_generation)).or_insert((s.term, s.t_ns));
         if s.term >= e.0 {
             *e = (s.term, s.t_ns);
         }
@@ -483,6 +486,7 @@ mod tests {
             t_ns: t,
             node,
             incarnation: 0,
+            data_generation: 0,
             role: role.into(),
             term,
             leader,
@@ -515,6 +519,15 @@ mod tests {
             vec![AnomalyKind::TermWentBack],
             "openraft's default leader ids allow two leaders per term"
         );
+        // A wiped node starts over at term 0: not an anomaly; a plain
+        // restart that forgets its term is.
+        let mut w = CheckInput {
+            samples: vec![sample(0, 1, "follower", 5, Some(2)), sample(2, 1, "follower", 0, None)],
+            ..Default::default()
+        };
+        assert_eq!(kinds(&w), vec![AnomalyKind::TermWentBack], "a restart keeps its term");
+        w.samples[1].data_generation = 1;
+        assert_eq!(kinds(&w), vec![], "a wiped node starts over");
     }
 
     #[test]
