@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_agents::action::ActionHandler;
 use cairn_hal::rover::ControlConfig;
@@ -12,8 +13,6 @@ use cairn_hal::rover::PerceptionHandler;
 use cairn_hal::rover::RoverHardware;
 use cairn_hal::rover::RoverSample;
 use cairn_hal::rover::SimRover;
-use std::time::Duration;
-
 use cairn_hal::sim::WorldClient;
 use cairn_raft::RaftNode;
 use cairn_state::Mission;
