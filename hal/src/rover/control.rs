@@ -307,8 +307,11 @@ async fn run(
         let plan_changed = ctx.plan.has_changed().unwrap_or(false) || plan_version.is_none();
         if plan_changed {
             let plan = ctx.plan.borrow_and_update().clone();
-            let done: BTreeSet<u64> = plan.targets.iter().filter(|t| !t.pending).map(|t| t.goal_id).collect();
-            reached.retain(|g| !done.contains(g));
+            // Reached goals stop waiting for confirmation once the plan shows
+            // them done, skipped, or gone (a replaced plan).
+            let pending: BTreeSet<u64> = plan.targets.iter().filter(|t| t.pending).map(|t| t.goal_id).collect();
+            reached.retain(|g| pending.contains(g));
+            unsent.retain(|g| pending.contains(g));
             goal_total = plan
                 .targets
                 .iter()
