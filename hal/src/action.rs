@@ -293,7 +293,7 @@ impl ActionContext {
     /// Whether the handler may command actuators right now: the permit is
     /// valid and no cancel is pending. Check it before every command.
     pub fn may_actuate(&self) -> bool {
-        !*self.cancel.borrow() && self.permit.borrow().allows(Instant::now())
+        permits(&self.cancel, &self.permit)
     }
 
     /// Whether cancellation was requested.
@@ -345,7 +345,7 @@ pub struct StopSignal {
 impl StopSignal {
     /// Whether actuators may be commanded right now.
     pub fn may_actuate(&self) -> bool {
-        !*self.cancel.borrow() && self.permit.borrow().allows(Instant::now())
+        permits(&self.cancel, &self.permit)
     }
 
     /// Resolves once cancel is requested or the permit is revoked or
@@ -373,6 +373,13 @@ impl StopSignal {
             }
         }
     }
+}
+
+/// No cancel, a permit valid now, and a runtime still there to revoke it:
+/// once the runtime's side of the permit is gone (the agent aborted), the
+/// last value seen can no longer be trusted.
+fn permits(cancel: &watch::Receiver<bool>, permit: &watch::Receiver<Permit>) -> bool {
+    !*cancel.borrow() && permit.has_changed().is_ok() && permit.borrow().allows(Instant::now())
 }
 
 /// A boxed future, as [`ActionHandler::run`] returns it.
@@ -427,5 +434,14 @@ mod tests {
         permit_tx.send_replace(Permit::Revoked);
         ctx.stopped().await;
         assert!(!ctx.may_actuate());
+
+        // The runtime going away revokes too, whatever was last granted.
+        permit_tx.send_replace(Permit::Valid {
+            until: Instant::now() + Duration::from_secs(10),
+        });
+        assert!(ctx.may_actuate() && ctx.stop_signal().may_actuate());
+        drop(permit_tx);
+        assert!(!ctx.may_actuate() && !ctx.stop_signal().may_actuate());
+        ctx.stopped().await;
     }
 }

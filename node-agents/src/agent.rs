@@ -725,6 +725,15 @@ async fn reconcile_loop(shared: Arc<Shared>) {
 /// Aborts a runner's children when the runner ends or is aborted.
 struct Children(Vec<JoinHandle<()>>);
 
+/// A task aborted when its owner is dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Drop for Children {
     fn drop(&mut self) {
         for c in &self.0 {
@@ -829,7 +838,10 @@ async fn run_task(
         permit_tx.send_replace(next);
     };
     update_permit(false, &mut permit);
-    let mut handler_task = tokio::spawn(handler.run(ctx));
+    // Owned by this runner: if the runner is dropped (the agent aborted,
+    // the node shutting down), the handler goes with it instead of running
+    // on detached, still believing its last permit, until the lease lapses.
+    let mut handler_task = AbortOnDrop(tokio::spawn(handler.run(ctx)));
     let reporter = tokio::spawn(report_loop(
         shared.clone(),
         t.clone(),
@@ -850,7 +862,7 @@ async fn run_task(
             Permit::Revoked => None,
         };
         tokio::select! {
-            res = &mut handler_task => break res.unwrap_or_else(|e| ActionOutcome::Failed {
+            res = &mut handler_task.0 => break res.unwrap_or_else(|e| ActionOutcome::Failed {
                 reason: format!("handler crashed: {e}"),
             }),
             r = lease_rx.changed() => {
@@ -867,7 +879,7 @@ async fn run_task(
                 update_permit(lost, &mut permit);
             }
             _ = sleep_until_opt(stop_by) => {
-                handler_task.abort();
+                handler_task.0.abort();
                 if permit != Permit::Revoked {
                     update_permit(true, &mut permit);
                 }

@@ -74,6 +74,23 @@ async fn t10_killed_task_node_task_moves_and_completes() {
     let (victim, old_epoch) = running_with_feedback(&c, task, None).await;
     tracing::info!(victim, old_epoch, "task runs; kill its node");
     let killed_at = c.kill(victim).await;
+    // A killed agent takes its handlers with it: nothing of the victim's
+    // acts after the kill (a detached handler would, until its lease ran out).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let late: Vec<Instant> = c
+        .history
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Actuated { node, at, .. } if *node == victim && *at > killed_at => Some(*at),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "node {victim} acted {} time(s) after it was killed",
+        late.len()
+    );
 
     tracing::info!("the coordinator declares it down and the task moves to the other camera node");
     let (heir, new_epoch) = running_with_feedback(&c, task, Some(victim)).await;
