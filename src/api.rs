@@ -125,6 +125,25 @@ impl std::fmt::Debug for ApiSettings {
     }
 }
 
+impl ApiSettings {
+    /// The configured token, from `token` or `token_file` (trimmed; both
+    /// set is an error).
+    pub fn resolve_token(&self) -> Result<Option<String>, Error> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => Err(Error::Config {
+                reason: "api.token and api.token_file are both set; use one".into(),
+            }),
+            (Some(t), None) => Ok(Some(t.trim().to_string())),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| Error::Config {
+                    reason: format!("api.token_file {}: {e}", path.display()),
+                }),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 /// Checked authentication settings.
 #[derive(Clone, Default)]
 pub struct ApiAuth {
@@ -140,23 +159,7 @@ impl ApiAuth {
 
     /// Resolve the settings (reads `token_file`).
     pub fn from_settings(s: &ApiSettings) -> Result<Self, Error> {
-        let token = match (&s.token, &s.token_file) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Config {
-                    reason: "api.token and api.token_file are both set; use one".into(),
-                })
-            }
-            (Some(t), None) => Some(t.trim().to_string()),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| Error::Config {
-                        reason: format!("api.token_file {}: {e}", path.display()),
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, None) => None,
-        };
+        let token = s.resolve_token()?;
         if token.as_deref() == Some("") {
             return Err(Error::Config {
                 reason: "api token is empty".into(),

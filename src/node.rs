@@ -274,18 +274,8 @@ impl Node {
     /// promotes it. Uses this node's API token, and its cluster CA when
     /// the node serves HTTPS.
     pub async fn join(&self, endpoints: Vec<String>, voter: bool) -> Result<(), Error> {
-        let token = match (&self.config.api.token, &self.config.api.token_file) {
-            (Some(t), _) => Some(t.trim().to_string()),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| Error::Config {
-                        reason: format!("api.token_file {}: {e}", path.display()),
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, None) => None,
-        };
+        // The node started, so its settings already resolved once.
+        let token = self.config.api.resolve_token()?;
         let ca_cert = match (&self.config.tls, self.config.api.tls) {
             (Some(paths), true) => Some(paths.ca_cert.clone()),
             _ => None,

@@ -286,18 +286,14 @@ async fn sampler(
                 .await;
             let Ok(r) = r else { continue };
             let Ok(v) = r.json::<Value>().await else { continue };
-            let incarnation = incarnations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(id)
-                .copied()
-                .unwrap_or(0);
-            let data_generation = generations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(id)
-                .copied()
-                .unwrap_or(0);
+            let current = |m: &crate::cluster::Incarnations| {
+                m.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(id)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let (incarnation, data_generation) = (current(&incarnations), current(&generations));
             rec.sample(StatusSample {
                 t_ns: rec.now_ns(),
                 node: *id,

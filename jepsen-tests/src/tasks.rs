@@ -390,34 +390,29 @@ fn clip(s: &str) -> String {
     s.chars().take(200).collect()
 }
 
-/// Every task of one node, read locally (`consistency=stale`); `None` if
-/// the node did not answer or answered something else.
-pub async fn local_tasks(cluster: &Cluster, node: u64) -> Option<Vec<TaskView>> {
-    let api = cluster.node(node).api_addr.clone();
-    let url = format!("http://{api}/v1/tasks?consistency=stale&limit=10000");
+/// One node's JSON answer to `GET path` (3 s timeout); `None` on any failure.
+async fn local_json(cluster: &Cluster, node: u64, path: &str) -> Option<Value> {
+    let api = &cluster.node(node).api_addr;
     let r = cluster
         .http()
-        .get(url)
+        .get(format!("http://{api}{path}"))
         .timeout(Duration::from_secs(3))
         .send()
         .await
         .ok()?;
-    let v: Value = r.json().await.ok()?;
+    r.json().await.ok()
+}
+
+/// Every task of one node, read locally (`consistency=stale`); `None` if
+/// the node did not answer or answered something else.
+pub async fn local_tasks(cluster: &Cluster, node: u64) -> Option<Vec<TaskView>> {
+    let v = local_json(cluster, node, "/v1/tasks?consistency=stale&limit=10000").await?;
     v.as_array()?.iter().map(TaskView::parse).collect()
 }
 
 /// Every node's liveness as one node's state says (`consistency=stale`).
 pub async fn local_liveness(cluster: &Cluster, node: u64) -> Option<BTreeMap<u64, String>> {
-    let api = cluster.node(node).api_addr.clone();
-    let url = format!("http://{api}/v1/nodes?consistency=stale");
-    let r = cluster
-        .http()
-        .get(url)
-        .timeout(Duration::from_secs(3))
-        .send()
-        .await
-        .ok()?;
-    let v: Value = r.json().await.ok()?;
+    let v = local_json(cluster, node, "/v1/nodes?consistency=stale").await?;
     v.as_array()?
         .iter()
         .map(|n| Some((n["id"].as_u64()?, n["liveness"].as_str()?.to_string())))
