@@ -367,3 +367,36 @@ async fn t92_a_frozen_controller_wakes_up_deposed_and_is_kept_off_the_wheels() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t93_sim_cli_refuses_bad_faults_and_changes_nothing() {
+    let sim = world().await;
+    let addr = sim.addr.to_string();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(crate::harness::cairn_bin())
+            .args(["sim"])
+            .args(args)
+            .args(["--sim-addr", &addr])
+            .output()
+            .unwrap()
+    };
+    for (args, says) in [
+        (vec!["fault", "wheel", "failed"], "unknown device"),
+        (vec!["fault", "imu", "broken"], "expected none | failed"),
+        (vec!["fault", "gps", "dropout:lots"], "is not a number"),
+        (vec!["fault", "gps", "dropout:1.5"], "0..=1"),
+        (vec!["estop", "maybe"], "expected on | off"),
+    ] {
+        let out = cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let s = WorldClient::connect(sim.addr).await.unwrap().status().await.unwrap();
+    assert!(s.faults.iter().all(|(_, f)| *f == Fault::None), "{:?}", s.faults);
+    assert!(!s.estop_engaged);
+    let out = cli(&["fault", "lidar", "failed"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = WorldClient::connect(sim.addr).await.unwrap().status().await.unwrap();
+    assert!(s.faults.contains(&(DeviceKind::Range, Fault::Failed)), "{:?}", s.faults);
+}
