@@ -17,6 +17,7 @@ use cairn_hal::action::ActionHandler;
 use cairn_hal::action::ActionOutcome;
 use cairn_hal::action::Limits;
 use cairn_hal::action::ParamUpdate;
+use cairn_hal::action::ParamVal;
 use cairn_raft::LinkControl;
 use cairn_raft::Member;
 use cairn_raft::RaftNode;
@@ -69,8 +70,14 @@ pub enum Event {
     },
     /// A handler saw new limits.
     Limits { node: u64, task: u64, limits: Limits },
-    /// A handler got a parameter change.
-    Param { node: u64, task: u64, update: ParamUpdate },
+    /// A handler got a parameter change; `values` is what its
+    /// `param_values` held then: (version, this parameter's value, count).
+    Param {
+        node: u64,
+        task: u64,
+        update: ParamUpdate,
+        values: (u64, Option<ParamVal>, usize),
+    },
     /// The node was killed (every belief it held ends here).
     Killed { node: u64, at: Instant },
 }
@@ -222,7 +229,11 @@ impl ActionHandler for Work {
                                 history.push(Event::Limits { node, task, limits: l });
                             }
                             Ok(update) = ctx.params.recv() => {
-                                history.push(Event::Param { node, task, update });
+                                let values = {
+                                    let v = ctx.param_values.borrow();
+                                    (v.0, v.1.get(&update.name).cloned(), v.1.len())
+                                };
+                                history.push(Event::Param { node, task, update, values });
                             }
                         }
                     }

@@ -396,13 +396,16 @@ async fn t60_running_handlers_get_degradation_and_params_in_order() {
     }
     let seen = c
         .wait_history(Duration::from_secs(10), "all parameter changes delivered", |h| {
-            let seen: Vec<(u64, ParamVal)> = h
+            let seen: Vec<(u64, ParamVal, (u64, Option<ParamVal>, usize))> = h
                 .events()
                 .into_iter()
                 .filter_map(|e| match e {
-                    Event::Param { node: n, update, .. } if n == node && update.name == "nav.lookahead_m" => {
-                        Some((update.version, update.value))
-                    }
+                    Event::Param {
+                        node: n,
+                        update,
+                        values,
+                        ..
+                    } if n == node && update.name == "nav.lookahead_m" => Some((update.version, update.value, values)),
                     _ => None,
                 })
                 .collect();
@@ -412,6 +415,19 @@ async fn t60_running_handlers_get_degradation_and_params_in_order() {
     let values: Vec<ParamVal> = seen.iter().map(|s| s.1.clone()).collect();
     assert_eq!(values, (0..=5).map(ParamVal::Int).collect::<Vec<_>>(), "{seen:?}");
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "versions increase: {seen:?}");
+    // The handler's parameter map (patched change by change, not copied
+    // whole) is never behind a change it was told about, and ends up equal
+    // to the replicated parameters.
+    for (version, _, (map_version, value, _)) in &seen {
+        assert!(map_version >= version && value.is_some(), "{seen:?}");
+    }
+    let (params_version, params_count) = c.raft(node).local_state(|m| (m.params_version(), m.params().count()));
+    let last = &seen[seen.len() - 1].2;
+    assert_eq!(
+        last,
+        &(params_version, Some(ParamVal::Int(5)), params_count),
+        "{seen:?}"
+    );
     c.write(Command::CancelTask { task_id: task }).await.unwrap();
 }
 
