@@ -356,6 +356,9 @@ async fn t50_cancel_ends_a_running_task_cancelled() {
     c.history.check_exclusive_actuation().unwrap();
 }
 
+/// What a handler's parameter map held: (version, the value, count).
+type MapSeen = (u64, Option<ParamVal>, usize);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t60_running_handlers_get_degradation_and_params_in_order() {
     let c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
@@ -396,7 +399,7 @@ async fn t60_running_handlers_get_degradation_and_params_in_order() {
     }
     let seen = c
         .wait_history(Duration::from_secs(10), "all parameter changes delivered", |h| {
-            let seen: Vec<(u64, ParamVal, (u64, Option<ParamVal>, usize))> = h
+            let seen: Vec<(u64, ParamVal, MapSeen)> = h
                 .events()
                 .into_iter()
                 .filter_map(|e| match e {
