@@ -173,12 +173,28 @@ impl NodeConfig {
 
     /// Read a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
+        Self::from_file_with_id(path, None)
+    }
+
+    /// Read a TOML file; `id` (the `--id` flag) overrides the file's `id`
+    /// and lets one file without an `id` serve every node.
+    pub fn from_file_with_id(path: &Path, id: Option<u64>) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
             reason: format!("cannot read {}: {e}", path.display()),
         })?;
-        toml::from_str(&text).map_err(|e| Error::Config {
+        Self::parse(&text, id).map_err(|e| Error::Config {
             reason: format!("{}: {e}", path.display()),
         })
+    }
+
+    fn parse(text: &str, id: Option<u64>) -> Result<Self, toml::de::Error> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        if let Some(id) = id {
+            // An id beyond i64 cannot be a TOML integer; let serde refuse it.
+            let value = i64::try_from(id).map_or_else(|_| toml::Value::String(id.to_string()), toml::Value::Integer);
+            table.insert("id".into(), value);
+        }
+        table.try_into()
     }
 
     /// The Raft part.
@@ -212,6 +228,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_file_without_an_id_serves_every_node_and_the_flag_wins() {
+        let c = NodeConfig::parse("[timings]\nheartbeat_interval_ms = 50\n", Some(3)).unwrap();
+        assert_eq!((c.id, c.timings.heartbeat_interval_ms), (3, 50));
+        let c = NodeConfig::parse("id = 1\n", Some(2)).unwrap();
+        assert_eq!(c.id, 2);
+        let err = NodeConfig::parse("[timings]\n", None).unwrap_err().to_string();
+        assert!(err.contains("missing field `id`"), "{err}");
+    }
 
     #[test]
     fn peer_dial_overrides_parse_from_toml() {

@@ -337,7 +337,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let mut cfg = match &config {
-                Some(path) => NodeConfig::from_file(path)?,
+                Some(path) => NodeConfig::from_file_with_id(path, id)?,
                 None => NodeConfig::new(id.context("--id is required without --config")?),
             };
             if let Some(id) = id {

@@ -2,9 +2,9 @@
 //!
 //! | setting | default | why |
 //! |---|---|---|
-//! | `heartbeat_interval_ms` | 100 | 4+ heartbeats per election timeout: a couple of lost Wi-Fi frames never trigger an election |
-//! | `election_timeout_ms_min` | 450 | over twice a Pi SD card's p99 fsync stall (~100–200 ms), so a slow disk is never mistaken for a dead leader; openraft's 150 ms would be |
-//! | `election_timeout_ms_max` | 550 | openraft's leader lease equals this, so a voter refuses the first (pre-)vote of a follower that timed out early; failover is two timeouts ≈ 0.9–1.1 s. The 100 ms window keeps split votes rare on a LAN (RTT ≪ 1 ms) |
+//! | `heartbeat_interval_ms` | 50 | 5+ heartbeats per election timeout: a few lost Wi-Fi frames never trigger an election; 3 nodes × 2 peers × 20/s is nothing on a LAN |
+//! | `election_timeout_ms_min` | 250 | a follower starts an election only after the leader lease (`election_timeout_ms_max`) *and* this have passed without a heartbeat, ≥ 600 ms: three times a Pi SD card's p99 fsync stall (~100–200 ms, during which a follower's heartbeats queue behind its append), so a slow disk is not mistaken for a dead leader |
+//! | `election_timeout_ms_max` | 350 | openraft's leader lease equals this, so a voter refuses the first (pre-)vote of a follower that timed out early; failover is lease + timeout + a vote and a commit ≈ 0.7–0.8 s (measured: `docs/BENCHMARKS.md`), under the rover's one-second budget. The 100 ms window keeps split votes rare on a LAN (RTT ≪ 1 ms) |
 //! | `connect_timeout_ms` | 300 | a LAN connect takes < 5 ms; longer means the peer is gone |
 //! | `reconnect_backoff_ms_min`/`max` | 50 / 2000 | exponential with jitter between these |
 //! | `write_timeout_ms` | 5000 | a write that cannot commit for 5 s reports "outcome unknown" instead of hanging |
@@ -44,9 +44,9 @@ pub struct RaftTimings {
 impl Default for RaftTimings {
     fn default() -> Self {
         Self {
-            heartbeat_interval_ms: 100,
-            election_timeout_ms_min: 450,
-            election_timeout_ms_max: 550,
+            heartbeat_interval_ms: 50,
+            election_timeout_ms_min: 250,
+            election_timeout_ms_max: 350,
             connect_timeout_ms: 300,
             reconnect_backoff_ms_min: 50,
             reconnect_backoff_ms_max: 2000,

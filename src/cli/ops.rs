@@ -76,7 +76,7 @@ impl NodeTarget {
     /// `need_addresses`.
     fn resolve(&self, need_addresses: bool) -> anyhow::Result<Resolved> {
         let file = match &self.config {
-            Some(path) => Some(NodeConfig::from_file(path)?),
+            Some(path) => Some(NodeConfig::from_file_with_id(path, self.id)?),
             None => None,
         };
         let id = self
