@@ -177,7 +177,9 @@ impl Error {
                 R::Membership { .. } => (StatusCode::CONFLICT, "membership", None),
                 R::Rejected { .. } | R::Fenced { .. } => (StatusCode::CONFLICT, "rejected", None),
                 R::NotLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leader", None),
-                R::NoLeader | R::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+                R::NoLeader | R::Unavailable { .. } | R::Unreachable { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)
+                }
                 R::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
                 R::Indeterminate { .. } => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", None),
                 R::Compacted { .. } => (StatusCode::GONE, "compacted", Some("from".into())),

@@ -18,6 +18,12 @@ use std::time::Instant;
 
 use anyhow::bail;
 use anyhow::Context;
+use cairn_raft::NativeClient;
+use cairn_state::Command;
+use cairn_state::CommandError;
+use cairn_state::Mission;
+use cairn_state::ParamKind;
+use cairn_state::ParamValue;
 use clap::Parser;
 use clap::Subcommand;
 use clap::ValueEnum;
@@ -55,6 +61,10 @@ enum Cmd {
 enum Target {
     /// cairn over its HTTP admin API.
     Cairn,
+    /// cairn over its native client (the peer transport; writes only).
+    #[value(name = "cairn-native")]
+    #[serde(rename = "cairn-native")]
+    CairnNative,
     /// etcd over its native gRPC API.
     Etcd,
 }
@@ -64,7 +74,8 @@ struct LoadArgs {
     /// System under test.
     #[arg(long, value_enum)]
     target: Target,
-    /// Endpoints (cairn: admin API host:port; etcd: client URLs), comma-separated.
+    /// Endpoints (cairn: admin API host:port; cairn-native: peer (raft)
+    /// host:port; etcd: client URLs), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     endpoints: Vec<String>,
     /// Concurrent closed-loop clients.
@@ -118,12 +129,13 @@ struct FailoverArgs {
 /// One client's connection to the system under test.
 enum Conn {
     Cairn { http: reqwest::Client, base: String },
+    Native(Box<NativeClient<Mission>>),
     Etcd(Box<etcd_client::Client>),
 }
 
 fn key_name(target: Target, key: u64) -> String {
     match target {
-        Target::Cairn => format!("bench.k{key:06}"),
+        Target::Cairn | Target::CairnNative => format!("bench.k{key:06}"),
         Target::Etcd => format!("/bench/k{key:06}"),
     }
 }
@@ -141,6 +153,8 @@ async fn connect(target: Target, endpoint: &str) -> anyhow::Result<Conn> {
                 format!("http://{endpoint}")
             },
         },
+        // One connection per client, as for etcd; it finds the leader.
+        Target::CairnNative => Conn::Native(Box::new(NativeClient::new(vec![endpoint.to_string()])?)),
         Target::Etcd => Conn::Etcd(Box::new(
             etcd_client::Client::connect([endpoint], None)
                 .await
@@ -163,6 +177,10 @@ impl Conn {
                     bail!("{}: {}", r.status(), r.text().await.unwrap_or_default());
                 }
             }
+            Conn::Native(c) => {
+                let value = ParamValue::String(value.to_string());
+                c.write(&Command::SetParam { name, value }).await?.response?;
+            }
             Conn::Etcd(c) => {
                 c.put(name, value, None).await?;
             }
@@ -180,6 +198,7 @@ impl Conn {
                 }
                 r.bytes().await?;
             }
+            Conn::Native(_) => bail!("cairn-native measures writes only; read through --target cairn"),
             Conn::Etcd(c) => {
                 c.get(name, None).await?;
             }
@@ -206,6 +225,21 @@ impl Conn {
                     // 409: declared by an earlier run; fine.
                     if !r.status().is_success() && r.status().as_u16() != 409 {
                         bail!("declare {key}: {}: {}", r.status(), r.text().await.unwrap_or_default());
+                    }
+                }
+                Conn::Native(c) => {
+                    let declare = Command::DeclareParam {
+                        name: key_name(target, key),
+                        description: "benchmark register".into(),
+                        kind: ParamKind::String {
+                            max_len: u32::try_from(value_bytes.max(16))?,
+                        },
+                        value: ParamValue::String(value.clone()),
+                    };
+                    match c.write(&declare).await?.response {
+                        // Declared by an earlier run; fine.
+                        Ok(_) | Err(CommandError::ParamAlreadyDeclared { .. }) => {}
+                        Err(e) => bail!("declare {key}: {e}"),
                     }
                 }
                 Conn::Etcd(_) => self.write(target, key, &value).await?,
@@ -360,6 +394,8 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
 async fn find_leader(target: Target, endpoints: &[String]) -> Option<usize> {
     for (i, ep) in endpoints.iter().enumerate() {
         match target {
+            // `failover` refuses this target before asking.
+            Target::CairnNative => return None,
             Target::Cairn => {
                 let url = format!("http://{ep}/v1/status");
                 let Ok(r) = reqwest::Client::new()
@@ -410,6 +446,9 @@ struct FailoverResult {
 
 async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
     let target = args.target;
+    if target == Target::CairnNative {
+        bail!("failover is measured through the admin API: use --target cairn");
+    }
     let mut conns = Vec::new();
     for ep in &args.endpoints {
         conns.push(connect(target, ep).await?);

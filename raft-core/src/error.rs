@@ -72,6 +72,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A node could not be reached (a native client's call was not sent).
+    #[error("node at {addr} unreachable: {reason}")]
+    Unreachable {
+        /// The node's peer address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// The operation did not finish in time; a write may or may not have
     /// been applied (retry with the same client tag to find out safely).
     #[error("{what} did not complete within {after_ms} ms; its outcome is unknown")]
@@ -147,7 +155,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::NoLeader | Error::Unavailable { .. } | Error::Timeout { .. }
+            Error::NoLeader | Error::Unavailable { .. } | Error::Unreachable { .. } | Error::Timeout { .. }
         )
     }
 }

@@ -35,6 +35,7 @@ pub use backup::Backup;
 pub use config::RaftNodeConfig;
 pub use config::RaftTimings;
 pub use config::SnapshotSettings;
+pub use consensus::client::NativeClient;
 pub use consensus::node::wall_clock_ms;
 pub use consensus::node::AppChannel;
 pub use consensus::node::AppHandler;

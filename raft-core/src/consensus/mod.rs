@@ -14,6 +14,7 @@
 //! - [`watch`]: applied changes from an index, history then live.
 //! - [`recovery`]: offline restore of a backup and force-new-cluster.
 
+pub(crate) mod client;
 pub(crate) mod log_store;
 pub(crate) mod network;
 pub(crate) mod node;

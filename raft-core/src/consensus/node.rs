@@ -886,7 +886,10 @@ impl<S: StateMachine> RaftNode<S> {
     }
 }
 
-fn decode_applied<R: serde::de::DeserializeOwned>(index: u64, applied: Applied) -> Result<WriteOutcome<R>, Error> {
+pub(crate) fn decode_applied<R: serde::de::DeserializeOwned>(
+    index: u64,
+    applied: Applied,
+) -> Result<WriteOutcome<R>, Error> {
     match applied {
         Applied::Response(bytes) => Ok(WriteOutcome {
             index,

@@ -11,6 +11,7 @@ use cairn_raft::Consistency;
 use cairn_raft::Error;
 use cairn_raft::LinkControl;
 use cairn_raft::Member;
+use cairn_raft::NativeClient;
 use cairn_raft::RaftNode;
 use cairn_raft::RaftNodeConfig;
 use cairn_raft::Role;
@@ -316,6 +317,70 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
     node.wait_applied(applied, Duration::from_secs(10)).await.unwrap();
     assert_eq!(node.local_state(|kv| kv.map.len()), 100);
     c.nodes.get_mut(&old).unwrap().node = Some(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t85_native_client_finds_the_leader_and_follows_it_when_it_stops() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    assert!(matches!(NativeClient::<Kv>::new(vec![]), Err(Error::Config { .. })));
+    let old = c.leader(Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|i| *i != old).unwrap();
+    // A dead endpoint and a follower: the client must skip the first and
+    // learn the leader from the follower's answer.
+    let endpoints = vec!["127.0.0.1:1".to_string(), c.nodes[&follower].config.listen_addr.clone()];
+    let client = NativeClient::<Kv>::new(endpoints).unwrap();
+    let mut last = 0;
+    for i in 0..50 {
+        let out = client.write(&set(format!("k{i}"), format!("v{i}"))).await.unwrap();
+        assert_eq!(out.response, None);
+        assert!(out.index > last, "indexes increase: {} after {last}", out.index);
+        last = out.index;
+    }
+    let out = client.write(&set("k0", "again")).await.unwrap();
+    assert_eq!(
+        out.response.as_deref(),
+        Some("v0"),
+        "the state machine's response comes back"
+    );
+    let read = client.read_index().await.unwrap();
+    assert!(
+        read >= out.index,
+        "read index {read} covers the acknowledged write {}",
+        out.index
+    );
+    for id in 1..=3 {
+        c.node(id)
+            .wait_applied(out.index, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(c.node(id).local_state(|kv| kv.map.len()), 50, "node {id}");
+    }
+
+    tracing::info!(old, "stop the leader: the client moves to the new one");
+    let t = c.nodes.get_mut(&old).unwrap();
+    t.node.take().unwrap().shutdown().await.unwrap();
+    let out = client.write(&set("after", "stop")).await.unwrap();
+    let new = c.leader(Duration::from_secs(10)).await;
+    assert_ne!(new, old);
+    c.node(new)
+        .wait_applied(out.index, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.node(new).local_state(|kv| kv.map.get("after").cloned()),
+        Some("stop".into())
+    );
+
+    tracing::info!("nothing reachable: a clear error, not a hang");
+    let lonely = NativeClient::<Kv>::new(vec!["127.0.0.1:1".into()])
+        .unwrap()
+        .timeout(Duration::from_secs(1));
+    let err = lonely.write(&set("x", "y")).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Unreachable { addr, .. } if addr == "127.0.0.1:1"),
+        "got {err:?}"
+    );
+    assert!(err.is_retryable());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
