@@ -24,46 +24,47 @@ pub fn report(results: &Path, out_dir: &Path) -> anyhow::Result<()> {
             .collect()
     };
 
-    println!("| workload | clients | cairn ops/s | etcd ops/s | ratio | cairn p50 / p99 / p99.9 ms | etcd p50 / p99 / p99.9 ms |");
-    println!("|---|---:|---:|---:|---:|---|---|");
+    println!("| workload | clients | cairn client | cairn ops/s | etcd ops/s | ratio | cairn p50 / p99 / p99.9 ms | etcd p50 / p99 / p99.9 ms |");
+    println!("|---|---:|---|---:|---:|---:|---|---|");
     for (label, read) in [("write", false), ("read", true), ("mixed_90r_10w", true)] {
-        let c = by(label, "cairn");
         let e = by(label, "etcd");
-        for cr in &c {
-            let clients = cr["clients"].as_u64().unwrap_or(0);
-            let Some(er) = e.iter().find(|r| r["clients"].as_u64() == Some(clients)) else {
-                continue;
-            };
-            let (p50, p99, p999) = if read {
-                ("read_p50_ms", "read_p99_ms", "read_p999_ms")
-            } else {
-                ("write_p50_ms", "write_p99_ms", "write_p999_ms")
-            };
-            println!(
-                "| {label} | {clients} | {:.0} | {:.0} | {:.2}× | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} |",
-                f(cr, "ops_per_s"),
-                f(er, "ops_per_s"),
-                f(cr, "ops_per_s") / f(er, "ops_per_s").max(1e-9),
-                f(cr, p50),
-                f(cr, p99),
-                f(cr, p999),
-                f(er, p50),
-                f(er, p99),
-                f(er, p999),
-            );
+        for (target, client) in [("cairn-native", "native"), ("cairn", "HTTP")] {
+            for cr in by(label, target) {
+                let clients = cr["clients"].as_u64().unwrap_or(0);
+                let Some(er) = e.iter().find(|r| r["clients"].as_u64() == Some(clients)) else {
+                    continue;
+                };
+                let (p50, p99, p999) = if read {
+                    ("read_p50_ms", "read_p99_ms", "read_p999_ms")
+                } else {
+                    ("write_p50_ms", "write_p99_ms", "write_p999_ms")
+                };
+                println!(
+                    "| {label} | {clients} | {client} | {:.0} | {:.0} | {:.2}× | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} |",
+                    f(cr, "ops_per_s"),
+                    f(er, "ops_per_s"),
+                    f(cr, "ops_per_s") / f(er, "ops_per_s").max(1e-9),
+                    f(cr, p50),
+                    f(cr, p99),
+                    f(cr, p999),
+                    f(er, p50),
+                    f(er, p99),
+                    f(er, p999),
+                );
+            }
         }
     }
 
     println!();
-    println!("| resource | cairn | etcd |");
-    println!("|---|---:|---:|");
+    println!("| resource | cairn (native client) | cairn (HTTP) | etcd |");
+    println!("|---|---:|---:|---:|");
     let idle = |t: &str| -> f64 {
         let v: Vec<f64> = by("idle_rss", t).iter().map(|r| f(r, "rss_kb") / 1024.0).collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
+    let cairn_idle = idle("cairn");
     println!(
-        "| idle RSS per node (MiB) | {:.1} | {:.1} |",
-        idle("cairn"),
+        "| idle RSS per node (MiB) | {cairn_idle:.1} | {cairn_idle:.1} | {:.1} |",
         idle("etcd")
     );
     let res = |t: &str| {
@@ -72,24 +73,26 @@ pub fn report(results: &Path, out_dir: &Path) -> anyhow::Result<()> {
             .find(|r| r["clients"].as_u64() == Some(64))
             .cloned()
     };
-    if let (Some(c), Some(e)) = (res("cairn"), res("etcd")) {
-        let per_1k = |r: &Value, k: &str| f(r, k) / f(r, "writes").max(1.0) * 1000.0;
-        println!(
-            "| RSS of 3 nodes after 64-client writes (MiB) | {:.1} | {:.1} |",
-            f(&c, "rss_kb_total_after") / 1024.0,
-            f(&e, "rss_kb_total_after") / 1024.0
-        );
-        println!(
-            "| CPU per 1k writes, 3 nodes (ms) | {:.0} | {:.0} |",
-            per_1k(&c, "cpu_ticks") * 1000.0 / f(&c, "clk_tck").max(1.0),
-            per_1k(&e, "cpu_ticks") * 1000.0 / f(&e, "clk_tck").max(1.0)
-        );
-        println!(
-            "| disk bytes per 1k writes, 3 nodes (KiB) | {:.0} | {:.0} |",
-            per_1k(&c, "disk_bytes") / 1024.0,
-            per_1k(&e, "disk_bytes") / 1024.0
-        );
-    }
+    let cells = |k: &dyn Fn(&Value) -> f64| -> String {
+        ["cairn-native", "cairn", "etcd"]
+            .iter()
+            .map(|t| res(t).map_or_else(|| "–".to_string(), |r| format!("{:.0}", k(&r))))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let per_1k = |r: &Value, k: &str| f(r, k) / f(r, "writes").max(1.0) * 1000.0;
+    println!(
+        "| RSS of 3 nodes after 64-client writes (MiB) | {} |",
+        cells(&|r| f(r, "rss_kb_total_after") / 1024.0)
+    );
+    println!(
+        "| CPU per 1k writes, 3 nodes (ms) | {} |",
+        cells(&|r| per_1k(r, "cpu_ticks") * 1000.0 / f(r, "clk_tck").max(1.0))
+    );
+    println!(
+        "| disk bytes per 1k writes, 3 nodes (KiB) | {} |",
+        cells(&|r| per_1k(r, "disk_bytes") / 1024.0)
+    );
     let fo = |t: &str| {
         by("failover", t)
             .first()
@@ -97,7 +100,7 @@ pub fn report(results: &Path, out_dir: &Path) -> anyhow::Result<()> {
     };
     if let (Some(c), Some(e)) = (fo("cairn"), fo("etcd")) {
         println!(
-            "| failover p50 / p99 (ms; {} / {} trials) | {:.0} / {:.0} | {:.0} / {:.0} |",
+            "| failover p50 / p99 (ms; {} / {} trials) | {:.0} / {:.0} | (same nodes) | {:.0} / {:.0} |",
             c.2, e.2, c.0, c.1, e.0, e.1
         );
     }
@@ -142,7 +145,11 @@ fn plot(rows: &[Value], path: &Path) -> anyhow::Result<()> {
         .draw()?;
     for ((target, q), mut pts) in series {
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let color = if target == "cairn" { BLUE } else { RED };
+        let color = match target.as_str() {
+            "cairn-native" => GREEN,
+            "cairn" => BLUE,
+            _ => RED,
+        };
         let style = if q == "p50" {
             color.stroke_width(3)
         } else {
