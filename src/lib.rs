@@ -50,6 +50,7 @@ pub use cairn_raft::Change;
 pub use cairn_raft::Consistency;
 pub use cairn_raft::Member;
 pub use cairn_raft::MemberStatus;
+pub use cairn_raft::NativeClient;
 pub use cairn_raft::Role;
 pub use cairn_raft::Status;
 pub use cairn_raft::Watch;
@@ -66,6 +67,11 @@ pub use cairn_state::Plan;
 pub use cairn_state::Resources;
 pub use cairn_state::Response;
 pub use cairn_state::RetryPolicy;
+
+/// A native client of a cairn cluster (peer transport, straight to the
+/// leader): for programs that write a lot. See docs/ARCHITECTURE.md,
+/// "Native client".
+pub type MissionClient = NativeClient<Mission>;
 pub use cairn_state::Task;
 pub use cairn_state::TaskId;
 pub use cairn_state::TaskOutcome;
