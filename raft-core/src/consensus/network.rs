@@ -60,6 +60,8 @@ use crate::transport::PeerStream;
 /// Requests queued for one connection's writer. Bounded so a peer that stops
 /// reading pushes back on the caller instead of growing memory.
 const OUTBOX_CAPACITY: usize = 256;
+/// Read buffer of one connection (either side).
+pub(crate) const READ_BUFFER_BYTES: usize = 16 << 10;
 /// Appends in flight on one pipelined stream: enough to cover a LAN round
 /// trip at full rate, small enough to bound memory per follower.
 const PIPELINE_DEPTH: usize = 32;
@@ -102,7 +104,10 @@ impl Drop for Connection {
 
 impl Connection {
     fn start(stream: Box<dyn PeerStream>, target: NodeId, max_frame_bytes: usize) -> Self {
-        let (mut rd, mut wr) = tokio::io::split(stream);
+        let (rd, mut wr) = tokio::io::split(stream);
+        // Buffered: a frame is a length and a body, two reads unbuffered;
+        // buffered, a burst of frames costs one or two `recv`s.
+        let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let (outbox, mut rx) = mpsc::channel::<RequestFrame>(OUTBOX_CAPACITY);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));

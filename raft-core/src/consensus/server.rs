@@ -127,7 +127,8 @@ pub(crate) async fn serve_stream<S: StateMachine>(
             return;
         }
     }
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = tokio::io::BufReader::with_capacity(super::network::READ_BUFFER_BYTES, rd);
     let (tx, mut rx) = mpsc::channel::<ResponseFrame>(RESPONSE_QUEUE);
     let max = core.max_frame_bytes;
     let writer = tokio::spawn(async move {
