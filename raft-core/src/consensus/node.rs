@@ -274,6 +274,15 @@ impl<S: StateMachine> Core<S> {
         }
     }
 
+    /// The leader, if this node knows one and it is another node.
+    fn other_leader(&self) -> Option<(NodeId, Member)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let leader = m.current_leader.filter(|l| *l != self.id)?;
+        let member = m.membership_config.nodes().find(|(id, _)| **id == leader)?.1.clone();
+        Some((leader, member))
+    }
+
     fn members(&self) -> BTreeMap<NodeId, Member> {
         let m = self.raft.metrics().borrow_watched().membership_config.clone();
         m.nodes().map(|(id, n)| (*id, n.clone())).collect()
@@ -480,7 +489,14 @@ impl<S: StateMachine> Core<S> {
     {
         let mut last = Error::NoLeader;
         for attempt in 0..FORWARD_ATTEMPTS {
-            match local().await {
+            // A follower that knows the leader forwards at once, instead of
+            // first asking its own Raft core (a round trip through the core
+            // task per write, only to hear "forward to the leader").
+            let here = match self.other_leader() {
+                Some(leader) => Err(ForwardError::NotLeader { leader: Some(leader) }),
+                None => local().await,
+            };
+            match here {
                 Ok(v) => return Ok(v),
                 Err(ForwardError::Failed { message }) => return Err(classify(message, self.write_timeout)),
                 Err(ForwardError::Indeterminate { message }) => return Err(Error::Indeterminate { reason: message }),
