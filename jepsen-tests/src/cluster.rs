@@ -669,6 +669,24 @@ impl Cluster {
         r.json().await.ok()
     }
 
+    /// `GET /v1/state/hash?consistency=stale` of one node: its applied
+    /// index and the hash of its replicated state there.
+    pub async fn state_hash(&self, id: u64) -> Option<crate::checker::StateHash> {
+        if self.nodes[&id].state != ProcState::Up {
+            return None;
+        }
+        let url = format!("http://{}/v1/state/hash?consistency=stale", self.nodes[&id].api_addr);
+        let r = self.http.get(url).timeout(ADMIN_TIMEOUT).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        let v: Value = r.json().await.ok()?;
+        Some(crate::checker::StateHash {
+            applied_index: v["applied_index"].as_u64()?,
+            sha256: v["sha256"].as_str()?.to_string(),
+        })
+    }
+
     /// The leader a running node names, preferring the highest term.
     pub async fn leader(&self) -> Option<u64> {
         let mut best: Option<(u64, u64)> = None;

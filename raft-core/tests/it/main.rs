@@ -221,6 +221,24 @@ async fn t40_learner_after_purge_catches_up_by_snapshot() {
     let theirs = learner.local_state(|kv| kv.clone());
     let ours = c.node(leader).local_state(|kv| kv.clone());
     assert_eq!(theirs.map, ours.map, "learner state equals the leader's");
+    tracing::info!("a state restored from a snapshot hashes like the one applied entry by entry");
+    let mut hashes = (learner.state_hash().unwrap(), c.node(leader).state_hash().unwrap());
+    // Bounded: the learner applies the leader's last (membership) entries
+    // within a few heartbeats.
+    for _ in 0..50 {
+        if hashes.0.applied_index == hashes.1.applied_index {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        hashes = (learner.state_hash().unwrap(), c.node(leader).state_hash().unwrap());
+    }
+    assert_eq!(hashes.0.applied_index, hashes.1.applied_index, "{hashes:?}");
+    assert_eq!(hashes.0, hashes.1, "equal index, equal state, equal hash");
+    assert_eq!(hashes.0.sha256.len(), 64, "{hashes:?}");
+    c.node(leader).write(set("k0", "changed")).await.unwrap();
+    let after = c.node(leader).state_hash().unwrap();
+    assert!(after.applied_index > hashes.1.applied_index, "{after:?}");
+    assert_ne!(after.sha256, hashes.1.sha256, "a write changes the hash");
     c.nodes.remove(&4);
     learner.shutdown().await.unwrap();
 }
