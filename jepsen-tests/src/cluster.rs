@@ -148,6 +148,44 @@ impl Launcher {
     }
 }
 
+/// How node-to-node traffic is carried and cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Loopback; every fault in the per-link userspace proxies.
+    #[default]
+    Proxy,
+    /// A network namespace per node (root): partitions are nftables drop
+    /// rules in the namespaces; delay and flaky stay in the proxies. Falls
+    /// back to [`NetMode::Proxy`], with the reason recorded, when not root
+    /// or `ip netns`/`nft` are missing.
+    Netns,
+}
+
+impl NetMode {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetMode::Proxy => "proxy",
+            NetMode::Netns => "netns",
+        }
+    }
+}
+
+impl std::str::FromStr for NetMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim() {
+            "proxy" => Ok(NetMode::Proxy),
+            "netns" => Ok(NetMode::Netns),
+            other => Err(Error::Invalid {
+                field: "net",
+                reason: format!("{other:?} is not proxy or netns"),
+            }),
+        }
+    }
+}
+
 /// Settings of a cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
@@ -165,6 +203,8 @@ pub struct ClusterSpec {
     /// `disk` nemesis can fill it (needs root for `mount`; see
     /// [`small_disks_possible`]).
     pub disk_mib: Option<u64>,
+    /// How peer traffic is carried and cut.
+    pub net: NetMode,
 }
 
 /// Whether this process may mount a tmpfs (runs as root): the `disk`
@@ -208,6 +248,10 @@ pub struct Cluster {
     http: reqwest::Client,
     incarnations: Incarnations,
     generations: Incarnations,
+    /// Namespaces and bridge in netns mode (dropped after the processes).
+    netns: Option<crate::netns::NetnsNet>,
+    /// How the network was set up, and why netns mode was skipped if it was.
+    net_note: String,
 }
 
 /// Each node's current incarnation, shared with observers (the status
@@ -247,14 +291,38 @@ impl Cluster {
                 reason: "could not pick distinct node ports".into(),
             })
         };
+        let (netns, net_note) = match spec.net {
+            NetMode::Proxy => (None, "proxy: loopback, faults in the per-link proxies".to_string()),
+            NetMode::Netns => match crate::netns::unavailable() {
+                Some(reason) => {
+                    tracing::warn!(%reason, "netns mode skipped; partitions go through the proxies");
+                    (
+                        None,
+                        format!("proxy (netns requested but skipped: {reason}; partitions through the proxies)"),
+                    )
+                }
+                None => {
+                    let ids: Vec<u64> = (1..=spec.nodes).collect();
+                    let net = crate::netns::NetnsNet::create(&ids)?;
+                    let note = format!(
+                        "netns: node i at {}.i in namespace {}{}-ni; partitions are nftables drops in the namespaces, delay/flaky in the proxies",
+                        net.subnet_prefix(),
+                        crate::netns::NS_PREFIX,
+                        net.run(),
+                    );
+                    (Some(net), note)
+                }
+            },
+        };
+        let host = |id: u64| netns.as_ref().map_or("127.0.0.1".to_string(), |n| n.node_ip(id));
         let mut nodes = BTreeMap::new();
         for id in 1..=spec.nodes {
             nodes.insert(
                 id,
                 NodeProc {
                     id,
-                    raft_addr: format!("127.0.0.1:{}", port()?),
-                    api_addr: format!("127.0.0.1:{}", port()?),
+                    raft_addr: format!("{}:{}", host(id), port()?),
+                    api_addr: format!("{}:{}", host(id), port()?),
                     data_dir: match spec.disk_mib {
                         Some(_) => dir.path().join(format!("n{id}.disk")).join("data"),
                         None => dir.path().join(format!("n{id}")),
@@ -283,7 +351,11 @@ impl Cluster {
             for to in 1..=spec.nodes {
                 if from != to {
                     let seed = spec.seed ^ (from << 32) ^ (to << 16);
-                    links.insert((from, to), LinkProxy::start(nodes[&to].raft_addr.clone(), seed).await?);
+                    let ip = netns.as_ref().map_or("127.0.0.1".to_string(), |n| n.host_ip());
+                    links.insert(
+                        (from, to),
+                        LinkProxy::start_on(&ip, nodes[&to].raft_addr.clone(), seed).await?,
+                    );
                 }
             }
         }
@@ -295,6 +367,8 @@ impl Cluster {
             http,
             incarnations: Incarnations::default(),
             generations: Incarnations::default(),
+            netns,
+            net_note,
         };
         for id in c.ids() {
             c.write_config(id)?;
@@ -406,7 +480,15 @@ impl Cluster {
             .append(true)
             .open(&p.log)
             .map_err(Error::io(format!("open {}", p.log.display())))?;
-        let mut cmd = Command::new(launcher.binary());
+        let mut cmd = match self.netns.as_ref().and_then(|n| n.ns(id)) {
+            // `ip netns exec` execs the binary: the child's pid is the node's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(launcher.binary());
+                c
+            }
+            None => Command::new(launcher.binary()),
+        };
         match launcher {
             Launcher::Cairn(_) => cmd.args(["node", "run", "--config"]),
             Launcher::Embedded(_) => cmd.args(["node", "--config"]),
@@ -633,20 +715,60 @@ impl Cluster {
     }
 
     /// Cut every link between nodes that `connected` says cannot talk; the
-    /// other links pass.
-    pub fn partition(&self, connected: impl Fn(u64, u64) -> bool) {
-        for ((from, to), l) in &self.links {
-            l.set(LinkFaults {
-                cut: !(connected(*from, *to) && connected(*to, *from)),
-                ..Default::default()
-            });
+    /// other links pass. In netns mode the cut is made by nftables drop
+    /// rules in each dialling node's namespace; otherwise by the proxies.
+    pub fn partition(&self, connected: impl Fn(u64, u64) -> bool) -> Result<(), Error> {
+        let cut = |from: u64, to: u64| !(connected(from, to) && connected(to, from));
+        let Some(net) = &self.netns else {
+            for ((from, to), l) in &self.links {
+                l.set(LinkFaults {
+                    cut: cut(*from, *to),
+                    ..Default::default()
+                });
+            }
+            return Ok(());
+        };
+        self.set_all_links(LinkFaults::default());
+        for id in self.ids() {
+            let ports: Vec<u16> = self
+                .links
+                .iter()
+                .filter(|((from, to), _)| *from == id && cut(*from, *to))
+                .map(|(_, l)| l.addr().port())
+                .collect();
+            net.set_cuts(id, &ports)?;
         }
+        Ok(())
+    }
+
+    /// How a partition is made: `proxy` or `nftables`.
+    pub fn cut_mechanism(&self) -> &'static str {
+        if self.netns.is_some() {
+            "nftables"
+        } else {
+            "proxy"
+        }
+    }
+
+    /// How the network is set up (and why netns mode was skipped, if it was).
+    pub fn net_note(&self) -> &str {
+        &self.net_note
+    }
+
+    /// The nftables rules in node `id`'s namespace (netns mode only).
+    pub fn nft_rules(&self, id: u64) -> Option<Result<String, Error>> {
+        self.netns.as_ref().map(|n| n.rules(id))
     }
 
     /// Undo every fault: links pass, paused nodes resume, killed nodes
     /// restart.
     pub async fn heal(&mut self) -> Result<(), Error> {
         self.set_all_links(LinkFaults::default());
+        if let Some(net) = &self.netns {
+            for id in self.ids() {
+                net.set_cuts(id, &[])?;
+            }
+        }
         for id in self.ids() {
             self.resume(id)?;
         }

@@ -325,6 +325,14 @@ impl Nemesis {
         }
     }
 
+    /// Suffix of a partition event: how the cut was made, in netns mode.
+    fn via(cluster: &Cluster) -> String {
+        match cluster.cut_mechanism() {
+            "proxy" => String::new(),
+            m => format!(" ({m} drop rules)"),
+        }
+    }
+
     fn up(cluster: &Cluster) -> Vec<u64> {
         cluster
             .ids()
@@ -358,19 +366,21 @@ impl Nemesis {
                 let Some(l) = self.leader_or_random(cluster).await else {
                     return Ok(());
                 };
-                cluster.partition(|a, b| (a == l) == (b == l));
+                cluster.partition(|a, b| (a == l) == (b == l))?;
                 let rest: Vec<u64> = cluster.ids().into_iter().filter(|i| *i != l).collect();
-                self.rec
-                    .event("start", format!("partition: leader {l} isolated | {}", fmt_set(&rest)));
+                self.rec.event(
+                    "start",
+                    format!("partition: leader {l} isolated | {}", fmt_set(&rest)) + &Self::via(cluster),
+                );
             }
             Fault::SplitRandom => {
                 let minority = self.rng.random_range(1..=(n - 1) / 2);
                 let (small, big) = ids.split_at(minority);
                 let (small, big) = (small.to_vec(), big.to_vec());
-                cluster.partition(|a, b| small.contains(&a) == small.contains(&b));
+                cluster.partition(|a, b| small.contains(&a) == small.contains(&b))?;
                 self.rec.event(
                     "start",
-                    format!("partition: split {} | {}", fmt_set(&small), fmt_set(&big)),
+                    format!("partition: split {} | {}", fmt_set(&small), fmt_set(&big)) + &Self::via(cluster),
                 );
             }
             Fault::Bridge => {
@@ -378,14 +388,14 @@ impl Nemesis {
                 let half = (n - 1) / 2;
                 let left: Vec<u64> = ids[1..1 + half].to_vec();
                 let right: Vec<u64> = ids[1 + half..].to_vec();
-                cluster.partition(|a, b| a == bridge || b == bridge || left.contains(&a) == left.contains(&b));
+                cluster.partition(|a, b| a == bridge || b == bridge || left.contains(&a) == left.contains(&b))?;
                 self.rec.event(
                     "start",
                     format!(
                         "partition: bridge {bridge} between {} and {}",
                         fmt_set(&left),
                         fmt_set(&right)
-                    ),
+                    ) + &Self::via(cluster),
                 );
             }
             Fault::Ring => {
@@ -394,9 +404,11 @@ impl Nemesis {
                 cluster.partition(|a, b| {
                     let d = pos(a).abs_diff(pos(b));
                     d <= 1 || d == n - 1
-                });
-                self.rec
-                    .event("start", format!("partition: ring {ring:?} (neighbours only)"));
+                })?;
+                self.rec.event(
+                    "start",
+                    format!("partition: ring {ring:?} (neighbours only)") + &Self::via(cluster),
+                );
             }
             Fault::KillLeader | Fault::KillRandom => {
                 let target = if fault == Fault::KillLeader {

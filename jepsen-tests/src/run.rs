@@ -86,6 +86,8 @@ pub struct RunConfig {
     pub write_timeout_ms: u64,
     /// Copy node logs into the results even when the run passes.
     pub keep_logs: bool,
+    /// How peer traffic is carried and cut (`--net`).
+    pub net: crate::cluster::NetMode,
 }
 
 impl RunConfig {
@@ -115,6 +117,7 @@ impl RunConfig {
             log_filter: "info,openraft=warn".into(),
             write_timeout_ms: 3000,
             keep_logs: false,
+            net: crate::cluster::NetMode::Proxy,
         }
     }
 
@@ -133,6 +136,10 @@ impl RunConfig {
             }
         ) + if self.workload.lenient_503 {
             " --lenient-503"
+        } else {
+            ""
+        } + if self.net == crate::cluster::NetMode::Netns {
+            " --net netns"
         } else {
             ""
         }
@@ -195,6 +202,10 @@ pub struct RunReport {
     pub ok_ops_per_sec_faulted: f64,
     /// ... while none was.
     pub ok_ops_per_sec_calm: f64,
+    /// How the network was set up (`--net`), and why netns mode was
+    /// skipped if it was.
+    #[serde(default)]
+    pub net: String,
     /// The leader agreed on after healing, if any.
     pub leader_after_heal: Option<u64>,
     /// What the task load did (empty without the embedded launcher).
@@ -246,6 +257,9 @@ impl RunReport {
                 .join(", "),
             self.verdict,
         );
+        if !self.net.is_empty() {
+            s.push_str(&format!("\n  net: {}", self.net));
+        }
         if !self.tasks.is_empty() {
             s.push_str(&format!("\n  tasks: {}", self.tasks));
         }
@@ -511,6 +525,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         write_timeout_ms: cfg.write_timeout_ms,
         disk_mib: (cfg.nemeses.contains(&NemesisKind::Disk) && crate::cluster::small_disks_possible())
             .then_some(DISK_MIB),
+        net: cfg.net,
     })
     .await?;
     let Some(leader) = cluster.wait_agreed_leader(cfg.recovery_timeout).await else {
@@ -699,6 +714,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         ok_ops_per_sec_faulted: faulted,
         ok_ops_per_sec_calm: calm,
         leader_after_heal,
+        net: cluster.net_note().to_string(),
         tasks: task_summary,
         state_hashes: converged.state_hashes,
         checks,
