@@ -538,6 +538,18 @@ impl Cluster {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
+    /// The length of node `id`'s log so far (every incarnation appends).
+    pub fn log_len(&self, id: u64) -> u64 {
+        std::fs::metadata(&self.nodes[&id].log).map_or(0, |m| m.len())
+    }
+
+    /// Node `id`'s log from byte `offset` on (lossy UTF-8).
+    pub fn log_since(&self, id: u64, offset: u64) -> String {
+        let bytes = std::fs::read(&self.nodes[&id].log).unwrap_or_default();
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..]).into_owned()
+    }
+
     /// Where node `id`'s test action handler journals its actuations (see
     /// [`crate::tasks`]); only the embedded launcher runs that handler.
     pub fn journal(&self, id: u64) -> PathBuf {
@@ -586,23 +598,80 @@ impl Cluster {
         self.spec.disk_mib.is_some()
     }
 
-    /// Fill node `id`'s small disk with a filler file until `ENOSPC`
-    /// (1 MiB writes, at most the disk's size of them). Returns MiB written.
-    pub fn fill_disk(&self, id: u64) -> Result<u64, Error> {
+    /// Fill node `id`'s small disk with a filler file until not one byte
+    /// is left: 1 MiB writes until `ENOSPC`, then 4 KiB ones (tmpfs hands
+    /// out pages, so when a 4 KiB write fails the disk is full). Bounded by
+    /// the disk's size. Returns the bytes written and the bytes still
+    /// available afterwards (`df`; 0 when it worked).
+    pub fn fill_disk(&self, id: u64) -> Result<(u64, Option<u64>), Error> {
+        use std::io::Write;
         let Some(mib) = self.spec.disk_mib else {
-            return Ok(0);
+            return Ok((0, None));
         };
         let path = self.filler(id);
         let mut f = std::fs::File::create(&path).map_err(Error::io(format!("create {}", path.display())))?;
-        let chunk = vec![0u8; 1 << 20];
-        let mut written = 0;
-        for _ in 0..=mib {
-            if std::io::Write::write_all(&mut f, &chunk).is_err() {
-                break;
+        let mut written = 0u64;
+        for size in [1usize << 20, 4096] {
+            let chunk = vec![0u8; size];
+            // At most the whole disk in chunks of this size.
+            for _ in 0..=(mib << 20) / size as u64 {
+                match f.write(&chunk) {
+                    Ok(n) if n == size => written += n as u64,
+                    Ok(n) => {
+                        written += n as u64;
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
-            written += 1;
         }
-        Ok(written)
+        let _ = f.flush();
+        Ok((written, self.disk_available(id)))
+    }
+
+    /// Bytes available on node `id`'s small disk (`df`), if known.
+    pub fn disk_available(&self, id: u64) -> Option<u64> {
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(self.filler(id).parent()?)
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// Start a killed node on its data dir and watch it for at most
+    /// `within`: `Ok(None)` once it answers `/healthz`, `Ok(Some(status))`
+    /// if it exits first (e.g. RocksDB cannot open a full disk), `Err` if
+    /// it did neither (it is left running; healing kills it if need be).
+    pub async fn start_watching(
+        &mut self,
+        id: u64,
+        within: Duration,
+    ) -> Result<Option<std::process::ExitStatus>, Error> {
+        if self.nodes[&id].state != ProcState::Down {
+            return Ok(None);
+        }
+        self.spawn(id)?;
+        let url = format!("http://{}/healthz", self.nodes[&id].api_addr);
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            let p = self.nodes.get_mut(&id).expect("known node");
+            if let Some(Ok(Some(status))) = p.child.as_mut().map(|c| c.try_wait()) {
+                p.child = None;
+                p.state = ProcState::Down;
+                return Ok(Some(status));
+            }
+            if let Ok(r) = self.http.get(&url).timeout(STATUS_TIMEOUT).send().await {
+                if r.status().is_success() {
+                    return Ok(None);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(Error::NodeNeverHealthy {
+            node_id: id,
+            log_tail: self.log_tail(id, 5),
+        })
     }
 
     /// Delete node `id`'s filler file (nothing if there is none).

@@ -11,6 +11,8 @@
 //!   `target/jepsen/ci-summary.txt`, which `.ci/run` prints.
 //! - `t30`: `--net netns` (root only, else skipped with the reason): the
 //!   nftables cut itself, then one 10 s partition run in namespaces.
+//! - `t31`: a node restarted on a full disk (root only): it must fail
+//!   with `ENOSPC`, and the run pass once the disk is freed.
 //! - `t90`: the long profile, only with `CAIRN_JEPSEN_LONG=1`
 //!   (`CAIRN_JEPSEN_RUNS`, default 20, sets its length).
 //!
@@ -297,6 +299,45 @@ fn t30_netns_partitions() {
         report.events.iter().any(|e| e.what.contains("nftables drop rules")),
         "no partition was made with nftables: {:?}",
         report.events
+    );
+}
+
+/// `--nemesis disk` (root only: tmpfs mounts): seed 50 opens with
+/// `fill-disk-restart`, so RocksDB must fail to open on a disk with 0
+/// bytes left; the run records the node's fatal error, and after the disk
+/// is freed and the node restarted the run must pass (no acknowledged
+/// write lost, replicas' state hashes equal).
+#[test]
+fn t31_full_disk_restart() {
+    if !cluster::small_disks_possible() {
+        eprintln!("t31_full_disk_restart: skipped: not root (the disk nemesis mounts a tmpfs per node)");
+        return;
+    }
+    init_tracing();
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let spec = profile::RunSpec {
+        seed: 50,
+        nodes: 3,
+        duration: std::time::Duration::from_secs(8),
+        nemeses: vec![cairn_jepsen::nemesis::NemesisKind::Disk],
+        note: "full disk".into(),
+    };
+    let outcome = runtime().block_on(profile::run_all(&[spec], &launcher(), |_| {}));
+    println!("full disk: {}", outcome.closing_line());
+    assert_all_passed("full-disk run", &outcome);
+    let events = &outcome.reports[0].events;
+    assert!(
+        events.iter().any(|e| e.phase == "start"
+            && e.what.contains("0 bytes left")
+            && e.what.contains("exited")
+            && e.what.contains("No space left on device")),
+        "no node failed on a full disk: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.phase == "heal" && e.what.contains("restarting it")),
+        "the node was not restarted once its disk was freed: {events:?}"
     );
 }
 

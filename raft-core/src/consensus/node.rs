@@ -51,6 +51,10 @@ use crate::transport::Dialer;
 use crate::transport::PlainAcceptor;
 use crate::transport::TcpDialer;
 
+/// How long [`RaftNode::start`] waits for the Raft core's first metrics
+/// report (it comes within milliseconds of the core starting).
+const FIRST_METRICS_WITHIN: Duration = Duration::from_secs(5);
+
 /// Handles application messages other nodes send with
 /// [`RaftNode::send_app`] (e.g. heartbeats to the coordinator). Gets the
 /// sender's id and the payload; its answer goes back to the sender.
@@ -691,6 +695,21 @@ impl<S: StateMachine> RaftNode<S> {
         )
         .await
         .map_err(|e| Error::Fatal { reason: e.to_string() })?;
+        // Until the Raft core's first report its metrics are openraft's
+        // initial ones (term 0, learner, no log), whatever is on disk: a
+        // status read then would show a restarted node's term going back.
+        // The core reports as soon as it runs; bounded in case it never does
+        // (it then failed, and its metrics say so).
+        let mut first_report = raft.metrics();
+        if tokio::time::timeout(FIRST_METRICS_WITHIN, first_report.changed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                within_ms = FIRST_METRICS_WITHIN.as_millis() as u64,
+                "the raft core has not reported its state yet; status may read as a fresh node"
+            );
+        }
 
         let core = Arc::new(Core {
             id: config.id,

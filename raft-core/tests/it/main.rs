@@ -316,6 +316,7 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
     for i in 0..50 {
         c.node(old).write(set(format!("a{i}"), "1")).await.unwrap();
     }
+    let term_before = c.node(old).status().term;
     tracing::info!(old, "stop the leader");
     let t = c.nodes.get_mut(&old).unwrap();
     t.node.take().unwrap().shutdown().await.unwrap();
@@ -330,6 +331,15 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
     let cfg = c.nodes[&old].config.clone();
     let links = c.nodes[&old].links.clone();
     let node = RaftNode::<Kv>::start_with_dialer(cfg, Arc::new(links)).await.unwrap();
+    // Right away: a status taken before the Raft core's first report used
+    // to be openraft's initial one (term 0, learner), so a restarted node
+    // seemed to go back in term (jepsen seed 58, `--nemesis disk`).
+    let st = node.status();
+    assert!(
+        st.term >= term_before && st.last_log_index.is_some(),
+        "right after a restart the status shows term {} (durable term {term_before}): {st:?}",
+        st.term
+    );
     let applied = c.node(new).status().applied_index.unwrap();
     node.wait_applied(applied, Duration::from_secs(10)).await.unwrap();
     assert_eq!(node.local_state(|kv| kv.map.len()), 100);
