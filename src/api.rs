@@ -248,6 +248,7 @@ pub fn router_with(api: Api) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/v1/status", get(r::status))
+        .route("/v1/state/hash", get(r::state_hash))
         .route("/v1/cluster/init", post(r::init))
         .route("/v1/members", get(r::members).post(r::add_member))
         .route("/v1/members/{id}/promote", post(r::promote))
@@ -347,7 +348,7 @@ fn cors(api: &Api) -> tower_http::cors::CorsLayer {
 Reads are linearizable unless `?consistency=stale`. Mutating requests need `Authorization: Bearer <token>` when the node has a token.",
     ),
     paths(
-        resources::readyz, metrics::metrics, resources::status, resources::init,
+        resources::readyz, metrics::metrics, resources::status, resources::state_hash, resources::init,
         resources::members, resources::add_member, resources::promote, resources::remove_member,
         resources::transfer_leader, backup::backup, resources::list_nodes, resources::get_node,
         drain::drain, drain::undrain,

@@ -148,6 +148,44 @@ impl Launcher {
     }
 }
 
+/// How node-to-node traffic is carried and cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Loopback; every fault in the per-link userspace proxies.
+    #[default]
+    Proxy,
+    /// A network namespace per node (root): partitions are nftables drop
+    /// rules in the namespaces; delay and flaky stay in the proxies. Falls
+    /// back to [`NetMode::Proxy`], with the reason recorded, when not root
+    /// or `ip netns`/`nft` are missing.
+    Netns,
+}
+
+impl NetMode {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetMode::Proxy => "proxy",
+            NetMode::Netns => "netns",
+        }
+    }
+}
+
+impl std::str::FromStr for NetMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim() {
+            "proxy" => Ok(NetMode::Proxy),
+            "netns" => Ok(NetMode::Netns),
+            other => Err(Error::Invalid {
+                field: "net",
+                reason: format!("{other:?} is not proxy or netns"),
+            }),
+        }
+    }
+}
+
 /// Settings of a cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
@@ -165,6 +203,8 @@ pub struct ClusterSpec {
     /// `disk` nemesis can fill it (needs root for `mount`; see
     /// [`small_disks_possible`]).
     pub disk_mib: Option<u64>,
+    /// How peer traffic is carried and cut.
+    pub net: NetMode,
 }
 
 /// Whether this process may mount a tmpfs (runs as root): the `disk`
@@ -208,6 +248,10 @@ pub struct Cluster {
     http: reqwest::Client,
     incarnations: Incarnations,
     generations: Incarnations,
+    /// Namespaces and bridge in netns mode (dropped after the processes).
+    netns: Option<crate::netns::NetnsNet>,
+    /// How the network was set up, and why netns mode was skipped if it was.
+    net_note: String,
 }
 
 /// Each node's current incarnation, shared with observers (the status
@@ -247,14 +291,38 @@ impl Cluster {
                 reason: "could not pick distinct node ports".into(),
             })
         };
+        let (netns, net_note) = match spec.net {
+            NetMode::Proxy => (None, "proxy: loopback, faults in the per-link proxies".to_string()),
+            NetMode::Netns => match crate::netns::unavailable() {
+                Some(reason) => {
+                    tracing::warn!(%reason, "netns mode skipped; partitions go through the proxies");
+                    (
+                        None,
+                        format!("proxy (netns requested but skipped: {reason}; partitions through the proxies)"),
+                    )
+                }
+                None => {
+                    let ids: Vec<u64> = (1..=spec.nodes).collect();
+                    let net = crate::netns::NetnsNet::create(&ids)?;
+                    let note = format!(
+                        "netns: node i at {}.i in namespace {}{}-ni; partitions are nftables drops in the namespaces, delay/flaky in the proxies",
+                        net.subnet_prefix(),
+                        crate::netns::NS_PREFIX,
+                        net.run(),
+                    );
+                    (Some(net), note)
+                }
+            },
+        };
+        let host = |id: u64| netns.as_ref().map_or("127.0.0.1".to_string(), |n| n.node_ip(id));
         let mut nodes = BTreeMap::new();
         for id in 1..=spec.nodes {
             nodes.insert(
                 id,
                 NodeProc {
                     id,
-                    raft_addr: format!("127.0.0.1:{}", port()?),
-                    api_addr: format!("127.0.0.1:{}", port()?),
+                    raft_addr: format!("{}:{}", host(id), port()?),
+                    api_addr: format!("{}:{}", host(id), port()?),
                     data_dir: match spec.disk_mib {
                         Some(_) => dir.path().join(format!("n{id}.disk")).join("data"),
                         None => dir.path().join(format!("n{id}")),
@@ -283,7 +351,11 @@ impl Cluster {
             for to in 1..=spec.nodes {
                 if from != to {
                     let seed = spec.seed ^ (from << 32) ^ (to << 16);
-                    links.insert((from, to), LinkProxy::start(nodes[&to].raft_addr.clone(), seed).await?);
+                    let ip = netns.as_ref().map_or("127.0.0.1".to_string(), |n| n.host_ip());
+                    links.insert(
+                        (from, to),
+                        LinkProxy::start_on(&ip, nodes[&to].raft_addr.clone(), seed).await?,
+                    );
                 }
             }
         }
@@ -295,6 +367,8 @@ impl Cluster {
             http,
             incarnations: Incarnations::default(),
             generations: Incarnations::default(),
+            netns,
+            net_note,
         };
         for id in c.ids() {
             c.write_config(id)?;
@@ -406,7 +480,15 @@ impl Cluster {
             .append(true)
             .open(&p.log)
             .map_err(Error::io(format!("open {}", p.log.display())))?;
-        let mut cmd = Command::new(launcher.binary());
+        let mut cmd = match self.netns.as_ref().and_then(|n| n.ns(id)) {
+            // `ip netns exec` execs the binary: the child's pid is the node's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(launcher.binary());
+                c
+            }
+            None => Command::new(launcher.binary()),
+        };
         match launcher {
             Launcher::Cairn(_) => cmd.args(["node", "run", "--config"]),
             Launcher::Embedded(_) => cmd.args(["node", "--config"]),
@@ -454,6 +536,18 @@ impl Cluster {
         let text = std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(lines).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The length of node `id`'s log so far (every incarnation appends).
+    pub fn log_len(&self, id: u64) -> u64 {
+        std::fs::metadata(&self.nodes[&id].log).map_or(0, |m| m.len())
+    }
+
+    /// Node `id`'s log from byte `offset` on (lossy UTF-8).
+    pub fn log_since(&self, id: u64, offset: u64) -> String {
+        let bytes = std::fs::read(&self.nodes[&id].log).unwrap_or_default();
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..]).into_owned()
     }
 
     /// Where node `id`'s test action handler journals its actuations (see
@@ -504,23 +598,80 @@ impl Cluster {
         self.spec.disk_mib.is_some()
     }
 
-    /// Fill node `id`'s small disk with a filler file until `ENOSPC`
-    /// (1 MiB writes, at most the disk's size of them). Returns MiB written.
-    pub fn fill_disk(&self, id: u64) -> Result<u64, Error> {
+    /// Fill node `id`'s small disk with a filler file until not one byte
+    /// is left: 1 MiB writes until `ENOSPC`, then 4 KiB ones (tmpfs hands
+    /// out pages, so when a 4 KiB write fails the disk is full). Bounded by
+    /// the disk's size. Returns the bytes written and the bytes still
+    /// available afterwards (`df`; 0 when it worked).
+    pub fn fill_disk(&self, id: u64) -> Result<(u64, Option<u64>), Error> {
+        use std::io::Write;
         let Some(mib) = self.spec.disk_mib else {
-            return Ok(0);
+            return Ok((0, None));
         };
         let path = self.filler(id);
         let mut f = std::fs::File::create(&path).map_err(Error::io(format!("create {}", path.display())))?;
-        let chunk = vec![0u8; 1 << 20];
-        let mut written = 0;
-        for _ in 0..=mib {
-            if std::io::Write::write_all(&mut f, &chunk).is_err() {
-                break;
+        let mut written = 0u64;
+        for size in [1usize << 20, 4096] {
+            let chunk = vec![0u8; size];
+            // At most the whole disk in chunks of this size.
+            for _ in 0..=(mib << 20) / size as u64 {
+                match f.write(&chunk) {
+                    Ok(n) if n == size => written += n as u64,
+                    Ok(n) => {
+                        written += n as u64;
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
-            written += 1;
         }
-        Ok(written)
+        let _ = f.flush();
+        Ok((written, self.disk_available(id)))
+    }
+
+    /// Bytes available on node `id`'s small disk (`df`), if known.
+    pub fn disk_available(&self, id: u64) -> Option<u64> {
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(self.filler(id).parent()?)
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// Start a killed node on its data dir and watch it for at most
+    /// `within`: `Ok(None)` once it answers `/healthz`, `Ok(Some(status))`
+    /// if it exits first (e.g. RocksDB cannot open a full disk), `Err` if
+    /// it did neither (it is left running; healing kills it if need be).
+    pub async fn start_watching(
+        &mut self,
+        id: u64,
+        within: Duration,
+    ) -> Result<Option<std::process::ExitStatus>, Error> {
+        if self.nodes[&id].state != ProcState::Down {
+            return Ok(None);
+        }
+        self.spawn(id)?;
+        let url = format!("http://{}/healthz", self.nodes[&id].api_addr);
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            let p = self.nodes.get_mut(&id).expect("known node");
+            if let Some(Ok(Some(status))) = p.child.as_mut().map(|c| c.try_wait()) {
+                p.child = None;
+                p.state = ProcState::Down;
+                return Ok(Some(status));
+            }
+            if let Ok(r) = self.http.get(&url).timeout(STATUS_TIMEOUT).send().await {
+                if r.status().is_success() {
+                    return Ok(None);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(Error::NodeNeverHealthy {
+            node_id: id,
+            log_tail: self.log_tail(id, 5),
+        })
     }
 
     /// Delete node `id`'s filler file (nothing if there is none).
@@ -633,20 +784,60 @@ impl Cluster {
     }
 
     /// Cut every link between nodes that `connected` says cannot talk; the
-    /// other links pass.
-    pub fn partition(&self, connected: impl Fn(u64, u64) -> bool) {
-        for ((from, to), l) in &self.links {
-            l.set(LinkFaults {
-                cut: !(connected(*from, *to) && connected(*to, *from)),
-                ..Default::default()
-            });
+    /// other links pass. In netns mode the cut is made by nftables drop
+    /// rules in each dialling node's namespace; otherwise by the proxies.
+    pub fn partition(&self, connected: impl Fn(u64, u64) -> bool) -> Result<(), Error> {
+        let cut = |from: u64, to: u64| !(connected(from, to) && connected(to, from));
+        let Some(net) = &self.netns else {
+            for ((from, to), l) in &self.links {
+                l.set(LinkFaults {
+                    cut: cut(*from, *to),
+                    ..Default::default()
+                });
+            }
+            return Ok(());
+        };
+        self.set_all_links(LinkFaults::default());
+        for id in self.ids() {
+            let ports: Vec<u16> = self
+                .links
+                .iter()
+                .filter(|((from, to), _)| *from == id && cut(*from, *to))
+                .map(|(_, l)| l.addr().port())
+                .collect();
+            net.set_cuts(id, &ports)?;
         }
+        Ok(())
+    }
+
+    /// How a partition is made: `proxy` or `nftables`.
+    pub fn cut_mechanism(&self) -> &'static str {
+        if self.netns.is_some() {
+            "nftables"
+        } else {
+            "proxy"
+        }
+    }
+
+    /// How the network is set up (and why netns mode was skipped, if it was).
+    pub fn net_note(&self) -> &str {
+        &self.net_note
+    }
+
+    /// The nftables rules in node `id`'s namespace (netns mode only).
+    pub fn nft_rules(&self, id: u64) -> Option<Result<String, Error>> {
+        self.netns.as_ref().map(|n| n.rules(id))
     }
 
     /// Undo every fault: links pass, paused nodes resume, killed nodes
     /// restart.
     pub async fn heal(&mut self) -> Result<(), Error> {
         self.set_all_links(LinkFaults::default());
+        if let Some(net) = &self.netns {
+            for id in self.ids() {
+                net.set_cuts(id, &[])?;
+            }
+        }
         for id in self.ids() {
             self.resume(id)?;
         }
@@ -667,6 +858,24 @@ impl Cluster {
             return None;
         }
         r.json().await.ok()
+    }
+
+    /// `GET /v1/state/hash?consistency=stale` of one node: its applied
+    /// index and the hash of its replicated state there.
+    pub async fn state_hash(&self, id: u64) -> Option<crate::checker::StateHash> {
+        if self.nodes[&id].state != ProcState::Up {
+            return None;
+        }
+        let url = format!("http://{}/v1/state/hash?consistency=stale", self.nodes[&id].api_addr);
+        let r = self.http.get(url).timeout(ADMIN_TIMEOUT).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        let v: Value = r.json().await.ok()?;
+        Some(crate::checker::StateHash {
+            applied_index: v["applied_index"].as_u64()?,
+            sha256: v["sha256"].as_str()?.to_string(),
+        })
     }
 
     /// The leader a running node names, preferring the highest term.

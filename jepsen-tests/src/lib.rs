@@ -12,6 +12,8 @@
 //!   same `cairn::daemon::Daemon` from a JSON config: the TOML config cannot
 //!   express `peer_dial_overrides` yet, docs/CHAOS.md finding F0).
 //! - [`nemesis`]: the faults, and a seeded schedule of them.
+//! - [`netns`]: `--net netns` (root): a network namespace per node, and
+//!   partitions as nftables drop rules inside them.
 //! - [`workload`]: rate-limited sequential clients over registers (declared
 //!   `Int` parameters), recording invoke/complete times and outcomes.
 //! - [`tasks`]: clients over the task API, and the action handler the
@@ -44,6 +46,7 @@ pub mod cluster;
 pub mod error;
 pub mod history;
 pub mod nemesis;
+pub mod netns;
 pub mod profile;
 pub mod proxy;
 pub mod run;

@@ -49,7 +49,8 @@ pub enum NemesisKind {
     /// learner and promote it. Not in `all` (so the checked-in seeds keep
     /// their schedules); name it.
     Replace,
-    /// Fill a node's disk (its own small tmpfs) to `ENOSPC`; root only,
+    /// Fill a node's disk (its own small tmpfs) to the last byte, and in a
+    /// third of the faults also restart it on the full disk; root only,
     /// skipped with a recorded reason otherwise. Not in `all`.
     Disk,
     /// Restart the leader or a random node with its wall clock jumped
@@ -175,6 +176,10 @@ pub enum Fault {
     FillDiskLeader,
     /// Fill a random node's disk to `ENOSPC`.
     FillDiskRandom,
+    /// Fill the leader's (or a random node's) disk, then `kill -9` it and
+    /// restart it on the full disk, as a rover rebooting with a full SD
+    /// card: RocksDB must create files to open.
+    FillDiskRestart,
     /// Restart the leader (or a random node) with its clock shifted.
     ClockJump {
         /// The shift, ms (negative: back in time).
@@ -197,6 +202,21 @@ pub struct Step {
     pub hold_ms: u64,
     /// What it is.
     pub fault: Fault,
+}
+
+/// How long a node restarted on a full disk is watched: RocksDB opens (or
+/// fails to) in well under a second; slack for a loaded machine.
+const DISK_RESTART_WATCH: Duration = Duration::from_secs(10);
+
+/// How many lines of a node log report a full disk, and the first one
+/// (trimmed to 300 characters).
+fn enospc_lines(log: &str) -> (usize, String) {
+    let hits: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("No space left") || l.contains("os error 28") || l.contains("ENOSPC"))
+        .collect();
+    let first = hits.first().map_or(String::new(), |l| l.chars().take(300).collect());
+    (hits.len(), first)
 }
 
 /// Most faults in one run: one every ~2.5 s for 10 minutes. A run longer
@@ -241,13 +261,11 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
                 Fault::ClockJump { offset_ms }
             }
         }
-        NemesisKind::Disk => {
-            if rng.random_bool(0.5) {
-                Fault::FillDiskLeader
-            } else {
-                Fault::FillDiskRandom
-            }
-        }
+        NemesisKind::Disk => match rng.random_range(0..3) {
+            0 => Fault::FillDiskLeader,
+            1 => Fault::FillDiskRandom,
+            _ => Fault::FillDiskRestart,
+        },
     }
 }
 
@@ -286,7 +304,8 @@ fn fmt_set(ids: &[u64]) -> String {
 #[derive(Default)]
 struct Active {
     removed: Option<u64>,
-    full_disk: Option<u64>,
+    /// A node whose disk is full, and its log's length when it filled.
+    full_disk: Option<(u64, u64)>,
     clock_jumped: Vec<u64>,
 }
 
@@ -325,6 +344,14 @@ impl Nemesis {
         }
     }
 
+    /// Suffix of a partition event: how the cut was made, in netns mode.
+    fn via(cluster: &Cluster) -> String {
+        match cluster.cut_mechanism() {
+            "proxy" => String::new(),
+            m => format!(" ({m} drop rules)"),
+        }
+    }
+
     fn up(cluster: &Cluster) -> Vec<u64> {
         cluster
             .ids()
@@ -358,19 +385,21 @@ impl Nemesis {
                 let Some(l) = self.leader_or_random(cluster).await else {
                     return Ok(());
                 };
-                cluster.partition(|a, b| (a == l) == (b == l));
+                cluster.partition(|a, b| (a == l) == (b == l))?;
                 let rest: Vec<u64> = cluster.ids().into_iter().filter(|i| *i != l).collect();
-                self.rec
-                    .event("start", format!("partition: leader {l} isolated | {}", fmt_set(&rest)));
+                self.rec.event(
+                    "start",
+                    format!("partition: leader {l} isolated | {}", fmt_set(&rest)) + &Self::via(cluster),
+                );
             }
             Fault::SplitRandom => {
                 let minority = self.rng.random_range(1..=(n - 1) / 2);
                 let (small, big) = ids.split_at(minority);
                 let (small, big) = (small.to_vec(), big.to_vec());
-                cluster.partition(|a, b| small.contains(&a) == small.contains(&b));
+                cluster.partition(|a, b| small.contains(&a) == small.contains(&b))?;
                 self.rec.event(
                     "start",
-                    format!("partition: split {} | {}", fmt_set(&small), fmt_set(&big)),
+                    format!("partition: split {} | {}", fmt_set(&small), fmt_set(&big)) + &Self::via(cluster),
                 );
             }
             Fault::Bridge => {
@@ -378,14 +407,14 @@ impl Nemesis {
                 let half = (n - 1) / 2;
                 let left: Vec<u64> = ids[1..1 + half].to_vec();
                 let right: Vec<u64> = ids[1 + half..].to_vec();
-                cluster.partition(|a, b| a == bridge || b == bridge || left.contains(&a) == left.contains(&b));
+                cluster.partition(|a, b| a == bridge || b == bridge || left.contains(&a) == left.contains(&b))?;
                 self.rec.event(
                     "start",
                     format!(
                         "partition: bridge {bridge} between {} and {}",
                         fmt_set(&left),
                         fmt_set(&right)
-                    ),
+                    ) + &Self::via(cluster),
                 );
             }
             Fault::Ring => {
@@ -394,9 +423,11 @@ impl Nemesis {
                 cluster.partition(|a, b| {
                     let d = pos(a).abs_diff(pos(b));
                     d <= 1 || d == n - 1
-                });
-                self.rec
-                    .event("start", format!("partition: ring {ring:?} (neighbours only)"));
+                })?;
+                self.rec.event(
+                    "start",
+                    format!("partition: ring {ring:?} (neighbours only)") + &Self::via(cluster),
+                );
             }
             Fault::KillLeader | Fault::KillRandom => {
                 let target = if fault == Fault::KillLeader {
@@ -479,7 +510,7 @@ impl Nemesis {
                     format!("every node restarted with its wall clock shifted by {offset_ms} ms"),
                 );
             }
-            Fault::FillDiskLeader | Fault::FillDiskRandom => {
+            Fault::FillDiskLeader | Fault::FillDiskRandom | Fault::FillDiskRestart => {
                 if !cluster.has_small_disk() {
                     self.rec.event(
                         "start",
@@ -487,19 +518,42 @@ impl Nemesis {
                     );
                     return Ok(());
                 }
-                let target = if fault == Fault::FillDiskLeader {
+                let target = if matches!(fault, Fault::FillDiskLeader | Fault::FillDiskRestart) {
                     self.leader_or_random(cluster).await
                 } else {
                     let up = Self::up(cluster);
                     (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
                 };
                 let Some(target) = target else { return Ok(()) };
-                let mib = cluster.fill_disk(target)?;
-                self.active.full_disk = Some(target);
-                self.rec.event(
-                    "start",
-                    format!("disk of node {target} filled ({mib} MiB filler, ENOSPC)"),
+                let log_at = cluster.log_len(target);
+                let (bytes, left) = cluster.fill_disk(target)?;
+                self.active.full_disk = Some((target, log_at));
+                let left = left.map_or("?".to_string(), |b| b.to_string());
+                let filled = format!(
+                    "disk of node {target} filled ({:.1} MiB filler, {left} bytes left, ENOSPC)",
+                    bytes as f64 / (1u64 << 20) as f64
                 );
+                if fault != Fault::FillDiskRestart {
+                    self.rec.event("start", filled);
+                    return Ok(());
+                }
+                cluster.kill(target);
+                let what = match cluster.start_watching(target, DISK_RESTART_WATCH).await {
+                    Ok(None) => "came up on the full disk".to_string(),
+                    Ok(Some(status)) => format!(
+                        "exited ({status}) on the full disk: {}",
+                        cluster
+                            .log_tail(target, 3)
+                            .lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("")
+                            .trim()
+                    ),
+                    Err(_) => format!("neither up nor exited within {DISK_RESTART_WATCH:?} on the full disk"),
+                };
+                self.rec
+                    .event("start", format!("{filled}; kill -9 and restart: {what}"));
             }
             Fault::RemoveVoter | Fault::ReplaceWiped => {
                 let Some(via) = self.leader_or_random(cluster).await else {
@@ -546,8 +600,8 @@ impl Nemesis {
     /// Undo whatever is active: links pass, nodes resume or restart, a
     /// removed voter is re-added.
     pub async fn heal(&mut self, cluster: &mut Cluster) -> Result<(), Error> {
-        if let Some(id) = self.active.full_disk.take() {
-            self.heal_disk(cluster, id).await;
+        if let Some((id, log_at)) = self.active.full_disk.take() {
+            self.heal_disk(cluster, id, log_at).await;
         }
         for id in std::mem::take(&mut self.active.clock_jumped) {
             if cluster.clock_offset(id) != 0 {
@@ -565,14 +619,19 @@ impl Nemesis {
         Ok(())
     }
 
-    /// Free a full disk, and record how the node took it: crashed (the
-    /// process exited), stopped its Raft core (it answers, but not its
-    /// status: restarted here, as an operator would), or carried on.
-    async fn heal_disk(&mut self, cluster: &mut Cluster, id: u64) {
+    /// Free a full disk, and record how the node took it: did not start on
+    /// it, crashed (the process exited), stopped its Raft core (it answers,
+    /// but not its status: restarted here, as an operator would), or
+    /// carried on; and what its log said about `ENOSPC` meanwhile.
+    async fn heal_disk(&mut self, cluster: &mut Cluster, id: u64, log_at: u64) {
+        let was_down = cluster.state(id) == ProcState::Down;
         let crashed = cluster.exited(id);
         let status = if crashed { None } else { cluster.status(id).await };
         cluster.free_disk(id);
-        let what = if crashed {
+        let enospc = enospc_lines(&cluster.log_since(id, log_at));
+        let what = if was_down {
+            "was down (it did not start on the full disk); restarting it".to_string()
+        } else if crashed {
             "had exited (fail-stop); restarting it".to_string()
         } else if let Some(s) = status {
             format!(
@@ -584,8 +643,12 @@ impl Nemesis {
             cluster.kill(id);
             "was up but its status failed (Raft core stopped); restarting it".to_string()
         };
+        let enospc = match enospc {
+            (0, _) => "; no ENOSPC in its log while full".to_string(),
+            (n, first) => format!("; {n} ENOSPC log lines while full, first: {first}"),
+        };
         self.rec
-            .event("heal", format!("disk of node {id} freed; node {id} {what}"));
+            .event("heal", format!("disk of node {id} freed; node {id} {what}{enospc}"));
     }
 
     /// Add `id` back as a learner and promote it; bounded retries (an
@@ -668,6 +731,20 @@ mod tests {
             "{s:?}"
         );
         assert!(schedule(3, 3, &[], Duration::from_secs(1), Duration::from_secs(30)).is_empty());
+    }
+
+    #[test]
+    fn disk_faults_include_restarts_on_a_full_disk() {
+        let s = schedule(
+            40,
+            3,
+            &[NemesisKind::Disk],
+            Duration::from_secs(2),
+            Duration::from_secs(120),
+        );
+        for f in [Fault::FillDiskLeader, Fault::FillDiskRandom, Fault::FillDiskRestart] {
+            assert!(s.iter().any(|s| s.fault == f), "{f:?} never scheduled: {s:?}");
+        }
     }
 
     #[test]

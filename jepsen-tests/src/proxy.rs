@@ -68,7 +68,13 @@ impl LinkProxy {
     /// Listen on a free loopback port and forward to `upstream`. `seed`
     /// drives the random drops and jitter.
     pub async fn start(upstream: String, seed: u64) -> Result<Self, Error> {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on("127.0.0.1", upstream, seed).await
+    }
+
+    /// Listen on a free port of `ip` (the host's bridge address in netns
+    /// mode) and forward to `upstream`.
+    pub async fn start_on(ip: &str, upstream: String, seed: u64) -> Result<Self, Error> {
+        let listener = TcpListener::bind((ip, 0))
             .await
             .map_err(Error::io("bind a proxy listener"))?;
         let listen_addr = listener.local_addr().map_err(Error::io("proxy listener address"))?;

@@ -86,6 +86,8 @@ pub struct RunConfig {
     pub write_timeout_ms: u64,
     /// Copy node logs into the results even when the run passes.
     pub keep_logs: bool,
+    /// How peer traffic is carried and cut (`--net`).
+    pub net: crate::cluster::NetMode,
 }
 
 impl RunConfig {
@@ -115,6 +117,7 @@ impl RunConfig {
             log_filter: "info,openraft=warn".into(),
             write_timeout_ms: 3000,
             keep_logs: false,
+            net: crate::cluster::NetMode::Proxy,
         }
     }
 
@@ -133,6 +136,10 @@ impl RunConfig {
             }
         ) + if self.workload.lenient_503 {
             " --lenient-503"
+        } else {
+            ""
+        } + if self.net == crate::cluster::NetMode::Netns {
+            " --net netns"
         } else {
             ""
         }
@@ -195,11 +202,19 @@ pub struct RunReport {
     pub ok_ops_per_sec_faulted: f64,
     /// ... while none was.
     pub ok_ops_per_sec_calm: f64,
+    /// How the network was set up (`--net`), and why netns mode was
+    /// skipped if it was.
+    #[serde(default)]
+    pub net: String,
     /// The leader agreed on after healing, if any.
     pub leader_after_heal: Option<u64>,
     /// What the task load did (empty without the embedded launcher).
     #[serde(default)]
     pub tasks: String,
+    /// Each node's state hash once all applied the same index (empty if
+    /// they never did).
+    #[serde(default)]
+    pub state_hashes: BTreeMap<u64, crate::checker::StateHash>,
     /// The checkers' findings.
     pub checks: CheckReport,
     /// The verdict.
@@ -242,9 +257,13 @@ impl RunReport {
                 .join(", "),
             self.verdict,
         );
+        if !self.net.is_empty() {
+            s.push_str(&format!("\n  net: {}", self.net));
+        }
         if !self.tasks.is_empty() {
             s.push_str(&format!("\n  tasks: {}", self.tasks));
         }
+        s.push_str(&format!("\n  state hashes: {}", hash_summary(&self.state_hashes)));
         for r in &self.reasons {
             s.push_str(&format!("\n  - {r}"));
         }
@@ -263,6 +282,29 @@ impl RunReport {
             self.reproduce
         ));
         s
+    }
+}
+
+/// One line on the final state hashes: `equal on 3 nodes at index 812
+/// (sha256 3f2a…)`, or which nodes hold which.
+fn hash_summary(hashes: &BTreeMap<u64, crate::checker::StateHash>) -> String {
+    let distinct: std::collections::BTreeSet<(u64, &str)> =
+        hashes.values().map(|h| (h.applied_index, h.sha256.as_str())).collect();
+    match distinct.iter().next() {
+        None => "not taken (replicas never reached one applied index)".into(),
+        Some((index, sha)) if distinct.len() == 1 => format!(
+            "equal on {} nodes at index {index} (sha256 {}…)",
+            hashes.len(),
+            sha.get(..12).unwrap_or(sha)
+        ),
+        _ => format!(
+            "DIFFER: {}",
+            hashes
+                .iter()
+                .map(|(n, h)| format!("n{n}@{}={}", h.applied_index, h.sha256.get(..12).unwrap_or(&h.sha256)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
     }
 }
 
@@ -319,12 +361,13 @@ struct Converged {
     registers: BTreeMap<u64, BTreeMap<String, Option<i64>>>,
     tasks: BTreeMap<u64, Vec<crate::tasks::TaskView>>,
     liveness: BTreeMap<u64, BTreeMap<u64, String>>,
+    state_hashes: BTreeMap<u64, crate::checker::StateHash>,
 }
 
 /// Wait until every node reports the same applied index (polled every
 /// 200 ms, at most [`CONVERGE_WITHIN`]), then read each one's registers,
-/// tasks and node liveness locally; if a node's applied index moved while
-/// it was read, try again.
+/// tasks, node liveness and state hash locally; if a node's applied index
+/// moved while it was read (or its hash is of another index), try again.
 async fn converge(cluster: &Cluster, keys: usize) -> (Converged, Option<String>) {
     let deadline = Instant::now() + CONVERGE_WITHIN;
     let mut last = Vec::new();
@@ -345,7 +388,14 @@ async fn converge(cluster: &Cluster, keys: usize) -> (Converged, Option<String>)
                     }
                 }
             }
-            if applied_indexes(cluster).await == applied {
+            for id in cluster.ids() {
+                if let Some(h) = cluster.state_hash(id).await {
+                    out.state_hashes.insert(id, h);
+                }
+            }
+            let hashes_at_index = out.state_hashes.len() == applied.len()
+                && out.state_hashes.values().all(|h| Some(h.applied_index) == applied[0]);
+            if hashes_at_index && applied_indexes(cluster).await == applied {
                 return (out, None);
             }
         }
@@ -475,6 +525,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         write_timeout_ms: cfg.write_timeout_ms,
         disk_mib: (cfg.nemeses.contains(&NemesisKind::Disk) && crate::cluster::small_disks_possible())
             .then_some(DISK_MIB),
+        net: cfg.net,
     })
     .await?;
     let Some(leader) = cluster.wait_agreed_leader(cfg.recovery_timeout).await else {
@@ -598,6 +649,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         ops: ops.clone(),
         samples: samples.clone(),
         converged: converged.registers,
+        state_hashes: converged.state_hashes.clone(),
         one_leader_per_term: false,
     };
     let budget = (cfg.checker_max_steps, cfg.checker_secs);
@@ -662,7 +714,9 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         ok_ops_per_sec_faulted: faulted,
         ok_ops_per_sec_calm: calm,
         leader_after_heal,
+        net: cluster.net_note().to_string(),
         tasks: task_summary,
+        state_hashes: converged.state_hashes,
         checks,
         verdict,
         reasons,

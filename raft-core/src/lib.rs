@@ -43,6 +43,7 @@ pub use consensus::node::Consistency;
 pub use consensus::node::MemberStatus;
 pub use consensus::node::RaftNode;
 pub use consensus::node::Role;
+pub use consensus::node::StateHash;
 pub use consensus::node::Status;
 pub use consensus::node::WriteOutcome;
 pub use consensus::recovery::force_new_cluster;

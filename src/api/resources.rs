@@ -139,6 +139,40 @@ pub(super) async fn status(State(api): State<Api>) -> Json<cairn_raft::Status> {
     Json(api.node.status())
 }
 
+/// A digest of a node's applied replicated state.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StateHashView {
+    /// Log index of the last applied entry the hash reflects.
+    pub applied_index: u64,
+    /// Its term.
+    pub applied_term: u64,
+    /// SHA-256 (lowercase hex) of the encoded replicated state: the state
+    /// machine, client sessions, membership and last applied log id, as a
+    /// snapshot would hold them.
+    pub sha256: String,
+    /// Length of the encoded state in bytes.
+    pub bytes: usize,
+}
+
+/// A hash of this node's applied replicated state and the index it
+/// reflects: replicas at the same `applied_index` must have the same hash
+/// (the chaos suite compares them). `?consistency=stale` hashes the local
+/// state as it is; the default first runs a linearizable read barrier.
+#[utoipa::path(get, path = "/v1/state/hash", tag = "cluster", params(ReadParams),
+    responses((status = 200, body = StateHashView, description = "applied index, term and SHA-256 of the replicated state"),
+        (status = 503, body = ErrorBody, description = "linearizable: no leader to confirm the read")))]
+pub(super) async fn state_hash(State(api): State<Api>, ApiQuery(q): ApiQuery<ReadParams>) -> Result<Response, Error> {
+    api.node.read(q.consistency(), |_| ()).await?;
+    let h = api.node.state_hash()?;
+    let view = StateHashView {
+        applied_index: h.applied_index,
+        applied_term: h.applied_term,
+        sha256: h.sha256,
+        bytes: h.bytes,
+    };
+    Ok(indexed(h.applied_index, to_json(&view)?))
+}
+
 /// Body of `POST /v1/cluster/init`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -55,6 +55,9 @@ pub enum AnomalyKind {
     PhantomTask,
     /// Replicas disagree on the tasks once they applied the same index.
     TasksDiverged,
+    /// Replicas at the same applied index hash their whole state
+    /// differently.
+    StateHashDiverged,
 }
 
 /// One finding.
@@ -127,6 +130,7 @@ pub fn check_all(input: &CheckInput) -> Vec<Anomaly> {
     out.extend(versions(&input.ops));
     out.extend(leaders(input));
     out.extend(convergence(input));
+    out.extend(state_hashes(input));
     out
 }
 
@@ -373,6 +377,42 @@ fn convergence(input: &CheckInput) -> Vec<Anomaly> {
     out
 }
 
+/// Nodes that applied the same index hold byte-identical replicated state:
+/// their state hashes agree. Hashes are compared only within one applied
+/// index (nodes apply at different moments; the run takes them once all
+/// report the same index, so normally there is one group). Each group with
+/// more than one hash is an anomaly naming which nodes hold which hash.
+fn state_hashes(input: &CheckInput) -> Vec<Anomaly> {
+    let mut by_index: BTreeMap<u64, BTreeMap<&str, Vec<u64>>> = BTreeMap::new();
+    for (node, h) in &input.state_hashes {
+        by_index
+            .entry(h.applied_index)
+            .or_default()
+            .entry(h.sha256.as_str())
+            .or_default()
+            .push(*node);
+    }
+    by_index
+        .into_iter()
+        .filter(|(_, hashes)| hashes.len() > 1)
+        .map(|(index, hashes)| {
+            let groups: Vec<String> = hashes
+                .iter()
+                .map(|(h, nodes)| format!("nodes {nodes:?} sha256 {}", h.get(..16).unwrap_or(h)))
+                .collect();
+            Anomaly {
+                kind: AnomalyKind::StateHashDiverged,
+                key: None,
+                ops: vec![],
+                message: format!(
+                    "replicas at applied index {index} hold different states: {}",
+                    groups.join("; ")
+                ),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,5 +580,33 @@ mod tests {
         assert_eq!(kinds(&i), vec![]);
         i.converged.insert(3, m(4));
         assert_eq!(kinds(&i), vec![AnomalyKind::Diverged]);
+    }
+
+    #[test]
+    fn unequal_state_hashes_at_one_index_are_caught_and_name_the_nodes() {
+        use crate::checker::StateHash;
+        let h = |applied_index: u64, sha256: &str| StateHash {
+            applied_index,
+            sha256: sha256.into(),
+        };
+        let mut i = CheckInput {
+            state_hashes: BTreeMap::from([(1, h(40, "aaaa")), (2, h(40, "aaaa")), (3, h(40, "aaaa"))]),
+            ..Default::default()
+        };
+        assert_eq!(kinds(&i), vec![], "equal hashes at one index");
+        i.state_hashes.insert(2, h(40, "bbbb"));
+        let found = check_all(&i);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, AnomalyKind::StateHashDiverged);
+        let msg = &found[0].message;
+        assert!(
+            msg.contains("index 40")
+                && msg.contains("nodes [1, 3] sha256 aaaa")
+                && msg.contains("nodes [2] sha256 bbbb"),
+            "{msg}"
+        );
+        // Different indexes are not comparable: no anomaly, whatever the hashes.
+        i.state_hashes.insert(2, h(41, "bbbb"));
+        assert_eq!(kinds(&i), vec![], "hashes at different indexes");
     }
 }

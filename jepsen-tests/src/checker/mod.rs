@@ -51,6 +51,20 @@ pub struct CheckInput {
     /// (stale reads once all nodes applied the same index); empty if the
     /// cluster never converged (reported separately).
     pub converged: BTreeMap<u64, BTreeMap<String, Option<i64>>>,
+    /// After healing: each node's hash of its whole replicated state
+    /// (`GET /v1/state/hash?consistency=stale`), taken once all nodes
+    /// applied the same index; empty if they never did.
+    #[serde(default)]
+    pub state_hashes: BTreeMap<u64, StateHash>,
+}
+
+/// One node's `GET /v1/state/hash` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateHash {
+    /// The applied index the hash reflects.
+    pub applied_index: u64,
+    /// SHA-256 of the encoded replicated state, hex.
+    pub sha256: String,
 }
 
 /// The verdict on one register.

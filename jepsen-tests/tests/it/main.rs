@@ -9,6 +9,10 @@
 //!   dropped from a replica, a deposed holder acting after its successor)
 //!   by the task checkers. The closing line over all its runs goes to
 //!   `target/jepsen/ci-summary.txt`, which `.ci/run` prints.
+//! - `t30`: `--net netns` (root only, else skipped with the reason): the
+//!   nftables cut itself, then one 10 s partition run in namespaces.
+//! - `t31`: a node restarted on a full disk (root only): it must fail
+//!   with `ENOSPC`, and the run pass once the disk is freed.
 //! - `t90`: the long profile, only with `CAIRN_JEPSEN_LONG=1`
 //!   (`CAIRN_JEPSEN_RUNS`, default 20, sets its length).
 //!
@@ -226,6 +230,115 @@ fn t20_regressions_then_short_profile() {
     }
     assert_all_passed("regression seeds", &replayed);
     assert_all_passed("short profile", &outcome);
+}
+
+/// Whether a process in namespace `ns` can open a TCP connection to
+/// `addr` within 2 s (bash's `/dev/tcp`, bounded by `timeout`).
+fn ns_can_connect(ns: &str, addr: std::net::SocketAddr) -> bool {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "2", "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{}/{}", addr.ip(), addr.port()))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `--net netns` (root only; skipped with the reason otherwise): the
+/// nftables cut really stops a namespace's traffic to one proxy port and
+/// nothing else, healing restores it, dropping the network deletes the
+/// namespaces; then one real 10 s partition run in namespaces must pass.
+#[test]
+fn t30_netns_partitions() {
+    if let Some(reason) = cairn_jepsen::netns::unavailable() {
+        eprintln!("t30_netns_partitions: skipped: {reason}");
+        return;
+    }
+    init_tracing();
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let net = cairn_jepsen::netns::NetnsNet::create(&[1, 2]).expect("namespaces");
+    let (ns1, ns2) = (net.ns(1).unwrap().to_string(), net.ns(2).unwrap().to_string());
+    let listener = std::net::TcpListener::bind((net.host_ip().as_str(), 0)).unwrap();
+    let other = std::net::TcpListener::bind((net.host_ip().as_str(), 0)).unwrap();
+    let (port, other_port) = (listener.local_addr().unwrap(), other.local_addr().unwrap());
+    assert!(ns_can_connect(&ns1, port), "node 1's namespace cannot reach the host");
+    net.set_cuts(1, &[port.port()]).unwrap();
+    assert!(!ns_can_connect(&ns1, port), "the nftables cut let node 1 through");
+    assert!(
+        ns_can_connect(&ns1, other_port),
+        "the cut dropped a port it does not name"
+    );
+    assert!(ns_can_connect(&ns2, port), "node 1's cut dropped node 2's traffic");
+    net.set_cuts(1, &[]).unwrap();
+    assert!(ns_can_connect(&ns1, port), "healing did not restore node 1's link");
+    drop(net);
+    let left = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left.contains(&ns1) && !left.contains(&ns2),
+        "namespaces left behind: {left}"
+    );
+
+    tracing::info!("one real run, partitions as nftables rules in namespaces");
+    let spec = profile::RunSpec {
+        seed: 7,
+        nodes: 3,
+        duration: std::time::Duration::from_secs(10),
+        nemeses: vec![cairn_jepsen::nemesis::NemesisKind::Partition],
+        note: "netns".into(),
+    };
+    let outcome = runtime().block_on(profile::run_all(&[spec], &launcher(), |cfg| {
+        cfg.net = cluster::NetMode::Netns;
+    }));
+    println!("netns: {}", outcome.closing_line());
+    assert_all_passed("netns run", &outcome);
+    let report = &outcome.reports[0];
+    assert!(report.net.starts_with("netns:"), "{}", report.net);
+    assert!(
+        report.events.iter().any(|e| e.what.contains("nftables drop rules")),
+        "no partition was made with nftables: {:?}",
+        report.events
+    );
+}
+
+/// `--nemesis disk` (root only: tmpfs mounts): seed 50 opens with
+/// `fill-disk-restart`, so RocksDB must fail to open on a disk with 0
+/// bytes left; the run records the node's fatal error, and after the disk
+/// is freed and the node restarted the run must pass (no acknowledged
+/// write lost, replicas' state hashes equal).
+#[test]
+fn t31_full_disk_restart() {
+    if !cluster::small_disks_possible() {
+        eprintln!("t31_full_disk_restart: skipped: not root (the disk nemesis mounts a tmpfs per node)");
+        return;
+    }
+    init_tracing();
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let spec = profile::RunSpec {
+        seed: 50,
+        nodes: 3,
+        duration: std::time::Duration::from_secs(8),
+        nemeses: vec![cairn_jepsen::nemesis::NemesisKind::Disk],
+        note: "full disk".into(),
+    };
+    let outcome = runtime().block_on(profile::run_all(&[spec], &launcher(), |_| {}));
+    println!("full disk: {}", outcome.closing_line());
+    assert_all_passed("full-disk run", &outcome);
+    let events = &outcome.reports[0].events;
+    assert!(
+        events.iter().any(|e| e.phase == "start"
+            && e.what.contains("0 bytes left")
+            && e.what.contains("exited")
+            && e.what.contains("No space left on device")),
+        "no node failed on a full disk: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.phase == "heal" && e.what.contains("restarting it")),
+        "the node was not restarted once its disk was freed: {events:?}"
+    );
 }
 
 #[test]

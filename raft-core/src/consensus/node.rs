@@ -51,6 +51,10 @@ use crate::transport::Dialer;
 use crate::transport::PlainAcceptor;
 use crate::transport::TcpDialer;
 
+/// How long [`RaftNode::start`] waits for the Raft core's first metrics
+/// report (it comes within milliseconds of the core starting).
+const FIRST_METRICS_WITHIN: Duration = Duration::from_secs(5);
+
 /// Handles application messages other nodes send with
 /// [`RaftNode::send_app`] (e.g. heartbeats to the coordinator). Gets the
 /// sender's id and the payload; its answer goes back to the sender.
@@ -125,6 +129,22 @@ pub struct MemberStatus {
     pub matched_index: Option<u64>,
     /// Entries it is behind the leader's last log index (leader only).
     pub lag: Option<u64>,
+}
+
+/// A digest of a node's applied replicated state (see
+/// [`RaftNode::state_hash`]). Two replicas that applied the same log
+/// prefix have equal digests; equal `applied_index` with unequal `sha256`
+/// means they diverged.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateHash {
+    /// Log index of the last applied entry (0: nothing applied).
+    pub applied_index: u64,
+    /// Its term.
+    pub applied_term: u64,
+    /// SHA-256 of the encoded state, lowercase hex.
+    pub sha256: String,
+    /// Length of the encoded state in bytes.
+    pub bytes: usize,
 }
 
 /// A node's view of the cluster, like `etcdctl endpoint status`.
@@ -695,6 +715,21 @@ impl<S: StateMachine> RaftNode<S> {
         )
         .await
         .map_err(|e| Error::Fatal { reason: e.to_string() })?;
+        // Until the Raft core's first report its metrics are openraft's
+        // initial ones (term 0, learner, no log), whatever is on disk: a
+        // status read then would show a restarted node's term going back.
+        // The core reports as soon as it runs; bounded in case it never does
+        // (it then failed, and its metrics say so).
+        let mut first_report = raft.metrics();
+        if tokio::time::timeout(FIRST_METRICS_WITHIN, first_report.changed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                within_ms = FIRST_METRICS_WITHIN.as_millis() as u64,
+                "the raft core has not reported its state yet; status may read as a fresh node"
+            );
+        }
 
         let core = Arc::new(Core {
             id: config.id,
@@ -1071,6 +1106,34 @@ impl<S: StateMachine> RaftNode<S> {
             taken_by: self.core.id,
             members,
             state,
+        })
+    }
+
+    /// SHA-256 of this node's applied replicated state, and the index it
+    /// reflects, taken under the replica's read lock (state and index
+    /// agree). The bytes hashed are the snapshot envelope a snapshot of
+    /// this node would hold: the state machine's own canonical encoding
+    /// (postcard, `BTreeMap`s only), the client sessions, the membership
+    /// and the last applied log id, so everything `apply` changes is
+    /// covered. Local (no read barrier): callers wanting a linearizable
+    /// view call [`RaftNode::read`] first.
+    pub fn state_hash(&self) -> Result<StateHash, Error> {
+        use sha2::Digest;
+        let (last, bytes) = {
+            let replica = self.core.shared.read();
+            let (_, data) = replica.to_snapshot().map_err(|source| Error::Storage {
+                what: "encoding the state for its hash".into(),
+                source,
+            })?;
+            (replica.last_applied, data)
+        };
+        let bytes: &[u8] = bytes.as_ref();
+        let digest = sha2::Sha256::digest(bytes);
+        Ok(StateHash {
+            applied_index: last.map(|l| l.index).unwrap_or(0),
+            applied_term: last.map(|l| super::term_of(&l)).unwrap_or(0),
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            bytes: bytes.len(),
         })
     }
 

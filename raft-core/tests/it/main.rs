@@ -222,6 +222,24 @@ async fn t40_learner_after_purge_catches_up_by_snapshot() {
     let theirs = learner.local_state(|kv| kv.clone());
     let ours = c.node(leader).local_state(|kv| kv.clone());
     assert_eq!(theirs.map, ours.map, "learner state equals the leader's");
+    tracing::info!("a state restored from a snapshot hashes like the one applied entry by entry");
+    let mut hashes = (learner.state_hash().unwrap(), c.node(leader).state_hash().unwrap());
+    // Bounded: the learner applies the leader's last (membership) entries
+    // within a few heartbeats.
+    for _ in 0..50 {
+        if hashes.0.applied_index == hashes.1.applied_index {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        hashes = (learner.state_hash().unwrap(), c.node(leader).state_hash().unwrap());
+    }
+    assert_eq!(hashes.0.applied_index, hashes.1.applied_index, "{hashes:?}");
+    assert_eq!(hashes.0, hashes.1, "equal index, equal state, equal hash");
+    assert_eq!(hashes.0.sha256.len(), 64, "{hashes:?}");
+    c.node(leader).write(set("k0", "changed")).await.unwrap();
+    let after = c.node(leader).state_hash().unwrap();
+    assert!(after.applied_index > hashes.1.applied_index, "{after:?}");
+    assert_ne!(after.sha256, hashes.1.sha256, "a write changes the hash");
     c.nodes.remove(&4);
     learner.shutdown().await.unwrap();
 }
@@ -299,6 +317,7 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
     for i in 0..50 {
         c.node(old).write(set(format!("a{i}"), "1")).await.unwrap();
     }
+    let term_before = c.node(old).status().term;
     tracing::info!(old, "stop the leader");
     let t = c.nodes.get_mut(&old).unwrap();
     t.node.take().unwrap().shutdown().await.unwrap();
@@ -313,6 +332,15 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
     let cfg = c.nodes[&old].config.clone();
     let links = c.nodes[&old].links.clone();
     let node = RaftNode::<Kv>::start_with_dialer(cfg, Arc::new(links)).await.unwrap();
+    // Right away: a status taken before the Raft core's first report used
+    // to be openraft's initial one (term 0, learner), so a restarted node
+    // seemed to go back in term (jepsen seed 58, `--nemesis disk`).
+    let st = node.status();
+    assert!(
+        st.term >= term_before && st.last_log_index.is_some(),
+        "right after a restart the status shows term {} (durable term {term_before}): {st:?}",
+        st.term
+    );
     let applied = c.node(new).status().applied_index.unwrap();
     node.wait_applied(applied, Duration::from_secs(10)).await.unwrap();
     assert_eq!(node.local_state(|kv| kv.map.len()), 100);
