@@ -201,20 +201,38 @@ impl Checker {
             }
             match by_index.get(&a.index) {
                 Some(r) if r.term == a.term => {}
-                Some(r) => missing.push(format!(
-                    "index {} holds term {} instead of acknowledged write {} (term {})",
-                    a.index, r.term, a.value, a.term
+                Some(r) => missing.push((
+                    a.index,
+                    format!(
+                        "index {} holds term {} instead of acknowledged write {} (term {})",
+                        a.index, r.term, a.value, a.term
+                    ),
                 )),
-                None => missing.push(format!(
-                    "index {} (acknowledged write {}, term {}) is not in its log",
-                    a.index, a.value, a.term
+                None => missing.push((
+                    a.index,
+                    format!(
+                        "index {} (acknowledged write {}, term {}) is not in its log",
+                        a.index, a.value, a.term
+                    ),
                 )),
             }
         }
         if let Some(first) = missing.first() {
+            // What was around it, for whoever debugs this: the leader's log
+            // near the first missing index, and who applied what there.
+            let idx = first.0;
+            let near: Vec<String> = log
+                .iter()
+                .filter(|r| r.index + 3 >= idx && r.index <= idx + 3)
+                .map(|r| format!("{}:t{}n{}", r.index, r.term, r.leader))
+                .collect();
+            let applied = self.applied.get(&idx);
             let msg = format!(
-                "node {node} leads term {term} but {first} ({} such entries)",
-                missing.len()
+                "node {node} leads term {term} but {} ({} such entries); its log near there: [{}] (last index {:?}, compacted to {purged:?}); applied there (value, term, first node): {applied:?}",
+                first.1,
+                missing.len(),
+                near.join(" "),
+                log.last().map(|r| r.index)
             );
             self.violate(ViolationKind::LeaderMissingCommitted, at_ms, msg);
         }

@@ -518,8 +518,39 @@ fn data_root() -> PathBuf {
     }
 }
 
-/// Run one simulation to its verdict.
+/// Run one simulation to its verdict. A panic inside turmoil (e.g. its
+/// "server socket buffer full") becomes the seed's error instead of ending
+/// the whole list.
 pub fn run(spec: &SimSpec) -> SimReport {
+    let started = Instant::now();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(spec))) {
+        Ok(report) => report,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            SimReport {
+                spec: spec.clone(),
+                violations: Vec::new(),
+                error: Some(format!("the simulation panicked: {what}")),
+                writes: 0,
+                acked: 0,
+                faults: 0,
+                boots: 0,
+                terms: 0,
+                multi_leader_terms: 0,
+                last_index: 0,
+                sim_ms: 0,
+                wall: started.elapsed(),
+                recent_faults: Vec::new(),
+            }
+        }
+    }
+}
+
+fn run_inner(spec: &SimSpec) -> SimReport {
     let started = Instant::now();
     let mut report = SimReport {
         spec: spec.clone(),
@@ -556,6 +587,9 @@ pub fn run(spec: &SimSpec) -> SimReport {
         .simulation_duration(Duration::from_secs(24 * 3600))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(max_latency_ms))
+        // Also the accept backlog: turmoil panics when it overflows, and a
+        // restarted host is dialled by every peer's clients at once.
+        .tcp_capacity(4096)
         .build();
     for id in 1..=spec.nodes {
         let dir = dirs[(id - 1) as usize].path().to_path_buf();
