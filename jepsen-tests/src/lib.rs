@@ -25,6 +25,9 @@
 //!   lost, no write applied twice, one leader per term, replicas converge).
 //! - [`run`]: one run from start to verdict; [`profile`]: lists of runs,
 //!   including the checked-in regression seeds.
+//! - [`sim`]: the deterministic simulation tier: the cairn-raft node itself
+//!   (several in one process) on turmoil's simulated network and clock,
+//!   with Raft safety checked as it runs.
 //!
 //! # Key decisions
 //! - Faults go through a proxy we own rather than the kernel, so the suite
@@ -50,6 +53,7 @@ pub mod netns;
 pub mod profile;
 pub mod proxy;
 pub mod run;
+pub mod sim;
 pub mod tasks;
 pub mod workload;
 

@@ -7,6 +7,8 @@
 //! cairn-jepsen profile short | long | regressions
 //! cairn-jepsen check target/jepsen/seed7-n3-…/
 //! cairn-jepsen node --config n1.json     # what each node process runs
+//! cairn-jepsen sim --seeds 20            # simulation tier: regressions, then 20 fresh seeds
+//! cairn-jepsen sim --seed 42 --nodes 5   # replay one simulation seed
 //! ```
 //! Exit status: 0 when every run passed, 1 otherwise.
 
@@ -127,6 +129,70 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The deterministic simulation tier: the Raft node itself under
+    /// turmoil, many seeds (docs/CHAOS.md, "Simulation tier").
+    Sim(SimArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct SimArgs {
+    /// Replay this one seed (nothing else runs).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Cluster size for `--seed` (fresh seeds alternate 3 and 5).
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Fresh seeds to run after the regression list.
+    #[arg(long, default_value_t = 10)]
+    seeds: u64,
+    /// First fresh seed (default: the clock, printed).
+    #[arg(long)]
+    first_seed: Option<u64>,
+    /// Simulated ms of writes under faults.
+    #[arg(long, default_value_t = 15_000)]
+    fault_ms: u64,
+    /// Simulated ms after healing before convergence is required.
+    #[arg(long, default_value_t = 3_000)]
+    heal_ms: u64,
+    /// Skip the checked-in regression list (jepsen-tests/sim-regressions.txt).
+    #[arg(long)]
+    no_regressions: bool,
+}
+
+/// The simulation tier. Runs outside any tokio runtime: turmoil builds one
+/// per simulated host.
+fn sim(args: &SimArgs) -> anyhow::Result<bool> {
+    use cairn_jepsen::sim;
+    let with_timing = |mut s: sim::SimSpec| {
+        s.fault_ms = args.fault_ms;
+        s.heal_ms = args.heal_ms;
+        s
+    };
+    let specs: Vec<sim::SimSpec> = match args.seed {
+        Some(seed) => vec![with_timing(sim::SimSpec::new(seed, args.nodes))],
+        None => {
+            let mut specs = Vec::new();
+            if !args.no_regressions {
+                specs = sim::parse_regressions(sim::REGRESSIONS)
+                    .map_err(|e| anyhow::anyhow!("sim-regressions.txt: {e}"))?;
+            }
+            let first = args.first_seed.unwrap_or_else(sim::clock_seed);
+            println!("fresh seeds from {first}");
+            specs.extend(sim::fresh(first, args.seeds).into_iter().map(with_timing));
+            specs
+        }
+    };
+    let started = std::time::Instant::now();
+    let reports = sim::run_all(&specs, |r| println!("{}", r.details()));
+    let sim_s: f64 = reports.iter().map(|r| r.sim_ms as f64 / 1000.0).sum();
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "{} seeds in {wall:.1} s ({:.2} seeds/s, {sim_s:.0} s simulated)",
+        reports.len(),
+        reports.len() as f64 / wall.max(0.001)
+    );
+    println!("{}", sim::closing_line(&reports));
+    Ok(reports.iter().all(|r| r.passed()))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -195,15 +261,21 @@ fn tweak(common: &Common) -> impl Fn(&mut RunConfig) + '_ {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match real_main().await {
+    let cli = Cli::parse();
+    let result = match &cli.cmd {
+        Cmd::Sim(args) => sim(args),
+        _ => tokio::runtime::Runtime::new()
+            .context("starting the tokio runtime")
+            .and_then(|rt| rt.block_on(real_main(cli))),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -213,9 +285,9 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn real_main() -> anyhow::Result<bool> {
-    let cli = Cli::parse();
+async fn real_main(cli: Cli) -> anyhow::Result<bool> {
     let (specs, common) = match cli.cmd {
+        Cmd::Sim(_) => anyhow::bail!("the simulation runs outside the tokio runtime (see main)"),
         Cmd::Check { dir } => return check(&dir),
         Cmd::Node { config } => return node(&config).await,
         Cmd::Run {

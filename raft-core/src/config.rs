@@ -75,6 +75,26 @@ impl Default for SnapshotSettings {
     }
 }
 
+/// How the log store makes appends durable before acknowledging them.
+///
+/// Not a setting of [`RaftNodeConfig`]: the daemon always group-commits;
+/// [`WalSync::Inline`] exists for the deterministic simulation (docs/CHAOS.md,
+/// "Simulation tier").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WalSync {
+    /// A dedicated thread fsyncs the WAL once for every append waiting
+    /// (group commit) and then reports them durable. The production mode.
+    #[default]
+    GroupCommit,
+    /// Each append is written with `sync` in its own blocking call and
+    /// reported durable when that call returns. Slower (one fsync per
+    /// append), but all storage work runs on the runtime's blocking pool: a
+    /// simulated clock (turmoil, tokio's paused time) does not advance while
+    /// it runs, whereas a wait on a thread of our own would let simulated
+    /// time race ahead of the disk.
+    Inline,
+}
+
 /// Everything a Raft node needs to start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

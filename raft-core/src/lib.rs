@@ -11,7 +11,8 @@
 //! - `consensus` (private): every use of openraft — type config, log store,
 //!   state-machine adapter, transport client and server, the node itself.
 //! - [`frame`]: the length-prefixed frame codec.
-//! - [`transport`]: the [`Dialer`] seam where tests put faults or proxies.
+//! - [`transport`]: the [`Dialer`] and [`Listener`] seams where tests put
+//!   faults, proxies or a simulated network.
 //! - [`metrics`]: per-node Prometheus metrics (fsync latency among them).
 //! - [`trace`]: the request id carried to the leader on forwarded requests.
 //!
@@ -35,11 +36,13 @@ pub use backup::Backup;
 pub use config::RaftNodeConfig;
 pub use config::RaftTimings;
 pub use config::SnapshotSettings;
+pub use config::WalSync;
 pub use consensus::client::NativeClient;
 pub use consensus::node::wall_clock_ms;
 pub use consensus::node::AppChannel;
 pub use consensus::node::AppHandler;
 pub use consensus::node::Consistency;
+pub use consensus::node::LogRecord;
 pub use consensus::node::MemberStatus;
 pub use consensus::node::RaftNode;
 pub use consensus::node::Role;
@@ -60,7 +63,9 @@ pub use transport::Accepted;
 pub use transport::Acceptor;
 pub use transport::Dialer;
 pub use transport::LinkControl;
+pub use transport::Listener;
 pub use transport::OverrideDialer;
 pub use transport::PeerIdentity;
 pub use transport::PlainAcceptor;
 pub use transport::TcpDialer;
+pub use transport::TcpPeerListener;

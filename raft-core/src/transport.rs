@@ -1,8 +1,8 @@
 //! Pluggable byte streams between nodes.
 //!
 //! The transport speaks frames over any [`PeerStream`]. Who produces the
-//! stream is a [`Dialer`] on the calling side and an [`Acceptor`] on the
-//! listening side: plain TCP by default (or TLS, which the `cairn` facade
+//! stream is a [`Dialer`] on the calling side and a [`Listener`] (by default
+//! TCP through an [`Acceptor`]) on the listening side: plain TCP by default (or TLS, which the `cairn` facade
 //! plugs in here), and whatever a test puts
 //! in between — a fault-injecting wrapper ([`LinkControl`]), a userspace
 //! proxy on another port, or a simulated network — without touching the
@@ -96,6 +96,47 @@ pub struct Accepted {
 pub trait Acceptor: Send + Sync + 'static {
     /// Wrap `stream`, accepted from `peer`.
     fn accept(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) -> AcceptFuture;
+}
+
+/// Boxed future returned by [`Listener::accept`]: the next connection's
+/// handshake (to run on the connection's own task) and the peer's address.
+pub type ListenFuture<'a> = Pin<Box<dyn Future<Output = io::Result<(AcceptFuture, std::net::SocketAddr)>> + Send + 'a>>;
+
+/// Where a node's transport server takes its peer connections from: the
+/// listening counterpart of [`Dialer`].
+///
+/// Production listens on TCP ([`TcpPeerListener`], which hands every
+/// accepted socket to an [`Acceptor`]); a simulation listens on its own
+/// network. `accept` returns as soon as a connection arrives; the returned
+/// handshake runs on the connection's own task, so a slow peer never stalls
+/// the accept loop.
+pub trait Listener: Send + 'static {
+    /// Wait for the next connection.
+    fn accept(&mut self) -> ListenFuture<'_>;
+}
+
+/// A TCP listener whose connections go through an [`Acceptor`] (plain or
+/// TLS), with `TCP_NODELAY` set on each.
+pub struct TcpPeerListener {
+    listener: tokio::net::TcpListener,
+    acceptor: Arc<dyn Acceptor>,
+}
+
+impl TcpPeerListener {
+    /// Serve connections accepted on `listener` through `acceptor`.
+    pub fn new(listener: tokio::net::TcpListener, acceptor: Arc<dyn Acceptor>) -> Self {
+        Self { listener, acceptor }
+    }
+}
+
+impl Listener for TcpPeerListener {
+    fn accept(&mut self) -> ListenFuture<'_> {
+        Box::pin(async move {
+            let (stream, peer) = self.listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok((self.acceptor.accept(stream, peer), peer))
+        })
+    }
 }
 
 /// Plain TCP: the stream as accepted, its peer [`PeerIdentity::Unverified`].

@@ -9,7 +9,9 @@
 //! is handed to a dedicated sync thread. That thread drains every callback
 //! that is waiting, issues a single `flush_wal(sync = true)` for all of them
 //! (group commit), and only then fires the callbacks. A callback never fires
-//! before the WAL that holds its entries is on disk.
+//! before the WAL that holds its entries is on disk. ([`WalSync::Inline`],
+//! for the simulation tier, instead writes each batch with `sync` and fires
+//! its callback when that write returns.)
 
 use std::fmt::Debug;
 use std::io;
@@ -34,6 +36,7 @@ use super::Entry;
 use super::LogId;
 use super::TypeConfig;
 use super::Vote;
+use crate::config::WalSync;
 use crate::metrics::StorageMetrics;
 use crate::storage::blocking;
 use crate::storage::CF_LOG;
@@ -118,20 +121,27 @@ impl TailCache {
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<DB>,
-    sync_tx: mpsc::SyncSender<IOFlushed<TypeConfig>>,
+    /// The group-commit thread's queue; `None` in [`WalSync::Inline`] mode.
+    sync_tx: Option<mpsc::SyncSender<IOFlushed<TypeConfig>>>,
     tail: Arc<std::sync::Mutex<TailCache>>,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>, metrics: StorageMetrics) -> io::Result<Self> {
-        let (sync_tx, sync_rx) = mpsc::sync_channel(SYNC_QUEUE_BOUND);
-        // The sync thread holds the DB weakly: when the store (and the state
-        // machine) are dropped the DB closes at once, so a node can be
-        // reopened in the same process right after shutdown.
-        let sync_db = Arc::downgrade(&db);
-        std::thread::Builder::new()
-            .name("cairn-wal-sync".into())
-            .spawn(move || sync_loop(sync_db, sync_rx, metrics))?;
+    pub(crate) fn new(db: Arc<DB>, metrics: StorageMetrics, wal_sync: WalSync) -> io::Result<Self> {
+        let sync_tx = match wal_sync {
+            WalSync::Inline => None,
+            WalSync::GroupCommit => {
+                let (sync_tx, sync_rx) = mpsc::sync_channel(SYNC_QUEUE_BOUND);
+                // The sync thread holds the DB weakly: when the store (and the state
+                // machine) are dropped the DB closes at once, so a node can be
+                // reopened in the same process right after shutdown.
+                let sync_db = Arc::downgrade(&db);
+                std::thread::Builder::new()
+                    .name("cairn-wal-sync".into())
+                    .spawn(move || sync_loop(sync_db, sync_rx, metrics))?;
+                Some(sync_tx)
+            }
+        };
         Ok(Self {
             db,
             sync_tx,
@@ -344,28 +354,40 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 appended.push((entry, bytes.len()));
             }
         }
-        // One batch, not synced here: the sync thread fsyncs it (grouped).
-        // Written inline — a memtable insert and a buffered WAL write, a
-        // few microseconds — unless RocksDB would stall it (memtable full,
-        // too many L0 files): then it goes to the blocking pool like every
-        // other slow call, so a stall never parks a runtime worker. A hop
-        // to the blocking pool per append was two context switches per
-        // batch on every node.
-        let mut fast = WriteOptions::default();
-        fast.set_no_slowdown(true);
-        match self.db.write_opt(batch, &fast) {
-            Ok(()) => {}
-            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => {
-                // Nothing was written; rebuild the batch (it was consumed).
-                let mut batch = WriteBatch::default();
-                let cf = self.cf(CF_LOG)?;
-                for (entry, _) in &appended {
-                    batch.put_cf(cf, index_key(entry.log_id.index), encode(entry)?);
+        if self.sync_tx.is_none() {
+            // Inline mode (the simulation tier): synced in this call, on
+            // the blocking pool, where simulated time stands still.
+            let db = self.db.clone();
+            blocking(move || {
+                let mut opts = WriteOptions::default();
+                opts.set_sync(true);
+                db.write_opt(batch, &opts).map_err(io::Error::other)
+            })
+            .await?;
+        } else {
+            // One batch, not synced here: the sync thread fsyncs it
+            // (grouped). Written inline — a memtable insert and a buffered
+            // WAL write, a few microseconds — unless RocksDB would stall it
+            // (memtable full, too many L0 files): then it goes to the
+            // blocking pool like every other slow call, so a stall never
+            // parks a runtime worker. A hop to the blocking pool per append
+            // was two context switches per batch on every node.
+            let mut fast = WriteOptions::default();
+            fast.set_no_slowdown(true);
+            match self.db.write_opt(batch, &fast) {
+                Ok(()) => {}
+                Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => {
+                    // Nothing was written; rebuild the batch (it was consumed).
+                    let mut batch = WriteBatch::default();
+                    let cf = self.cf(CF_LOG)?;
+                    for (entry, _) in &appended {
+                        batch.put_cf(cf, index_key(entry.log_id.index), encode(entry)?);
+                    }
+                    let db = self.db.clone();
+                    blocking(move || db.write(batch).map_err(io::Error::other)).await?;
                 }
-                let db = self.db.clone();
-                blocking(move || db.write(batch).map_err(io::Error::other)).await?;
+                Err(e) => return Err(io::Error::other(e)),
             }
-            Err(e) => return Err(io::Error::other(e)),
         }
         {
             let mut tail = self.tail();
@@ -373,9 +395,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 tail.insert(entry, size);
             }
         }
-        self.sync_tx
-            .send(callback)
-            .map_err(|_| io::Error::other("wal sync thread has stopped"))?;
+        match &self.sync_tx {
+            Some(tx) => tx
+                .send(callback)
+                .map_err(|_| io::Error::other("wal sync thread has stopped"))?,
+            None => callback.io_completed(Ok(())),
+        }
         Ok(())
     }
 

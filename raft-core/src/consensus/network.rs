@@ -91,6 +91,9 @@ pub(crate) struct Connection {
     pending: Pending,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
+    /// Response frames read so far: a call that times out with this
+    /// unchanged heard nothing at all over its whole deadline.
+    received: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -142,11 +145,14 @@ impl Connection {
 
         let r_pending = pending.clone();
         let r_closed = closed.clone();
+        let received = Arc::new(AtomicU64::new(0));
+        let r_received = received.clone();
         let reader = tokio::spawn(async move {
             let mut buf = Vec::new();
             loop {
                 match frame::read_frame::<ResponseFrame, _>(&mut rd, &mut buf, max_frame_bytes).await {
                     Ok(resp) => {
+                        r_received.fetch_add(1, Ordering::Relaxed);
                         let waiter = r_pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&resp.id);
                         if let Some(tx) = waiter {
                             let _ = tx.send(resp.body);
@@ -168,12 +174,37 @@ impl Connection {
             pending,
             next_id: AtomicU64::new(1),
             closed,
+            received,
             tasks: vec![writer, reader],
         }
     }
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) || self.outbox.is_closed()
+    }
+
+    /// Response frames read on this connection so far.
+    pub(crate) fn frames_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Retire a connection that timed out without hearing anything since
+    /// `heard` (its [`Connection::frames_received`] when the call was sent),
+    /// so the next call re-dials. Returns whether it did.
+    ///
+    /// A silent connection is black-holed: its peer vanished without a
+    /// reset, or a partition dropped its segments. TCP would keep
+    /// retransmitting with exponential backoff (minutes, before it gives
+    /// up), and every call on it would time out although a fresh connection
+    /// works the moment the link heals (found by the simulation tier,
+    /// docs/CHAOS.md F7). A slow but live peer answers something within an
+    /// RPC deadline, so it keeps its connection.
+    pub(crate) fn retire_if_silent(&self, heard: u64) -> bool {
+        if self.frames_received() != heard {
+            return false;
+        }
+        self.closed.store(true, Ordering::Release);
+        true
     }
 
     /// Queue a request; the receiver resolves with its response, or errors
@@ -336,11 +367,16 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Response, CallError> {
         // Not queued on the connection: definitely not delivered.
+        let heard = conn.frames_received();
         let rx = conn
             .send(body)
             .await
             .map_err(|reason| CallError::Unreachable { target, reason })?;
-        match tokio::time::timeout(timeout, rx).await {
+        let res = tokio::time::timeout(timeout, rx).await;
+        if res.is_err() && conn.retire_if_silent(heard) {
+            tracing::debug!(peer = target, "retiring a connection that was silent for {timeout:?}");
+        }
+        match res {
             Ok(Ok(Response::Error(message))) => Err(CallError::Network {
                 target,
                 reason: message,
@@ -439,24 +475,30 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 while let Some(req) = input.next().await {
                     let prev = req.prev_log_id;
                     let last = req.entries.last().map(|e| e.log_id).or(prev);
+                    let heard = feeder_conn.frames_received();
                     let sent = feeder_conn.send(Request::Append(req)).await;
                     let stop = sent.is_err();
-                    if inflight_tx.send((prev, last, sent)).await.is_err() || stop {
+                    if inflight_tx.send((prev, last, heard, sent)).await.is_err() || stop {
                         break;
                     }
                 }
             });
             let out = futures::stream::unfold(
-                (inflight_rx, Some(AbortOnDrop(feeder)), false),
-                move |(mut rx, feeder, done)| async move {
+                (inflight_rx, Some(AbortOnDrop(feeder)), false, conn),
+                move |(mut rx, feeder, done, conn)| async move {
                     if done {
                         return None;
                     }
-                    let (prev, last, sent) = rx.recv().await?;
+                    let (prev, last, heard, sent) = rx.recv().await?;
                     let result = match sent {
                         Err(reason) => Err(rpc_err(CallError::Network { target, reason })),
                         Ok(resp_rx) => match tokio::time::timeout(ttl, resp_rx).await {
-                            Err(_) => Err(rpc_err(CallError::Timeout { target, after: ttl })),
+                            Err(_) => {
+                                if conn.retire_if_silent(heard) {
+                                    tracing::debug!(peer = target, "retiring a connection that was silent for {ttl:?}");
+                                }
+                                Err(rpc_err(CallError::Timeout { target, after: ttl }))
+                            }
                             Ok(Err(_)) => Err(rpc_err(CallError::Network {
                                 target,
                                 reason: "connection lost before the response".into(),
@@ -466,7 +508,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                         },
                     };
                     match result {
-                        Err(e) => Some((Err(e), (rx, feeder, true))),
+                        Err(e) => Some((Err(e), (rx, feeder, true, conn))),
                         Ok(resp) => {
                             let partial_mismatch = matches!(
                                 &resp,
@@ -474,7 +516,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                             );
                             let r = resp.into_stream_result(prev, last);
                             let stop = r.is_err() || partial_mismatch;
-                            Some((Ok(r), (rx, feeder, stop)))
+                            Some((Ok(r), (rx, feeder, stop, conn)))
                         }
                     }
                 },

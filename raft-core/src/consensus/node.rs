@@ -44,12 +44,15 @@ use super::Proposal;
 use super::Raft;
 use super::RaftMetrics;
 use crate::config::RaftNodeConfig;
+use crate::config::WalSync;
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::transport::Acceptor;
 use crate::transport::Dialer;
+use crate::transport::Listener;
 use crate::transport::PlainAcceptor;
 use crate::transport::TcpDialer;
+use crate::transport::TcpPeerListener;
 
 /// How long [`RaftNode::start`] waits for the Raft core's first metrics
 /// report (it comes within milliseconds of the core starting).
@@ -98,6 +101,22 @@ pub struct WriteOutcome<R> {
     pub index: u64,
     /// What the state machine returned.
     pub response: R,
+}
+
+/// One log entry as a node stores it (see [`RaftNode::log_records`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Log index.
+    pub index: u64,
+    /// Term of the leader that created the entry.
+    pub term: u64,
+    /// That leader's node id. openraft's leader ids are `(term, node id)`
+    /// (`leader_id_adv`): two leaders may lead one term in turn, so an
+    /// entry is identified by index, term *and* leader.
+    pub leader: u64,
+    /// The entry's payload (blank, membership or proposal), postcard-encoded:
+    /// two entries are the same entry exactly when these bytes are equal.
+    pub payload: Vec<u8>,
 }
 
 /// Raft role of a node.
@@ -635,7 +654,6 @@ impl<S: StateMachine> RaftNode<S> {
         acceptor: Arc<dyn Acceptor>,
     ) -> Result<Self, Error> {
         config.validate()?;
-        let t = &config.timings;
         let listener = tokio::net::TcpListener::bind(&config.listen_addr)
             .await
             .map_err(|source| Error::Bind {
@@ -650,13 +668,33 @@ impl<S: StateMachine> RaftNode<S> {
             })?
             .to_string();
         let raft_addr = config.advertise_addr.clone().unwrap_or(bound);
+        let listener = Box::new(TcpPeerListener::new(listener, acceptor));
+        Self::start_with_listener(config, raft_addr, listener, dialer, WalSync::GroupCommit).await
+    }
 
+    /// Start on a transport of the caller's making: peers connect through
+    /// `listener` and are dialled through `dialer`, `raft_addr` is the
+    /// address this node reports, and `wal_sync` says how appends are made
+    /// durable. `config.listen_addr` is not used. This is how the
+    /// simulation tier runs the real node on a simulated network
+    /// (docs/CHAOS.md, "Simulation tier").
+    pub async fn start_with_listener(
+        config: RaftNodeConfig,
+        raft_addr: String,
+        listener: Box<dyn Listener>,
+        dialer: Arc<dyn Dialer>,
+        wal_sync: WalSync,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let t = &config.timings;
         let metrics = NodeMetrics::new();
         let db = crate::storage::open_db(&config.data_dir)?;
         let log_store =
-            super::log_store::LogStore::new(db.clone(), metrics.storage.clone()).map_err(|source| Error::Storage {
-                what: "start wal sync thread".into(),
-                source,
+            super::log_store::LogStore::new(db.clone(), metrics.storage.clone(), wal_sync).map_err(|source| {
+                Error::Storage {
+                    what: "start wal sync thread".into(),
+                    source,
+                }
             })?;
         let sm = StateMachineStore::<S>::open(db)
             .await
@@ -749,12 +787,7 @@ impl<S: StateMachine> RaftNode<S> {
             app_handlers: std::sync::RwLock::new(HashMap::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let server = tokio::spawn(super::server::serve(
-            listener,
-            acceptor,
-            core.clone(),
-            shutdown_rx.clone(),
-        ));
+        let server = tokio::spawn(super::server::serve(listener, core.clone(), shutdown_rx.clone()));
         let gauges = tokio::spawn(track_metrics(core.clone(), shutdown_rx));
         tracing::info!(id = config.id, raft_addr = %raft_addr, "raft node started");
         Ok(Self {
@@ -1135,6 +1168,34 @@ impl<S: StateMachine> RaftNode<S> {
             sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
             bytes: bytes.len(),
         })
+    }
+
+    /// The entries of this node's log from index `from` on (at most `max`),
+    /// as stored: for checkers that compare logs across nodes (the
+    /// simulation tier's log-matching check). Entries already purged into a
+    /// snapshot are not returned.
+    pub async fn log_records(&self, from: u64, max: usize) -> Result<Vec<LogRecord>, Error> {
+        use openraft::RaftLogReader as _;
+        let mut reader = self.core.log.clone();
+        let end = from.saturating_add(max as u64);
+        let entries = reader
+            .try_get_log_entries(from..end)
+            .await
+            .map_err(|source| Error::Storage {
+                what: "read log entries".into(),
+                source,
+            })?;
+        entries
+            .into_iter()
+            .map(|e| {
+                Ok(LogRecord {
+                    index: e.log_id.index,
+                    term: super::term_of(&e.log_id),
+                    leader: e.log_id.committed_leader_id().node_id,
+                    payload: postcard::to_stdvec(&e.payload)?,
+                })
+            })
+            .collect()
     }
 
     /// Read the locally applied state without any consistency check.

@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use cairn_state::StateMachine;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 
@@ -37,7 +36,7 @@ use super::SnapshotMeta;
 use super::Vote;
 use crate::frame;
 use crate::frame::FrameError;
-use crate::transport::Acceptor;
+use crate::transport::Listener;
 use crate::transport::PeerIdentity;
 use crate::transport::PeerStream;
 
@@ -50,11 +49,10 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// Accept peers until `shutdown` flips.
 ///
-/// Each accepted connection goes through `acceptor` (TLS when configured) on
-/// its own task before it is served.
+/// Each accepted connection's handshake (TLS when configured) runs on the
+/// connection's own task before it is served.
 pub(crate) async fn serve<S: StateMachine>(
-    listener: TcpListener,
-    acceptor: Arc<dyn Acceptor>,
+    mut listener: Box<dyn Listener>,
     core: Arc<Core<S>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -62,11 +60,9 @@ pub(crate) async fn serve<S: StateMachine>(
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
+                Ok((handshake, peer)) => {
                     let core = core.clone();
                     let shutdown = shutdown.clone();
-                    let handshake = acceptor.accept(stream, peer);
                     tokio::spawn(async move {
                         match handshake.await {
                             Ok(accepted) => {

@@ -20,7 +20,12 @@ mod kv;
 
 async fn open(dir: &std::path::Path) -> (LogStore, StateMachineStore<kv::Kv>) {
     let db = open_db(dir).expect("open db");
-    let log = LogStore::new(db.clone(), NodeMetrics::new().storage.clone()).expect("log store");
+    let log = LogStore::new(
+        db.clone(),
+        NodeMetrics::new().storage.clone(),
+        crate::config::WalSync::GroupCommit,
+    )
+    .expect("log store");
     let sm = StateMachineStore::open(db).await.expect("sm store");
     (log, sm)
 }

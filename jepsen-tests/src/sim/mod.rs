@@ -1,0 +1,806 @@
+//! The deterministic simulation tier: the real cairn-raft node, several of
+//! them in one process, on turmoil's simulated network and clock.
+//!
+//! Each simulated host runs [`RaftNode::start_with_listener`] with the
+//! production openraft config (rover-LAN timings), RocksDB log and
+//! state-machine stores, framed postcard transport and leader forwarding;
+//! only the sockets ([`net`]), the state machine ([`ledger::Ledger`]) and the
+//! WAL sync mode ([`WalSync::Inline`]) are the simulation's. A client on
+//! every host writes unique values through that host's
+//! [`RaftNode::write`] (forwarded to the leader when the host does not
+//! lead), while a seeded nemesis partitions hosts, holds links, crashes and
+//! restarts hosts, over links of seeded latency. Every few simulated
+//! milliseconds each host reports its role, term, log and applied writes,
+//! and [`check::Checker`] checks Raft safety on them; at the end the
+//! network heals, the cluster must converge, and every acknowledged write
+//! must be applied at its index on every node.
+//!
+//! # Determinism
+//! A seed fixes the fault schedule, the client's targets, turmoil's network
+//! (latencies, delivery order) and the order hosts run in each step.
+//! Simulated time does not advance while storage runs (every RocksDB call
+//! goes through the blocking pool, which pauses tokio's simulated clock).
+//! Not fixed: openraft draws election timeouts from its runtime's
+//! thread-local RNG, and RocksDB's own threads run in real time, so a
+//! replay takes the same faults at the same simulated times but may elect
+//! differently. A seed that fails once fails again often, not always
+//! (docs/CHAOS.md, "Simulation tier").
+//!
+//! [`RaftNode::start_with_listener`]: cairn_raft::RaftNode::start_with_listener
+//! [`RaftNode::write`]: cairn_raft::RaftNode::write
+//! [`WalSync::Inline`]: cairn_raft::WalSync::Inline
+
+pub mod check;
+pub mod ledger;
+pub mod net;
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use cairn_raft::LogRecord;
+use cairn_raft::Member;
+use cairn_raft::RaftNode;
+use cairn_raft::RaftNodeConfig;
+use cairn_raft::SnapshotSettings;
+use cairn_raft::WalSync;
+use rand::rngs::StdRng;
+use rand::Rng;
+use rand::SeedableRng;
+
+use self::check::Ack;
+use self::check::Checker;
+use self::check::Violation;
+use self::ledger::Append;
+use self::ledger::Ledger;
+use self::net::SimDialer;
+use self::net::SimListener;
+
+/// The transport port of every simulated host.
+const PORT: u16 = 9000;
+/// A write is enqueued this often (simulated ms) during the fault phase.
+const WRITE_EVERY_MS: u64 = 15;
+/// Hosts report (and the checker runs) this often, simulated ms.
+const SAMPLE_EVERY_MS: u64 = 10;
+/// Writes one host's client keeps in flight; bounds the tasks per host.
+const MAX_IN_FLIGHT: usize = 8;
+/// After healing, how long (simulated) the cluster may take to converge
+/// before the seed fails as not converged.
+const CONVERGE_MAX_MS: u64 = 30_000;
+/// Snapshots small enough that a seed builds, sends and installs several.
+const SNAPSHOTS: SnapshotSettings = SnapshotSettings {
+    snapshot_every_entries: 64,
+    logs_kept_after_snapshot: 16,
+};
+
+/// One simulation: a seed and a cluster size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimSpec {
+    /// Seeds the fault schedule, the client and turmoil.
+    pub seed: u64,
+    /// Number of Raft nodes (3 or 5 in CI).
+    pub nodes: u64,
+    /// Simulated ms of writes under faults.
+    pub fault_ms: u64,
+    /// Simulated ms after healing before convergence is required.
+    pub heal_ms: u64,
+}
+
+impl SimSpec {
+    /// The defaults CI uses: 15 s of faults, 3 s of healing.
+    pub fn new(seed: u64, nodes: u64) -> Self {
+        Self {
+            seed,
+            nodes,
+            fault_ms: 15_000,
+            heal_ms: 3_000,
+        }
+    }
+
+    /// The one-line command that replays this simulation.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "cargo run -p cairn-jepsen -- sim --seed {} --nodes {} --fault-ms {} --heal-ms {}",
+            self.seed, self.nodes, self.fault_ms, self.heal_ms
+        )
+    }
+}
+
+/// What one simulation saw and concluded.
+#[derive(Clone, Debug)]
+pub struct SimReport {
+    /// The simulation.
+    pub spec: SimSpec,
+    /// Safety violations (empty when safe).
+    pub violations: Vec<Violation>,
+    /// Set when the run could not finish: a host failed, or the cluster did
+    /// not converge after healing.
+    pub error: Option<String>,
+    /// Writes submitted by the clients.
+    pub writes: u64,
+    /// Writes acknowledged.
+    pub acked: usize,
+    /// Faults injected (each partition, hold, crash, restart, heal).
+    pub faults: usize,
+    /// Host (re)starts, the first boot of each included.
+    pub boots: u64,
+    /// Terms that had a leader.
+    pub terms: usize,
+    /// Terms led by more than one node (legal under `leader_id_adv`).
+    pub multi_leader_terms: usize,
+    /// Highest applied index at the end.
+    pub last_index: u64,
+    /// Simulated time, ms.
+    pub sim_ms: u64,
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// The last faults, for the report of a failing seed.
+    pub recent_faults: Vec<String>,
+}
+
+impl SimReport {
+    /// Safe and finished.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.error.is_none()
+    }
+
+    /// One line for logs and CI.
+    pub fn summary(&self) -> String {
+        let verdict = if self.passed() {
+            "ok".to_string()
+        } else if !self.violations.is_empty() {
+            format!("UNSAFE ({} violations)", self.violations.len())
+        } else {
+            "ERROR".to_string()
+        };
+        format!(
+            "sim seed {} n{}: {verdict}; {} of {} writes acked, last index {}, {} faults, {} boots, {} terms led ({} by two nodes), {:.1} s simulated in {:.1} s",
+            self.spec.seed,
+            self.spec.nodes,
+            self.acked,
+            self.writes,
+            self.last_index,
+            self.faults,
+            self.boots,
+            self.terms,
+            self.multi_leader_terms,
+            self.sim_ms as f64 / 1000.0,
+            self.wall.as_secs_f64()
+        )
+    }
+
+    /// The summary, and for a failure what broke, the last faults and the
+    /// command that replays it.
+    pub fn details(&self) -> String {
+        let mut out = self.summary();
+        if let Some(e) = &self.error {
+            out.push_str(&format!("\n  error: {e}"));
+        }
+        for v in &self.violations {
+            out.push_str(&format!("\n  violation: {v}"));
+        }
+        if !self.passed() {
+            for f in &self.recent_faults {
+                out.push_str(&format!("\n  fault: {f}"));
+            }
+            out.push_str(&format!("\n  replay: {}", self.spec.replay_command()));
+        }
+        out
+    }
+}
+
+/// What a host reports every [`SAMPLE_EVERY_MS`].
+struct Sample {
+    node: u64,
+    boot: u64,
+    at_ms: u64,
+    term: u64,
+    leading: bool,
+    purged: Option<u64>,
+    applied_index: u64,
+    log: Vec<LogRecord>,
+    /// Writes applied since this boot's previous sample: (index, value, term).
+    applied: Vec<(u64, u64, u64)>,
+}
+
+/// State shared between the driver and the simulated hosts (one thread:
+/// turmoil runs every host on the caller's thread).
+#[derive(Default)]
+struct Shared {
+    /// Values each host's client is to write.
+    queue: BTreeMap<u64, VecDeque<u64>>,
+    acks: Vec<(u64, Ack)>,
+    /// Writes each host's client has in flight (a crash cancels them).
+    in_flight: BTreeMap<u64, usize>,
+    samples: Vec<Sample>,
+    boots: u64,
+}
+
+type SharedRef = Arc<Mutex<Shared>>;
+
+/// A node's applied writes: log index → (value, term).
+type LedgerView = BTreeMap<u64, (u64, u64)>;
+
+fn lock(shared: &SharedRef) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn host_name(id: u64) -> String {
+    format!("n{id}")
+}
+
+fn now_ms() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+}
+
+fn members(nodes: u64) -> BTreeMap<u64, Member> {
+    (1..=nodes)
+        .map(|id| {
+            (
+                id,
+                Member {
+                    raft_addr: format!("{}:{PORT}", host_name(id)),
+                    api_addr: String::new(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// One simulated host: the node, its client and its reporter. Runs until
+/// the host is crashed (turmoil drops the whole runtime, node included).
+async fn host(id: u64, nodes: u64, dir: PathBuf, shared: SharedRef) -> turmoil::Result {
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+    let mut config = RaftNodeConfig::new(id, format!("0.0.0.0:{PORT}"), dir);
+    config.snapshots = SNAPSHOTS;
+    let node = RaftNode::<Ledger>::start_with_listener(
+        config,
+        format!("{}:{PORT}", host_name(id)),
+        Box::new(SimListener(listener)),
+        Arc::new(SimDialer),
+        WalSync::Inline,
+    )
+    .await?;
+    let node = Arc::new(node);
+    let boot = {
+        let mut s = lock(&shared);
+        s.boots += 1;
+        s.in_flight.insert(id, 0);
+        s.boots
+    };
+    if id == 1 && !node.is_initialized().await? {
+        node.initialize(members(nodes)).await?;
+    }
+    tokio::spawn(client(id, node.clone(), shared.clone()));
+
+    let mut next_applied = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(SAMPLE_EVERY_MS)).await;
+        // Status before and after the log read: the node may purge its log
+        // or change role while the read waits on the blocking pool. It
+        // counts as leading only if it led the same term at both ends (a
+        // leader never truncates its own log), and everything up to the
+        // later purge or snapshot index counts as compacted.
+        let before = node.status();
+        let from = before.purged_index.map_or(0, |p| p + 1);
+        let log = match node.log_records(from, 1 << 20).await {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(node = id, error = %e, "log read failed");
+                continue;
+            }
+        };
+        let st = node.status();
+        let leading =
+            before.role == cairn_raft::Role::Leader && st.role == cairn_raft::Role::Leader && before.term == st.term;
+        let compacted = st.purged_index.max(st.snapshot_index);
+        let applied: Vec<(u64, u64, u64)> = node.local_state(|l| {
+            l.entries
+                .range(next_applied..)
+                .map(|(i, (v, t))| (*i, *v, *t))
+                .collect()
+        });
+        if let Some((i, _, _)) = applied.last() {
+            next_applied = i + 1;
+        }
+        lock(&shared).samples.push(Sample {
+            node: id,
+            boot,
+            at_ms: now_ms(),
+            term: st.term,
+            leading,
+            purged: compacted,
+            applied_index: st.applied_index.unwrap_or(0),
+            log,
+            applied,
+        });
+    }
+}
+
+/// The host's client: writes the values the driver queued for it, through
+/// this host's node (forwarded to the leader if need be), a few at a time.
+async fn client(id: u64, node: Arc<RaftNode<Ledger>>, shared: SharedRef) {
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let free = MAX_IN_FLIGHT.saturating_sub(in_flight.load(std::sync::atomic::Ordering::Relaxed));
+        let values: Vec<u64> = {
+            let mut s = lock(&shared);
+            let q = s.queue.entry(id).or_default();
+            let n = free.min(q.len());
+            let values: Vec<u64> = q.drain(..n).collect();
+            *s.in_flight.entry(id).or_default() += values.len();
+            values
+        };
+        for value in values {
+            in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (node, shared, in_flight) = (node.clone(), shared.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                let res = node.write(Append(value)).await;
+                let mut s = lock(&shared);
+                let n = s.in_flight.entry(id).or_default();
+                *n = n.saturating_sub(1);
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                match res {
+                    Ok(out) => {
+                        debug_assert_eq!(out.index, out.response.index);
+                        s.acks.push((
+                            now_ms(),
+                            Ack {
+                                value,
+                                index: out.index,
+                                term: out.response.term,
+                            },
+                        ));
+                    }
+                    Err(e) => tracing::debug!(node = id, value, error = %e, "write not acknowledged"),
+                }
+            });
+        }
+    }
+}
+
+/// The faults in force, so healing can undo them all.
+#[derive(Default)]
+struct Faults {
+    crashed: BTreeSet<u64>,
+    cut: BTreeSet<(u64, u64)>,
+    held: BTreeSet<(u64, u64)>,
+    log: VecDeque<String>,
+    count: usize,
+}
+
+impl Faults {
+    fn note(&mut self, at_ms: u64, what: String) {
+        tracing::debug!(at_ms, "{what}");
+        self.count += 1;
+        if self.log.len() == 12 {
+            self.log.pop_front();
+        }
+        self.log.push_back(format!("{at_ms} ms: {what}"));
+    }
+}
+
+fn pair(a: u64, b: u64) -> (u64, u64) {
+    (a.min(b), a.max(b))
+}
+
+/// Apply one seeded fault. A new partition replaces the previous one (so
+/// the cluster is not left cut into pieces for most of a run), and half of
+/// the node-targeted faults go to the current `leader`.
+fn inject(
+    sim: &mut turmoil::Sim<'_>,
+    rng: &mut StdRng,
+    nodes: u64,
+    leader: Option<u64>,
+    f: &mut Faults,
+    shared: &SharedRef,
+    at_ms: u64,
+) {
+    let pick = |rng: &mut StdRng| match leader {
+        Some(l) if rng.random_bool(0.5) => l,
+        _ => rng.random_range(1..=nodes),
+    };
+    match rng.random_range(0..100) {
+        // Isolate one node.
+        0..=19 => {
+            repair_cuts(sim, f);
+            let a = pick(rng);
+            for b in (1..=nodes).filter(|b| *b != a) {
+                sim.partition(host_name(a), host_name(b));
+                f.cut.insert(pair(a, b));
+            }
+            f.note(at_ms, format!("isolate n{a}"));
+        }
+        // Split into two sides.
+        20..=34 => {
+            repair_cuts(sim, f);
+            let side: BTreeSet<u64> = (1..=nodes).filter(|_| rng.random_bool(0.5)).collect();
+            for a in &side {
+                for b in (1..=nodes).filter(|b| !side.contains(b)) {
+                    sim.partition(host_name(*a), host_name(b));
+                    f.cut.insert(pair(*a, b));
+                }
+            }
+            f.note(at_ms, format!("split {side:?} from the rest"));
+        }
+        // Hold one link: its messages wait until released.
+        35..=47 => {
+            let a = pick(rng);
+            let b = rng.random_range(1..=nodes);
+            if a != b && !f.cut.contains(&pair(a, b)) && !f.held.contains(&pair(a, b)) {
+                sim.hold(host_name(a), host_name(b));
+                f.held.insert(pair(a, b));
+                f.note(at_ms, format!("hold n{a}<->n{b}"));
+            }
+        }
+        // Release the held links.
+        48..=54 => {
+            for (a, b) in std::mem::take(&mut f.held) {
+                sim.release(host_name(a), host_name(b));
+                f.note(at_ms, format!("release n{a}<->n{b}"));
+            }
+        }
+        // Crash a node (a minority at most are down at once).
+        55..=66 => {
+            let a = pick(rng);
+            if !f.crashed.contains(&a) && (f.crashed.len() as u64 + 1) * 2 < nodes + 1 {
+                sim.crash(host_name(a));
+                f.crashed.insert(a);
+                forget_writes(shared, a);
+                f.note(at_ms, format!("crash n{a}"));
+            }
+        }
+        // Restart a crashed node.
+        67..=79 => {
+            if let Some(&a) = f.crashed.iter().nth(rng.random_range(0..f.crashed.len().max(1))) {
+                sim.bounce(host_name(a));
+                f.crashed.remove(&a);
+                f.note(at_ms, format!("restart n{a}"));
+            }
+        }
+        // Bounce a running node (crash and restart at once).
+        80..=86 => {
+            let a = pick(rng);
+            if !f.crashed.contains(&a) {
+                sim.bounce(host_name(a));
+                forget_writes(shared, a);
+                f.note(at_ms, format!("bounce n{a}"));
+            }
+        }
+        // Repair every cut link.
+        _ => {
+            repair_cuts(sim, f);
+            f.note(at_ms, "repair all cut links".into());
+        }
+    }
+}
+
+fn repair_cuts(sim: &mut turmoil::Sim<'_>, f: &mut Faults) {
+    for (a, b) in std::mem::take(&mut f.cut) {
+        sim.repair(host_name(a), host_name(b));
+    }
+}
+
+fn ledgers_len(ledgers: &BTreeMap<u64, LedgerView>) -> BTreeMap<u64, usize> {
+    ledgers.iter().map(|(n, l)| (*n, l.len())).collect()
+}
+
+/// A crash cancels the host's client: its queued writes are never sent and
+/// its writes in flight never answered (they may or may not commit).
+fn forget_writes(shared: &SharedRef, host: u64) {
+    let mut s = lock(shared);
+    s.queue.remove(&host);
+    s.in_flight.insert(host, 0);
+}
+
+fn repair_links(sim: &mut turmoil::Sim<'_>, f: &mut Faults) {
+    repair_cuts(sim, f);
+    for (a, b) in std::mem::take(&mut f.held) {
+        sim.release(host_name(a), host_name(b));
+    }
+}
+
+fn data_root() -> PathBuf {
+    // tmpfs where there is one: an fsync there is cheap and the simulated
+    // crash is a process crash (what was written survives) either way.
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Run one simulation to its verdict. A panic inside turmoil (e.g. its
+/// "server socket buffer full") becomes the seed's error instead of ending
+/// the whole list.
+pub fn run(spec: &SimSpec) -> SimReport {
+    let started = Instant::now();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(spec))) {
+        Ok(report) => report,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            SimReport {
+                spec: spec.clone(),
+                violations: Vec::new(),
+                error: Some(format!("the simulation panicked: {what}")),
+                writes: 0,
+                acked: 0,
+                faults: 0,
+                boots: 0,
+                terms: 0,
+                multi_leader_terms: 0,
+                last_index: 0,
+                sim_ms: 0,
+                wall: started.elapsed(),
+                recent_faults: Vec::new(),
+            }
+        }
+    }
+}
+
+fn run_inner(spec: &SimSpec) -> SimReport {
+    let started = Instant::now();
+    let mut report = SimReport {
+        spec: spec.clone(),
+        violations: Vec::new(),
+        error: None,
+        writes: 0,
+        acked: 0,
+        faults: 0,
+        boots: 0,
+        terms: 0,
+        multi_leader_terms: 0,
+        last_index: 0,
+        sim_ms: 0,
+        wall: Duration::ZERO,
+        recent_faults: Vec::new(),
+    };
+    let dirs: Vec<tempfile::TempDir> = match (1..=spec.nodes)
+        .map(|_| tempfile::Builder::new().prefix("cairn-sim-").tempdir_in(data_root()))
+        .collect()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            report.error = Some(format!("cannot create data dirs: {e}"));
+            return report;
+        }
+    };
+    let shared = SharedRef::default();
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let max_latency_ms = [2, 10, 30, 80][rng.random_range(0..4)];
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(spec.seed)
+        .enable_random_order()
+        .tick_duration(Duration::from_millis(1))
+        .simulation_duration(Duration::from_secs(24 * 3600))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(max_latency_ms))
+        // Also the accept backlog: turmoil panics when it overflows, and a
+        // restarted host is dialled by every peer's clients at once.
+        .tcp_capacity(4096)
+        .build();
+    for id in 1..=spec.nodes {
+        let dir = dirs[(id - 1) as usize].path().to_path_buf();
+        let shared = shared.clone();
+        let nodes = spec.nodes;
+        sim.host(host_name(id), move || host(id, nodes, dir.clone(), shared.clone()));
+    }
+
+    let mut checker = Checker::new(false);
+    let mut faults = Faults::default();
+    // Per node: the boot that reported it, and what that boot applied.
+    let mut ledgers: BTreeMap<u64, (u64, LedgerView)> = BTreeMap::new();
+    let mut applied_index: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut logs: BTreeMap<u64, Vec<LogRecord>> = BTreeMap::new();
+    let mut next_value = 1u64;
+    let mut next_fault_ms = rng.random_range(1_000..2_000);
+    let heal_at = spec.fault_ms;
+    let converge_from = spec.fault_ms + spec.heal_ms;
+    let end = converge_from + CONVERGE_MAX_MS;
+    let mut converged = false;
+    let mut max_acked = 0;
+    // The latest leader seen (targeted by half the node faults).
+    let mut leader: Option<u64> = None;
+    let mut leader_term = 0;
+    let mut last_idle = false;
+    let mut ms = 0;
+    while ms < end {
+        if let Err(e) = sim.step() {
+            report.error = Some(format!("a host failed at {ms} ms: {e}"));
+            break;
+        }
+        ms += 1;
+        if ms < heal_at {
+            if ms % WRITE_EVERY_MS == 0 {
+                let running: Vec<u64> = (1..=spec.nodes).filter(|n| !faults.crashed.contains(n)).collect();
+                let target = running[rng.random_range(0..running.len())];
+                lock(&shared).queue.entry(target).or_default().push_back(next_value);
+                next_value += 1;
+            }
+            if ms >= next_fault_ms {
+                inject(&mut sim, &mut rng, spec.nodes, leader, &mut faults, &shared, ms);
+                next_fault_ms = ms + rng.random_range(200..1_500);
+            }
+        } else if ms == heal_at {
+            repair_links(&mut sim, &mut faults);
+            for a in std::mem::take(&mut faults.crashed) {
+                sim.bounce(host_name(a));
+            }
+            faults.note(ms, "heal: repair all links, restart crashed nodes".into());
+        }
+        if ms % SAMPLE_EVERY_MS != 0 {
+            continue;
+        }
+        let (samples, acks, idle) = {
+            let mut s = lock(&shared);
+            let idle = s.in_flight.values().all(|n| *n == 0) && s.queue.values().all(VecDeque::is_empty);
+            (std::mem::take(&mut s.samples), std::mem::take(&mut s.acks), idle)
+        };
+        for (at, ack) in acks {
+            report.acked += 1;
+            max_acked = max_acked.max(ack.index);
+            checker.acked(at, ack);
+        }
+        for s in samples {
+            tracing::trace!(
+                at_ms = s.at_ms,
+                node = s.node,
+                term = s.term,
+                leading = s.leading,
+                applied = s.applied_index,
+                "sample"
+            );
+            checker.sample(s.at_ms, s.node, s.term, s.leading, s.purged, &s.log);
+            let ledger = ledgers.entry(s.node).or_default();
+            if ledger.0 != s.boot {
+                // A new boot reports its whole state again, from scratch.
+                *ledger = (s.boot, BTreeMap::new());
+            }
+            for (index, value, term) in s.applied {
+                checker.applied(s.at_ms, s.node, index, value, term);
+                ledger.1.insert(index, (value, term));
+            }
+            applied_index.insert(s.node, s.applied_index);
+            if s.leading && s.term >= leader_term {
+                leader = Some(s.node);
+                leader_term = s.term;
+            }
+            logs.insert(s.node, s.log);
+        }
+        checker.logs_match(ms, &logs);
+        if !checker.violations().is_empty() {
+            break;
+        }
+        if ms >= converge_from && idle && applied_index.len() as u64 == spec.nodes {
+            // Converged: every node applied every acknowledged write and as
+            // much as any other node, and no write is still in flight.
+            let target = max_acked.max(
+                ledgers
+                    .values()
+                    .flat_map(|(_, l)| l.keys().next_back().copied())
+                    .max()
+                    .unwrap_or(0),
+            );
+            let sizes: BTreeSet<usize> = ledgers.values().map(|(_, l)| l.len()).collect();
+            if applied_index.values().all(|i| *i >= target) && sizes.len() == 1 {
+                converged = true;
+                break;
+            }
+        }
+        last_idle = idle;
+    }
+    let final_ledgers: BTreeMap<u64, LedgerView> = ledgers.into_iter().map(|(n, (_, l))| (n, l)).collect();
+    if converged {
+        checker.finish(ms, &final_ledgers);
+    } else if report.error.is_none() && checker.violations().is_empty() {
+        let sizes: BTreeMap<u64, usize> = ledgers_len(&final_ledgers);
+        report.error = Some(format!(
+            "the cluster did not converge within {CONVERGE_MAX_MS} ms of healing: applied indexes {applied_index:?}, ledger sizes {sizes:?}, highest acknowledged index {max_acked}, clients idle: {last_idle}"
+        ));
+    }
+    report.violations = checker.violations().to_vec();
+    report.writes = next_value - 1;
+    report.faults = faults.count;
+    report.boots = lock(&shared).boots;
+    report.terms = checker.terms_with_leader();
+    report.multi_leader_terms = checker.multi_leader_terms().len();
+    report.last_index = applied_index.values().copied().max().unwrap_or(0);
+    report.sim_ms = ms;
+    report.recent_faults = faults.log.into_iter().collect();
+    // Stop every host (and close its RocksDB) before the data dirs go.
+    drop(sim);
+    drop(dirs);
+    report.wall = started.elapsed();
+    report
+}
+
+/// Fresh seeds `first..first + count`, alternating 3 and 5 nodes.
+pub fn fresh(first: u64, count: u64) -> Vec<SimSpec> {
+    (0..count)
+        .map(|i| SimSpec::new(first + i, if i % 2 == 0 { 3 } else { 5 }))
+        .collect()
+}
+
+/// A first seed that differs from run to run (printed, so it can be
+/// replayed): the wall clock in ms.
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+}
+
+/// Run `specs` one after the other, handing each report to `each`.
+pub fn run_all(specs: &[SimSpec], mut each: impl FnMut(&SimReport)) -> Vec<SimReport> {
+    specs
+        .iter()
+        .map(|spec| {
+            let report = run(spec);
+            each(&report);
+            report
+        })
+        .collect()
+}
+
+/// The closing line CI prints: `sim: N seeds passed, M failed`.
+pub fn closing_line(reports: &[SimReport]) -> String {
+    let passed = reports.iter().filter(|r| r.passed()).count();
+    format!("sim: {passed} seeds passed, {} failed", reports.len() - passed)
+}
+
+/// One line of the regression list: `SEED NODES   # why`.
+pub fn parse_regressions(text: &str) -> Result<Vec<SimSpec>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let parse = |i: usize| -> Result<u64, String> {
+            fields
+                .get(i)
+                .ok_or_else(|| format!("line {}: expected `SEED NODES`", n + 1))?
+                .parse::<u64>()
+                .map_err(|e| format!("line {}: {e}", n + 1))
+        };
+        let (seed, nodes) = (parse(0)?, parse(1)?);
+        if fields.len() > 2 {
+            return Err(format!("line {}: expected `SEED NODES`, got `{line}`", n + 1));
+        }
+        out.push(SimSpec::new(seed, nodes));
+    }
+    Ok(out)
+}
+
+/// The checked-in regression list (`jepsen-tests/sim-regressions.txt`).
+pub const REGRESSIONS: &str = include_str!("../../sim-regressions.txt");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checked_in_regression_list_parses() {
+        let specs = parse_regressions(REGRESSIONS).expect("sim-regressions.txt parses");
+        assert!(specs.iter().all(|s| s.nodes >= 1));
+        assert_eq!(
+            parse_regressions("# c\n7 3  # why\n\n9 5\n").expect("parses"),
+            vec![SimSpec::new(7, 3), SimSpec::new(9, 5)]
+        );
+        assert!(parse_regressions("7\n").is_err());
+        assert!(parse_regressions("7 3 x\n").is_err());
+    }
+}
