@@ -73,6 +73,10 @@ pub struct NodeConfig {
     /// handlers).
     #[serde(default)]
     pub rover: RoverSettings,
+    /// Span export (`[tracing]`: `otlp_endpoint`, `otlp_filter`; see
+    /// [`crate::otel::TracingSettings`]). Default: no export.
+    #[serde(default)]
+    pub tracing: crate::otel::TracingSettings,
 }
 
 /// Which rover handlers a node runs, and on what hardware.
@@ -155,6 +159,7 @@ impl NodeConfig {
             agent: cairn_agents::AgentConfig::default(),
             telemetry: crate::telemetry::TelemetrySettings::default(),
             rover: RoverSettings::default(),
+            tracing: crate::otel::TracingSettings::default(),
         }
     }
 

@@ -17,6 +17,8 @@
 //!   `[rover]` settings, on the simulated world or real hardware.
 //! - [`error`]: errors and their single mapping to HTTP statuses.
 //! - [`tls`]: the cluster CA, node certificates, mTLS between nodes, HTTPS.
+//! - [`otel`]: the `[tracing]` settings and, with the `otel` feature, the
+//!   OpenTelemetry (OTLP/HTTP) export of the write path's spans.
 //! - [`telemetry`]: best-effort pub/sub topics outside Raft (pose, world
 //!   view, node load), fanned out to every node.
 //! - `dashboard`: the operator page every node serves at `/`.
@@ -29,6 +31,7 @@ pub mod daemon;
 mod dashboard;
 pub mod error;
 pub mod node;
+pub mod otel;
 pub mod rover;
 pub mod telemetry;
 pub mod tls;

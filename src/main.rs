@@ -287,15 +287,98 @@ enum ParamCmd {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// What stderr shows: `RUST_LOG`, else this.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into())
+}
+
+/// Logs to stderr, filtered by `RUST_LOG`.
+fn init_logging() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Spans still to be flushed to the OTLP collector at exit.
+#[cfg(feature = "otel")]
+type Export = Option<cairn::otel::OtelGuard>;
+#[cfg(not(feature = "otel"))]
+type Export = Option<std::convert::Infallible>;
+
+/// The daemon's subscriber: logs to stderr as [`init_logging`], plus, when
+/// `[tracing]` or the environment names an OTLP endpoint and the binary has
+/// the `otel` feature, the span export (with its own filter).
+fn init_node_tracing(cfg: &NodeConfig) -> anyhow::Result<Export> {
+    let url = cfg.tracing.traces_url();
+    #[cfg(feature = "otel")]
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        use tracing_subscriber::Layer as _;
+        if let Some(url) = url {
+            let export_filter = tracing_subscriber::EnvFilter::try_new(&cfg.tracing.otlp_filter)
+                .with_context(|| format!("[tracing] otlp_filter {:?}", cfg.tracing.otlp_filter))?;
+            let (otel, guard) = cairn::otel::layer(&url, cfg.id)?;
+            tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_filter(log_filter()),
+                )
+                .with(otel.with_filter(export_filter))
+                .init();
+            tracing::info!(endpoint = %url, filter = %cfg.tracing.otlp_filter, "exporting spans over OTLP/HTTP");
+            return Ok(Some(guard));
+        }
+        init_logging();
+        Ok(None)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        init_logging();
+        if let Some(url) = url {
+            tracing::warn!(
+                endpoint = %url,
+                "an OTLP endpoint is configured but this binary was built without the `otel` feature: \
+                 no spans are exported (build with `cargo build --release --features otel`)"
+            );
+        }
+        Ok(None)
+    }
+}
+
+/// Flush the spans still batched.
+#[cfg(feature = "otel")]
+fn finish_export(export: Export) {
+    if let Some(guard) = export {
+        guard.shutdown();
+    }
+}
+
+/// Nothing to flush without the `otel` feature.
+#[cfg(not(feature = "otel"))]
+fn finish_export(export: Export) {
+    if let Some(never) = export {
+        match never {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `node run` sets up its subscriber once its config is read: the span
+    // export is configured there.
+    if !matches!(
+        cli.command,
+        Cmd::Node {
+            cmd: NodeCmd::Run { .. }
+        }
+    ) {
+        init_logging();
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -364,6 +447,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(addr) = sim {
                 cfg.rover.sim = Some(addr);
             }
+            let export = init_node_tracing(&cfg)?;
             let daemon = Daemon::start(cfg.clone())
                 .await
                 .with_context(|| format!("starting node {}", cfg.id))?;
@@ -374,7 +458,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(w) = watchdog {
                 w.abort();
             }
-            daemon.shutdown().await?;
+            let stopped = daemon.shutdown().await;
+            // Blocks until the last batch is sent (bounded by the exporter's
+            // timeout): off the runtime's worker threads.
+            let _ = tokio::task::spawn_blocking(move || finish_export(export)).await;
+            stopped?;
         }
         Cmd::Cluster {
             cmd: ClusterCmd::Init { members },

@@ -4,6 +4,8 @@ mod dashboard;
 mod embed;
 mod harness;
 mod ops;
+#[cfg(feature = "otel")]
+mod otel;
 mod rover;
 mod telemetry;
 

@@ -133,6 +133,7 @@ impl<S: StateMachine> NativeClient<S> {
             proposed_at_ms: 0,
             fence_term: None,
             command: postcard::to_stdvec(command)?,
+            request_id: None,
         };
         let (index, applied) = self
             .call(

@@ -121,9 +121,13 @@ impl TailCache {
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<DB>,
-    /// The group-commit thread's queue; `None` in [`WalSync::Inline`] mode.
-    sync_tx: Option<mpsc::SyncSender<IOFlushed<TypeConfig>>>,
+    /// The group-commit thread's queue, each append's callback with its
+    /// `raft.append` span (closed once the fsync is done; `Span::none()`
+    /// when the span is disabled); `None` in [`WalSync::Inline`] mode.
+    sync_tx: Option<mpsc::SyncSender<(IOFlushed<TypeConfig>, tracing::Span)>>,
     tail: Arc<std::sync::Mutex<TailCache>>,
+    /// Request ids of this node's own proposals, for the apply span.
+    pub(crate) in_flight: Arc<crate::trace::InFlight>,
 }
 
 impl LogStore {
@@ -146,6 +150,7 @@ impl LogStore {
             db,
             sync_tx,
             tail: Arc::default(),
+            in_flight: Arc::default(),
         })
     }
 
@@ -196,7 +201,11 @@ impl LogStore {
 
 /// The group-commit loop: one fsync for every callback that queued up while
 /// the previous fsync ran.
-fn sync_loop(db: std::sync::Weak<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>, metrics: StorageMetrics) {
+fn sync_loop(
+    db: std::sync::Weak<DB>,
+    rx: mpsc::Receiver<(IOFlushed<TypeConfig>, tracing::Span)>,
+    metrics: StorageMetrics,
+) {
     // Bound one group so a burst cannot delay the first callback forever.
     const MAX_GROUP: usize = 1024;
     let mut group = Vec::with_capacity(64);
@@ -213,9 +222,16 @@ fn sync_loop(db: std::sync::Weak<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>,
             Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
             None => Err("database closed before fsync".to_string()),
         };
-        metrics.observe_fsync(started.elapsed(), group.len());
+        let took = started.elapsed();
+        metrics.observe_fsync(took, group.len());
+        for (_, span) in &group {
+            if !span.is_disabled() {
+                span.record("fsync_us", took.as_micros() as u64);
+                span.record("fsync_group", group.len());
+            }
+        }
         match res {
-            Ok(()) => group.drain(..).for_each(|cb| cb.io_completed(Ok(()))),
+            Ok(()) => group.drain(..).for_each(|(cb, _)| cb.io_completed(Ok(()))),
             Err(msg) => {
                 // An fsync failure leaves the page cache in an unknown state
                 // (the "fsyncgate" lesson): report it to openraft, which
@@ -223,7 +239,7 @@ fn sync_loop(db: std::sync::Weak<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>,
                 tracing::error!(error = %msg, "wal fsync failed");
                 group
                     .drain(..)
-                    .for_each(|cb| cb.io_completed(Err(io::Error::other(msg.clone()))));
+                    .for_each(|(cb, _)| cb.io_completed(Err(io::Error::other(msg.clone()))));
             }
         }
     }
@@ -344,6 +360,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // Debug level: disabled (and free) at the default `info` filter.
+        // Not entered: it is open from here until the sync thread's fsync
+        // of this batch, so its duration is the append's until durable.
+        let span = tracing::debug_span!(
+            "raft.append",
+            entries = tracing::field::Empty,
+            first = tracing::field::Empty,
+            last = tracing::field::Empty,
+            write_us = tracing::field::Empty,
+            fsync_us = tracing::field::Empty,
+            fsync_group = tracing::field::Empty,
+        );
+        let started = (!span.is_disabled()).then(Instant::now);
         let mut batch = WriteBatch::default();
         let mut appended = Vec::new();
         {
@@ -351,7 +380,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             for entry in entries {
                 let bytes = encode(&entry)?;
                 batch.put_cf(cf, index_key(entry.log_id.index), &bytes);
+                // Only this node's own proposals carry an id, and only while
+                // `raft.client_write` is enabled.
+                if let openraft::EntryPayload::Normal(p) = &entry.payload {
+                    if let Some(id) = &p.request_id {
+                        self.in_flight.insert(entry.log_id.index, id.clone());
+                    }
+                }
                 appended.push((entry, bytes.len()));
+            }
+        }
+        if !span.is_disabled() {
+            span.record("entries", appended.len());
+            if let (Some((first, _)), Some((last, _))) = (appended.first(), appended.last()) {
+                span.record("first", first.log_id.index);
+                span.record("last", last.log_id.index);
             }
         }
         if self.sync_tx.is_none() {
@@ -389,6 +432,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Err(e) => return Err(io::Error::other(e)),
             }
         }
+        if let Some(started) = started {
+            span.record("write_us", started.elapsed().as_micros() as u64);
+        }
         {
             let mut tail = self.tail();
             for (entry, size) in appended {
@@ -397,7 +443,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         match &self.sync_tx {
             Some(tx) => tx
-                .send(callback)
+                .send((callback, span))
                 .map_err(|_| io::Error::other("wal sync thread has stopped"))?,
             None => callback.io_completed(Ok(())),
         }
@@ -408,6 +454,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let from = last_log_id.map(|id| id.index + 1).unwrap_or(0);
         tracing::debug!(from, "truncate log");
         self.tail().truncate_from(from);
+        self.in_flight.truncate_from(from);
         let db = self.db.clone();
         blocking(move || {
             let cf = db

@@ -64,6 +64,12 @@ pub struct Proposal {
     /// The state machine's command, postcard-encoded. Kept opaque here so the
     /// log and transport are not generic over the domain.
     pub command: Vec<u8>,
+    /// The client request's id, for the leader's `raft.append` and
+    /// `raft.apply` spans. In memory only (`serde(skip)`): neither the log
+    /// entry nor the forwarded request carries it, so the log format is
+    /// unchanged (a forwarded write's id travels in `Request::Traced`).
+    #[serde(skip)]
+    pub(crate) request_id: Option<std::sync::Arc<str>>,
 }
 
 impl fmt::Display for Proposal {

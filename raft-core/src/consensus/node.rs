@@ -273,6 +273,37 @@ impl<S: StateMachine> Core<S> {
 
     /// Propose on this node; fails with `NotLeader` if it does not lead.
     async fn propose_local(&self, mut proposal: Proposal) -> Result<(u64, Applied), ForwardError> {
+        use tracing::Instrument;
+        // Debug level: at the default `info` filter this is one disabled
+        // span (no allocation); the request id is then not copied either.
+        let span = tracing::debug_span!(
+            "raft.client_write",
+            request_id = tracing::field::Empty,
+            index = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            if let Some(id) = crate::trace::current_request_id() {
+                span.record("request_id", id.as_str());
+                proposal.request_id = Some(id.into());
+            }
+        }
+        let res = self.propose_local_inner(proposal).instrument(span.clone()).await;
+        if !span.is_disabled() {
+            match &res {
+                Ok((index, _)) => {
+                    span.record("index", index);
+                    span.record("outcome", "applied");
+                }
+                Err(e) => {
+                    span.record("outcome", e.outcome());
+                }
+            }
+        }
+        res
+    }
+
+    async fn propose_local_inner(&self, mut proposal: Proposal) -> Result<(u64, Applied), ForwardError> {
         proposal.proposed_at_ms = self.stamp();
         let started = std::time::Instant::now();
         let fut = self.raft.client_write(proposal);
@@ -479,7 +510,8 @@ impl<S: StateMachine> Core<S> {
             Some(id) => tracing::info_span!("forwarded", request_id = %id),
             None => tracing::Span::none(),
         };
-        async move {
+        let scope_id = request_id.clone();
+        let serve = async move {
             match req {
                 Request::ClientWrite(p) => {
                     let res = self.propose_local(p).await;
@@ -497,8 +529,13 @@ impl<S: StateMachine> Core<S> {
                 other => Response::Error(format!("not a forwardable request: {other:?}")),
             }
         }
-        .instrument(span)
-        .await
+        .instrument(span);
+        // The id is also this task's request id here, so the leader's
+        // `raft.client_write` span and the apply span carry it.
+        match scope_id {
+            Some(id) => crate::trace::with_request_id(id, serve).await,
+            None => serve.await,
+        }
     }
 
     async fn handle_app(&self, from: NodeId, channel: AppChannel, payload: Vec<u8>) -> Result<Vec<u8>, String> {
@@ -696,12 +733,13 @@ impl<S: StateMachine> RaftNode<S> {
                     source,
                 }
             })?;
-        let sm = StateMachineStore::<S>::open(db)
+        let mut sm = StateMachineStore::<S>::open(db)
             .await
             .map_err(|source| Error::Storage {
                 what: "restore state machine".into(),
                 source,
             })?;
+        sm.in_flight = log_store.in_flight.clone();
         let shared = sm.shared.clone();
 
         let raft_config = openraft::Config {
@@ -858,6 +896,7 @@ impl<S: StateMachine> RaftNode<S> {
             proposed_at_ms: 0,
             fence_term: None,
             command: postcard::to_stdvec(&command)?,
+            request_id: None,
         };
         let core = &self.core;
         let (index, applied) = core
@@ -882,6 +921,7 @@ impl<S: StateMachine> RaftNode<S> {
             proposed_at_ms: 0,
             fence_term: Some(term),
             command: postcard::to_stdvec(&command)?,
+            request_id: None,
         };
         match self.core.propose_local(proposal).await {
             Ok((index, applied)) => decode_applied(index, applied),

@@ -126,6 +126,18 @@ pub(crate) enum ForwardError {
     Failed { message: String },
 }
 
+impl ForwardError {
+    /// One word for a span's `outcome` field.
+    pub(crate) fn outcome(&self) -> &'static str {
+        match self {
+            Self::NotLeader { .. } => "not_leader",
+            Self::Indeterminate { .. } => "indeterminate",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Response {
     Append(AppendEntriesResponse<super::TypeConfig>),

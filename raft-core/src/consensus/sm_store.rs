@@ -228,6 +228,9 @@ impl<S: StateMachine> Shared<S> {
 pub(crate) struct StateMachineStore<S: StateMachine> {
     pub(crate) shared: Arc<Shared<S>>,
     db: Arc<DB>,
+    /// Shared with the log store: request ids of this node's own proposals
+    /// by index, named by the apply span and removed when applied.
+    pub(crate) in_flight: Arc<crate::trace::InFlight>,
 }
 
 impl<S: StateMachine> StateMachineStore<S> {
@@ -249,6 +252,7 @@ impl<S: StateMachine> StateMachineStore<S> {
                 events,
             }),
             db,
+            in_flight: Arc::default(),
         })
     }
 }
@@ -324,6 +328,26 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         // Collect first: the replica lock is a std lock and must not be held
         // across an await.
         let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let first = batch.first().map(|(e, _)| e.log_id.index);
+        let last = batch.last().map(|(e, _)| e.log_id.index);
+        // Always drained (one atomic load when empty), so it stays bounded
+        // whether or not the span below is enabled.
+        let request_ids = last.map(|l| self.in_flight.take_upto(l)).unwrap_or_default();
+        // Debug level: disabled (and free) at the default `info` filter.
+        // Followers' batches name the index range only: the log entry does
+        // not carry request ids (docs/ARCHITECTURE.md, "Tracing").
+        let span = tracing::debug_span!(
+            "raft.apply",
+            first,
+            last,
+            entries = batch.len(),
+            request_ids = tracing::field::Empty,
+        );
+        if !request_ids.is_empty() && !span.is_disabled() {
+            span.record("request_ids", request_ids.join(",").as_str());
+        }
+        // No await below: the guard is held by this thread only.
+        let _entered = span.enter();
         let mut replies = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
         {

@@ -79,3 +79,26 @@ async fn t20_vote_log_and_snapshot_survive_reopen() {
     assert_eq!(state.last_log_id.map(|l| l.index), Some(5));
     assert!(sm.get_current_snapshot().await.unwrap().is_some(), "snapshot survived");
 }
+
+/// The request id a leader keeps on its own proposals is in memory only: a
+/// proposal encodes to the same bytes with or without it, so the log entry
+/// format (and the forwarded request) did not change.
+#[test]
+fn t11_request_id_is_not_in_the_encoded_proposal() {
+    let plain = super::Proposal {
+        tag: None,
+        proposed_at_ms: 7,
+        fence_term: Some(3),
+        command: vec![1, 2, 3],
+        request_id: None,
+    };
+    let traced = super::Proposal {
+        request_id: Some("req-42".into()),
+        ..plain.clone()
+    };
+    let a = postcard::to_stdvec(&plain).expect("encode");
+    let b = postcard::to_stdvec(&traced).expect("encode");
+    assert_eq!(a, b, "the request id leaked into the encoded proposal");
+    let back: super::Proposal = postcard::from_bytes(&b).expect("decode");
+    assert_eq!(back, plain, "decodes as before, without the id");
+}
