@@ -42,6 +42,9 @@ use crate::transport::PeerStream;
 
 /// Responses queued for one connection's writer; bounded for back-pressure.
 const RESPONSE_QUEUE: usize = 256;
+/// Appends of one connection handed to Raft ahead of their answers (the
+/// leader keeps at most 32 in flight per follower).
+const APPEND_PIPELINE_DEPTH: usize = 64;
 
 /// A peer that connects must say hello within this: a LAN round trip takes
 /// milliseconds, and a silent connection would otherwise hold a task.
@@ -150,6 +153,7 @@ pub(crate) async fn serve_stream<S: StateMachine>(
 
     let mut buf = Vec::new();
     let mut incoming: Option<Incoming> = None;
+    let mut appends: Option<AppendPipe> = None;
     loop {
         let read = tokio::select! {
             _ = shutdown.changed() => break,
@@ -186,11 +190,37 @@ pub(crate) async fn serve_stream<S: StateMachine>(
                 break;
             }
         }
+        if let Request::Append(rpc) = req.body {
+            // Pipelined: the next append is handed to Raft while the last
+            // one is still being fsynced, so a follower's fsyncs group
+            // across appends (one per group-commit round, not one per RPC).
+            let rpc = match appends.as_ref() {
+                Some(pipe) => pipe.submit(id, rpc).await,
+                None => Err(rpc),
+            };
+            if let Err(rpc) = rpc {
+                // No pipe yet, or it ended after an error: a fresh one.
+                let pipe = AppendPipe::start(&core, tx.clone());
+                if pipe.submit(id, rpc).await.is_err() {
+                    let _ = tx
+                        .send(ResponseFrame {
+                            id,
+                            body: Response::Error("raft core stopped".into()),
+                        })
+                        .await;
+                }
+                appends = Some(pipe);
+            }
+            continue;
+        }
+        // Any other Raft message waits until the appends before it on this
+        // connection are answered: the order the leader sent them in holds.
+        if let Some(pipe) = &appends {
+            pipe.drained().await;
+        }
         let body = match req.body {
-            Request::Append(rpc) => match core.raft.append_entries(rpc).await {
-                Ok(r) => Response::Append(r),
-                Err(e) => Response::Error(e.to_string()),
-            },
+            // Handled (pipelined) above.
+            Request::Append(_) => continue,
             Request::Vote(rpc) => match core.raft.vote(rpc).await {
                 Ok(r) => Response::Vote(r),
                 Err(e) => Response::Error(e.to_string()),
@@ -317,4 +347,113 @@ async fn receive_chunk<S: StateMachine>(
         .await
         .map_err(|e| e.to_string())?;
     Ok(Some(resp.vote))
+}
+
+/// One connection's pipeline of AppendEntries into Raft (openraft's
+/// `stream_append`): requests go to the Raft core in arrival order without
+/// waiting for the previous one's fsync, responses come back in the same
+/// order and are matched to request ids first in, first out.
+///
+/// openraft ends the stream at the first refused append (conflict, higher
+/// vote); the requests queued behind it are then answered with an error
+/// (the leader retries them, as after any failed RPC) and the next append
+/// opens a new pipe.
+struct AppendPipe {
+    requests: mpsc::Sender<super::AppendEntriesRequest<super::TypeConfig>>,
+    ids: mpsc::UnboundedSender<u64>,
+    /// Appends submitted and not yet answered.
+    outstanding: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AppendPipe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AppendPipe {
+    fn start<S: StateMachine>(core: &Arc<Core<S>>, responses: mpsc::Sender<ResponseFrame>) -> Self {
+        use futures::StreamExt;
+        use std::sync::atomic::Ordering;
+        let (requests, requests_rx) = mpsc::channel(APPEND_PIPELINE_DEPTH);
+        let (ids, mut ids_rx) = mpsc::unbounded_channel::<u64>();
+        let outstanding = Arc::new((std::sync::atomic::AtomicUsize::new(0), tokio::sync::Notify::new()));
+        let input = futures::stream::unfold(requests_rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+        let output = core.raft.stream_append(input);
+        let count = outstanding.clone();
+        let answered = move || {
+            if count.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+                count.1.notify_waiters();
+            }
+        };
+        let task = tokio::spawn(async move {
+            let mut output = std::pin::pin!(output);
+            while let Some(id) = ids_rx.recv().await {
+                let (body, ended) = match output.next().await {
+                    Some(Ok(r)) => {
+                        let ended = r.is_err();
+                        (Response::Append(r.into()), ended)
+                    }
+                    Some(Err(fatal)) => (Response::Error(fatal.to_string()), true),
+                    None => (Response::Error("append pipeline ended".into()), true),
+                };
+                let _ = responses.send(ResponseFrame { id, body }).await;
+                answered();
+                if ended {
+                    break;
+                }
+            }
+            // Whatever is queued behind the end is refused; later appends
+            // find the pipe closed and open a new one.
+            ids_rx.close();
+            while let Some(id) = ids_rx.recv().await {
+                let body =
+                    Response::Error("append refused: an earlier append on this connection failed; resend".into());
+                let _ = responses.send(ResponseFrame { id, body }).await;
+                answered();
+            }
+        });
+        Self {
+            requests,
+            ids,
+            outstanding,
+            task,
+        }
+    }
+
+    /// Queue an append; gives it back if this pipe has ended.
+    async fn submit(
+        &self,
+        id: u64,
+        rpc: super::AppendEntriesRequest<super::TypeConfig>,
+    ) -> Result<(), super::AppendEntriesRequest<super::TypeConfig>> {
+        use std::sync::atomic::Ordering;
+        self.outstanding.0.fetch_add(1, Ordering::AcqRel);
+        // The id first: the answering task pairs ids with results in order.
+        if self.ids.send(id).is_err() {
+            self.outstanding.0.fetch_sub(1, Ordering::AcqRel);
+            return Err(rpc);
+        }
+        match self.requests.send(rpc).await {
+            Ok(()) => Ok(()),
+            // The id is queued and will be answered with an error.
+            Err(mpsc::error::SendError(rpc)) => {
+                drop(rpc);
+                Ok(())
+            }
+        }
+    }
+
+    /// Wait until every append submitted so far is answered.
+    async fn drained(&self) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let notified = self.outstanding.1.notified();
+            if self.outstanding.0.load(Ordering::Acquire) == 0 || self.task.is_finished() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
