@@ -116,14 +116,7 @@ impl<S: StateMachine> NativeClient<S> {
     /// A linearizable read index: every write acknowledged before this call
     /// is at or below it.
     pub async fn read_index(&self) -> Result<u64, Error> {
-        self.call(
-            || Request::ReadIndex,
-            |r| match r {
-                Response::ReadIndex(r) => Some(r),
-                _ => None,
-            },
-        )
-        .await
+        self.call(|| Request::ReadIndex, Response::into_read_index).await
     }
 
     async fn propose(&self, tag: Option<ClientTag>, command: &S::Command) -> Result<WriteOutcome<S::Response>, Error> {
@@ -136,13 +129,7 @@ impl<S: StateMachine> NativeClient<S> {
             request_id: None,
         };
         let (index, applied) = self
-            .call(
-                || Request::ClientWrite(proposal.clone()),
-                |r| match r {
-                    Response::ClientWrite(r) => Some(r),
-                    _ => None,
-                },
-            )
+            .call(|| Request::ClientWrite(proposal.clone()), Response::into_client_write)
             .await?;
         decode_applied(index, applied)
     }

@@ -903,10 +903,7 @@ impl<S: StateMachine> RaftNode<S> {
             .on_leader(
                 || core.propose_local(proposal.clone()),
                 || Request::ClientWrite(proposal.clone()),
-                |r| match r {
-                    Response::ClientWrite(r) => Some(r),
-                    _ => None,
-                },
+                Response::into_client_write,
             )
             .await?;
         decode_applied(index, applied)
@@ -1042,10 +1039,7 @@ impl<S: StateMachine> RaftNode<S> {
                 .on_leader(
                     || core.read_index_local(),
                     || Request::ReadIndex,
-                    |r| match r {
-                        Response::ReadIndex(r) => Some(r),
-                        _ => None,
-                    },
+                    Response::into_read_index,
                 )
                 .await?;
             self.wait_applied(index, core.write_timeout).await?;

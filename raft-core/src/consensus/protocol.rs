@@ -111,6 +111,24 @@ pub(crate) enum Request {
     },
 }
 
+impl Response {
+    /// The outcome of a `ClientWrite`, if this answers one.
+    pub(crate) fn into_client_write(self) -> Option<Result<(u64, Applied), ForwardError>> {
+        match self {
+            Response::ClientWrite(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The outcome of a `ReadIndex`, if this answers one.
+    pub(crate) fn into_read_index(self) -> Option<Result<u64, ForwardError>> {
+        match self {
+            Response::ReadIndex(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// An error a peer reports about a forwarded request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum ForwardError {
