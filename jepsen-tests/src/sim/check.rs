@@ -396,28 +396,25 @@ mod tests {
 
     #[test]
     fn a_leader_without_an_acknowledged_entry_fails() {
-        let mut c = Checker::new(false);
-        c.acked(
-            0,
-            Ack {
-                value: 1,
-                index: 3,
-                term: 2,
-            },
-        );
+        // A checker that saw write 1 acknowledged at index 3, term 2.
+        let acked_at_3 = || {
+            let mut c = Checker::new(false);
+            c.acked(
+                0,
+                Ack {
+                    value: 1,
+                    index: 3,
+                    term: 2,
+                },
+            );
+            c
+        };
+        let mut c = acked_at_3();
         // Leads term 4 with a log that stops at index 2.
         c.sample(1, 3, 4, true, None, &[rec(1, 1, 1, 0), rec(2, 2, 1, 1)]);
         assert_eq!(kinds(&c), vec![ViolationKind::LeaderMissingCommitted]);
         // Compacted into its snapshot: fine.
-        let mut c = Checker::new(false);
-        c.acked(
-            0,
-            Ack {
-                value: 1,
-                index: 3,
-                term: 2,
-            },
-        );
+        let mut c = acked_at_3();
         c.sample(1, 3, 4, true, Some(3), &[]);
         assert!(c.violations().is_empty());
     }

@@ -145,6 +145,25 @@ pub struct SimReport {
 }
 
 impl SimReport {
+    /// A report of `spec` with nothing run yet.
+    fn empty(spec: &SimSpec) -> Self {
+        Self {
+            spec: spec.clone(),
+            violations: Vec::new(),
+            error: None,
+            writes: 0,
+            acked: 0,
+            faults: 0,
+            boots: 0,
+            terms: 0,
+            multi_leader_terms: 0,
+            last_index: 0,
+            sim_ms: 0,
+            wall: Duration::ZERO,
+            recent_faults: Vec::new(),
+        }
+    }
+
     /// Safe and finished.
     pub fn passed(&self) -> bool {
         self.violations.is_empty() && self.error.is_none()
@@ -532,19 +551,9 @@ pub fn run(spec: &SimSpec) -> SimReport {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
             SimReport {
-                spec: spec.clone(),
-                violations: Vec::new(),
                 error: Some(format!("the simulation panicked: {what}")),
-                writes: 0,
-                acked: 0,
-                faults: 0,
-                boots: 0,
-                terms: 0,
-                multi_leader_terms: 0,
-                last_index: 0,
-                sim_ms: 0,
                 wall: started.elapsed(),
-                recent_faults: Vec::new(),
+                ..SimReport::empty(spec)
             }
         }
     }
@@ -552,21 +561,7 @@ pub fn run(spec: &SimSpec) -> SimReport {
 
 fn run_inner(spec: &SimSpec) -> SimReport {
     let started = Instant::now();
-    let mut report = SimReport {
-        spec: spec.clone(),
-        violations: Vec::new(),
-        error: None,
-        writes: 0,
-        acked: 0,
-        faults: 0,
-        boots: 0,
-        terms: 0,
-        multi_leader_terms: 0,
-        last_index: 0,
-        sim_ms: 0,
-        wall: Duration::ZERO,
-        recent_faults: Vec::new(),
-    };
+    let mut report = SimReport::empty(spec);
     let dirs: Vec<tempfile::TempDir> = match (1..=spec.nodes)
         .map(|_| tempfile::Builder::new().prefix("cairn-sim-").tempdir_in(data_root()))
         .collect()
