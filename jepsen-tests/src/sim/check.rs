@@ -14,8 +14,12 @@
 //!   counts such terms instead (as the process tier does, docs/CHAOS.md)
 //!   and relies on the next check for what election safety protects.
 //! - **Leader completeness**: a node seen leading term `T` holds, at its
-//!   index, every acknowledged entry of an earlier term (unless that index
-//!   is already compacted into its snapshot).
+//!   index, every acknowledged entry that committed in an earlier term
+//!   (unless that index is already compacted into its snapshot). Which term
+//!   an entry committed in is not observable; the harness bounds it from
+//!   above by the highest term any node held when the write was
+//!   acknowledged ([`Ack::max_term`]), so the check never accuses a leader
+//!   elected before the commit.
 //! - **Log matching**: an entry is identified by (index, term, leader); two
 //!   observations of the same entry, on any nodes at any times, carry the
 //!   same payload, and two logs that share an entry agree on every entry
@@ -75,6 +79,13 @@ pub struct Ack {
     pub index: u64,
     /// Term of its entry.
     pub term: u64,
+    /// The highest term any node held when the write was acknowledged. The
+    /// write committed in that term or an earlier one, so every leader of a
+    /// later term must hold it. The entry's own term is not enough: a
+    /// leader of term 1 may append it, lose leadership before it commits,
+    /// and commit it as the leader of term 3, while a node elected in term
+    /// 2 (before that commit) legitimately never had it (docs/CHAOS.md F9).
+    pub max_term: u64,
 }
 
 /// The incremental checker.
@@ -196,7 +207,7 @@ impl Checker {
         let by_index: BTreeMap<u64, &LogRecord> = log.iter().map(|r| (r.index, r)).collect();
         let mut missing = Vec::new();
         for a in &self.acks {
-            if a.term >= term || purged.is_some_and(|p| a.index <= p) {
+            if a.max_term.max(a.term) >= term || purged.is_some_and(|p| a.index <= p) {
                 continue;
             }
             match by_index.get(&a.index) {
@@ -323,6 +334,7 @@ mod tests {
                 value: 10,
                 index: 2,
                 term: 1,
+                max_term: 1,
             },
         );
         c.sample(5, 2, 2, true, None, &log);
@@ -359,6 +371,7 @@ mod tests {
                 value: 7,
                 index: 4,
                 term: 1,
+                max_term: 1,
             },
         );
         // Node 2 applied something else at index 4 and nothing of value 7.
@@ -394,28 +407,46 @@ mod tests {
         assert_eq!(kinds(&c), vec![ViolationKind::LogMismatch]);
     }
 
+    /// A checker that saw write 1 acknowledged at index 3, in an entry of
+    /// term 2, while the highest term any node held was `max_term`.
+    fn acked_at_3(max_term: u64) -> Checker {
+        let mut c = Checker::new(false);
+        c.acked(
+            0,
+            Ack {
+                value: 1,
+                index: 3,
+                term: 2,
+                max_term,
+            },
+        );
+        c
+    }
+
     #[test]
     fn a_leader_without_an_acknowledged_entry_fails() {
-        // A checker that saw write 1 acknowledged at index 3, term 2.
-        let acked_at_3 = || {
-            let mut c = Checker::new(false);
-            c.acked(
-                0,
-                Ack {
-                    value: 1,
-                    index: 3,
-                    term: 2,
-                },
-            );
-            c
-        };
-        let mut c = acked_at_3();
+        let mut c = acked_at_3(2);
         // Leads term 4 with a log that stops at index 2.
         c.sample(1, 3, 4, true, None, &[rec(1, 1, 1, 0), rec(2, 2, 1, 1)]);
         assert_eq!(kinds(&c), vec![ViolationKind::LeaderMissingCommitted]);
         // Compacted into its snapshot: fine.
-        let mut c = acked_at_3();
+        let mut c = acked_at_3(2);
         c.sample(1, 3, 4, true, Some(3), &[]);
         assert!(c.violations().is_empty());
+    }
+
+    #[test]
+    fn a_leader_elected_before_the_commit_may_lack_the_entry() {
+        // F9's history: the entry of term 2 was appended by the leader of
+        // term 2, which was cut off, and committed only once it led term 5.
+        // A node elected in term 4 meanwhile never had it: legal.
+        let stale = [rec(1, 1, 1, 0), rec(2, 2, 1, 1), rec(3, 4, 3, 9)];
+        let mut c = acked_at_3(5);
+        c.sample(1, 3, 4, true, None, &stale);
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        // A leader of a term after every term seen at the acknowledgement
+        // was elected after the commit: it must hold the entry.
+        c.sample(2, 3, 6, true, None, &stale);
+        assert_eq!(kinds(&c), vec![ViolationKind::LeaderMissingCommitted]);
     }
 }

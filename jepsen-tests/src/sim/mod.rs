@@ -239,6 +239,9 @@ struct Shared {
     in_flight: BTreeMap<u64, usize>,
     samples: Vec<Sample>,
     boots: u64,
+    /// The highest term any node has held (each host polls its own every
+    /// simulated millisecond; see [`Ack::max_term`]).
+    max_term: u64,
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
@@ -297,6 +300,7 @@ async fn host(id: u64, nodes: u64, dir: PathBuf, shared: SharedRef) -> turmoil::
         node.initialize(members(nodes)).await?;
     }
     tokio::spawn(client(id, node.clone(), shared.clone()));
+    tokio::spawn(track_term(node.clone(), shared.clone()));
 
     let mut next_applied = 0;
     loop {
@@ -342,6 +346,21 @@ async fn host(id: u64, nodes: u64, dir: PathBuf, shared: SharedRef) -> turmoil::
     }
 }
 
+/// Keep [`Shared::max_term`] at or above this node's term. Polled every
+/// simulated millisecond: a leader needs at least a round trip (2 ms at
+/// the least latency) between winning its term and committing anything in
+/// it, so the term is recorded before any write commits in it.
+async fn track_term(node: Arc<RaftNode<Ledger>>, shared: SharedRef) {
+    loop {
+        let term = node.status().term;
+        {
+            let mut s = lock(&shared);
+            s.max_term = s.max_term.max(term);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// The host's client: writes the values the driver queued for it, through
 /// this host's node (forwarded to the leader if need be), a few at a time.
 async fn client(id: u64, node: Arc<RaftNode<Ledger>>, shared: SharedRef) {
@@ -369,12 +388,14 @@ async fn client(id: u64, node: Arc<RaftNode<Ledger>>, shared: SharedRef) {
                 match res {
                     Ok(out) => {
                         debug_assert_eq!(out.index, out.response.index);
+                        let max_term = s.max_term;
                         s.acks.push((
                             now_ms(),
                             Ack {
                                 value,
                                 index: out.index,
                                 term: out.response.term,
+                                max_term,
                             },
                         ));
                     }
