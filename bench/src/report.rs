@@ -90,7 +90,7 @@ pub fn report(results: &Path, out_dir: &Path) -> anyhow::Result<()> {
         cells(&|r| per_1k(r, "cpu_ticks") * 1000.0 / f(r, "clk_tck").max(1.0))
     );
     println!(
-        "| disk bytes per 1k writes, 3 nodes (KiB) | {} |",
+        "| bytes written to disk per 1k writes, 3 nodes (KiB) | {} |",
         cells(&|r| per_1k(r, "disk_bytes") / 1024.0)
     );
     let fo = |t: &str| {
