@@ -105,6 +105,7 @@ pub fn report(results: &Path, out_dir: &Path) -> anyhow::Result<()> {
         );
     }
 
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     plot(&rows, &out_dir.join("latency_vs_clients.png"))
 }
 
@@ -136,10 +137,16 @@ fn plot(rows: &[Value], path: &Path) -> anyhow::Result<()> {
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((1f64..64f64).log_scale(), 0f64..y_max)?;
+        .build_cartesian_2d(
+            (1f64..64f64)
+                .log_scale()
+                .with_key_points(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            0f64..y_max,
+        )?;
     chart
         .configure_mesh()
         .x_desc("concurrent clients")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("latency (ms)")
         .label_style(("sans-serif", 14))
         .draw()?;
@@ -157,7 +164,14 @@ fn plot(rows: &[Value], path: &Path) -> anyhow::Result<()> {
         };
         chart
             .draw_series(LineSeries::new(pts.clone(), style))?
-            .label(format!("{target} {q}"))
+            .label(format!(
+                "{} {q}",
+                match target.as_str() {
+                    "cairn-native" => "cairn native",
+                    "cairn" => "cairn HTTP",
+                    other => other,
+                }
+            ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
     }
