@@ -570,3 +570,39 @@ async fn t75_removing_the_leader_hands_over_first() {
     tracing::info!("the remaining two voters keep committing");
     c.node(other).write(set("after-removal", "1")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t76_a_write_without_a_quorum_gives_up_within_the_write_timeout() {
+    // Jepsen F4: a follower's write retried the leader up to five times with
+    // growing waits for an election (0.2 + 0.35 + ... s) on top of its write
+    // timeout, so a caller waited seconds past `write_timeout_ms`.
+    let timeout_ms = 600;
+    let mut c = Cluster::start(3, |cfg| cfg.timings.write_timeout_ms = timeout_ms).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let survivor = (1..=3).find(|i| *i != leader).unwrap();
+    for id in (1..=3).filter(|i| *i != survivor) {
+        c.nodes
+            .get_mut(&id)
+            .unwrap()
+            .node
+            .take()
+            .unwrap()
+            .shutdown()
+            .await
+            .unwrap();
+    }
+    tracing::info!(survivor, "the other two nodes are stopped: no quorum");
+    for attempt in 0..3 {
+        let started = std::time::Instant::now();
+        let res = c.node(survivor).write(set(format!("lost{attempt}"), "1")).await;
+        let took = started.elapsed();
+        let err = res.expect_err("nothing can commit without a quorum");
+        assert!(err.is_retryable(), "attempt {attempt}: {err}");
+        // The waits for elections alone added up to 2.6 s before the fix.
+        assert!(
+            took < Duration::from_millis(timeout_ms + 900),
+            "attempt {attempt}: a write with a {timeout_ms} ms timeout took {took:?} ({err})"
+        );
+        tracing::info!(attempt, took_ms = took.as_millis() as u64, %err, "gave up in time");
+    }
+}
