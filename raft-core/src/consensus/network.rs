@@ -618,7 +618,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task that is aborted when its owner is dropped.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use openraft::vote::RaftLeaderId;
 
+use super::network::AbortOnDrop;
 use super::node::Core;
 use super::protocol::server_handshake;
 use super::protocol::HandshakeError;
@@ -363,13 +364,7 @@ struct AppendPipe {
     ids: mpsc::UnboundedSender<u64>,
     /// Appends submitted and not yet answered.
     outstanding: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for AppendPipe {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    task: AbortOnDrop,
 }
 
 impl AppendPipe {
@@ -418,7 +413,7 @@ impl AppendPipe {
             requests,
             ids,
             outstanding,
-            task,
+            task: AbortOnDrop(task),
         }
     }
 
@@ -450,7 +445,7 @@ impl AppendPipe {
         use std::sync::atomic::Ordering;
         loop {
             let notified = self.outstanding.1.notified();
-            if self.outstanding.0.load(Ordering::Acquire) == 0 || self.task.is_finished() {
+            if self.outstanding.0.load(Ordering::Acquire) == 0 || self.task.0.is_finished() {
                 return;
             }
             notified.await;
