@@ -764,6 +764,17 @@ impl<S: StateMachine> RaftNode<S> {
             // Replicate an entry as soon as it is written locally, in parallel
             // with the local fsync: a commit then costs one fsync, not two in a row.
             broadcast_submitted_on_append: Some(true),
+            // Leadership after a restart only through an election (Raft
+            // §5.4), never openraft's default "leader restore". A commit may
+            // rest on the followers' disks alone (above, and because any
+            // majority commits), so a leader that loses power can come back
+            // with a shorter log; restored in its old term it would append
+            // new entries under log ids the followers hold for others, and
+            // acknowledged writes would be lost with the replicas split for
+            // good (issue 25; docs/ARCHITECTURE.md, "Departures from
+            // textbook Raft"). An election costs the restart about one
+            // election timeout.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| Error::Config {
