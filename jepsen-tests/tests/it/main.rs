@@ -355,8 +355,8 @@ fn t15_simulation_regressions_then_fresh_seeds() {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let count = env("CAIRN_SIM_SEEDS").unwrap_or(100);
     let first = env("CAIRN_SIM_FIRST_SEED").unwrap_or_else(sim::clock_seed);
-    // Power cuts cost ~4 s of wall time per seed here (12 s simulated at a
-    // write every 4 ms): a few per run, on top of the regression list's.
+    // Power cuts cost 1-4 s of wall time per seed here (12 s simulated at
+    // a write every 4 ms): a few per run, on top of the regression list's.
     let power_cuts = env("CAIRN_SIM_POWER_CUT_SEEDS").unwrap_or(2);
     let mut specs = sim::parse_regressions(sim::REGRESSIONS).expect("sim-regressions.txt parses");
     let regressions = specs.len();
