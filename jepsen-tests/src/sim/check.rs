@@ -510,7 +510,8 @@ mod tests {
         assert!(c.violations().is_empty(), "{:?}", c.violations());
 
         // Issue 25's end state: the restarted leader re-used index 4 for
-        // another write; its followers kept the acknowledged one.
+        // another write; its followers kept the acknowledged one. Each
+        // follower differs from it (twice AppliedDiverged, StateDiverged).
         let mut c = Checker::new(false);
         c.acked(0, ack);
         let lost = final_state(5, "bbbb", &[(4, 8, 1)]);
@@ -523,6 +524,7 @@ mod tests {
                 ViolationKind::AppliedDiverged,
                 ViolationKind::AppliedDiverged,
                 ViolationKind::AckedWriteLost,
+                ViolationKind::StateDiverged,
                 ViolationKind::StateDiverged
             ],
             "{:?}",
