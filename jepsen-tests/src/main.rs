@@ -9,6 +9,7 @@
 //! cairn-jepsen node --config n1.json     # what each node process runs
 //! cairn-jepsen sim --seeds 20            # simulation tier: regressions, then 20 fresh seeds
 //! cairn-jepsen sim --seed 42 --nodes 5   # replay one simulation seed
+//! cairn-jepsen sim --scenario power-cut --seeds 20 --first-seed 1 --no-regressions  # issue 25
 //! ```
 //! Exit status: 0 when every run passed, 1 otherwise.
 
@@ -136,6 +137,12 @@ enum Cmd {
 
 #[derive(clap::Args, Clone)]
 struct SimArgs {
+    /// What the simulations do: `faults` (partitions, holds, crashes) or
+    /// `power-cut` (issue 25: the slow-disk leader loses power, a crash
+    /// drops its unflushed writes). Applies to `--seed` and the fresh
+    /// seeds; the regression list names each seed's own.
+    #[arg(long, default_value = "faults", value_parser = cairn_jepsen::sim::Scenario::parse)]
+    scenario: cairn_jepsen::sim::Scenario,
     /// Replay this one seed (nothing else runs).
     #[arg(long)]
     seed: Option<u64>,
@@ -148,12 +155,14 @@ struct SimArgs {
     /// First fresh seed (default: the clock, printed).
     #[arg(long)]
     first_seed: Option<u64>,
-    /// Simulated ms of writes under faults.
-    #[arg(long, default_value_t = 15_000)]
-    fault_ms: u64,
-    /// Simulated ms after healing before convergence is required.
-    #[arg(long, default_value_t = 3_000)]
-    heal_ms: u64,
+    /// Simulated ms of writes under faults (default: the scenario's,
+    /// 15000 for `faults`, 10000 for `power-cut`).
+    #[arg(long)]
+    fault_ms: Option<u64>,
+    /// Simulated ms after healing before convergence is required (default:
+    /// the scenario's, 3000 for `faults`, 2000 for `power-cut`).
+    #[arg(long)]
+    heal_ms: Option<u64>,
     /// Skip the checked-in regression list (jepsen-tests/sim-regressions.txt).
     #[arg(long)]
     no_regressions: bool,
@@ -164,12 +173,12 @@ struct SimArgs {
 fn sim(args: &SimArgs) -> anyhow::Result<bool> {
     use cairn_jepsen::sim;
     let with_timing = |mut s: sim::SimSpec| {
-        s.fault_ms = args.fault_ms;
-        s.heal_ms = args.heal_ms;
+        s.fault_ms = args.fault_ms.unwrap_or(s.fault_ms);
+        s.heal_ms = args.heal_ms.unwrap_or(s.heal_ms);
         s
     };
     let specs: Vec<sim::SimSpec> = match args.seed {
-        Some(seed) => vec![with_timing(sim::SimSpec::new(seed, args.nodes))],
+        Some(seed) => vec![with_timing(sim::SimSpec::of(args.scenario, seed, args.nodes))],
         None => {
             let mut specs = Vec::new();
             if !args.no_regressions {
@@ -178,7 +187,11 @@ fn sim(args: &SimArgs) -> anyhow::Result<bool> {
             }
             let first = args.first_seed.unwrap_or_else(sim::clock_seed);
             println!("fresh seeds from {first}");
-            specs.extend(sim::fresh(first, args.seeds).into_iter().map(with_timing));
+            let fresh = match args.scenario {
+                sim::Scenario::Faults => sim::fresh(first, args.seeds),
+                sim::Scenario::PowerCut => sim::fresh_power_cuts(first, args.seeds),
+            };
+            specs.extend(fresh.into_iter().map(with_timing));
             specs
         }
     };

@@ -78,9 +78,9 @@ impl Default for SnapshotSettings {
 /// How the log store makes appends durable before acknowledging them.
 ///
 /// Not a setting of [`RaftNodeConfig`]: the daemon always group-commits;
-/// [`WalSync::Inline`] exists for the deterministic simulation (docs/CHAOS.md,
-/// "Simulation tier").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// [`WalSync::Inline`] and [`WalSync::SimulatedDisk`] exist for the
+/// deterministic simulation (docs/CHAOS.md, "Simulation tier").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum WalSync {
     /// A dedicated thread fsyncs the WAL once for every append waiting
     /// (group commit) and then reports them durable. The production mode.
@@ -93,6 +93,90 @@ pub enum WalSync {
     /// it runs, whereas a wait on a thread of our own would let simulated
     /// time race ahead of the disk.
     Inline,
+    /// Simulation only: a disk that loses, at a power cut, everything not
+    /// yet flushed. An append is readable at once (from memory) but reaches
+    /// RocksDB, and is reported durable, only after the disk's flush delay
+    /// in *tokio* time (simulated under turmoil); every other write (vote,
+    /// committed index, truncation, purge) queues behind it in order, as in
+    /// one WAL, and a synced one (vote, truncation) returns only once it is
+    /// written. Whatever is still queued when the host's runtime is dropped
+    /// (a simulated crash) never reaches the store: that is the power cut.
+    /// See [`SimulatedDisk`].
+    SimulatedDisk(SimulatedDisk),
+}
+
+/// The simulation's handle on one host's disk ([`WalSync::SimulatedDisk`]):
+/// its flush delay, which the harness may change at any time (e.g. make the
+/// current leader's disk the slow one), and watermarks of what the log
+/// store appended and what it made durable. The harness keeps the handle
+/// across a crash and gives the same one to the restarted node; at the
+/// crash, `appended_index - durable_index` is what the power cut dropped.
+#[derive(Clone, Debug, Default)]
+pub struct SimulatedDisk {
+    inner: std::sync::Arc<SimulatedDiskState>,
+}
+
+#[derive(Debug, Default)]
+struct SimulatedDiskState {
+    flush_delay_us: std::sync::atomic::AtomicU64,
+    appended_index: std::sync::atomic::AtomicU64,
+    durable_index: std::sync::atomic::AtomicU64,
+}
+
+impl PartialEq for SimulatedDisk {
+    /// The same disk (handle identity), not equal settings.
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for SimulatedDisk {}
+
+impl SimulatedDisk {
+    /// A disk whose writes become durable `flush_delay` after they are made.
+    pub fn new(flush_delay: std::time::Duration) -> Self {
+        let disk = Self::default();
+        disk.set_flush_delay(flush_delay);
+        disk
+    }
+
+    /// Change the flush delay; writes already queued keep their time, and
+    /// no write ever becomes durable before one queued ahead of it.
+    pub fn set_flush_delay(&self, flush_delay: std::time::Duration) {
+        let us = u64::try_from(flush_delay.as_micros()).unwrap_or(u64::MAX);
+        self.inner
+            .flush_delay_us
+            .store(us, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The current flush delay.
+    pub fn flush_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.inner.flush_delay_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Index of the last entry appended (readable, maybe not durable);
+    /// 0 before any.
+    pub fn appended_index(&self) -> u64 {
+        self.inner.appended_index.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Index of the last entry appended that is durable (written to the
+    /// store); a crash now keeps the log up to here.
+    pub fn durable_index(&self) -> u64 {
+        self.inner.durable_index.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_appended_index(&self, index: u64) {
+        self.inner
+            .appended_index
+            .store(index, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_durable_index(&self, index: u64) {
+        self.inner
+            .durable_index
+            .store(index, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Everything a Raft node needs to start.

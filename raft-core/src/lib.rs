@@ -35,6 +35,7 @@ pub mod transport;
 pub use backup::Backup;
 pub use config::RaftNodeConfig;
 pub use config::RaftTimings;
+pub use config::SimulatedDisk;
 pub use config::SnapshotSettings;
 pub use config::WalSync;
 pub use consensus::client::NativeClient;

@@ -29,6 +29,17 @@
 //!   acknowledged write is the one applied at its index.
 //! - **Committed entries never lost**: at the end, after healing, every
 //!   node has applied every acknowledged write at its index.
+//! - **Whole state** ([`Checker::final_states`], every run): at the end,
+//!   once every replica has applied the same index, each one's own
+//!   applied ledger (read from the node, not pieced together from what was
+//!   seen applied) holds every acknowledged write at its index, no two
+//!   ledgers hold different writes at one index, and their state hashes
+//!   ([`cairn_raft::RaftNode::state_hash`]: ledger, sessions, membership)
+//!   are equal. During the run, every state hash a replica reports is
+//!   compared with every other reported at the same applied index, on any
+//!   node at any time ([`Checker::state_hash`]). A linearizable history of
+//!   the clients alone would not see a replica that silently holds other
+//!   writes than the one that answered.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -51,6 +62,20 @@ pub enum ViolationKind {
     /// An acknowledged write is not (or not at its index) in a node's
     /// applied state at the end.
     AckedWriteLost,
+    /// Two replicas (or one, at two times) at one applied index with
+    /// different state hashes.
+    StateDiverged,
+}
+
+/// A replica's whole applied state at the end of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinalState {
+    /// Its applied index.
+    pub applied_index: u64,
+    /// Its state hash at that index ([`cairn_raft::StateHash::sha256`]).
+    pub sha256: String,
+    /// Its ledger: log index → (value, term).
+    pub ledger: BTreeMap<u64, (u64, u64)>,
 }
 
 /// One safety violation, with what was seen.
@@ -98,11 +123,15 @@ pub struct Checker {
     /// index → (value, term, first node seen applying it).
     applied: BTreeMap<u64, (u64, u64, u64)>,
     acks: Vec<Ack>,
+    /// applied index → (state hash, first node seen with it).
+    hashes: BTreeMap<u64, (String, u64)>,
     violations: Vec<Violation>,
 }
 
 /// Cap on recorded violations: the first few say what broke.
 const MAX_VIOLATIONS: usize = 20;
+/// ... and of one kind, so each kind that occurred is reported.
+const MAX_VIOLATIONS_OF_A_KIND: usize = 5;
 
 impl Checker {
     /// A checker; `one_leader_per_term` as in the module docs.
@@ -114,7 +143,12 @@ impl Checker {
     }
 
     fn violate(&mut self, kind: ViolationKind, at_ms: u64, message: String) {
-        if self.violations.len() < MAX_VIOLATIONS {
+        // A run goes on after a violation (to its whole-state check), so
+        // the same observation repeats every sample: record it once, and
+        // keep room for the other kinds.
+        let repeated = self.violations.iter().any(|v| v.kind == kind && v.message == message);
+        let of_kind = self.violations.iter().filter(|v| v.kind == kind).count();
+        if !repeated && of_kind < MAX_VIOLATIONS_OF_A_KIND && self.violations.len() < MAX_VIOLATIONS {
             self.violations.push(Violation { kind, at_ms, message });
         }
     }
@@ -281,6 +315,58 @@ impl Checker {
         }
     }
 
+    /// `node` reported state hash `sha256` at `applied_index`: every replica
+    /// at that index, at any time, must report the same.
+    pub fn state_hash(&mut self, at_ms: u64, node: u64, applied_index: u64, sha256: &str) {
+        match self.hashes.get(&applied_index) {
+            None => {
+                self.hashes.insert(applied_index, (sha256.to_string(), node));
+            }
+            Some((h, first)) if h != sha256 => {
+                let msg = format!(
+                    "at applied index {applied_index}: node {first} had state hash {}, node {node} has {}",
+                    h.get(..16).unwrap_or(h),
+                    sha256.get(..16).unwrap_or(sha256)
+                );
+                self.violate(ViolationKind::StateDiverged, at_ms, msg);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The end of a run, on every replica's own final state: equal hashes at
+    /// one applied index ([`Checker::state_hash`]), no two replicas holding
+    /// different writes at one index, and every acknowledged write in every
+    /// replica at its index ([`Checker::finish`]).
+    pub fn final_states(&mut self, at_ms: u64, states: &BTreeMap<u64, FinalState>) {
+        for (node, st) in states {
+            self.state_hash(at_ms, *node, st.applied_index, &st.sha256);
+        }
+        let nodes: Vec<u64> = states.keys().copied().collect();
+        for (i, a) in nodes.iter().enumerate() {
+            for b in &nodes[i + 1..] {
+                let (la, lb) = (&states[a].ledger, &states[b].ledger);
+                let differ: Vec<u64> = la
+                    .iter()
+                    .filter(|(idx, w)| lb.get(idx).is_some_and(|other| other != *w))
+                    .map(|(idx, _)| *idx)
+                    .collect();
+                if let Some(&first) = differ.first() {
+                    let msg = format!(
+                        "final state: nodes {a} and {b} hold different writes at {} indexes, first at index {first}: (value, term) {:?} vs {:?}",
+                        differ.len(),
+                        la[&first],
+                        lb[&first]
+                    );
+                    self.violate(ViolationKind::AppliedDiverged, at_ms, msg);
+                }
+            }
+        }
+        let ledgers: BTreeMap<u64, BTreeMap<u64, (u64, u64)>> =
+            states.iter().map(|(n, st)| (*n, st.ledger.clone())).collect();
+        self.finish(at_ms, &ledgers);
+    }
+
     /// The end of a run: every node's applied ledger must hold every
     /// acknowledged write at its index.
     pub fn finish(&mut self, at_ms: u64, ledgers: &BTreeMap<u64, BTreeMap<u64, (u64, u64)>>) {
@@ -381,6 +467,69 @@ mod tests {
         );
         assert_eq!(kinds(&c), vec![ViolationKind::AckedWriteLost]);
         assert!(c.violations()[0].message.contains("node 2"), "{}", c.violations()[0]);
+    }
+
+    fn final_state(applied_index: u64, sha256: &str, ledger: &[(u64, u64, u64)]) -> FinalState {
+        FinalState {
+            applied_index,
+            sha256: sha256.into(),
+            ledger: ledger.iter().map(|&(i, v, t)| (i, (v, t))).collect(),
+        }
+    }
+
+    #[test]
+    fn replicas_at_one_index_with_different_state_hashes_fail() {
+        let mut c = Checker::new(false);
+        c.state_hash(0, 1, 5, "aaaa");
+        c.state_hash(1, 2, 6, "bbbb");
+        c.state_hash(2, 3, 5, "aaaa");
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        c.state_hash(3, 2, 5, "cccc");
+        assert_eq!(kinds(&c), vec![ViolationKind::StateDiverged]);
+        // Seen again on the next sample: reported once.
+        c.state_hash(4, 2, 5, "cccc");
+        assert_eq!(kinds(&c), vec![ViolationKind::StateDiverged]);
+    }
+
+    #[test]
+    fn the_final_whole_state_check() {
+        let ack = Ack {
+            value: 7,
+            index: 4,
+            term: 1,
+            max_term: 1,
+        };
+        // Equal states holding the acknowledged write: pass.
+        let mut c = Checker::new(false);
+        c.acked(0, ack);
+        let good = final_state(5, "aaaa", &[(4, 7, 1)]);
+        c.final_states(
+            9,
+            &BTreeMap::from([(1, good.clone()), (2, good.clone()), (3, good.clone())]),
+        );
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+
+        // Issue 25's end state: the restarted leader re-used index 4 for
+        // another write; its followers kept the acknowledged one. Each
+        // follower differs from it (twice AppliedDiverged, StateDiverged).
+        let mut c = Checker::new(false);
+        c.acked(0, ack);
+        let lost = final_state(5, "bbbb", &[(4, 8, 1)]);
+        c.final_states(9, &BTreeMap::from([(1, lost), (2, good.clone()), (3, good)]));
+        let mut k = kinds(&c);
+        k.sort();
+        assert_eq!(
+            k,
+            vec![
+                ViolationKind::AppliedDiverged,
+                ViolationKind::AppliedDiverged,
+                ViolationKind::AckedWriteLost,
+                ViolationKind::StateDiverged,
+                ViolationKind::StateDiverged
+            ],
+            "{:?}",
+            c.violations()
+        );
     }
 
     #[test]

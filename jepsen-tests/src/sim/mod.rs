@@ -13,7 +13,16 @@
 //! milliseconds each host reports its role, term, log and applied writes,
 //! and [`check::Checker`] checks Raft safety on them; at the end the
 //! network heals, the cluster must converge, and every acknowledged write
-//! must be applied at its index on every node.
+//! must be applied at its index on every node, and replicas at one applied
+//! index must hold the same state (the same [`RaftNode::state_hash`]).
+//!
+//! # Scenarios
+//! [`Scenario::Faults`] is the general one above. [`Scenario::PowerCut`]
+//! (issue 25) runs every host on a [`SimulatedDisk`] that loses unflushed
+//! writes at a crash, keeps the current leader's disk slow (15–60 ms per
+//! flush) and the followers' fast, writes quickly through every host, and
+//! repeatedly cuts the leader's power while followers hold entries it has
+//! not flushed, restarting it at once or within 500 ms.
 //!
 //! # Determinism
 //! A seed fixes the fault schedule, the client's targets, turmoil's network
@@ -28,6 +37,8 @@
 //!
 //! [`RaftNode::start_with_listener`]: cairn_raft::RaftNode::start_with_listener
 //! [`RaftNode::write`]: cairn_raft::RaftNode::write
+//! [`RaftNode::state_hash`]: cairn_raft::RaftNode::state_hash
+//! [`SimulatedDisk`]: cairn_raft::SimulatedDisk
 //! [`WalSync::Inline`]: cairn_raft::WalSync::Inline
 
 pub mod check;
@@ -48,7 +59,9 @@ use cairn_raft::LogRecord;
 use cairn_raft::Member;
 use cairn_raft::RaftNode;
 use cairn_raft::RaftNodeConfig;
+use cairn_raft::SimulatedDisk;
 use cairn_raft::SnapshotSettings;
+use cairn_raft::StateHash;
 use cairn_raft::WalSync;
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -56,6 +69,7 @@ use rand::SeedableRng;
 
 use self::check::Ack;
 use self::check::Checker;
+use self::check::FinalState;
 use self::check::Violation;
 use self::ledger::Append;
 use self::ledger::Ledger;
@@ -66,6 +80,16 @@ use self::net::SimListener;
 const PORT: u16 = 9000;
 /// A write is enqueued this often (simulated ms) during the fault phase.
 const WRITE_EVERY_MS: u64 = 15;
+/// ... and in the power-cut scenario: fast enough that a slow leader holds
+/// a few unflushed entries at any moment (a 15–60 ms flush delay and a
+/// write every 4 ms: about 4–15).
+const POWER_CUT_WRITE_EVERY_MS: u64 = 4;
+/// Each host reports a state hash every this many samples (500 ms): cheap,
+/// and often enough for two replicas to be seen at one applied index.
+const HASH_EVERY_SAMPLES: u64 = 50;
+/// After convergence, how long (simulated) the replicas may take to report
+/// their final states at one applied index.
+const FINAL_STATE_MAX_MS: u64 = 5_000;
 /// Hosts report (and the checker runs) this often, simulated ms.
 const SAMPLE_EVERY_MS: u64 = 10;
 /// Writes one host's client keeps in flight; bounds the tasks per host.
@@ -79,9 +103,47 @@ const SNAPSHOTS: SnapshotSettings = SnapshotSettings {
     logs_kept_after_snapshot: 16,
 };
 
+/// What a simulation does to the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scenario {
+    /// Seeded partitions, held links, crashes and restarts (process
+    /// crashes: every write survives, [`WalSync::Inline`]).
+    #[default]
+    Faults,
+    /// Issue 25: power cuts of a leader whose disk is slower than its
+    /// followers'. Every host runs on a [`SimulatedDisk`] (a crash drops
+    /// whatever was not yet flushed); the leader's flush takes 15–60 ms
+    /// (drawn per cut), the followers' 1 ms; clients write every 4 ms
+    /// through all hosts; about every 1–2 s the leader loses power while
+    /// it holds unflushed entries, and restarts at once (half the cuts) or
+    /// after up to 500 ms. No other faults.
+    PowerCut,
+}
+
+impl Scenario {
+    /// The name the CLI and the regression list use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Faults => "faults",
+            Scenario::PowerCut => "power-cut",
+        }
+    }
+
+    /// Parse [`Scenario::name`].
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "faults" => Ok(Scenario::Faults),
+            "power-cut" => Ok(Scenario::PowerCut),
+            other => Err(format!("unknown scenario `{other}` (faults, power-cut)")),
+        }
+    }
+}
+
 /// One simulation: a seed and a cluster size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimSpec {
+    /// What the simulation does.
+    pub scenario: Scenario,
     /// Seeds the fault schedule, the client and turmoil.
     pub seed: u64,
     /// Number of Raft nodes (3 or 5 in CI).
@@ -96,6 +158,7 @@ impl SimSpec {
     /// The defaults CI uses: 15 s of faults, 3 s of healing.
     pub fn new(seed: u64, nodes: u64) -> Self {
         Self {
+            scenario: Scenario::Faults,
             seed,
             nodes,
             fault_ms: 15_000,
@@ -103,11 +166,38 @@ impl SimSpec {
         }
     }
 
+    /// The power-cut scenario's defaults: 3 nodes, 10 s of writes (about
+    /// six power cuts of the leader), 2 s of quiet before convergence.
+    pub fn power_cut(seed: u64) -> Self {
+        Self {
+            scenario: Scenario::PowerCut,
+            seed,
+            nodes: 3,
+            fault_ms: 10_000,
+            heal_ms: 2_000,
+        }
+    }
+
+    /// The defaults of `scenario`.
+    pub fn of(scenario: Scenario, seed: u64, nodes: u64) -> Self {
+        match scenario {
+            Scenario::Faults => Self::new(seed, nodes),
+            Scenario::PowerCut => Self {
+                nodes,
+                ..Self::power_cut(seed)
+            },
+        }
+    }
+
     /// The one-line command that replays this simulation.
     pub fn replay_command(&self) -> String {
         format!(
-            "cargo run -p cairn-jepsen -- sim --seed {} --nodes {} --fault-ms {} --heal-ms {}",
-            self.seed, self.nodes, self.fault_ms, self.heal_ms
+            "cargo run -p cairn-jepsen -- sim --scenario {} --seed {} --nodes {} --fault-ms {} --heal-ms {}",
+            self.scenario.name(),
+            self.seed,
+            self.nodes,
+            self.fault_ms,
+            self.heal_ms
         )
     }
 }
@@ -142,6 +232,14 @@ pub struct SimReport {
     pub wall: Duration,
     /// The last faults, for the report of a failing seed.
     pub recent_faults: Vec<String>,
+    /// Power cuts of a host on a [`SimulatedDisk`], and the log entries
+    /// they dropped (appended, not yet flushed).
+    pub power_cuts: usize,
+    /// See [`SimReport::power_cuts`].
+    pub entries_dropped: u64,
+    /// The final whole-state check: the applied index every replica
+    /// reported its state at, and whether their state hashes agreed.
+    pub final_state: Option<String>,
 }
 
 impl SimReport {
@@ -161,6 +259,9 @@ impl SimReport {
             sim_ms: 0,
             wall: Duration::ZERO,
             recent_faults: Vec::new(),
+            power_cuts: 0,
+            entries_dropped: 0,
+            final_state: None,
         }
     }
 
@@ -178,8 +279,19 @@ impl SimReport {
         } else {
             "ERROR".to_string()
         };
+        let scenario = match self.spec.scenario {
+            Scenario::Faults => String::new(),
+            Scenario::PowerCut => format!(
+                " power-cut ({} cuts dropped {} unflushed entries)",
+                self.power_cuts, self.entries_dropped
+            ),
+        };
+        let state = match &self.final_state {
+            Some(s) => format!(", {s}"),
+            None => String::new(),
+        };
         format!(
-            "sim seed {} n{}: {verdict}; {} of {} writes acked, last index {}, {} faults, {} boots, {} terms led ({} by two nodes), {:.1} s simulated in {:.1} s",
+            "sim seed {} n{}{scenario}: {verdict}; {} of {} writes acked, last index {}, {} faults, {} boots, {} terms led ({} by two nodes){state}, {:.1} s simulated in {:.1} s",
             self.spec.seed,
             self.spec.nodes,
             self.acked,
@@ -226,6 +338,12 @@ struct Sample {
     log: Vec<LogRecord>,
     /// Writes applied since this boot's previous sample: (index, value, term).
     applied: Vec<(u64, u64, u64)>,
+    /// Every [`HASH_EVERY_SAMPLES`]th sample, and every sample once the
+    /// driver asks for final states: the state hash.
+    hash: Option<StateHash>,
+    /// Once the driver asks ([`Shared::want_final`]): the whole applied
+    /// ledger, read between two state hashes at the same applied index.
+    final_state: Option<FinalState>,
 }
 
 /// State shared between the driver and the simulated hosts (one thread:
@@ -242,6 +360,8 @@ struct Shared {
     /// The highest term any node has held (each host polls its own every
     /// simulated millisecond; see [`Ack::max_term`]).
     max_term: u64,
+    /// Set by the driver after convergence: hosts report their whole state.
+    want_final: bool,
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
@@ -277,7 +397,7 @@ fn members(nodes: u64) -> BTreeMap<u64, Member> {
 
 /// One simulated host: the node, its client and its reporter. Runs until
 /// the host is crashed (turmoil drops the whole runtime, node included).
-async fn host(id: u64, nodes: u64, dir: PathBuf, shared: SharedRef) -> turmoil::Result {
+async fn host(id: u64, nodes: u64, dir: PathBuf, wal_sync: WalSync, shared: SharedRef) -> turmoil::Result {
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
     let mut config = RaftNodeConfig::new(id, format!("0.0.0.0:{PORT}"), dir);
     config.snapshots = SNAPSHOTS;
@@ -286,7 +406,7 @@ async fn host(id: u64, nodes: u64, dir: PathBuf, shared: SharedRef) -> turmoil::
         format!("{}:{PORT}", host_name(id)),
         Box::new(SimListener(listener)),
         Arc::new(SimDialer),
-        WalSync::Inline,
+        wal_sync,
     )
     .await?;
     let node = Arc::new(node);
@@ -303,8 +423,10 @@ async fn host(id: u64, nodes: u64, dir: PathBuf, shared: SharedRef) -> turmoil::
     tokio::spawn(track_term(node.clone(), shared.clone()));
 
     let mut next_applied = 0;
+    let mut sample_no: u64 = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(SAMPLE_EVERY_MS)).await;
+        sample_no += 1;
         // Status before and after the log read: the node may purge its log
         // or change role while the read waits on the blocking pool. It
         // counts as leading only if it led the same term at both ends (a
@@ -332,6 +454,28 @@ async fn host(id: u64, nodes: u64, dir: PathBuf, shared: SharedRef) -> turmoil::
         if let Some((i, _, _)) = applied.last() {
             next_applied = i + 1;
         }
+        let want_final = lock(&shared).want_final;
+        let hash = if want_final || sample_no % HASH_EVERY_SAMPLES == 0 {
+            node.state_hash().ok()
+        } else {
+            None
+        };
+        let final_state = match &hash {
+            Some(h) if want_final => {
+                // The ledger between two hashes of one applied index is the
+                // state that index hashed to.
+                let ledger = node.local_state(|l| l.entries.clone());
+                match node.state_hash() {
+                    Ok(again) if again == *h => Some(FinalState {
+                        applied_index: h.applied_index,
+                        sha256: h.sha256.clone(),
+                        ledger,
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         lock(&shared).samples.push(Sample {
             node: id,
             boot,
@@ -342,6 +486,8 @@ async fn host(id: u64, nodes: u64, dir: PathBuf, shared: SharedRef) -> turmoil::
             applied_index: st.applied_index.unwrap_or(0),
             log,
             applied,
+            hash,
+            final_state,
         });
     }
 }
@@ -522,6 +668,97 @@ fn inject(
     }
 }
 
+/// The power-cut scenario's schedule ([`Scenario::PowerCut`]).
+struct PowerCuts {
+    /// From when on the next cut may happen.
+    next_cut_ms: u64,
+    /// The current leader's flush delay until the next cut, ms.
+    slow_ms: u64,
+    /// A host without power, and when it comes back.
+    down: Option<(u64, u64)>,
+    cuts: usize,
+    dropped: u64,
+}
+
+/// Followers' flush delay in the power-cut scenario: a fast disk.
+const FAST_FLUSH_MS: u64 = 1;
+
+impl PowerCuts {
+    fn new(rng: &mut StdRng) -> Self {
+        Self {
+            next_cut_ms: rng.random_range(1_000..2_000),
+            slow_ms: rng.random_range(15..=60),
+            down: None,
+            cuts: 0,
+            dropped: 0,
+        }
+    }
+
+    /// One simulated ms of the fault phase: keep the leader's disk the slow
+    /// one, bring a cut host back, or cut the leader's power once it holds
+    /// entries it has not flushed (what its followers may already have
+    /// committed).
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        rng: &mut StdRng,
+        disks: &[SimulatedDisk],
+        leader: Option<(u64, u64)>,
+        f: &mut Faults,
+        shared: &SharedRef,
+        ms: u64,
+    ) {
+        for (i, disk) in disks.iter().enumerate() {
+            let slow = leader.is_some_and(|(l, _)| l == i as u64 + 1);
+            disk.set_flush_delay(Duration::from_millis(if slow { self.slow_ms } else { FAST_FLUSH_MS }));
+        }
+        if let Some((host, back_at)) = self.down {
+            if ms >= back_at {
+                sim.bounce(host_name(host));
+                f.crashed.remove(&host);
+                f.note(ms, format!("power back on n{host}"));
+                self.down = None;
+                self.next_cut_ms = ms + rng.random_range(1_000..2_000);
+            }
+            return;
+        }
+        let Some((l, term)) = leader else { return };
+        let disk = &disks[(l - 1) as usize];
+        let (appended, durable) = (disk.appended_index(), disk.durable_index());
+        if ms < self.next_cut_ms || appended <= durable {
+            return;
+        }
+        self.cuts += 1;
+        self.dropped += appended - durable;
+        // Half the cuts restart at once, the others within half a second:
+        // either way before the followers' election timeout has passed
+        // (the lease and 250-350 ms) in most of them.
+        let down_ms = if rng.random_bool(0.5) {
+            0
+        } else {
+            rng.random_range(1..=500)
+        };
+        f.note(
+            ms,
+            format!(
+                "power cut n{l} (leader of term {term}, flush delay {} ms): log appended to {appended}, durable to {durable}; back in {down_ms} ms",
+                self.slow_ms
+            ),
+        );
+        forget_writes(shared, l);
+        if down_ms == 0 {
+            sim.bounce(host_name(l));
+            self.next_cut_ms = ms + rng.random_range(1_000..2_000);
+        } else {
+            sim.crash(host_name(l));
+            f.crashed.insert(l);
+            self.down = Some((l, ms + down_ms));
+        }
+        self.slow_ms = rng.random_range(15..=60);
+    }
+}
+
 fn repair_cuts(sim: &mut turmoil::Sim<'_>, f: &mut Faults) {
     for (a, b) in std::mem::take(&mut f.cut) {
         sim.repair(host_name(a), host_name(b));
@@ -595,7 +832,15 @@ fn run_inner(spec: &SimSpec) -> SimReport {
     };
     let shared = SharedRef::default();
     let mut rng = StdRng::seed_from_u64(spec.seed);
-    let max_latency_ms = [2, 10, 30, 80][rng.random_range(0..4)];
+    let (max_latency_ms, write_every_ms) = match spec.scenario {
+        Scenario::Faults => ([2, 10, 30, 80][rng.random_range(0..4)], WRITE_EVERY_MS),
+        // A LAN: the leader's slow disk, not the network, is the point.
+        Scenario::PowerCut => ([2, 5, 10][rng.random_range(0..3)], POWER_CUT_WRITE_EVERY_MS),
+    };
+    // Owned here, so they outlive each host's crashes.
+    let disks: Vec<SimulatedDisk> = (1..=spec.nodes)
+        .map(|_| SimulatedDisk::new(Duration::from_millis(FAST_FLUSH_MS)))
+        .collect();
     let mut sim = turmoil::Builder::new()
         .rng_seed(spec.seed)
         .enable_random_order()
@@ -611,8 +856,17 @@ fn run_inner(spec: &SimSpec) -> SimReport {
         let dir = dirs[(id - 1) as usize].path().to_path_buf();
         let shared = shared.clone();
         let nodes = spec.nodes;
-        sim.host(host_name(id), move || host(id, nodes, dir.clone(), shared.clone()));
+        let wal_sync = match spec.scenario {
+            Scenario::Faults => WalSync::Inline,
+            Scenario::PowerCut => WalSync::SimulatedDisk(disks[(id - 1) as usize].clone()),
+        };
+        sim.host(host_name(id), move || {
+            host(id, nodes, dir.clone(), wal_sync.clone(), shared.clone())
+        });
     }
+    // Drawn only in its scenario: the faults scenario's seeds keep their
+    // schedules.
+    let mut power = (spec.scenario == Scenario::PowerCut).then(|| PowerCuts::new(&mut rng));
 
     let mut checker = Checker::new(false);
     let mut faults = Faults::default();
@@ -626,6 +880,10 @@ fn run_inner(spec: &SimSpec) -> SimReport {
     let converge_from = spec.fault_ms + spec.heal_ms;
     let end = converge_from + CONVERGE_MAX_MS;
     let mut converged = false;
+    // Set once converged: when the replicas were asked for their states,
+    // and the latest each reported.
+    let mut converged_at: Option<u64> = None;
+    let mut finals: BTreeMap<u64, FinalState> = BTreeMap::new();
     let mut max_acked = 0;
     // The latest leader seen (targeted by half the node faults).
     let mut leader: Option<u64> = None;
@@ -639,15 +897,25 @@ fn run_inner(spec: &SimSpec) -> SimReport {
         }
         ms += 1;
         if ms < heal_at {
-            if ms % WRITE_EVERY_MS == 0 {
+            if ms % write_every_ms == 0 {
                 let running: Vec<u64> = (1..=spec.nodes).filter(|n| !faults.crashed.contains(n)).collect();
                 let target = running[rng.random_range(0..running.len())];
                 lock(&shared).queue.entry(target).or_default().push_back(next_value);
                 next_value += 1;
             }
-            if ms >= next_fault_ms {
-                inject(&mut sim, &mut rng, spec.nodes, leader, &mut faults, &shared, ms);
-                next_fault_ms = ms + rng.random_range(200..1_500);
+            match spec.scenario {
+                Scenario::Faults => {
+                    if ms >= next_fault_ms {
+                        inject(&mut sim, &mut rng, spec.nodes, leader, &mut faults, &shared, ms);
+                        next_fault_ms = ms + rng.random_range(200..1_500);
+                    }
+                }
+                Scenario::PowerCut => {
+                    if let Some(power) = &mut power {
+                        let led = leader.map(|l| (l, leader_term));
+                        power.step(&mut sim, &mut rng, &disks, led, &mut faults, &shared, ms);
+                    }
+                }
             }
         } else if ms == heal_at {
             repair_links(&mut sim, &mut faults);
@@ -689,6 +957,12 @@ fn run_inner(spec: &SimSpec) -> SimReport {
                 ledger.1.insert(index, (value, term));
             }
             applied_index.insert(s.node, s.applied_index);
+            if let Some(h) = &s.hash {
+                checker.state_hash(s.at_ms, s.node, h.applied_index, &h.sha256);
+            }
+            if let Some(f) = s.final_state {
+                finals.insert(s.node, f);
+            }
             if s.leading && s.term >= leader_term {
                 leader = Some(s.node);
                 leader_term = s.term;
@@ -696,8 +970,35 @@ fn run_inner(spec: &SimSpec) -> SimReport {
             logs.insert(s.node, s.log);
         }
         checker.logs_match(ms, &logs);
-        if !checker.violations().is_empty() {
-            break;
+        // No stop at the first violation: the run goes on to its final
+        // whole-state check, which says what the violation cost (writes
+        // lost, replicas diverged).
+        if let Some(asked_at) = converged_at {
+            // One applied index on every replica: the whole-state check.
+            let indexes: BTreeSet<u64> = finals.values().map(|f| f.applied_index).collect();
+            if finals.len() as u64 == spec.nodes && indexes.len() == 1 {
+                checker.final_states(ms, &finals);
+                let hashes: BTreeSet<&str> = finals.values().map(|f| f.sha256.as_str()).collect();
+                report.final_state = Some(format!(
+                    "final state at index {}: {}",
+                    indexes.first().copied().unwrap_or(0),
+                    if hashes.len() == 1 {
+                        "hashes equal".to_string()
+                    } else {
+                        format!("{} different hashes", hashes.len())
+                    }
+                ));
+                converged = true;
+                break;
+            }
+            if ms >= asked_at + FINAL_STATE_MAX_MS {
+                let at: BTreeMap<u64, u64> = finals.iter().map(|(n, f)| (*n, f.applied_index)).collect();
+                report.error = Some(format!(
+                    "the replicas did not report their states at one applied index within {FINAL_STATE_MAX_MS} ms of converging: {at:?}"
+                ));
+                break;
+            }
+            continue;
         }
         if ms >= converge_from && idle && applied_index.len() as u64 == spec.nodes {
             // Converged: every node applied every acknowledged write and as
@@ -711,15 +1012,15 @@ fn run_inner(spec: &SimSpec) -> SimReport {
             );
             let sizes: BTreeSet<usize> = ledgers.values().map(|(_, l)| l.len()).collect();
             if applied_index.values().all(|i| *i >= target) && sizes.len() == 1 {
-                converged = true;
-                break;
+                converged_at = Some(ms);
+                lock(&shared).want_final = true;
             }
         }
         last_idle = idle;
     }
     let final_ledgers: BTreeMap<u64, LedgerView> = ledgers.into_iter().map(|(n, (_, l))| (n, l)).collect();
     if converged {
-        checker.finish(ms, &final_ledgers);
+        // Checked on the replicas' own final states (`final_states`).
     } else if report.error.is_none() && checker.violations().is_empty() {
         let sizes: BTreeMap<u64, usize> = ledgers_len(&final_ledgers);
         report.error = Some(format!(
@@ -735,6 +1036,10 @@ fn run_inner(spec: &SimSpec) -> SimReport {
     report.last_index = applied_index.values().copied().max().unwrap_or(0);
     report.sim_ms = ms;
     report.recent_faults = faults.log.into_iter().collect();
+    if let Some(power) = &power {
+        report.power_cuts = power.cuts;
+        report.entries_dropped = power.dropped;
+    }
     // Stop every host (and close its RocksDB) before the data dirs go.
     drop(sim);
     drop(dirs);
@@ -747,6 +1052,11 @@ pub fn fresh(first: u64, count: u64) -> Vec<SimSpec> {
     (0..count)
         .map(|i| SimSpec::new(first + i, if i % 2 == 0 { 3 } else { 5 }))
         .collect()
+}
+
+/// Fresh seeds `first..first + count` of the power-cut scenario (3 nodes).
+pub fn fresh_power_cuts(first: u64, count: u64) -> Vec<SimSpec> {
+    (0..count).map(|i| SimSpec::power_cut(first + i)).collect()
 }
 
 /// A first seed that differs from run to run (printed, so it can be
@@ -776,7 +1086,8 @@ pub fn closing_line(reports: &[SimReport]) -> String {
     format!("sim: {passed} seeds passed, {} failed", reports.len() - passed)
 }
 
-/// One line of the regression list: `SEED NODES   # why`.
+/// One line of the regression list: `SEED NODES [SCENARIO]   # why`
+/// (the scenario's name, [`Scenario::name`]; `faults` when left out).
 pub fn parse_regressions(text: &str) -> Result<Vec<SimSpec>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -793,10 +1104,17 @@ pub fn parse_regressions(text: &str) -> Result<Vec<SimSpec>, String> {
                 .map_err(|e| format!("line {}: {e}", n + 1))
         };
         let (seed, nodes) = (parse(0)?, parse(1)?);
-        if fields.len() > 2 {
-            return Err(format!("line {}: expected `SEED NODES`, got `{line}`", n + 1));
+        let scenario = match fields.get(2) {
+            None => Scenario::Faults,
+            Some(name) => Scenario::parse(name).map_err(|e| format!("line {}: {e}", n + 1))?,
+        };
+        if fields.len() > 3 {
+            return Err(format!(
+                "line {}: expected `SEED NODES [SCENARIO]`, got `{line}`",
+                n + 1
+            ));
         }
-        out.push(SimSpec::new(seed, nodes));
+        out.push(SimSpec::of(scenario, seed, nodes));
     }
     Ok(out)
 }
@@ -816,7 +1134,12 @@ mod tests {
             parse_regressions("# c\n7 3  # why\n\n9 5\n").expect("parses"),
             vec![SimSpec::new(7, 3), SimSpec::new(9, 5)]
         );
+        assert_eq!(
+            parse_regressions("4 3 power-cut # issue 25\n").expect("parses"),
+            vec![SimSpec::power_cut(4)]
+        );
         assert!(parse_regressions("7\n").is_err());
         assert!(parse_regressions("7 3 x\n").is_err());
+        assert!(parse_regressions("7 3 power-cut x\n").is_err());
     }
 }

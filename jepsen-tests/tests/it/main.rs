@@ -12,7 +12,9 @@
 //! - `t15`: the simulation tier (the Raft node itself under turmoil): the
 //!   checked-in simulation regression seeds (`sim-regressions.txt`), then
 //!   `CAIRN_SIM_SEEDS` (default 100) fresh seeds from
-//!   `CAIRN_SIM_FIRST_SEED` (default: the clock, printed). Its closing line
+//!   `CAIRN_SIM_FIRST_SEED` (default: the clock, printed), then
+//!   `CAIRN_SIM_POWER_CUT_SEEDS` (default 2) fresh seeds of the power-cut
+//!   scenario (issue 25) from the same first seed. Its closing line
 //!   goes to `target/jepsen/sim-summary.txt`, which `.ci/run` prints.
 //! - `t30`: `--net netns` (root only, else skipped with the reason): the
 //!   nftables cut itself, then one 10 s partition run in namespaces.
@@ -353,10 +355,16 @@ fn t15_simulation_regressions_then_fresh_seeds() {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let count = env("CAIRN_SIM_SEEDS").unwrap_or(100);
     let first = env("CAIRN_SIM_FIRST_SEED").unwrap_or_else(sim::clock_seed);
+    // Power cuts cost 1-4 s of wall time per seed here (12 s simulated at
+    // a write every 4 ms): a few per run, on top of the regression list's.
+    let power_cuts = env("CAIRN_SIM_POWER_CUT_SEEDS").unwrap_or(2);
     let mut specs = sim::parse_regressions(sim::REGRESSIONS).expect("sim-regressions.txt parses");
     let regressions = specs.len();
     specs.extend(sim::fresh(first, count));
-    println!("simulation: {regressions} regression seeds, then {count} fresh seeds from {first}");
+    specs.extend(sim::fresh_power_cuts(first, power_cuts));
+    println!(
+        "simulation: {regressions} regression seeds, then {count} fresh seeds and {power_cuts} fresh power-cut seeds from {first}"
+    );
     // Only errors from the simulated nodes: their warnings (peers timing out
     // under partitions) are the point of the exercise. Thread-local, and
     // turmoil runs every simulated host on this thread.
@@ -376,7 +384,7 @@ fn t15_simulation_regressions_then_fresh_seeds() {
     let line = sim::closing_line(&reports);
     let sim_s: f64 = reports.iter().map(|r| r.sim_ms as f64 / 1000.0).sum();
     let detail = format!(
-        "sim: {regressions} regression + {count} fresh seeds from {first}: {sim_s:.0} s simulated in {wall:.0} s ({:.2} seeds/s)",
+        "sim: {regressions} regression + {count} fresh + {power_cuts} power-cut seeds from {first}: {sim_s:.0} s simulated in {wall:.0} s ({:.2} seeds/s)",
         reports.len() as f64 / wall.max(0.001)
     );
     println!("{detail}\n{line}");

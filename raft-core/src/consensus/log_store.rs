@@ -12,6 +12,12 @@
 //! before the WAL that holds its entries is on disk. ([`WalSync::Inline`],
 //! for the simulation tier, instead writes each batch with `sync` and fires
 //! its callback when that write returns.)
+//!
+//! [`WalSync::SimulatedDisk`] (simulation only, see [`SimDiskQueue`])
+//! models a disk that loses unflushed writes at a power cut: every write
+//! waits in an in-memory queue for the disk's flush delay (tokio time) and
+//! only then goes to RocksDB, synced, in order. Appended entries are read
+//! from memory until then.
 
 use std::fmt::Debug;
 use std::io;
@@ -36,6 +42,7 @@ use super::Entry;
 use super::LogId;
 use super::TypeConfig;
 use super::Vote;
+use crate::config::SimulatedDisk;
 use crate::config::WalSync;
 use crate::metrics::StorageMetrics;
 use crate::storage::blocking;
@@ -117,14 +124,179 @@ impl TailCache {
     }
 }
 
+/// What a write queued on the simulated disk reports when it is written.
+enum Written {
+    /// An append: openraft's callback.
+    Flushed(IOFlushed<TypeConfig>),
+    /// A synced write whose caller waits (vote, truncation, barrier).
+    Synced(tokio::sync::oneshot::Sender<io::Result<()>>),
+    /// A write nobody waits for (committed index, purge): it becomes
+    /// durable in its turn, or is lost with the rest at a crash.
+    Unsynced,
+}
+
+/// One write queued on the simulated disk.
+struct QueuedWrite {
+    /// When the disk has it on the platter (never before the previous one).
+    due: tokio::time::Instant,
+    batch: WriteBatch,
+    /// The log ids of the entries it appends (to drop them from
+    /// [`SimDiskQueue::pending`] once written) or, for a truncation, the
+    /// first index it removes.
+    appends: Vec<LogId>,
+    truncates_from: Option<u64>,
+    written: Written,
+}
+
+/// The power-loss model of [`WalSync::SimulatedDisk`], simulation only.
+///
+/// Every write of the log store (appends, vote, committed index,
+/// truncation, purge) is queued here in the order it was made, with a due
+/// time `flush delay` after it (never before the write ahead of it: one
+/// WAL, one order). A task on the node's runtime writes each to RocksDB,
+/// synced, when it is due, and only then reports it: an append's
+/// `IOFlushed` callback fires, a synced write's caller returns. Until then
+/// an appended entry is served to readers from [`Self::pending`] (never
+/// evicted, unlike the bounded tail cache), so it is readable as soon as
+/// `append` returns, as openraft requires. A crash in the simulation drops
+/// the host's runtime, and with it this queue and the task: what was not
+/// yet written never reaches the store, exactly what a power cut does to
+/// writes not yet fsynced. Production code paths (`GroupCommit`) do not
+/// use any of this.
+///
+/// One deviation from a real shared WAL: the state machine store persists
+/// snapshots with its own synced write, which on real RocksDB would also
+/// make every earlier log write durable; here it does not, so a snapshot
+/// may be ahead of the durable log after a crash (openraft handles that at
+/// startup by purging up to the snapshot).
+struct SimDiskQueue {
+    disk: SimulatedDisk,
+    /// The queue's sender and the due time of the last write queued; one
+    /// lock so due times and queue order agree.
+    tx: tokio::sync::Mutex<(tokio::time::Instant, tokio::sync::mpsc::Sender<QueuedWrite>)>,
+    /// Entries appended but not yet written to RocksDB, by index.
+    pending: std::sync::Mutex<std::collections::BTreeMap<u64, Entry>>,
+}
+
+impl SimDiskQueue {
+    fn start(db: &Arc<DB>, disk: SimulatedDisk) -> Arc<Self> {
+        let (tx, rx) = tokio::sync::mpsc::channel(SYNC_QUEUE_BOUND);
+        // A new boot: nothing is pending, the store holds what survived.
+        disk.set_appended_index(disk.durable_index());
+        let queue = Arc::new(Self {
+            disk,
+            tx: tokio::sync::Mutex::new((tokio::time::Instant::now(), tx)),
+            pending: std::sync::Mutex::default(),
+        });
+        // Weak references: when the store is dropped the DB closes at once
+        // (and a crash drops this task with the runtime anyway).
+        tokio::spawn(sim_disk_loop(Arc::downgrade(db), Arc::downgrade(&queue), rx));
+        queue
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Entry>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `batch`; it is written `flush delay` from now, after every
+    /// write queued before it.
+    async fn queue(
+        &self,
+        batch: WriteBatch,
+        appends: Vec<LogId>,
+        truncates_from: Option<u64>,
+        written: Written,
+    ) -> io::Result<()> {
+        let mut tx = self.tx.lock().await;
+        let due = (tokio::time::Instant::now() + self.disk.flush_delay()).max(tx.0);
+        tx.0 = due;
+        let write = QueuedWrite {
+            due,
+            batch,
+            appends,
+            truncates_from,
+            written,
+        };
+        tx.1.send(write)
+            .await
+            .map_err(|_| io::Error::other("simulated disk task has stopped"))
+    }
+
+    /// Queue a synced write and wait until it is written.
+    async fn queue_synced(&self, batch: WriteBatch, truncates_from: Option<u64>) -> io::Result<()> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        self.queue(batch, Vec::new(), truncates_from, Written::Synced(done_tx))
+            .await?;
+        done_rx
+            .await
+            .map_err(|_| io::Error::other("simulated disk task has stopped"))?
+    }
+}
+
+/// The simulated disk: writes each queued write when it is due.
+async fn sim_disk_loop(
+    db: std::sync::Weak<DB>,
+    queue: std::sync::Weak<SimDiskQueue>,
+    mut rx: tokio::sync::mpsc::Receiver<QueuedWrite>,
+) {
+    while let Some(write) = rx.recv().await {
+        tokio::time::sleep_until(write.due).await;
+        let Some(db) = db.upgrade() else { break };
+        let QueuedWrite {
+            batch,
+            appends,
+            truncates_from,
+            written,
+            ..
+        } = write;
+        let res = blocking(move || {
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            db.write_opt(batch, &opts).map_err(io::Error::other)
+        })
+        .await;
+        if let (Ok(()), Some(queue)) = (&res, queue.upgrade()) {
+            let mut pending = queue.pending();
+            for id in &appends {
+                // Only this very entry: a truncation may have replaced it.
+                if pending.get(&id.index).is_some_and(|e| e.log_id == *id) {
+                    pending.remove(&id.index);
+                }
+            }
+            drop(pending);
+            if let Some(last) = appends.last() {
+                queue.disk.set_durable_index(last.index);
+            }
+            if let Some(from) = truncates_from {
+                let durable = queue.disk.durable_index();
+                queue.disk.set_durable_index(durable.min(from.saturating_sub(1)));
+            }
+        }
+        match written {
+            Written::Flushed(cb) => cb.io_completed(res),
+            Written::Synced(tx) => {
+                let _ = tx.send(res);
+            }
+            Written::Unsynced => {
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "simulated disk: write failed");
+                }
+            }
+        }
+    }
+}
+
 /// RocksDB-backed [`RaftLogStorage`].
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<DB>,
     /// The group-commit thread's queue, each append's callback with its
     /// `raft.append` span (closed once the fsync is done; `Span::none()`
-    /// when the span is disabled); `None` in [`WalSync::Inline`] mode.
+    /// when the span is disabled); `None` in [`WalSync::Inline`] and
+    /// [`WalSync::SimulatedDisk`] modes.
     sync_tx: Option<mpsc::SyncSender<(IOFlushed<TypeConfig>, tracing::Span)>>,
+    /// [`WalSync::SimulatedDisk`] only.
+    sim_disk: Option<Arc<SimDiskQueue>>,
     tail: Arc<std::sync::Mutex<TailCache>>,
     /// Request ids of this node's own proposals, for the apply span.
     pub(crate) in_flight: Arc<crate::trace::InFlight>,
@@ -132,8 +304,13 @@ pub(crate) struct LogStore {
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>, metrics: StorageMetrics, wal_sync: WalSync) -> io::Result<Self> {
+        let mut sim_disk = None;
         let sync_tx = match wal_sync {
             WalSync::Inline => None,
+            WalSync::SimulatedDisk(disk) => {
+                sim_disk = Some(SimDiskQueue::start(&db, disk));
+                None
+            }
             WalSync::GroupCommit => {
                 let (sync_tx, sync_rx) = mpsc::sync_channel(SYNC_QUEUE_BOUND);
                 // The sync thread holds the DB weakly: when the store (and the state
@@ -149,6 +326,7 @@ impl LogStore {
         Ok(Self {
             db,
             sync_tx,
+            sim_disk,
             tail: Arc::default(),
             in_flight: Arc::default(),
         })
@@ -156,6 +334,10 @@ impl LogStore {
 
     /// fsync the WAL now (at shutdown; appends are synced by the sync thread).
     pub(crate) async fn sync_wal(&self) -> io::Result<()> {
+        if let Some(q) = &self.sim_disk {
+            // A clean shutdown waits until everything queued is written.
+            return q.queue_synced(WriteBatch::default(), None).await;
+        }
         let db = self.db.clone();
         blocking(move || db.flush_wal(true).map_err(io::Error::other)).await
     }
@@ -186,6 +368,15 @@ impl LogStore {
 
     async fn put_meta<T: Serialize>(&self, key: &'static [u8], value: &T, sync: bool) -> io::Result<()> {
         let bytes = encode(value)?;
+        if let Some(q) = &self.sim_disk {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(self.cf(CF_META)?, key, bytes);
+            return if sync {
+                q.queue_synced(batch, None).await
+            } else {
+                q.queue(batch, Vec::new(), None, Written::Unsynced).await
+            };
+        }
         let db = self.db.clone();
         blocking(move || {
             let cf = db
@@ -302,8 +493,26 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if let Some(hit) = self.tail().read(start, end) {
             return Ok(hit);
         }
+        // Simulated disk: what is not yet written is read from memory.
+        // Taken before the RocksDB read, so an entry written (and dropped
+        // from `pending`) meanwhile is found in one or the other.
+        let pending: Vec<Entry> = match &self.sim_disk {
+            Some(q) => q
+                .pending()
+                .range((Bound::Included(start), end.map_or(Bound::Unbounded, Bound::Excluded)))
+                .map(|(_, e)| e.clone())
+                .collect(),
+            None => Vec::new(),
+        };
         let db = self.db.clone();
-        blocking(move || read_range(&db, start, end)).await
+        let stored = blocking(move || read_range(&db, start, end)).await?;
+        if pending.is_empty() {
+            return Ok(stored);
+        }
+        let mut merged: std::collections::BTreeMap<u64, Entry> =
+            stored.into_iter().map(|e| (e.log_id.index, e)).collect();
+        merged.extend(pending.into_iter().map(|e| (e.log_id.index, e)));
+        Ok(merged.into_values().collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -397,6 +606,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 span.record("last", last.log_id.index);
             }
         }
+        if let Some(q) = &self.sim_disk {
+            // Simulated disk: readable now (tail cache and `pending`),
+            // written and reported durable when the disk gets to it.
+            let ids: Vec<LogId> = appended.iter().map(|(e, _)| e.log_id).collect();
+            {
+                let mut pending = q.pending();
+                for (entry, _) in &appended {
+                    pending.insert(entry.log_id.index, entry.clone());
+                }
+            }
+            if let Some(last) = ids.last() {
+                q.disk.set_appended_index(last.index);
+            }
+            {
+                let mut tail = self.tail();
+                for (entry, size) in appended {
+                    tail.insert(entry, size);
+                }
+            }
+            drop(span);
+            return q.queue(batch, ids, None, Written::Flushed(callback)).await;
+        }
         if self.sync_tx.is_none() {
             // Inline mode (the simulation tier): synced in this call, on
             // the blocking pool, where simulated time stands still.
@@ -455,6 +686,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         tracing::debug!(from, "truncate log");
         self.tail().truncate_from(from);
         self.in_flight.truncate_from(from);
+        if let Some(q) = &self.sim_disk {
+            drop(q.pending().split_off(&from));
+            let appended = q.disk.appended_index();
+            q.disk.set_appended_index(appended.min(from.saturating_sub(1)));
+            let mut batch = WriteBatch::default();
+            let cf = self.cf(CF_LOG)?;
+            batch.delete_range_cf(cf, index_key(from), index_key(u64::MAX));
+            batch.delete_cf(cf, index_key(u64::MAX));
+            // Synced, as below: returns once the deletion is written.
+            return q.queue_synced(batch, Some(from)).await;
+        }
         let db = self.db.clone();
         blocking(move || {
             let cf = db
@@ -477,6 +719,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         tracing::debug!(upto = log_id.index, "purge log");
         self.tail().purge_upto(log_id.index);
         let meta = encode(&log_id)?;
+        if let Some(q) = &self.sim_disk {
+            {
+                let mut pending = q.pending();
+                let keep = pending.split_off(&(log_id.index + 1));
+                *pending = keep;
+            }
+            let mut batch = WriteBatch::default();
+            batch.put_cf(self.cf(CF_META)?, KEY_LAST_PURGED, meta);
+            batch.delete_range_cf(self.cf(CF_LOG)?, index_key(0), index_key(log_id.index + 1));
+            return q.queue(batch, Vec::new(), None, Written::Unsynced).await;
+        }
         let db = self.db.clone();
         blocking(move || {
             let cf_log = db
