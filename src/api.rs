@@ -79,6 +79,7 @@ pub use resources::AppendGoalsRequest;
 pub use resources::DeclareParamRequest;
 pub use resources::InitRequest;
 pub use resources::ReplacePlanRequest;
+pub use resources::StateHashView;
 pub use resources::SubmitTaskRequest;
 pub use telemetry::PublishResult;
 

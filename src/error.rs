@@ -183,6 +183,8 @@ impl Error {
                 R::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
                 R::Indeterminate { .. } => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", None),
                 R::Compacted { .. } => (StatusCode::GONE, "compacted", Some("from".into())),
+                R::HashPassed { .. } => (StatusCode::CONFLICT, "hash_passed", Some("at".into())),
+                R::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
                 R::Config { field, .. } => (StatusCode::BAD_REQUEST, "config", Some((*field).to_string())),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             },

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod daemon;

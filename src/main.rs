@@ -136,6 +136,11 @@ enum Cmd {
     /// Offline, after losing quorum for good: make a stopped survivor the
     /// only voter of a new cluster, keeping everything it has.
     Recover(cli::ops::RecoverArgs),
+    /// Checks of the cluster's health beyond status.
+    Check {
+        #[command(subcommand)]
+        cmd: CheckCmd,
+    },
     /// The simulated rover world: run it, read it, inject faults.
     Sim {
         #[command(subcommand)]
@@ -205,6 +210,21 @@ enum NodeCmd {
     Undrain {
         /// Node id.
         id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckCmd {
+    /// Compare every member's replicated state at one applied index (like
+    /// `etcdctl endpoint hashkv`). Exits 0 if all are equal, 2 naming the
+    /// diverged member(s) if not, 1 if a member could not be compared.
+    Consistency {
+        /// Rounds to try for one index every member answers at.
+        #[arg(long, default_value_t = 6)]
+        attempts: u32,
+        /// Per round, how long a member may take to reach that index (ms).
+        #[arg(long, default_value_t = 2000)]
+        wait_ms: u64,
     },
 }
 
@@ -383,7 +403,10 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<cli::ops::Diverged>() {
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -512,6 +535,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Restore(args) => cli::ops::restore(args).await?,
         Cmd::Recover(args) => cli::ops::recover(cli.output == Output::Json, args).await?,
         Cmd::Sim { cmd } => cli::sim::sim(cli.output == Output::Json, cmd).await?,
+        Cmd::Check {
+            cmd: CheckCmd::Consistency { attempts, wait_ms },
+        } => {
+            let opts = cairn::check::CheckOptions {
+                attempts,
+                wait: Duration::from_millis(wait_ms),
+            };
+            cli::ops::check_consistency(&client, cli.output == Output::Json, &opts).await?
+        }
     }
     Ok(())
 }

@@ -124,6 +124,11 @@ struct FailoverArgs {
     /// A label copied into the JSON result.
     #[arg(long, default_value = "")]
     label: String,
+    /// Restart the killed leader at once (a brown-out or watchdog reset:
+    /// the node is back before anyone elected a successor) and time the
+    /// next committed write through any node, the restarted one included.
+    #[arg(long)]
+    restart_at_once: bool,
 }
 
 /// One client's connection to the system under test.
@@ -473,8 +478,23 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()?;
-        // Light load on the survivors until a write commits again.
-        let survivors: Vec<usize> = (1..=args.endpoints.len()).filter(|i| *i != leader).collect();
+        let restart = || -> anyhow::Result<()> {
+            let cmd = args.restart_cmd.replace("{}", &leader.to_string());
+            let status = std::process::Command::new("bash").args(["-c", &cmd]).status()?;
+            if !status.success() {
+                bail!("restart command failed: {cmd}");
+            }
+            Ok(())
+        };
+        if args.restart_at_once {
+            restart()?;
+            conns[leader - 1] = connect(target, &args.endpoints[leader - 1]).await?;
+        }
+        // Light load on the survivors (and the restarted node, if it is
+        // back) until a write commits again.
+        let survivors: Vec<usize> = (1..=args.endpoints.len())
+            .filter(|i| args.restart_at_once || *i != leader)
+            .collect();
         let mut k = 0usize;
         let took = loop {
             let i = survivors[k % survivors.len()];
@@ -490,14 +510,19 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         let took_ms = took.as_secs_f64() * 1000.0;
-        eprintln!("trial {trial}: killed node {leader}, write committed again after {took_ms:.0} ms");
+        eprintln!(
+            "trial {trial}: killed node {leader}{}, write committed again after {took_ms:.0} ms",
+            if args.restart_at_once {
+                " and restarted it at once"
+            } else {
+                ""
+            }
+        );
         samples.push(took_ms);
-        let cmd = args.restart_cmd.replace("{}", &leader.to_string());
-        let status = std::process::Command::new("bash").args(["-c", &cmd]).status()?;
-        if !status.success() {
-            bail!("restart command failed: {cmd}");
+        if !args.restart_at_once {
+            restart()?;
+            conns[leader - 1] = connect(target, &args.endpoints[leader - 1]).await?;
         }
-        conns[leader - 1] = connect(target, &args.endpoints[leader - 1]).await?;
         // Let the restarted node catch up before the next trial.
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }

@@ -93,16 +93,21 @@ pub fn report(results: &Path, out_dir: &Path) -> anyhow::Result<()> {
         "| bytes written to disk per 1k writes, 3 nodes (KiB) | {} |",
         cells(&|r| per_1k(r, "disk_bytes") / 1024.0)
     );
-    let fo = |t: &str| {
-        by("failover", t)
-            .first()
-            .map(|r| (f(r, "p50_ms"), f(r, "p99_ms"), r["trials"].clone()))
-    };
-    if let (Some(c), Some(e)) = (fo("cairn"), fo("etcd")) {
-        println!(
-            "| failover p50 / p99 (ms; {} / {} trials) | {:.0} / {:.0} | (same nodes) | {:.0} / {:.0} |",
-            c.2, e.2, c.0, c.1, e.0, e.1
-        );
+    for (label, what) in [
+        ("failover", "failover"),
+        ("leader-restart", "leader restarted at once → next write"),
+    ] {
+        let fo = |t: &str| {
+            by(label, t)
+                .first()
+                .map(|r| (f(r, "p50_ms"), f(r, "p99_ms"), r["trials"].clone()))
+        };
+        if let (Some(c), Some(e)) = (fo("cairn"), fo("etcd")) {
+            println!(
+                "| {what} p50 / p99 (ms; {} / {} trials) | {:.0} / {:.0} | (same nodes) | {:.0} / {:.0} |",
+                c.2, e.2, c.0, c.1, e.0, e.1
+            );
+        }
     }
 
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;

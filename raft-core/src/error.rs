@@ -132,6 +132,21 @@ pub enum Error {
         /// The oldest index still in this node's log.
         first_available: u64,
     },
+    /// A state hash was asked for at an index this node has already
+    /// applied past (its state there is gone); ask at a later index.
+    #[error("this node already applied index {applied}, past the requested {requested}; ask for a later index")]
+    HashPassed {
+        /// The index asked for.
+        requested: u64,
+        /// This node's applied index.
+        applied: u64,
+    },
+    /// Too many requests of one kind are waiting on this node; retry later.
+    #[error("busy: {reason}")]
+    Busy {
+        /// What is full.
+        reason: String,
+    },
     /// A backup file is unusable (not one, damaged, or a newer format).
     #[error("backup: {reason}")]
     Backup {
@@ -155,7 +170,11 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::NoLeader | Error::Unavailable { .. } | Error::Unreachable { .. } | Error::Timeout { .. }
+            Error::NoLeader
+                | Error::Unavailable { .. }
+                | Error::Unreachable { .. }
+                | Error::Timeout { .. }
+                | Error::Busy { .. }
         )
     }
 }

@@ -49,6 +49,7 @@ pub use consensus::node::Role;
 pub use consensus::node::StateHash;
 pub use consensus::node::Status;
 pub use consensus::node::WriteOutcome;
+pub use consensus::recovery::blank_log_entry;
 pub use consensus::recovery::force_new_cluster;
 pub use consensus::recovery::restore_backup;
 pub use consensus::recovery::RecoveryReport;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use axum::extract::Path;
 use axum::extract::State;
@@ -154,16 +155,59 @@ pub struct StateHashView {
     pub bytes: usize,
 }
 
+/// Query of `GET /v1/state/hash`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StateHashParams {
+    /// `linearizable` (default) or `stale`; ignored with `at`.
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<ConsistencyParam>,
+    /// Hash the state exactly at this applied index: answered at once if
+    /// the node is there, else after it applies that index (waiting up to
+    /// `wait_ms`); 409 `hash_passed` if it already applied past it.
+    pub at: Option<u64>,
+    /// With `at`: how long to wait for the node to reach the index, in ms
+    /// (default 2000, at most 30000).
+    pub wait_ms: Option<u64>,
+}
+
+/// Longest `wait_ms` of `GET /v1/state/hash?at=`.
+const STATE_HASH_WAIT_MAX_MS: u64 = 30_000;
+
 /// A hash of this node's applied replicated state and the index it
 /// reflects: replicas at the same `applied_index` must have the same hash
-/// (the chaos suite compares them). `?consistency=stale` hashes the local
-/// state as it is; the default first runs a linearizable read barrier.
-#[utoipa::path(get, path = "/v1/state/hash", tag = "cluster", params(ReadParams),
+/// (`cairn check consistency` and the chaos suite compare them).
+/// `?consistency=stale` hashes the local state as it is; the default first
+/// runs a linearizable read barrier; `?at=N` hashes it exactly at applied
+/// index N (see [`StateHashParams`]).
+#[utoipa::path(get, path = "/v1/state/hash", tag = "cluster", params(StateHashParams),
     responses((status = 200, body = StateHashView, description = "applied index, term and SHA-256 of the replicated state"),
-        (status = 503, body = ErrorBody, description = "linearizable: no leader to confirm the read")))]
-pub(super) async fn state_hash(State(api): State<Api>, ApiQuery(q): ApiQuery<ReadParams>) -> Result<Response, Error> {
-    api.node.read(q.consistency(), |_| ()).await?;
-    let h = api.node.state_hash()?;
+        (status = 400, body = ErrorBody, description = "wait_ms above 30000"),
+        (status = 409, body = ErrorBody, description = "at: this node already applied past that index"),
+        (status = 503, body = ErrorBody, description = "linearizable: no leader to confirm the read"),
+        (status = 504, body = ErrorBody, description = "at: the index was not applied within wait_ms")))]
+pub(super) async fn state_hash(
+    State(api): State<Api>,
+    ApiQuery(q): ApiQuery<StateHashParams>,
+) -> Result<Response, Error> {
+    let h = match q.at {
+        Some(at) => {
+            let wait_ms = q.wait_ms.unwrap_or(2000);
+            if wait_ms > STATE_HASH_WAIT_MAX_MS {
+                return Err(Error::bad("wait_ms", format!("at most {STATE_HASH_WAIT_MAX_MS}")));
+            }
+            api.node.state_hash_at(at, Duration::from_millis(wait_ms)).await?
+        }
+        None => {
+            if q.wait_ms.is_some() {
+                return Err(Error::bad("wait_ms", "only meaningful with `at`"));
+            }
+            let consistency: Consistency = q.consistency.unwrap_or_default().into();
+            api.node.read(consistency, |_| ()).await?;
+            api.node.state_hash()?
+        }
+    };
     let view = StateHashView {
         applied_index: h.applied_index,
         applied_term: h.applied_term,

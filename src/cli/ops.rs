@@ -246,3 +246,62 @@ pub async fn drain(client: &Client, out_json: bool, id: u64, draining: bool) -> 
     }
     Ok(())
 }
+
+/// `cairn check consistency` found replicas whose state differs at one
+/// index: the process exits 2 (1 is "could not compare").
+#[derive(Debug, thiserror::Error)]
+#[error("replicas diverged at applied index {index}: member(s) {members:?} hold a different state; see docs/OPERATIONS.md, \"When replicas diverge\"")]
+pub struct Diverged {
+    /// The compared index.
+    pub index: u64,
+    /// The odd members.
+    pub members: Vec<u64>,
+}
+
+/// `cairn check consistency`.
+pub async fn check_consistency(
+    client: &Client,
+    out_json: bool,
+    opts: &cairn::check::CheckOptions,
+) -> anyhow::Result<()> {
+    let report = cairn::check::check_consistency(client, opts).await?;
+    if out_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("state hashes at applied index {}:", report.index);
+        println!("{:<4} {:<28} {:<66} VERDICT", "ID", "ENDPOINT", "SHA-256");
+        for m in &report.members {
+            let verdict = if report.diverged.contains(&m.id) {
+                "DIVERGED".to_string()
+            } else if let Some(e) = &m.error {
+                format!("not compared: {e}")
+            } else {
+                "ok".to_string()
+            };
+            println!(
+                "{:<4} {:<28} {:<66} {verdict}",
+                m.id,
+                m.endpoint,
+                m.sha256.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if !report.diverged.is_empty() {
+        return Err(Diverged {
+            index: report.index,
+            members: report.diverged.clone(),
+        }
+        .into());
+    }
+    if !report.unanswered.is_empty() {
+        anyhow::bail!(
+            "member(s) {:?} could not be compared at index {} (see above); the others agree",
+            report.unanswered,
+            report.index
+        );
+    }
+    if !out_json {
+        println!("all {} members agree", report.members.len());
+    }
+    Ok(())
+}

@@ -35,6 +35,7 @@ use super::protocol::Request;
 use super::protocol::Response;
 use super::sm_store::ChangeEvent;
 use super::sm_store::Shared;
+pub use super::sm_store::StateHash;
 use super::sm_store::StateMachineStore;
 use super::watch::Watch;
 use super::Applied;
@@ -148,22 +149,6 @@ pub struct MemberStatus {
     pub matched_index: Option<u64>,
     /// Entries it is behind the leader's last log index (leader only).
     pub lag: Option<u64>,
-}
-
-/// A digest of a node's applied replicated state (see
-/// [`RaftNode::state_hash`]). Two replicas that applied the same log
-/// prefix have equal digests; equal `applied_index` with unequal `sha256`
-/// means they diverged.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StateHash {
-    /// Log index of the last applied entry (0: nothing applied).
-    pub applied_index: u64,
-    /// Its term.
-    pub applied_term: u64,
-    /// SHA-256 of the encoded state, lowercase hex.
-    pub sha256: String,
-    /// Length of the encoded state in bytes.
-    pub bytes: usize,
 }
 
 /// A node's view of the cluster, like `etcdctl endpoint status`.
@@ -764,6 +749,17 @@ impl<S: StateMachine> RaftNode<S> {
             // Replicate an entry as soon as it is written locally, in parallel
             // with the local fsync: a commit then costs one fsync, not two in a row.
             broadcast_submitted_on_append: Some(true),
+            // Leadership after a restart only through an election (Raft
+            // §5.4), never openraft's default "leader restore". A commit may
+            // rest on the followers' disks alone (above, and because any
+            // majority commits), so a leader that loses power can come back
+            // with a shorter log; restored in its old term it would append
+            // new entries under log ids the followers hold for others, and
+            // acknowledged writes would be lost with the replicas split for
+            // good (issue 25; docs/ARCHITECTURE.md, "Departures from
+            // textbook Raft"). An election costs the restart about one
+            // election timeout.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| Error::Config {
@@ -1195,23 +1191,61 @@ impl<S: StateMachine> RaftNode<S> {
     /// covered. Local (no read barrier): callers wanting a linearizable
     /// view call [`RaftNode::read`] first.
     pub fn state_hash(&self) -> Result<StateHash, Error> {
-        use sha2::Digest;
-        let (last, bytes) = {
-            let replica = self.core.shared.read();
-            let (_, data) = replica.to_snapshot().map_err(|source| Error::Storage {
-                what: "encoding the state for its hash".into(),
-                source,
-            })?;
-            (replica.last_applied, data)
-        };
-        let bytes: &[u8] = bytes.as_ref();
-        let digest = sha2::Sha256::digest(bytes);
-        Ok(StateHash {
-            applied_index: last.map(|l| l.index).unwrap_or(0),
-            applied_term: last.map(|l| super::term_of(&l)).unwrap_or(0),
-            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
-            bytes: bytes.len(),
+        self.core.shared.read().state_hash().map_err(|source| Error::Storage {
+            what: "encoding the state for its hash".into(),
+            source,
         })
+    }
+
+    /// The state hash at exactly applied index `index`, for comparing
+    /// replicas that are applying a moving log (`cairn check consistency`,
+    /// like etcd's hash at a revision). Answered at once if this node's
+    /// applied index is `index`; if it is below, this waits (up to `wait`)
+    /// and the hash is taken right after applying `index`, before anything
+    /// later changes the state. Errors: [`Error::HashPassed`] if this node
+    /// already applied past `index`, [`Error::Timeout`] if it did not reach
+    /// it within `wait`, [`Error::Unavailable`] if too many callers wait.
+    pub async fn state_hash_at(&self, index: u64, wait: Duration) -> Result<StateHash, Error> {
+        let shared = &self.core.shared;
+        let rx = {
+            // Registered under the replica's read lock: apply (which takes
+            // the write lock) cannot pass `index` between the check and the
+            // registration.
+            let replica = shared.read();
+            let applied = replica.last_applied.map(|l| l.index).unwrap_or(0);
+            if applied == index {
+                return replica.state_hash().map_err(|source| Error::Storage {
+                    what: "encoding the state for its hash".into(),
+                    source,
+                });
+            }
+            if applied > index {
+                return Err(Error::HashPassed {
+                    requested: index,
+                    applied,
+                });
+            }
+            shared.hash_waiters.register(index).ok_or_else(|| Error::Busy {
+                reason: format!(
+                    "{} callers already wait for a state hash",
+                    super::sm_store::HASH_WAITERS_MAX
+                ),
+            })?
+        };
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(Ok(hash))) => Ok(hash),
+            Ok(Ok(Err(applied))) => Err(Error::HashPassed {
+                requested: index,
+                applied,
+            }),
+            Ok(Err(_)) => Err(Error::Fatal {
+                reason: "the state machine stopped while a state hash was awaited".into(),
+            }),
+            Err(_) => Err(Error::Timeout {
+                what: "waiting to apply the index of a state hash",
+                after_ms: wait.as_millis() as u64,
+            }),
+        }
     }
 
     /// The entries of this node's log from index `from` on (at most `max`),

@@ -317,3 +317,45 @@ pub fn force_new_cluster<S: StateMachine>(
         kept_beyond_commit,
     })
 }
+
+/// Fault injection, for testing divergence detection (`cairn check
+/// consistency`, the chaos suite's state-hash check) against a replica that
+/// really diverged: on a **stopped** node's data dir, replace the payload of
+/// the stored log entry at `index` by a blank one under the same log id.
+/// When the node starts it re-applies its log from its snapshot, so the
+/// command at `index` is missing from its state while the others applied
+/// it; its log id still matches the leader's, so Raft never repairs it —
+/// exactly what silent corruption or a lost-and-rewritten entry looks like.
+///
+/// Refuses an index that is not in the log (purged into a snapshot, or not
+/// yet appended). Never use it on a node you care about.
+#[doc(hidden)]
+pub fn blank_log_entry(data_dir: &Path, index: u64) -> Result<(), Error> {
+    let db = open_existing(data_dir)?;
+    if let Some(snapshot) = load_snapshot_sync(&db).map_err(storage("reading the snapshot"))? {
+        if snapshot.meta.last_log_id.is_some_and(|l| l.index >= index) {
+            return Err(recovery(format!(
+                "index {index} is covered by the snapshot at {:?}: re-applying would not read it",
+                snapshot.meta.last_log_id
+            )));
+        }
+    }
+    let entry = read_range(&db, index, Some(index + 1))
+        .map_err(storage("reading the log"))?
+        .pop()
+        .ok_or_else(|| recovery(format!("no log entry at index {index}")))?;
+    let blank = <super::Entry as openraft::entry::RaftEntry>::new_blank(entry.log_id);
+    let cf_log = db
+        .cf_handle(CF_LOG)
+        .ok_or_else(|| recovery("column family log missing"))?;
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    db.put_cf_opt(
+        cf_log,
+        index_key(index),
+        encode(&blank).map_err(storage("encoding"))?,
+        &opts,
+    )
+    .map_err(|e| storage("writing the log")(std::io::Error::other(e)))?;
+    Ok(())
+}

@@ -6,8 +6,12 @@
 //! the background every N entries, and on install); on restart the latest
 //! snapshot is restored and openraft re-applies the committed log after it.
 
+use std::collections::BTreeMap;
 use std::io;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::RwLock;
 use std::sync::RwLockReadGuard;
 
@@ -27,6 +31,7 @@ use rocksdb::DB;
 use serde::Deserialize;
 use serde::Serialize;
 use tokio::sync::broadcast;
+use tokio::sync::oneshot;
 
 use super::log_store::decode;
 use super::log_store::encode;
@@ -61,6 +66,22 @@ pub struct ChangeEvent<S: StateMachine> {
     pub command: S::Command,
     /// What applying it returned.
     pub response: S::Response,
+}
+
+/// A digest of a node's applied replicated state (see
+/// [`crate::RaftNode::state_hash`]). Two replicas that applied the same log
+/// prefix have equal digests; equal `applied_index` with unequal `sha256`
+/// means they diverged.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateHash {
+    /// Log index of the last applied entry (0: nothing applied).
+    pub applied_index: u64,
+    /// Its term.
+    pub applied_term: u64,
+    /// SHA-256 of the encoded state, lowercase hex.
+    pub sha256: String,
+    /// Length of the encoded state in bytes.
+    pub bytes: usize,
 }
 
 /// The replicated state plus what Raft needs to resume from it.
@@ -111,6 +132,21 @@ impl<S: StateMachine> Replica<S> {
             last_membership: self.membership.clone(),
         };
         Ok((meta, encode(&envelope)?.into()))
+    }
+
+    /// SHA-256 of everything `apply` changes (the snapshot encoding: the
+    /// machine's canonical bytes, sessions, membership, last applied id).
+    pub(crate) fn state_hash(&self) -> io::Result<StateHash> {
+        use sha2::Digest;
+        let (_, data) = self.to_snapshot()?;
+        let bytes: &[u8] = data.as_ref();
+        let digest = sha2::Sha256::digest(bytes);
+        Ok(StateHash {
+            applied_index: self.last_applied.map(|l| l.index).unwrap_or(0),
+            applied_term: self.last_applied.map(|l| term_of(&l)).unwrap_or(0),
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            bytes: bytes.len(),
+        })
     }
 
     pub(crate) fn from_snapshot(bytes: &[u8]) -> io::Result<Self> {
@@ -214,6 +250,86 @@ impl<S: StateMachine> Replica<S> {
 pub(crate) struct Shared<S: StateMachine> {
     pub(crate) replica: RwLock<Replica<S>>,
     pub(crate) events: broadcast::Sender<Arc<ChangeEvent<S>>>,
+    /// Callers waiting for the state hash at one applied index
+    /// ([`crate::RaftNode::state_hash_at`]): answered by `apply` right after
+    /// the entry at that index, before the next one changes the state.
+    pub(crate) hash_waiters: HashWaiters,
+}
+
+/// What a hash waiter is told: the hash at its index, or the applied index
+/// a snapshot install jumped to past it.
+pub(crate) type HashAnswer = Result<StateHash, u64>;
+
+/// Pending requests for the state hash at an index, bounded so a caller
+/// cannot pin memory with far-future indexes.
+#[derive(Default)]
+pub(crate) struct HashWaiters {
+    /// Fast path for `apply`: no lock taken while nobody waits.
+    any: AtomicBool,
+    waiting: Mutex<BTreeMap<u64, Vec<oneshot::Sender<HashAnswer>>>>,
+}
+
+/// At most this many callers wait for a hash at once.
+pub(crate) const HASH_WAITERS_MAX: usize = 64;
+
+impl HashWaiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Vec<oneshot::Sender<HashAnswer>>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a wait for `index`; `None` when too many already wait.
+    pub(crate) fn register(&self, index: u64) -> Option<oneshot::Receiver<HashAnswer>> {
+        let mut w = self.lock();
+        // Drop the abandoned waits (their callers timed out) before counting.
+        w.retain(|_, v| {
+            v.retain(|tx| !tx.is_closed());
+            !v.is_empty()
+        });
+        if w.values().map(Vec::len).sum::<usize>() >= HASH_WAITERS_MAX {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        w.entry(index).or_default().push(tx);
+        self.any.store(true, Ordering::Release);
+        Some(rx)
+    }
+
+    /// Answer the waits at `index` with the replica as it is now (just after
+    /// applying that index); cheap when nobody waits.
+    fn answer<S: StateMachine>(&self, index: u64, replica: &Replica<S>) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let mut w = self.lock();
+        let Some(senders) = w.remove(&index) else {
+            return;
+        };
+        self.any.store(!w.is_empty(), Ordering::Release);
+        drop(w);
+        let answer = replica.state_hash().map_err(|e| {
+            tracing::warn!(index, error = %e, "state hash at an index could not be computed");
+            index
+        });
+        for tx in senders {
+            let _ = tx.send(answer.clone());
+        }
+    }
+
+    /// A snapshot install moved the replica to `applied` at once: every
+    /// wait at or below it can no longer be answered.
+    fn passed(&self, applied: u64) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let mut w = self.lock();
+        let rest = w.split_off(&(applied + 1));
+        let passed = std::mem::replace(&mut *w, rest);
+        self.any.store(!w.is_empty(), Ordering::Release);
+        drop(w);
+        for tx in passed.into_values().flatten() {
+            let _ = tx.send(Err(applied));
+        }
+    }
 }
 
 impl<S: StateMachine> Shared<S> {
@@ -250,6 +366,7 @@ impl<S: StateMachine> StateMachineStore<S> {
             shared: Arc::new(Shared {
                 replica: RwLock::new(replica),
                 events,
+                hash_waiters: HashWaiters::default(),
             }),
             db,
             in_flight: Arc::default(),
@@ -354,6 +471,7 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             let mut r = self.shared.replica.write().unwrap_or_else(|p| p.into_inner());
             for (entry, responder) in batch {
                 let (applied, event) = r.apply_entry(&entry);
+                self.shared.hash_waiters.answer(entry.log_id.index, &r);
                 events.extend(event);
                 if let Some(responder) = responder {
                     replies.push((responder, applied.unwrap_or(Applied::Response(Vec::new()))));
@@ -390,7 +508,9 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             ));
         }
         save_snapshot(self.db.clone(), meta, &snapshot).await?;
+        let applied = replica.last_applied.map(|l| l.index).unwrap_or(0);
         *self.shared.replica.write().unwrap_or_else(|p| p.into_inner()) = replica;
+        self.shared.hash_waiters.passed(applied);
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = snapshot.len(), "installed snapshot");
         Ok(())
     }

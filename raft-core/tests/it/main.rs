@@ -347,6 +347,53 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
     c.nodes.get_mut(&old).unwrap().node = Some(node);
 }
 
+/// A leader that restarts (a power cut, a watchdog reset) leads again only
+/// by winning an election in a newer term, never by resuming its old one:
+/// its log may have lost a tail that the followers committed (issue 25).
+/// With openraft's default leader restore the restarted node reported
+/// itself leader in its old term within milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t82_a_restarted_leader_leads_again_only_through_an_election() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let old = c.leader(Duration::from_secs(5)).await;
+    for i in 0..20 {
+        c.node(old).write(set(format!("a{i}"), "1")).await.unwrap();
+    }
+    let term_before = c.node(old).status().term;
+    tracing::info!(old, term_before, "stop the leader and restart it at once");
+    let t = c.nodes.get_mut(&old).unwrap();
+    t.node.take().unwrap().shutdown().await.unwrap();
+    let cfg = c.nodes[&old].config.clone();
+    let links = c.nodes[&old].links.clone();
+    let node = RaftNode::<Kv>::start_with_dialer(cfg, Arc::new(links)).await.unwrap();
+    c.nodes.get_mut(&old).unwrap().node = Some(node);
+    // Watch every node for a while: nobody may lead in the old term after
+    // the restart, and a leader of a newer term must appear.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut new_leader = None;
+    while std::time::Instant::now() < deadline {
+        for (id, n) in &c.nodes {
+            let st = n.node.as_ref().unwrap().status();
+            if st.role == Role::Leader {
+                assert!(
+                    st.term > term_before,
+                    "node {id} leads in term {} after the old leader's restart (term before: {term_before}): {st:?}",
+                    st.term
+                );
+                new_leader = Some(*id);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let leader = new_leader.expect("a leader of a newer term within 3 s");
+    c.node(leader).write(set("after", "1")).await.unwrap();
+    let applied = c.node(leader).status().applied_index.unwrap();
+    for id in 1..=3 {
+        c.node(id).wait_applied(applied, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(c.node(id).local_state(|kv| kv.map.len()), 21, "node {id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t85_native_client_finds_the_leader_and_follows_it_when_it_stops() {
     let mut c = Cluster::start(3, |_| {}).await;
