@@ -205,7 +205,32 @@ pub struct ClusterSpec {
     pub disk_mib: Option<u64>,
     /// How peer traffic is carried and cut.
     pub net: NetMode,
+    /// Put each node's data dir on a fault filesystem of its own (the
+    /// `power` nemesis; root, /dev/fuse and fusermount3, else skipped with
+    /// the reason in [`Cluster::faultfs_note`]).
+    pub faultfs: Option<FaultFsSpec>,
 }
+
+/// How the nodes' fault filesystems are run.
+#[derive(Clone, Debug)]
+pub struct FaultFsSpec {
+    /// A `cairn-jepsen` binary (it has the `faultfs` subcommand).
+    pub binary: PathBuf,
+    /// Every disk's fsync delay at the start (`none`, `sd-card`, `0..1ms`).
+    pub delay: String,
+}
+
+/// One node's fault filesystem process.
+struct FsProc {
+    child: Child,
+    control: PathBuf,
+    mount: PathBuf,
+}
+
+/// How long a faultfs gets to mount and answer its control socket.
+const FAULTFS_WITHIN: Duration = Duration::from_secs(10);
+/// Deadline of one faultfs control request (a cut rewrites a few files).
+const FAULTFS_REQUEST: Duration = Duration::from_secs(5);
 
 /// Whether this process may mount a tmpfs (runs as root): the `disk`
 /// nemesis needs it and is skipped, with a recorded reason, otherwise.
@@ -252,6 +277,11 @@ pub struct Cluster {
     netns: Option<crate::netns::NetnsNet>,
     /// How the network was set up, and why netns mode was skipped if it was.
     net_note: String,
+    /// Each node's fault filesystem (empty without one).
+    faultfs: BTreeMap<u64, FsProc>,
+    /// Why the fault filesystems were not mounted, if they were asked for
+    /// and are not.
+    faultfs_note: Option<String>,
 }
 
 /// Each node's current incarnation, shared with observers (the status
@@ -327,6 +357,7 @@ impl Cluster {
                         Some(_) => dir.path().join(format!("n{id}.disk")).join("data"),
                         None => dir.path().join(format!("n{id}")),
                     },
+                    // (moved onto its faultfs below, when mounted)
                     config: dir.path().join(match spec.launcher {
                         Launcher::Cairn(_) => format!("n{id}.toml"),
                         Launcher::Embedded(_) => format!("n{id}.json"),
@@ -343,6 +374,36 @@ impl Cluster {
             for p in nodes.values() {
                 if let Some(disk) = p.data_dir.parent() {
                     mount_tmpfs(disk, mib)?;
+                }
+            }
+        }
+        let mut faultfs = BTreeMap::new();
+        let mut faultfs_note = None;
+        if let Some(fs) = &spec.faultfs {
+            match crate::faultfs::unavailable() {
+                Some(reason) => faultfs_note = Some(reason),
+                None => {
+                    for (id, p) in nodes.iter_mut() {
+                        match start_faultfs(dir.path(), *id, fs).await {
+                            Ok(proc_) => {
+                                p.data_dir = proc_.mount.join("data");
+                                faultfs.insert(*id, proc_);
+                            }
+                            Err(e) => {
+                                faultfs_note = Some(format!("mounting node {id}'s faultfs failed: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                    if faultfs_note.is_some() {
+                        // All or nothing: unmount what did mount.
+                        for (id, f) in std::mem::take(&mut faultfs) {
+                            stop_faultfs(f);
+                            if let Some(p) = nodes.get_mut(&id) {
+                                p.data_dir = dir.path().join(format!("n{id}"));
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -369,6 +430,8 @@ impl Cluster {
             generations: Incarnations::default(),
             netns,
             net_note,
+            faultfs,
+            faultfs_note,
         };
         for id in c.ids() {
             c.write_config(id)?;
@@ -591,6 +654,95 @@ impl Cluster {
     /// Node `id`'s current clock offset.
     pub fn clock_offset(&self, id: u64) -> i64 {
         self.nodes.get(&id).map_or(0, |p| p.clock_offset_ms)
+    }
+
+    /// Whether every node's data dir is on a fault filesystem.
+    pub fn has_faultfs(&self) -> bool {
+        !self.faultfs.is_empty()
+    }
+
+    /// Why the fault filesystems asked for are not there (`None`: they
+    /// are, or were not asked for).
+    pub fn faultfs_note(&self) -> Option<&str> {
+        self.faultfs_note.as_deref()
+    }
+
+    /// One control request to node `id`'s faultfs (`cut`, `on`, `delay
+    /// SPEC`, ...); `Err` unless it answered `ok …`.
+    pub async fn faultfs_request(&self, id: u64, line: &str) -> Result<String, String> {
+        let f = self
+            .faultfs
+            .get(&id)
+            .ok_or_else(|| format!("node {id} has no faultfs"))?;
+        crate::faultfs::request(&f.control, line, FAULTFS_REQUEST).await
+    }
+
+    /// Node `id`'s faultfs control socket, if it has one.
+    pub fn faultfs_socket(&self, id: u64) -> Option<PathBuf> {
+        self.faultfs.get(&id).map(|f| f.control.clone())
+    }
+
+    /// A power cut of `ids`: `SIGKILL` each, then drop each one's unsynced
+    /// data (`cut`, which also refuses any write still in flight), reap the
+    /// processes, and power the disks on again. The nodes stay down. Returns
+    /// each disk's answer to the cut; `Err` names the first cut that was
+    /// not acknowledged (the fault did not happen as intended).
+    pub async fn power_cut(&mut self, ids: &[u64]) -> Result<Vec<(u64, String)>, String> {
+        for id in ids {
+            if let Some(p) = self.nodes.get_mut(id) {
+                if let Some(child) = p.child.as_mut() {
+                    let _ = child.kill();
+                }
+            }
+        }
+        let mut answers = Vec::new();
+        let mut failed = None;
+        for id in ids {
+            match self.faultfs_request(*id, "cut").await {
+                Ok(a) => answers.push((*id, a)),
+                Err(e) => {
+                    failed.get_or_insert(format!("node {id}: cut not acknowledged: {e}"));
+                }
+            }
+        }
+        for id in ids {
+            // A process blocked in a delayed fsync exits when it is
+            // answered (EIO, after the cut): bounded by the longest stall.
+            let p = self.nodes.get_mut(id).expect("known node");
+            if let Some(mut child) = p.child.take() {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while !matches!(child.try_wait(), Ok(Some(_))) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            p.state = ProcState::Down;
+        }
+        for id in ids {
+            if let Err(e) = self.faultfs_request(*id, "on").await {
+                failed.get_or_insert(format!("node {id}: power-on not acknowledged: {e}"));
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(answers),
+        }
+    }
+
+    /// Restart killed nodes together: spawn them all, then wait for each.
+    pub async fn restart_all(&mut self, ids: &[u64]) -> Result<(), Error> {
+        let mut spawned = Vec::new();
+        for id in ids {
+            if self.nodes[id].state == ProcState::Down {
+                self.spawn(*id)?;
+                spawned.push(*id);
+            }
+        }
+        for id in spawned {
+            self.wait_healthy(id).await?;
+        }
+        Ok(())
     }
 
     /// Whether node `id`'s data dir is on a small disk of its own.
@@ -975,5 +1127,61 @@ impl Drop for Cluster {
                 }
             }
         }
+        for (_, f) in std::mem::take(&mut self.faultfs) {
+            stop_faultfs(f);
+        }
     }
+}
+
+/// Start node `id`'s fault filesystem (`cairn-jepsen faultfs`) over
+/// `nN.backing` at `nN.fs`, and wait until its control socket answers
+/// (it binds the socket only once mounted).
+async fn start_faultfs(dir: &Path, id: u64, spec: &FaultFsSpec) -> Result<FsProc, String> {
+    let backing = dir.join(format!("n{id}.backing"));
+    let mount = dir.join(format!("n{id}.fs"));
+    let control = dir.join(format!("n{id}.faultfs.sock"));
+    let log_path = dir.join(format!("n{id}.faultfs.log"));
+    let log = std::fs::File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
+    let mut child = Command::new(&spec.binary)
+        .arg("faultfs")
+        .arg("--backing")
+        .arg(&backing)
+        .arg("--mount")
+        .arg(&mount)
+        .arg("--control")
+        .arg(&control)
+        .args(["--fsync-delay", &spec.delay])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", spec.binary.display()))?;
+    let deadline = tokio::time::Instant::now() + FAULTFS_WITHIN;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("faultfs exited ({status}): {}", log.trim()));
+        }
+        if control.exists() && crate::faultfs::request(&control, "ping", FAULTFS_REQUEST).await.is_ok() {
+            return Ok(FsProc { child, control, mount });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("faultfs did not answer within {FAULTFS_WITHIN:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stop a fault filesystem and make sure its mount is gone.
+fn stop_faultfs(mut f: FsProc) {
+    let _ = f.child.kill();
+    let _ = f.child.wait();
+    let _ = Command::new("fusermount3")
+        .arg("-uz")
+        .arg(&f.mount)
+        .stderr(Stdio::null())
+        .status();
 }

@@ -14,6 +14,9 @@
 //! - [`nemesis`]: the faults, and a seeded schedule of them.
 //! - [`netns`]: `--net netns` (root): a network namespace per node, and
 //!   partitions as nftables drop rules inside them.
+//! - [`faultfs`]: a FUSE fault filesystem (root): unsynced data kept apart
+//!   so a power cut can drop it, slow or failing fsyncs; the `power`
+//!   nemeses put every node's data dir on one.
 //! - [`workload`]: rate-limited sequential clients over registers (declared
 //!   `Int` parameters), recording invoke/complete times and outcomes.
 //! - [`tasks`]: clients over the task API, and the action handler the
@@ -47,6 +50,7 @@
 pub mod checker;
 pub mod cluster;
 pub mod error;
+pub mod faultfs;
 pub mod history;
 pub mod nemesis;
 pub mod netns;

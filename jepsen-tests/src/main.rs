@@ -26,6 +26,7 @@ use cairn_jepsen::nemesis::parse_kinds;
 use cairn_jepsen::profile;
 use cairn_jepsen::profile::RunSpec;
 use cairn_jepsen::run::RunConfig;
+use cairn_jepsen::run::SlowDisk;
 use clap::Parser;
 use clap::Subcommand;
 
@@ -81,6 +82,23 @@ struct Common {
     /// report, when not root or `ip netns`/`nft` are missing).
     #[arg(long, default_value = "proxy")]
     net: cairn_jepsen::cluster::NetMode,
+    /// Power nemeses: every disk's fsync delay (none, sd-card, 0..1ms, …).
+    #[arg(long, default_value = "0..1ms")]
+    disk: String,
+    /// Power nemeses: the slow disk's fsync delay.
+    #[arg(long, default_value = "15..60ms")]
+    slow_disk_delay: String,
+    /// Power nemeses: which disk is slow: leader (followed as it moves),
+    /// none, or a node id.
+    #[arg(long, default_value = "leader")]
+    slow_disk: String,
+    /// Clients in all, spread over the nodes (power runs: 8), instead of
+    /// 2 per node.
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Fraction of writes that are inserts (power runs: 0.3; else 0).
+    #[arg(long)]
+    inserts: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -105,7 +123,9 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
-    /// A named list of runs: regressions, short (CI), long (`--runs`, default 100).
+    /// A named list of runs: regressions, short (CI), long (`--runs`,
+    /// default 100), power (`--runs` leader power-cut runs of 10 s),
+    /// power-ci (CI's two power runs).
     Profile {
         /// regressions | short | long
         name: String,
@@ -133,6 +153,27 @@ enum Cmd {
     /// The deterministic simulation tier: the Raft node itself under
     /// turmoil, many seeds (docs/CHAOS.md, "Simulation tier").
     Sim(SimArgs),
+    /// Mount a fault filesystem (root, /dev/fuse, fusermount3): a
+    /// passthrough over `--backing` at `--mount` that keeps unsynced data
+    /// apart so a `cut` on the control socket drops it (a power cut), and
+    /// delays fsyncs. Runs until killed (docs/CHAOS.md, "Power cuts").
+    Faultfs {
+        /// The directory whose files it serves.
+        #[arg(long)]
+        backing: PathBuf,
+        /// Where to mount it.
+        #[arg(long)]
+        mount: PathBuf,
+        /// The control socket (`ping`, `cut`, `on`, `delay SPEC`, `eio N`, `stats`).
+        #[arg(long)]
+        control: PathBuf,
+        /// How long an fsync takes: none, sd-card, 15..60ms, 5ms.
+        #[arg(long, default_value = "none")]
+        fsync_delay: String,
+        /// Fail this many fsyncs per thousand with EIO.
+        #[arg(long, default_value_t = 0)]
+        fsync_eio: u32,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -271,6 +312,19 @@ fn tweak(common: &Common) -> impl Fn(&mut RunConfig) + '_ {
         cfg.min_ok_ops_per_sec = common.min_rate;
         cfg.workload.lenient_503 |= common.lenient_503;
         cfg.net = common.net;
+        cfg.disks.base = common.disk.clone();
+        cfg.disks.slow = common.slow_disk_delay.clone();
+        cfg.disks.slow_disk = match common.slow_disk.as_str() {
+            "leader" => SlowDisk::Leader,
+            "none" => SlowDisk::None,
+            n => n.parse().map(SlowDisk::Node).unwrap_or(SlowDisk::Leader),
+        };
+        if common.clients.is_some() {
+            cfg.clients_total = common.clients;
+        }
+        if let Some(f) = common.inserts {
+            cfg.workload.insert_fraction = f;
+        }
     }
 }
 
@@ -284,6 +338,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.cmd {
         Cmd::Sim(args) => sim(args),
+        Cmd::Faultfs {
+            backing,
+            mount,
+            control,
+            fsync_delay,
+            fsync_eio,
+        } => cairn_jepsen::faultfs::DelaySpec::parse(fsync_delay)
+            .and_then(|d| cairn_jepsen::faultfs::serve(backing, mount, control, d, *fsync_eio))
+            .map(|()| true)
+            .map_err(anyhow::Error::from),
         _ => tokio::runtime::Runtime::new()
             .context("starting the tokio runtime")
             .and_then(|rt| rt.block_on(real_main(cli))),
@@ -300,7 +364,7 @@ fn main() -> ExitCode {
 
 async fn real_main(cli: Cli) -> anyhow::Result<bool> {
     let (specs, common) = match cli.cmd {
-        Cmd::Sim(_) => anyhow::bail!("the simulation runs outside the tokio runtime (see main)"),
+        Cmd::Sim(_) | Cmd::Faultfs { .. } => anyhow::bail!("runs outside the tokio runtime (see main)"),
         Cmd::Check { dir } => return check(&dir),
         Cmd::Node { config } => return node(&config).await,
         Cmd::Run {
@@ -333,11 +397,19 @@ async fn real_main(cli: Cli) -> anyhow::Result<bool> {
                 "regressions" => profile::regressions()?,
                 "short" => profile::short(),
                 "long" => profile::long(runs, first_seed),
-                other => anyhow::bail!("unknown profile {other:?}; use regressions, short or long"),
+                "power" => profile::power(runs, first_seed, 10),
+                "power-ci" => profile::power_ci(),
+                other => anyhow::bail!("unknown profile {other:?}; use regressions, short, long, power or power-ci"),
             };
             (specs, common)
         }
     };
+    for spec in [&common.disk, &common.slow_disk_delay] {
+        cairn_jepsen::faultfs::DelaySpec::parse(spec)?;
+    }
+    if !matches!(common.slow_disk.as_str(), "leader" | "none") && common.slow_disk.parse::<u64>().is_err() {
+        anyhow::bail!("--slow-disk {:?}: expected leader, none or a node id", common.slow_disk);
+    }
     let launcher = launcher(&common)?;
     if common.net == cairn_jepsen::cluster::NetMode::Netns {
         // Ctrl-c: delete this process's namespaces (killing the nodes in
@@ -391,6 +463,17 @@ fn check(dir: &std::path::Path) -> anyhow::Result<bool> {
         report
             .anomalies
             .extend(cairn_jepsen::checker::tasks::check_tasks(&input));
+    }
+    // The inserts, when the run had them (power runs).
+    let inserts = dir.join("inserts.json");
+    if inserts.exists() {
+        let text = std::fs::read_to_string(&inserts).with_context(|| format!("reading {}", inserts.display()))?;
+        let input: cairn_jepsen::checker::inserts::InsertCheckInput =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", inserts.display()))?;
+        println!("inserts: {} ops", input.ops.len());
+        report
+            .anomalies
+            .extend(cairn_jepsen::checker::inserts::check_inserts(&input));
     }
     for (k, v) in &report.keys {
         println!("{k}: {} ({} ops)", v.verdict, v.ops_checked);

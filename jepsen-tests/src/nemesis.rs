@@ -56,11 +56,23 @@ pub enum NemesisKind {
     /// Restart the leader or a random node with its wall clock jumped
     /// (±1 min or ±1 h); back to the true clock when healing. Not in `all`.
     Clock,
+    /// Power cuts: `kill -9` and drop the unsynced data of the leader
+    /// (60 %), a random node (25 %) or all nodes (15 %), restarting at once
+    /// or after up to 500 ms. Every data dir is on a fault filesystem
+    /// (root, FUSE), the leader's with the slower fsyncs. Not in `all`.
+    Power,
+    /// Power cuts of the leader only, restarted at once (issue 25).
+    PowerLeader,
+    /// Power cuts of every node at once, restarted at once.
+    PowerAll,
 }
 
 impl NemesisKind {
     /// Every kind, as the command line knows them.
-    pub const KNOWN: [NemesisKind; 9] = [
+    pub const KNOWN: [NemesisKind; 12] = [
+        NemesisKind::Power,
+        NemesisKind::PowerLeader,
+        NemesisKind::PowerAll,
         NemesisKind::Clock,
         NemesisKind::Disk,
         NemesisKind::Partition,
@@ -95,7 +107,18 @@ impl NemesisKind {
             NemesisKind::Replace => "replace",
             NemesisKind::Disk => "disk",
             NemesisKind::Clock => "clock",
+            NemesisKind::Power => "power",
+            NemesisKind::PowerLeader => "power-leader",
+            NemesisKind::PowerAll => "power-all",
         }
+    }
+
+    /// Whether it needs every data dir on a fault filesystem.
+    pub fn needs_faultfs(self) -> bool {
+        matches!(
+            self,
+            NemesisKind::Power | NemesisKind::PowerLeader | NemesisKind::PowerAll
+        )
     }
 }
 
@@ -191,6 +214,22 @@ pub enum Fault {
         /// The shift, ms (negative: back in time).
         offset_ms: i64,
     },
+    /// Power cut of the leader: `kill -9`, its unsynced data dropped,
+    /// restarted after `restart_ms`.
+    PowerLeader {
+        /// Time off, ms (0: at once).
+        restart_ms: u64,
+    },
+    /// Power cut of a random node.
+    PowerRandom {
+        /// Time off, ms.
+        restart_ms: u64,
+    },
+    /// Power cut of every node at once.
+    PowerAll {
+        /// Time off, ms.
+        restart_ms: u64,
+    },
 }
 
 /// A fault in the schedule.
@@ -261,6 +300,21 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
                 Fault::ClockJump { offset_ms }
             }
         }
+        NemesisKind::Power => {
+            // At once half the time, else up to 500 ms off.
+            let restart_ms = if rng.random_bool(0.5) {
+                0
+            } else {
+                rng.random_range(1..=500)
+            };
+            match rng.random_range(0..20) {
+                0..=11 => Fault::PowerLeader { restart_ms },
+                12..=16 => Fault::PowerRandom { restart_ms },
+                _ => Fault::PowerAll { restart_ms },
+            }
+        }
+        NemesisKind::PowerLeader => Fault::PowerLeader { restart_ms: 0 },
+        NemesisKind::PowerAll => Fault::PowerAll { restart_ms: 0 },
         NemesisKind::Disk => match rng.random_range(0..3) {
             0 => Fault::FillDiskLeader,
             1 => Fault::FillDiskRandom,
@@ -314,6 +368,8 @@ pub struct Nemesis {
     rng: StdRng,
     rec: Recorder,
     active: Active,
+    not_injected: Vec<String>,
+    power_cuts: usize,
 }
 
 impl Nemesis {
@@ -323,7 +379,21 @@ impl Nemesis {
             rng: StdRng::seed_from_u64(seed ^ 0x7461_7267_6574_7321),
             rec,
             active: Active::default(),
+            not_injected: Vec::new(),
+            power_cuts: 0,
         }
+    }
+
+    /// Faults that could not be injected as scheduled (a faultfs that is
+    /// missing, or a cut not acknowledged): each makes the run
+    /// inconclusive.
+    pub fn not_injected(&self) -> &[String] {
+        &self.not_injected
+    }
+
+    /// Power cuts carried out (nodes cut, counted per node).
+    pub fn power_cuts(&self) -> usize {
+        self.power_cuts
     }
 
     /// Run `steps`, counted from `start`, stopping early at `stop`.
@@ -510,6 +580,65 @@ impl Nemesis {
                     format!("every node restarted with its wall clock shifted by {offset_ms} ms"),
                 );
             }
+            Fault::PowerLeader { restart_ms } | Fault::PowerRandom { restart_ms } | Fault::PowerAll { restart_ms } => {
+                if !cluster.has_faultfs() {
+                    let why = format!(
+                        "power cut not injected: no fault filesystem ({})",
+                        cluster.faultfs_note().unwrap_or("not asked for")
+                    );
+                    self.rec.event("error", why.clone());
+                    self.not_injected.push(why);
+                    return Ok(());
+                }
+                let (targets, what) = match fault {
+                    Fault::PowerAll { .. } => (cluster.ids(), "all nodes".to_string()),
+                    Fault::PowerLeader { .. } => match self.leader_or_random(cluster).await {
+                        Some(l) => (vec![l], format!("leader {l}")),
+                        None => return Ok(()),
+                    },
+                    _ => {
+                        let up = Self::up(cluster);
+                        if up.is_empty() {
+                            return Ok(());
+                        }
+                        let t = up[self.rng.random_range(0..up.len())];
+                        (vec![t], format!("node {t}"))
+                    }
+                };
+                let applied: Vec<String> = {
+                    let mut v = Vec::new();
+                    for t in &targets {
+                        let a = cluster.status(*t).await.and_then(|s| s["applied_index"].as_u64());
+                        v.push(format!("n{t}@{}", a.map_or("?".into(), |a| a.to_string())));
+                    }
+                    v
+                };
+                match cluster.power_cut(&targets).await {
+                    Ok(answers) => {
+                        self.power_cuts += targets.len();
+                        let dropped: Vec<String> = answers
+                            .iter()
+                            .map(|(id, a)| format!("n{id}: {}", a.trim_start_matches("ok cut: ")))
+                            .collect();
+                        self.rec.event(
+                            "start",
+                            format!(
+                                "power cut {what} (applied {}; kill -9, unsynced data dropped: {}); restart after {restart_ms} ms",
+                                applied.join(" "),
+                                dropped.join("; ")
+                            ),
+                        );
+                    }
+                    Err(e) => {
+                        let why = format!("power cut of {what} not injected: {e}");
+                        self.rec.event("error", why.clone());
+                        self.not_injected.push(why);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(restart_ms)).await;
+                cluster.restart_all(&targets).await?;
+                self.rec.event("info", format!("power back: {what} restarted"));
+            }
             Fault::FillDiskLeader | Fault::FillDiskRandom | Fault::FillDiskRestart => {
                 if !cluster.has_small_disk() {
                     self.rec.event(
@@ -689,6 +818,80 @@ impl Nemesis {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         self.rec.event("error", format!("could not re-add node {id}: {last}"));
+    }
+}
+
+/// Keep one disk slow for the whole run: every 100 ms, find the leader
+/// (the node that says it leads, highest term) and, when it changed, give
+/// its faultfs the slow fsync delay and every other disk the base one (or
+/// give a fixed node the slow one once). Changes are recorded as `info`
+/// events; a faultfs that does not take its delay is an `error` event.
+pub async fn slow_disk(
+    disks: Vec<(u64, String, std::path::PathBuf)>,
+    speeds: crate::run::DiskSpeeds,
+    rec: Recorder,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::run::SlowDisk;
+    let http = match reqwest::Client::builder().pool_max_idle_per_host(0).build() {
+        Ok(h) => h,
+        Err(_) => return,
+    };
+    let timeout = Duration::from_secs(2);
+    let mut slow_now: Option<u64> = None;
+    loop {
+        let want = match &speeds.slow_disk {
+            SlowDisk::None => None,
+            SlowDisk::Node(n) => Some(*n),
+            SlowDisk::Leader => {
+                let mut best: Option<(u64, u64)> = None;
+                for (id, api, _) in &disks {
+                    let r = http
+                        .get(format!("http://{api}/v1/status"))
+                        .timeout(Duration::from_millis(300))
+                        .send()
+                        .await;
+                    let Ok(r) = r else { continue };
+                    let Ok(v) = r.json::<serde_json::Value>().await else {
+                        continue;
+                    };
+                    if v["role"] == "leader" {
+                        let term = v["term"].as_u64().unwrap_or(0);
+                        if best.is_none_or(|(t, _)| term > t) {
+                            best = Some((term, *id));
+                        }
+                    }
+                }
+                best.map(|(_, id)| id).or(slow_now)
+            }
+        };
+        if want != slow_now {
+            let mut failed = Vec::new();
+            for (id, _, sock) in &disks {
+                let spec = if Some(*id) == want { &speeds.slow } else { &speeds.base };
+                if let Err(e) = crate::faultfs::request(sock, &format!("delay {spec}"), timeout).await {
+                    failed.push(format!("n{id}: {e}"));
+                }
+            }
+            if failed.is_empty() {
+                if let Some(w) = want {
+                    rec.event(
+                        "info",
+                        format!(
+                            "disk: node {w}'s fsyncs now take {}, the others' {}",
+                            speeds.slow, speeds.base
+                        ),
+                    );
+                }
+                slow_now = want;
+            } else {
+                rec.event("error", format!("disk speeds not set: {}", failed.join("; ")));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

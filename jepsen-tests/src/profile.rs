@@ -104,16 +104,67 @@ pub fn short() -> Vec<RunSpec> {
     ]
 }
 
-/// The long profile: `runs` runs of 30 s, all fault families, sizes 3 and 5
-/// alternating, seeds from `first_seed`.
-pub fn long(runs: usize, first_seed: u64) -> Vec<RunSpec> {
+/// The power cuts CI runs (root and FUSE; see [`crate::faultfs`]): the
+/// leader cut and restarted at once while its disk is the slow one
+/// (issue 25), then every node cut at once.
+pub fn power_ci() -> Vec<RunSpec> {
+    vec![
+        RunSpec {
+            seed: 201,
+            nodes: 3,
+            duration: Duration::from_secs(12),
+            nemeses: vec![NemesisKind::PowerLeader],
+            note: "power cuts of the leader, its disk the slow one, restarted at once".into(),
+        },
+        RunSpec {
+            seed: 202,
+            nodes: 3,
+            duration: Duration::from_secs(8),
+            nemeses: vec![NemesisKind::PowerAll],
+            note: "power cuts of every node at once".into(),
+        },
+    ]
+}
+
+/// `runs` leader power-cut runs of `secs` s (3 nodes, seeds from
+/// `first_seed`): the issue-25 scenario, for counting.
+pub fn power(runs: usize, first_seed: u64, secs: u64) -> Vec<RunSpec> {
     (0..runs as u64)
         .map(|i| RunSpec {
             seed: first_seed + i,
-            nodes: if i % 2 == 0 { 3 } else { 5 },
-            duration: Duration::from_secs(30),
-            nemeses: NemesisKind::ALL.to_vec(),
-            note: "long profile".into(),
+            nodes: 3,
+            duration: Duration::from_secs(secs),
+            nemeses: vec![NemesisKind::PowerLeader],
+            note: "power profile: leader power cuts, slow leader disk, immediate restart".into(),
+        })
+        .collect()
+}
+
+/// The long profile: `runs` runs of 30 s, all fault families, sizes 3 and 5
+/// alternating, seeds from `first_seed`. Where a fault filesystem can be
+/// mounted (root, FUSE), every third run is a power run instead: leader
+/// power cuts with the leader's disk the slow one and immediate restarts,
+/// mixed with cuts of random nodes and of all nodes (`power-leader,power`).
+pub fn long(runs: usize, first_seed: u64) -> Vec<RunSpec> {
+    let power = crate::faultfs::unavailable().is_none();
+    (0..runs as u64)
+        .map(|i| {
+            if power && i % 3 == 2 {
+                return RunSpec {
+                    seed: first_seed + i,
+                    nodes: 3,
+                    duration: Duration::from_secs(30),
+                    nemeses: vec![NemesisKind::Power, NemesisKind::PowerLeader],
+                    note: "long profile: power cuts".into(),
+                };
+            }
+            RunSpec {
+                seed: first_seed + i,
+                nodes: if i % 2 == 0 { 3 } else { 5 },
+                duration: Duration::from_secs(30),
+                nemeses: NemesisKind::ALL.to_vec(),
+                note: "long profile".into(),
+            }
         })
         .collect()
 }

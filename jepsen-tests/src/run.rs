@@ -88,6 +88,45 @@ pub struct RunConfig {
     pub keep_logs: bool,
     /// How peer traffic is carried and cut (`--net`).
     pub net: crate::cluster::NetMode,
+    /// Clients in all, spread over the nodes round-robin, instead of
+    /// `workload.clients_per_node` each (the power runs: 8 writers).
+    pub clients_total: Option<usize>,
+    /// Disk speeds on the fault filesystems (power nemeses only).
+    pub disks: DiskSpeeds,
+}
+
+/// Which node's disk is slow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlowDisk {
+    /// Whichever node leads, followed as leadership moves (polled every
+    /// 100 ms): the issue-25 setup, commits resting on the followers' disks.
+    Leader,
+    /// One fixed node.
+    Node(u64),
+    /// None: every disk at the base speed.
+    None,
+}
+
+/// Fsync delays of the nodes' fault filesystems.
+#[derive(Clone, Debug)]
+pub struct DiskSpeeds {
+    /// Every disk's delay (`0..1ms`, `sd-card`, …; see
+    /// [`crate::faultfs::DelaySpec`]).
+    pub base: String,
+    /// The slow disk's delay.
+    pub slow: String,
+    /// Which disk is slow.
+    pub slow_disk: SlowDisk,
+}
+
+impl Default for DiskSpeeds {
+    fn default() -> Self {
+        Self {
+            base: "0..1ms".into(),
+            slow: "15..60ms".into(),
+            slow_disk: SlowDisk::Leader,
+        }
+    }
 }
 
 impl RunConfig {
@@ -107,6 +146,7 @@ impl RunConfig {
                 max_ops_per_client: 100_000,
                 read_fraction: 0.5,
                 lenient_503: std::env::var_os("CAIRN_JEPSEN_LENIENT_503").is_some(),
+                insert_fraction: 0.0,
             },
             launcher,
             results_dir: crate::cluster::workspace_root().join("target").join("jepsen"),
@@ -118,7 +158,23 @@ impl RunConfig {
             write_timeout_ms: 3000,
             keep_logs: false,
             net: crate::cluster::NetMode::Proxy,
+            clients_total: None,
+            disks: DiskSpeeds::default(),
         }
+        .with_power_defaults()
+    }
+
+    /// Power runs get the issue-25 load: 8 writers over all nodes, 20 ops/s
+    /// each, a quarter reads, and 30 % of writes as inserts (every
+    /// acknowledged one must survive). Other runs keep their load as it was.
+    fn with_power_defaults(mut self) -> Self {
+        if self.nemeses.iter().any(|k| k.needs_faultfs()) {
+            self.clients_total = Some(8);
+            self.workload.rate_per_client = 20.0;
+            self.workload.read_fraction = 0.25;
+            self.workload.insert_fraction = 0.3;
+        }
+        self
     }
 
     /// The command that replays this run.
@@ -142,6 +198,19 @@ impl RunConfig {
             " --net netns"
         } else {
             ""
+        } + &if self.nemeses.iter().any(|k| k.needs_faultfs()) {
+            format!(
+                " --disk {} --slow-disk-delay {} --slow-disk {}",
+                self.disks.base,
+                self.disks.slow,
+                match self.disks.slow_disk {
+                    SlowDisk::Leader => "leader".to_string(),
+                    SlowDisk::None => "none".to_string(),
+                    SlowDisk::Node(n) => n.to_string(),
+                }
+            )
+        } else {
+            String::new()
         }
     }
 }
@@ -208,6 +277,10 @@ pub struct RunReport {
     pub net: String,
     /// The leader agreed on after healing, if any.
     pub leader_after_heal: Option<u64>,
+    /// Inserts (acknowledged / in all) and what their check found, if the
+    /// load had any.
+    #[serde(default)]
+    pub inserts: String,
     /// What the task load did (empty without the embedded launcher).
     #[serde(default)]
     pub tasks: String,
@@ -262,6 +335,9 @@ impl RunReport {
         }
         if !self.tasks.is_empty() {
             s.push_str(&format!("\n  tasks: {}", self.tasks));
+        }
+        if !self.inserts.is_empty() {
+            s.push_str(&format!("\n  inserts: {}", self.inserts));
         }
         s.push_str(&format!("\n  state hashes: {}", hash_summary(&self.state_hashes)));
         for r in &self.reasons {
@@ -362,13 +438,14 @@ struct Converged {
     tasks: BTreeMap<u64, Vec<crate::tasks::TaskView>>,
     liveness: BTreeMap<u64, BTreeMap<u64, String>>,
     state_hashes: BTreeMap<u64, crate::checker::StateHash>,
+    inserts: BTreeMap<u64, BTreeMap<String, i64>>,
 }
 
 /// Wait until every node reports the same applied index (polled every
 /// 200 ms, at most [`CONVERGE_WITHIN`]), then read each one's registers,
 /// tasks, node liveness and state hash locally; if a node's applied index
 /// moved while it was read (or its hash is of another index), try again.
-async fn converge(cluster: &Cluster, keys: usize) -> (Converged, Option<String>) {
+async fn converge(cluster: &Cluster, keys: usize, inserts: bool) -> (Converged, Option<String>) {
     let deadline = Instant::now() + CONVERGE_WITHIN;
     let mut last = Vec::new();
     while Instant::now() < deadline {
@@ -378,6 +455,11 @@ async fn converge(cluster: &Cluster, keys: usize) -> (Converged, Option<String>)
             for id in cluster.ids() {
                 if let Some(vals) = workload::local_values(cluster, id, keys).await {
                     out.registers.insert(id, vals.into_iter().collect());
+                }
+                if inserts {
+                    if let Some(m) = workload::inserted(cluster, id, "stale").await {
+                        out.inserts.insert(id, m);
+                    }
                 }
                 if cluster.runs_tasks() {
                     if let Some(t) = crate::tasks::local_tasks(cluster, id).await {
@@ -507,6 +589,25 @@ fn throughput(ops: &[Op], events: &[NemesisEvent], load: (u64, u64)) -> (f64, f6
     (rate(faulted, faulted_ns), rate(calm, calm_ns))
 }
 
+/// The binary that runs the fault filesystems: the embedded launcher's
+/// (this crate's), else `$CAIRN_JEPSEN_BIN`, else this process if it is
+/// `cairn-jepsen`, else the workspace's `target/debug/cairn-jepsen`.
+fn faultfs_binary(launcher: &Launcher) -> PathBuf {
+    if let Launcher::Embedded(p) = launcher {
+        return p.clone();
+    }
+    if let Some(p) = std::env::var_os("CAIRN_JEPSEN_BIN") {
+        return PathBuf::from(p);
+    }
+    match std::env::current_exe() {
+        Ok(p) if p.file_name().is_some_and(|n| n == "cairn-jepsen") => p,
+        _ => crate::cluster::workspace_root()
+            .join("target")
+            .join("debug")
+            .join("cairn-jepsen"),
+    }
+}
+
 /// Carry out one run and check it.
 pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
     if cfg.nodes < 3 {
@@ -526,8 +627,19 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         disk_mib: (cfg.nemeses.contains(&NemesisKind::Disk) && crate::cluster::small_disks_possible())
             .then_some(DISK_MIB),
         net: cfg.net,
+        faultfs: cfg
+            .nemeses
+            .iter()
+            .any(|k| k.needs_faultfs())
+            .then(|| crate::cluster::FaultFsSpec {
+                binary: faultfs_binary(&cfg.launcher),
+                delay: cfg.disks.base.clone(),
+            }),
     })
     .await?;
+    if let Some(note) = cluster.faultfs_note() {
+        rec.event("error", format!("fault filesystems not mounted: {note}"));
+    }
     let Some(leader) = cluster.wait_agreed_leader(cfg.recovery_timeout).await else {
         return Err(Error::Setup {
             reason: format!(
@@ -561,26 +673,34 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
     let load_end = load_start + cfg.duration;
     let mut clients = Vec::new();
     let cpn = cfg.workload.clients_per_node as u32;
-    let slots = cpn * cfg.nodes as u32;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .map_err(|e| Error::Setup { reason: e.to_string() })?;
-    for (id, api) in &nodes {
-        for c in 0..cpn {
-            let slot = (*id as u32 - 1) * cpn + c;
-            clients.push(tokio::spawn(workload::client(
-                slot,
-                slots,
-                *id,
-                api.clone(),
-                cfg.workload.clone(),
-                rec.clone(),
-                cfg.seed.wrapping_mul(1000).wrapping_add(u64::from(slot)),
-                load_end,
-                http.clone(),
-            )));
-        }
+    let inserts = workload::InsertLog::default();
+    let placement: Vec<(u32, usize)> = match cfg.clients_total {
+        Some(total) => (0..total as u32)
+            .map(|slot| (slot, slot as usize % nodes.len()))
+            .collect(),
+        None => (0..nodes.len())
+            .flat_map(|i| (0..cpn).map(move |c| (i as u32 * cpn + c, i)))
+            .collect(),
+    };
+    let slots = placement.len() as u32;
+    for (slot, i) in placement {
+        let (id, api) = &nodes[i];
+        clients.push(tokio::spawn(workload::client(
+            slot,
+            slots,
+            *id,
+            api.clone(),
+            cfg.workload.clone(),
+            rec.clone(),
+            cfg.seed.wrapping_mul(1000).wrapping_add(u64::from(slot)),
+            load_end,
+            http.clone(),
+            inserts.clone(),
+        )));
     }
     let task_log = crate::tasks::TaskLog::default();
     if cluster.runs_tasks() {
@@ -599,6 +719,19 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
             )));
         }
     }
+    let (disk_stop_tx, disk_stop_rx) = watch::channel(false);
+    let disk_follower = cluster.has_faultfs().then(|| {
+        let disks: Vec<(u64, String, PathBuf)> = nodes
+            .iter()
+            .filter_map(|(id, api)| cluster.faultfs_socket(*id).map(|s| (*id, api.clone(), s)))
+            .collect();
+        tokio::spawn(crate::nemesis::slow_disk(
+            disks,
+            cfg.disks.clone(),
+            rec.clone(),
+            disk_stop_rx,
+        ))
+    });
     let mut nemesis = Nemesis::new(cfg.seed, rec.clone());
     nemesis.run(&mut cluster, &steps, load_start, load_end).await;
     tokio::time::sleep_until(load_end).await;
@@ -620,15 +753,30 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
             cfg.recovery_timeout
         ));
     }
+    let _ = disk_stop_tx.send(true);
+    if let Some(f) = disk_follower {
+        let _ = f.await;
+    }
     tracing::info!(?leader_after_heal, "final reads from every node");
     workload::final_reads(&cluster, &rec, cfg.workload.keys, cfg.workload.request_timeout).await;
+    let insert_ops = inserts.ops();
+    let final_lists = if insert_ops.is_empty() {
+        BTreeMap::new()
+    } else {
+        workload::final_inserted(&cluster).await
+    };
     let undrained = if cluster.runs_tasks() {
         tracing::info!("waiting for every task to finish");
         crate::tasks::drain(&cluster, DRAIN_WITHIN).await
     } else {
         Vec::new()
     };
-    let (converged, not_converged) = converge(&cluster, cfg.workload.keys).await;
+    let (converged, not_converged) = converge(&cluster, cfg.workload.keys, !insert_ops.is_empty()).await;
+    let insert_input = crate::checker::inserts::InsertCheckInput {
+        ops: insert_ops,
+        final_lists,
+        converged: converged.inserts.clone(),
+    };
     reasons.extend(not_converged);
     let journals: Vec<PathBuf> = cluster.ids().into_iter().map(|id| cluster.journal(id)).collect();
     let (actuations, torn_lines) = crate::tasks::read_journals(&journals);
@@ -660,6 +808,31 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         })?;
     checks.anomalies.extend(crate::checker::tasks::check_tasks(&task_input));
     let task_summary = task_summary(&task_input, torn_lines);
+    let insert_anomalies = crate::checker::inserts::check_inserts(&insert_input);
+    let insert_summary = if insert_input.ops.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "{} acknowledged of {} ({} indeterminate); checked in {} linearizable final lists and {} converged replicas: {}",
+            insert_input.ops.iter().filter(|o| o.outcome == Outcome::Ok).count(),
+            insert_input.ops.len(),
+            insert_input.ops.iter().filter(|o| o.outcome == Outcome::Info).count(),
+            insert_input.final_lists.len(),
+            insert_input.converged.len(),
+            if insert_anomalies.is_empty() {
+                "none lost".to_string()
+            } else {
+                format!("{} anomalies", insert_anomalies.len())
+            }
+        )
+    };
+    checks.anomalies.extend(insert_anomalies);
+    for why in nemesis.not_injected() {
+        reasons.push(format!("inconclusive: {why}"));
+    }
+    if cfg.nemeses.iter().any(|k| k.needs_faultfs()) && nemesis.power_cuts() == 0 && nemesis.not_injected().is_empty() {
+        reasons.push("inconclusive: a power nemesis was asked for but no power cut happened".into());
+    }
 
     let counts = count(&ops);
     let secs = cfg.duration.as_secs_f64();
@@ -699,6 +872,13 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         source: e.into(),
     })?;
     std::fs::write(dir.join("tasks.json"), tasks_json).map_err(Error::io("write tasks.json"))?;
+    if !insert_input.ops.is_empty() {
+        let json = serde_json::to_string(&insert_input).map_err(|e| Error::Io {
+            what: "encode inserts.json".into(),
+            source: e.into(),
+        })?;
+        std::fs::write(dir.join("inserts.json"), json).map_err(Error::io("write inserts.json"))?;
+    }
     if verdict != Verdict::Pass || cfg.keep_logs {
         cluster.copy_logs(&dir)?;
     }
@@ -714,7 +894,18 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         ok_ops_per_sec_faulted: faulted,
         ok_ops_per_sec_calm: calm,
         leader_after_heal,
-        net: cluster.net_note().to_string(),
+        inserts: insert_summary,
+        net: match cluster.faultfs_note() {
+            Some(n) => format!("{}; fault filesystems NOT mounted: {n}", cluster.net_note()),
+            None if cluster.has_faultfs() => format!(
+                "{}; data dirs on fault filesystems (fsync {}, slow disk {:?} {})",
+                cluster.net_note(),
+                cfg.disks.base,
+                cfg.disks.slow_disk,
+                cfg.disks.slow
+            ),
+            None => cluster.net_note().to_string(),
+        },
         tasks: task_summary,
         state_hashes: converged.state_hashes,
         checks,

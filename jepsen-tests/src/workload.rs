@@ -61,7 +61,52 @@ pub struct WorkloadSpec {
     /// Record a 503 as `info` instead of `fail`: for runs that must not
     /// trip over the known 503-after-send bug (docs/CHAOS.md, "Findings").
     pub lenient_503: bool,
+    /// Fraction of writes that are **inserts** instead: a new parameter
+    /// `jepsen.i.<value>` declared with a value no other write uses. Each
+    /// acknowledged insert must be in every final state (a register only
+    /// shows its last write; an insert set shows every one). 0: none (and
+    /// the client's random choices are those of runs before inserts).
+    pub insert_fraction: f64,
 }
+
+/// An insert: a parameter declared once, never changed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InsertOp {
+    /// Process (as for register ops).
+    pub process: u32,
+    /// The node it was sent to.
+    pub node: u64,
+    /// The parameter's name, `jepsen.i.<value>`.
+    pub name: String,
+    /// Its value.
+    pub value: i64,
+    /// What the answer said.
+    pub outcome: Outcome,
+    /// Since the run started.
+    pub invoke_ns: u64,
+    /// Since the run started.
+    pub complete_ns: u64,
+    /// The error, if any.
+    pub error: Option<String>,
+}
+
+/// Every insert of a run, shared by the clients.
+#[derive(Clone, Default)]
+pub struct InsertLog(std::sync::Arc<std::sync::Mutex<Vec<InsertOp>>>);
+
+impl InsertLog {
+    fn push(&self, op: InsertOp) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+    }
+
+    /// A copy of every insert so far.
+    pub fn ops(&self) -> Vec<InsertOp> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Prefix of the inserts' parameter names.
+pub const INSERT_PREFIX: &str = "jepsen.i.";
 
 /// The name of register `i`.
 pub fn key_name(i: usize) -> String {
@@ -206,6 +251,38 @@ async fn write(
     }
 }
 
+async fn insert(
+    http: &reqwest::Client,
+    api: &str,
+    name: &str,
+    value: i64,
+    timeout: Duration,
+    lenient_503: bool,
+) -> Answer {
+    let body = json!({
+        "name": name,
+        "description": "jepsen insert",
+        "kind": {"Int": {"min": 0, "max": 1i64 << 62}},
+        "value": {"Int": value},
+    });
+    let req = http.post(format!("http://{api}/v1/params")).json(&body);
+    match send(req, timeout).await {
+        Err(a) => a,
+        Ok((status, _)) if (200..300).contains(&status) => Answer {
+            outcome: Outcome::Ok,
+            value: Some(value),
+            version: None,
+            error: None,
+        },
+        Ok((status, text)) => Answer {
+            outcome: error_outcome(status, lenient_503),
+            value: Some(value),
+            version: None,
+            error: Some(error_text(status, &text)),
+        },
+    }
+}
+
 async fn read(http: &reqwest::Client, api: &str, key: &str, timeout: Duration) -> Answer {
     let req = http.get(format!("http://{api}/v1/params/{key}"));
     match send(req, timeout).await {
@@ -254,6 +331,7 @@ pub async fn client(
     seed: u64,
     deadline: Instant,
     http: reqwest::Client,
+    inserts: InsertLog,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut process = slot;
@@ -269,6 +347,28 @@ pub async fn client(
         next_at += interval;
         let key = key_name(rng.random_range(0..spec.keys.max(1)));
         let is_read = rng.random_bool(spec.read_fraction.clamp(0.0, 1.0));
+        if !is_read && spec.insert_fraction > 0.0 && rng.random_bool(spec.insert_fraction.min(1.0)) {
+            seq += 1;
+            let value = (i64::from(slot) + 1) * VALUES_PER_CLIENT + seq;
+            let name = format!("{INSERT_PREFIX}{value}");
+            let invoke_ns = rec.now_ns();
+            let a = insert(&http, &api, &name, value, spec.request_timeout, spec.lenient_503).await;
+            let indeterminate = a.outcome == Outcome::Info;
+            inserts.push(InsertOp {
+                process,
+                node,
+                name,
+                value,
+                outcome: a.outcome,
+                invoke_ns,
+                complete_ns: rec.now_ns(),
+                error: a.error,
+            });
+            if indeterminate {
+                process += slots;
+            }
+            continue;
+        }
         let invoke_ns = rec.now_ns();
         let (kind, answer) = if is_read {
             (OpKind::Read, read(&http, &api, &key, spec.request_timeout).await)
@@ -337,6 +437,58 @@ pub async fn final_reads(cluster: &Cluster, rec: &Recorder, keys: usize, timeout
             }
         }
     }
+}
+
+/// Every insert parameter (`jepsen.i.*`) and its value in one node's
+/// state: `consistency` `linearizable` (through the leader) or `stale`
+/// (the node's own applied state). `None` if the node did not answer.
+pub async fn inserted(
+    cluster: &Cluster,
+    node: u64,
+    consistency: &str,
+) -> Option<std::collections::BTreeMap<String, i64>> {
+    let api = cluster.node(node).api_addr.clone();
+    let url = format!("http://{api}/v1/params?consistency={consistency}");
+    let r = cluster
+        .http()
+        .get(url)
+        .timeout(Duration::from_secs(4))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    let v: Value = r.json().await.ok()?;
+    Some(
+        v.as_array()?
+            .iter()
+            .filter_map(|p| {
+                let name = p["name"].as_str()?;
+                name.starts_with(INSERT_PREFIX)
+                    .then(|| Some((name.to_string(), p["value"]["Int"].as_i64()?)))
+                    .flatten()
+            })
+            .collect(),
+    )
+}
+
+/// After healing: a linearizable list of the inserts from every node
+/// (10 tries, 500 ms apart, as the final reads).
+pub async fn final_inserted(
+    cluster: &Cluster,
+) -> std::collections::BTreeMap<u64, std::collections::BTreeMap<String, i64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for node in cluster.ids() {
+        for _ in 0..10 {
+            if let Some(m) = inserted(cluster, node, "linearizable").await {
+                out.insert(node, m);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    out
 }
 
 /// Each node's locally applied value of every register (stale reads).

@@ -20,6 +20,9 @@
 //!   nftables cut itself, then one 10 s partition run in namespaces.
 //! - `t31`: a node restarted on a full disk (root only): it must fail
 //!   with `ENOSPC`, and the run pass once the disk is freed.
+//! - `t32`: power cuts (root, FUSE): the leader cut while its disk is the
+//!   slow one and restarted at once, then every node cut at once; both
+//!   must pass. Its closing line goes to `target/jepsen/power-summary.txt`.
 //! - `t90`: the long profile, only with `CAIRN_JEPSEN_LONG=1`
 //!   (`CAIRN_JEPSEN_RUNS`, default 20, sets its length).
 //!
@@ -347,6 +350,62 @@ fn t31_full_disk_restart() {
             .any(|e| e.phase == "heal" && e.what.contains("restarting it")),
         "the node was not restarted once its disk was freed: {events:?}"
     );
+}
+
+/// Power cuts (root, /dev/fuse, fusermount3; skipped with the reason
+/// otherwise): every data dir on its own fault filesystem; the leader,
+/// its disk the slow one (fsyncs 15–60 ms, the others' 0–1 ms), cut and
+/// restarted at once, 8 writers with inserts; then every node cut at once.
+/// Both must pass: no acknowledged write or insert lost, state hashes
+/// equal. A cut that did not happen makes a run inconclusive, which fails
+/// here too.
+#[test]
+fn t32_power_cuts() {
+    let dir = cluster::workspace_root().join("target").join("jepsen");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Some(reason) = cairn_jepsen::faultfs::unavailable() {
+        println!("t32_power_cuts: skipped: {reason}");
+        let _ = std::fs::write(dir.join("power-summary.txt"), format!("power: skipped: {reason}\n"));
+        return;
+    }
+    init_tracing();
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let started = std::time::Instant::now();
+    let outcome = runtime().block_on(profile::run_all(&profile::power_ci(), &launcher(), |_| {}));
+    let line = format!(
+        "power: {} in {:.0} s (leader power cuts with a slow leader disk; all-node power cuts)",
+        outcome.closing_line(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{line}");
+    let _ = std::fs::write(dir.join("power-summary.txt"), format!("{line}\n"));
+    assert_all_passed("power-cut runs", &outcome);
+    let events = |i: usize| outcome.reports[i].events.clone();
+    assert!(
+        events(0).iter().any(|e| e.phase == "start"
+            && e.what.starts_with("power cut leader")
+            && e.what.contains("restart after 0 ms")),
+        "no leader power cut: {:?}",
+        events(0)
+    );
+    assert!(
+        events(0)
+            .iter()
+            .any(|e| e.phase == "info" && e.what.contains("fsyncs now take 15..60ms")),
+        "the leader's disk was never made the slow one: {:?}",
+        events(0)
+    );
+    assert!(
+        events(1)
+            .iter()
+            .any(|e| e.phase == "start" && e.what.starts_with("power cut all nodes")),
+        "no power cut of all nodes: {:?}",
+        events(1)
+    );
+    for r in &outcome.reports {
+        assert!(r.inserts.contains("none lost"), "inserts: {}", r.inserts);
+        assert!(r.summary().contains("state hashes: equal"), "{}", r.summary());
+    }
 }
 
 #[test]
