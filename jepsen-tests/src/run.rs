@@ -492,6 +492,43 @@ async fn converge(cluster: &Cluster, keys: usize, inserts: bool) -> (Converged, 
     )
 }
 
+/// The operator's tool on the healed cluster, as a user would run it:
+/// `cairn check consistency` (every member's state hash at one applied
+/// index, docs/OPERATIONS.md). A diverged member is an anomaly; a check
+/// that could not compare is only logged, since the converge step above
+/// already reports a cluster that did not settle.
+async fn consistency_check(cluster: &Cluster) -> Vec<crate::checker::Anomaly> {
+    let endpoints = cluster
+        .ids()
+        .into_iter()
+        .map(|id| format!("http://{}", cluster.node(id).api_addr))
+        .collect();
+    let client = cairn::client::Client::new(endpoints, Duration::from_secs(5));
+    match cairn::check::check_consistency(&client, &cairn::check::CheckOptions::default()).await {
+        Ok(report) if !report.diverged.is_empty() => vec![crate::checker::Anomaly {
+            kind: crate::checker::AnomalyKind::StateHashDiverged,
+            key: None,
+            ops: Vec::new(),
+            message: format!(
+                "cairn check consistency: member(s) {:?} hold a different state than the majority at applied index {}",
+                report.diverged, report.index
+            ),
+        }],
+        Ok(report) => {
+            tracing::info!(
+                index = report.index,
+                unanswered = ?report.unanswered,
+                "cairn check consistency: no member diverged"
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cairn check consistency could not run");
+            Vec::new()
+        }
+    }
+}
+
 async fn applied_indexes(cluster: &Cluster) -> Vec<Option<u64>> {
     let mut applied = Vec::new();
     for id in cluster.ids() {
@@ -827,6 +864,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         )
     };
     checks.anomalies.extend(insert_anomalies);
+    checks.anomalies.extend(consistency_check(&cluster).await);
     for why in nemesis.not_injected() {
         reasons.push(format!("inconclusive: {why}"));
     }
