@@ -111,6 +111,25 @@ impl Cluster {
         }
     }
 
+    /// Shut node `id` down gracefully.
+    async fn stop(&mut self, id: u64) {
+        let t = self.nodes.get_mut(&id).unwrap();
+        t.node.take().unwrap().shutdown().await.unwrap();
+    }
+
+    /// Start a stopped node `id` again from its data dir, on the same
+    /// address and links. Returns it; [`Cluster::put_back`] puts it back.
+    async fn start_again(&self, id: u64) -> RaftNode<Kv> {
+        let t = &self.nodes[&id];
+        RaftNode::<Kv>::start_with_dialer(t.config.clone(), Arc::new(t.links.clone()))
+            .await
+            .unwrap()
+    }
+
+    fn put_back(&mut self, id: u64, node: RaftNode<Kv>) {
+        self.nodes.get_mut(&id).unwrap().node = Some(node);
+    }
+
     fn isolate(&self, id: u64, cut: bool) {
         for (other, n) in &self.nodes {
             if *other != id {
@@ -319,8 +338,7 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
     }
     let term_before = c.node(old).status().term;
     tracing::info!(old, "stop the leader");
-    let t = c.nodes.get_mut(&old).unwrap();
-    t.node.take().unwrap().shutdown().await.unwrap();
+    c.stop(old).await;
     let started = std::time::Instant::now();
     let new = c.leader(Duration::from_secs(10)).await;
     tracing::info!(new, took_ms = started.elapsed().as_millis() as u64, "new leader");
@@ -329,9 +347,7 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
         c.node(new).write(set(format!("b{i}"), "1")).await.unwrap();
     }
     tracing::info!("restart the old leader from its data dir");
-    let cfg = c.nodes[&old].config.clone();
-    let links = c.nodes[&old].links.clone();
-    let node = RaftNode::<Kv>::start_with_dialer(cfg, Arc::new(links)).await.unwrap();
+    let node = c.start_again(old).await;
     // Right away: a status taken before the Raft core's first report used
     // to be openraft's initial one (term 0, learner), so a restarted node
     // seemed to go back in term (jepsen seed 58, `--nemesis disk`).
@@ -344,7 +360,7 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
     let applied = c.node(new).status().applied_index.unwrap();
     node.wait_applied(applied, Duration::from_secs(10)).await.unwrap();
     assert_eq!(node.local_state(|kv| kv.map.len()), 100);
-    c.nodes.get_mut(&old).unwrap().node = Some(node);
+    c.put_back(old, node);
 }
 
 /// A leader that restarts (a power cut, a watchdog reset) leads again only
@@ -361,12 +377,9 @@ async fn t82_a_restarted_leader_leads_again_only_through_an_election() {
     }
     let term_before = c.node(old).status().term;
     tracing::info!(old, term_before, "stop the leader and restart it at once");
-    let t = c.nodes.get_mut(&old).unwrap();
-    t.node.take().unwrap().shutdown().await.unwrap();
-    let cfg = c.nodes[&old].config.clone();
-    let links = c.nodes[&old].links.clone();
-    let node = RaftNode::<Kv>::start_with_dialer(cfg, Arc::new(links)).await.unwrap();
-    c.nodes.get_mut(&old).unwrap().node = Some(node);
+    c.stop(old).await;
+    let node = c.start_again(old).await;
+    c.put_back(old, node);
     // Watch every node for a while: nobody may lead in the old term after
     // the restart, and a leader of a newer term must appear.
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
@@ -432,8 +445,7 @@ async fn t85_native_client_finds_the_leader_and_follows_it_when_it_stops() {
     }
 
     tracing::info!(old, "stop the leader: the client moves to the new one");
-    let t = c.nodes.get_mut(&old).unwrap();
-    t.node.take().unwrap().shutdown().await.unwrap();
+    c.stop(old).await;
     let out = client.write(&set("after", "stop")).await.unwrap();
     let new = c.leader(Duration::from_secs(10)).await;
     assert_ne!(new, old);
