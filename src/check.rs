@@ -134,7 +134,7 @@ impl ConsistencyReport {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     /// No endpoint told us the membership.
-    #[error("cannot read the membership: {0}")]
+    #[error("cannot read the membership")]
     Membership(#[source] ClientError),
     /// The membership has no members (cluster not initialised).
     #[error("the cluster has no members yet (run `cairn cluster init` first)")]
@@ -193,7 +193,7 @@ pub async fn check_consistency(client: &Client, opts: &CheckOptions) -> Result<C
         let answers = hashes(client, &members, &q).await;
         let passed = answers
             .iter()
-            .any(|(_, _, a)| matches!(a, Err(e) if e.contains("hash_passed")));
+            .any(|(_, _, a)| matches!(a, Err(ClientError::Api { body, .. }) if body.code == "hash_passed"));
         let report = ConsistencyReport::from_answers(at, strip(answers));
         if !report.unanswered.is_empty() && passed {
             last = Some(report);
@@ -207,7 +207,7 @@ pub async fn check_consistency(client: &Client, opts: &CheckOptions) -> Result<C
     Ok(last.unwrap_or_else(|| ConsistencyReport::from_answers(0, Vec::new())))
 }
 
-type Answer = (u64, String, Result<StateHashView, String>);
+type Answer = (u64, String, Result<StateHashView, ClientError>);
 
 async fn hashes(client: &Client, members: &[(u64, String)], query: &str) -> Vec<Answer> {
     let path = format!("/v1/state/hash{query}");
@@ -217,22 +217,30 @@ async fn hashes(client: &Client, members: &[(u64, String)], query: &str) -> Vec<
             let r = client
                 .call_one::<(), StateHashView>(ep, Method::GET, &path, None)
                 .await
-                .map_err(|e| match &e {
-                    ClientError::Api { body, .. } => format!("{} ({})", body.message, body.code),
-                    ClientError::Unreachable { .. } => "unreachable".to_string(),
-                    other => other.to_string(),
-                })
-                .and_then(|v| v.ok_or_else(|| "empty response".to_string()));
+                .and_then(|v| {
+                    v.ok_or_else(|| ClientError::Protocol {
+                        endpoint: ep.clone(),
+                        reason: "empty response".into(),
+                    })
+                });
             (*id, ep.clone(), r)
         }
     });
     futures::future::join_all(calls).await
 }
 
+/// Each member's hash, or why it has none, for the report.
 fn strip(answers: Vec<Answer>) -> Vec<(u64, String, Result<String, String>)> {
     answers
         .into_iter()
-        .map(|(id, ep, a)| (id, ep, a.map(|h| h.sha256)))
+        .map(|(id, ep, a)| {
+            let a = a.map(|h| h.sha256).map_err(|e| match e {
+                ClientError::Api { body, .. } => format!("{} ({})", body.message, body.code),
+                ClientError::Unreachable { .. } => "unreachable".to_string(),
+                other => other.to_string(),
+            });
+            (id, ep, a)
+        })
         .collect()
 }
 

@@ -185,6 +185,7 @@ impl Error {
                 R::Compacted { .. } => (StatusCode::GONE, "compacted", Some("from".into())),
                 R::HashPassed { .. } => (StatusCode::CONFLICT, "hash_passed", Some("at".into())),
                 R::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
+                R::HashNotReached { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", Some("at".into())),
                 R::Config { field, .. } => (StatusCode::BAD_REQUEST, "config", Some((*field).to_string())),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             },

@@ -141,6 +141,17 @@ pub enum Error {
         /// This node's applied index.
         applied: u64,
     },
+    /// A state hash was asked for at an index this node did not apply
+    /// within the wait (it lags, or nothing is being written).
+    #[error("this node applied up to index {applied}, not the requested {requested}, within {after_ms} ms")]
+    HashNotReached {
+        /// The index asked for.
+        requested: u64,
+        /// This node's applied index when the wait ended.
+        applied: u64,
+        /// The wait.
+        after_ms: u64,
+    },
     /// Too many requests of one kind are waiting on this node; retry later.
     #[error("busy: {reason}")]
     Busy {
@@ -174,6 +185,7 @@ impl Error {
                 | Error::Unavailable { .. }
                 | Error::Unreachable { .. }
                 | Error::Timeout { .. }
+                | Error::HashNotReached { .. }
                 | Error::Busy { .. }
         )
     }

@@ -579,6 +579,32 @@ async fn t94_check_consistency_names_a_diverged_replica() {
     assert!(out.status.success(), "healthy cluster: {text}");
     assert!(text.contains("all 3 members agree"), "{text}");
 
+    // Bad or impossible requests of the hash at an index: a clear error each.
+    let get = |path: String| {
+        let c = &c;
+        async move { c.send(leader, reqwest::Method::GET, &path, None, &[]).await }
+    };
+    let (status, _, body) = get("/v1/state/hash?at=1&wait_ms=30001".into()).await;
+    assert!(
+        status == 400 && body.contains("\"field\":\"wait_ms\""),
+        "{status} {body}"
+    );
+    let (status, _, body) = get("/v1/state/hash?wait_ms=10".into()).await;
+    assert!(
+        status == 400 && body.contains("only meaningful with `at`"),
+        "{status} {body}"
+    );
+    let (status, _, body) = get("/v1/state/hash?at=1".into()).await;
+    assert!(
+        status == 409 && body.contains("\"code\":\"hash_passed\""),
+        "{status} {body}"
+    );
+    let (status, _, body) = get(format!("/v1/state/hash?at={}&wait_ms=200", index + 1_000_000)).await;
+    assert!(
+        status == 504 && body.contains("not the requested") && !body.contains("outcome"),
+        "{status} {body}"
+    );
+
     let victim = (1..=3).find(|i| *i != leader).unwrap();
     c.stop(victim).await.expect("stops gracefully");
     cairn::raft::blank_log_entry(c.data_dir(victim), index).expect("blank the last declare in the victim's log");

@@ -1191,10 +1191,7 @@ impl<S: StateMachine> RaftNode<S> {
     /// covered. Local (no read barrier): callers wanting a linearizable
     /// view call [`RaftNode::read`] first.
     pub fn state_hash(&self) -> Result<StateHash, Error> {
-        self.core.shared.read().state_hash().map_err(|source| Error::Storage {
-            what: "encoding the state for its hash".into(),
-            source,
-        })
+        hash_of(&self.core.shared.read())
     }
 
     /// The state hash at exactly applied index `index`, for comparing
@@ -1203,8 +1200,8 @@ impl<S: StateMachine> RaftNode<S> {
     /// applied index is `index`; if it is below, this waits (up to `wait`)
     /// and the hash is taken right after applying `index`, before anything
     /// later changes the state. Errors: [`Error::HashPassed`] if this node
-    /// already applied past `index`, [`Error::Timeout`] if it did not reach
-    /// it within `wait`, [`Error::Unavailable`] if too many callers wait.
+    /// already applied past `index`, [`Error::HashNotReached`] if it did not reach
+    /// it within `wait`, [`Error::Busy`] if too many callers wait.
     pub async fn state_hash_at(&self, index: u64, wait: Duration) -> Result<StateHash, Error> {
         let shared = &self.core.shared;
         let rx = {
@@ -1214,10 +1211,7 @@ impl<S: StateMachine> RaftNode<S> {
             let replica = shared.read();
             let applied = replica.last_applied.map(|l| l.index).unwrap_or(0);
             if applied == index {
-                return replica.state_hash().map_err(|source| Error::Storage {
-                    what: "encoding the state for its hash".into(),
-                    source,
-                });
+                return hash_of(&replica);
             }
             if applied > index {
                 return Err(Error::HashPassed {
@@ -1241,8 +1235,9 @@ impl<S: StateMachine> RaftNode<S> {
             Ok(Err(_)) => Err(Error::Fatal {
                 reason: "the state machine stopped while a state hash was awaited".into(),
             }),
-            Err(_) => Err(Error::Timeout {
-                what: "waiting to apply the index of a state hash",
+            Err(_) => Err(Error::HashNotReached {
+                requested: index,
+                applied: shared.read().last_applied.map(|l| l.index).unwrap_or(0),
                 after_ms: wait.as_millis() as u64,
             }),
         }
@@ -1320,6 +1315,14 @@ impl<S: StateMachine> Drop for RaftNode<S> {
             t.abort();
         }
     }
+}
+
+/// The replica's state hash, an encoding failure as a storage error.
+fn hash_of<S: StateMachine>(replica: &super::sm_store::Replica<S>) -> Result<StateHash, Error> {
+    replica.state_hash().map_err(|source| Error::Storage {
+        what: "encoding the state for its hash".into(),
+        source,
+    })
 }
 
 fn status_from(m: &RaftMetrics) -> Status {
