@@ -343,8 +343,9 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
     let new = c.leader(Duration::from_secs(10)).await;
     tracing::info!(new, took_ms = started.elapsed().as_millis() as u64, "new leader");
     assert_ne!(new, old);
+    let mut applied = 0;
     for i in 0..50 {
-        c.node(new).write(set(format!("b{i}"), "1")).await.unwrap();
+        applied = c.node(new).write(set(format!("b{i}"), "1")).await.unwrap().index;
     }
     tracing::info!("restart the old leader from its data dir");
     let node = c.start_again(old).await;
@@ -357,7 +358,6 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
         "right after a restart the status shows term {} (durable term {term_before}): {st:?}",
         st.term
     );
-    let applied = c.node(new).status().applied_index.unwrap();
     node.wait_applied(applied, Duration::from_secs(10)).await.unwrap();
     assert_eq!(node.local_state(|kv| kv.map.len()), 100);
     c.put_back(old, node);
@@ -399,8 +399,10 @@ async fn t82_a_restarted_leader_leads_again_only_through_an_election() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let leader = new_leader.expect("a leader of a newer term within 3 s");
-    c.node(leader).write(set("after", "1")).await.unwrap();
-    let applied = c.node(leader).status().applied_index.unwrap();
+    // The index of the write itself: `leader` may have lost leadership
+    // since it was seen leading (the write is then forwarded), and a
+    // follower's own applied index can still be short of it.
+    let applied = c.node(leader).write(set("after", "1")).await.unwrap().index;
     for id in 1..=3 {
         c.node(id).wait_applied(applied, Duration::from_secs(5)).await.unwrap();
         assert_eq!(c.node(id).local_state(|kv| kv.map.len()), 21, "node {id}");
