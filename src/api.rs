@@ -81,6 +81,8 @@ pub use resources::InitRequest;
 pub use resources::ReplacePlanRequest;
 pub use resources::StateHashView;
 pub use resources::SubmitTaskRequest;
+pub use resources::TaskView;
+pub use resources::UpdateNodeRequest;
 pub use telemetry::PublishResult;
 
 use crate::error::Error;
@@ -257,7 +259,10 @@ pub fn router_with(api: Api) -> Router {
         .route("/v1/leader/transfer", post(r::transfer_leader))
         .route("/v1/backup", get(backup::backup))
         .route("/v1/nodes", get(r::list_nodes))
-        .route("/v1/nodes/{id}", get(r::get_node))
+        .route(
+            "/v1/nodes/{id}",
+            get(r::get_node).patch(r::update_node).delete(r::remove_node),
+        )
         .route("/v1/nodes/{id}/drain", post(drain::drain))
         .route("/v1/nodes/{id}/undrain", post(drain::undrain))
         .route("/v1/mission", get(r::get_mission))
@@ -352,7 +357,7 @@ Reads are linearizable unless `?consistency=stale`. Mutating requests need `Auth
         resources::readyz, metrics::metrics, resources::status, resources::state_hash, resources::init,
         resources::members, resources::add_member, resources::promote, resources::remove_member,
         resources::transfer_leader, backup::backup, resources::list_nodes, resources::get_node,
-        drain::drain, drain::undrain,
+        resources::update_node, resources::remove_node, drain::drain, drain::undrain,
         resources::get_mission, resources::replace_plan, resources::append_goals,
         resources::skip_goal, resources::complete_goal, resources::abort_plan,
         resources::list_tasks, resources::submit_task, resources::get_task, resources::cancel_task,
@@ -649,6 +654,7 @@ mod tests {
                 ("POST", item.post.is_some()),
                 ("PUT", item.put.is_some()),
                 ("DELETE", item.delete.is_some()),
+                ("PATCH", item.patch.is_some()),
             ];
             for (m, present) in methods {
                 if present && !md.contains(&format!("`{m} {path}`")) {
@@ -685,6 +691,25 @@ mod tests {
                 assert!(schemas[name].is_object(), "{at}: dangling $ref {r}");
                 seen.push(name.to_string());
                 return check(v, &schemas[name], schemas, at, seen);
+            }
+            if let Some(parts) = schema["allOf"].as_array() {
+                // `#[serde(flatten)]`: the value has the keys of every part.
+                let mut properties = serde_json::Map::new();
+                let mut required = Vec::new();
+                for part in parts {
+                    let part = match part["$ref"].as_str() {
+                        Some(r) => {
+                            let name = r.trim_start_matches("#/components/schemas/");
+                            seen.push(name.to_string());
+                            &schemas[name]
+                        }
+                        None => part,
+                    };
+                    properties.extend(part["properties"].as_object().cloned().unwrap_or_default());
+                    required.extend(part["required"].as_array().cloned().unwrap_or_default());
+                }
+                let merged = serde_json::json!({"properties": properties, "required": required});
+                return check(v, &merged, schemas, at, seen);
             }
             if let Some(alts) = schema["oneOf"].as_array() {
                 // An enum: the variant whose tag the value carries.
@@ -787,10 +812,18 @@ mod tests {
             "mission",
             &mut seen,
         );
-        let tasks: Vec<_> = mission.tasks(&Default::default());
+        let tasks: Vec<_> = mission
+            .tasks(&Default::default())
+            .into_iter()
+            .map(|t| resources::TaskView::of(&mission, t))
+            .collect();
+        assert!(
+            tasks.iter().all(|t| t.unplaceable.is_some()),
+            "no node is up: every task says why"
+        );
         check(
             &serde_json::to_value(&tasks).unwrap(),
-            &serde_json::json!({"items": body("Task")}),
+            &serde_json::json!({"items": body("TaskView")}),
             schemas,
             "tasks",
             &mut seen,
@@ -810,6 +843,7 @@ mod tests {
             "Pose",
             "Effective",
             "Task",
+            "TaskView",
             "TaskSpec",
             "TaskState",
             "DegradationPolicy",

@@ -5,7 +5,7 @@
 //! | 400 `bad_request` | malformed JSON, a wrong type, a bad path or query parameter, a value the state machine calls invalid or out of bounds — `field` names it |
 //! | 401 `unauthorized` | a mutating request (or, if configured, any request) without the right bearer token |
 //! | 404 `not_found` | an unknown task, node, goal, parameter, policy or member |
-//! | 409 `conflict` / `rejected` / … | the request is well-formed but the current state refuses it (illegal task transition, plan version mismatch, already initialised) |
+//! | 409 `conflict` / `rejected` / `node_up` / `node_busy` / `node_down` / … | the request is well-formed but the current state refuses it (illegal task transition, plan version mismatch, already initialised, removing a node that is up or holds tasks, updating a node that is down) |
 //! | 410 `compacted` | a watch asked for history that is compacted into a snapshot |
 //! | 413 `body_too_large` / `payload_too_large` | the body exceeds the limit (a telemetry payload: the telemetry limit) |
 //! | 429 `rate_limited` | a telemetry topic is over its rate limit; the message was dropped; `retryable: true` |
@@ -91,6 +91,13 @@ pub enum Error {
         /// What was expected and what came.
         reason: String,
     },
+    /// A node that is up cannot be removed from the registry: its agent
+    /// would register it again at once.
+    #[error("node {node_id} is up: its agent would register it again; stop it first (it can be removed once it is suspect or down)")]
+    NodeUp {
+        /// The node.
+        node_id: u64,
+    },
     /// The admin API could not listen.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -137,6 +144,8 @@ fn command_status(e: &CommandError) -> (StatusCode, &'static str, Option<String>
         C::LimitReached { .. } => (StatusCode::CONFLICT, "limit_reached", None),
         C::PlanVersionMismatch { .. } => (StatusCode::CONFLICT, "conflict", field("expected_version")),
         C::ParamAlreadyDeclared { .. } => (StatusCode::CONFLICT, "conflict", field("name")),
+        C::NodeBusy { .. } => (StatusCode::CONFLICT, "node_busy", field("id")),
+        C::NodeDown { .. } => (StatusCode::CONFLICT, "node_down", field("id")),
         _ => (StatusCode::CONFLICT, "conflict", None),
     }
 }
@@ -155,6 +164,7 @@ impl Error {
             Error::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Some("body".into())),
             Error::Command(e) => command_status(e),
             Error::Bind { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "bind", None),
+            Error::NodeUp { .. } => (StatusCode::CONFLICT, "node_up", Some("id".into())),
             Error::Client(_) => (StatusCode::BAD_GATEWAY, "upstream", None),
             Error::Unexpected { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             Error::Telemetry(e) => {

@@ -1,7 +1,7 @@
 //! The `cairn` binary: run a node, bootstrap a cluster, manage members,
 //! and read/write the mission — in the style of etcdctl and consul.
 //!
-//! Nouns and verbs: `node run|list|get|drain|undrain`, `cluster init`, `member
+//! Nouns and verbs: `node run|list|get|update|remove|drain|undrain`, `cluster init`, `member
 //! add|promote|remove|list|transfer-leader`, `status`, `param
 //! declare|set|get|list`, `task submit|list|get|cancel`, `mission
 //! show|load|append|skip|complete|abort`, `sensor list|report`, `policy
@@ -199,6 +199,31 @@ enum NodeCmd {
         /// Read this node's state without a linearizable check.
         #[arg(long)]
         stale: bool,
+    },
+    /// Change a registered node's capabilities or budget in the registry.
+    /// Holds until the node next starts: its agent then registers what its
+    /// config says (change the config too to keep it).
+    Update {
+        /// Node id.
+        id: u64,
+        /// Its capabilities, all of them (repeat); replaces the set.
+        #[arg(long = "capability", value_name = "NAME")]
+        capabilities: Vec<String>,
+        /// Take every capability away.
+        #[arg(long, conflicts_with = "capabilities")]
+        no_capabilities: bool,
+        /// Its cpu budget, millicores.
+        #[arg(long)]
+        cpu_millicores: Option<u64>,
+        /// Its memory budget, MiB.
+        #[arg(long)]
+        memory_mib: Option<u64>,
+    },
+    /// Remove a node from the registry: one that is stopped (suspect or
+    /// down) and holds no task; refused (non-zero exit) otherwise.
+    Remove {
+        /// Node id.
+        id: u64,
     },
     /// Before restarting or upgrading a node: no new tasks for it, and
     /// leadership moves off it.
@@ -515,6 +540,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Node {
             cmd: NodeCmd::Get { id, stale },
         } => cli::node_get(&client, id, stale).await?,
+        Cmd::Node {
+            cmd:
+                NodeCmd::Update {
+                    id,
+                    capabilities,
+                    no_capabilities,
+                    cpu_millicores,
+                    memory_mib,
+                },
+        } => {
+            let capabilities =
+                (no_capabilities || !capabilities.is_empty()).then(|| capabilities.into_iter().collect());
+            let req = cairn::api::UpdateNodeRequest {
+                capabilities,
+                cpu_millicores,
+                memory_mib,
+            };
+            cli::node_update(&client, cli.output == Output::Json, id, &req).await?
+        }
+        Cmd::Node {
+            cmd: NodeCmd::Remove { id },
+        } => cli::node_remove(&client, cli.output == Output::Json, id).await?,
         Cmd::Node {
             cmd: NodeCmd::Drain { id },
         } => cli::ops::drain(&client, cli.output == Output::Json, id, true).await?,

@@ -2,7 +2,12 @@
 //!
 //! - **Registration**: registers the node (capabilities, budget) and
 //!   re-registers it if the cluster forgot it or declared it `Down` while it
-//!   was in fact alive.
+//!   was in fact alive. On start, once its state has caught up with the
+//!   leader's, it also rewrites an existing entry whose addresses,
+//!   capabilities or budget differ from its spec: a node's config, changed
+//!   and restarted, reaches the registry. After that first match it leaves
+//!   the entry alone, so an operator's `cairn node update` holds until the
+//!   node next starts.
 //! - **Heartbeats and the lease**: every `heartbeat_interval_ms` it sends a
 //!   heartbeat to the leader; the leader answers only after a quorum confirmed
 //!   its leadership, with its applied index. Once this node has applied that
@@ -12,7 +17,11 @@
 //!   periodic re-read) for tasks leased to this node, starts each as an action
 //!   on the handler registered for its kind, forwards cancel requests, reports
 //!   progress and the result with the task's epoch, and drops a handler whose
-//!   task moved away or whose permit lapsed (after `stop_grace_ms`).
+//!   task moved away or whose permit lapsed (after `stop_grace_ms`). A
+//!   report the state machine refuses for what it says (a non-finite or
+//!   out-of-bounds value) rather than for who sends it (a stale epoch) fails
+//!   the task with the refusal as its reason, instead of restarting the
+//!   handler.
 //! - **Limits, plan, parameters**: running handlers get the effective mode and
 //!   speed limit, the plan and every parameter change, in order, as they apply.
 
@@ -94,6 +103,10 @@ const FINISH_ROUNDS: u32 = 20;
 /// Re-read the whole state this often even without change events (covers a
 /// lagged event stream and time-based conditions).
 const RECONCILE_EVERY: Duration = Duration::from_millis(250);
+/// After the state machine refused this node's registration (e.g. the new
+/// spec drops a capability a task it holds needs), wait this long before
+/// trying again rather than every reconcile pass.
+const REGISTRY_RETRY: Duration = Duration::from_secs(5);
 
 /// A change in whether a node believes it may actuate a task; for tests and
 /// audits (the history checker looks for two nodes believing it at once).
@@ -129,6 +142,9 @@ pub struct AgentStatus {
     pub heartbeats_confirmed: u64,
     /// Reports the cluster refused for a stale epoch.
     pub stale_reports: u64,
+    /// Why the state machine last refused this node's registration, if it
+    /// did and no registration succeeded since.
+    pub registry_error: Option<String>,
 }
 
 /// Builds an [`Agent`].
@@ -198,6 +214,8 @@ impl AgentBuilder {
             // A dead leader is probed once per heartbeat interval.
             hb_breaker: Mutex::new(CircuitBreaker::new(3, hb_recovery)),
             registering: AtomicBool::new(false),
+            synced: AtomicBool::new(false),
+            registry_refused: Mutex::new(None),
             heartbeats_confirmed: AtomicU64::new(0),
             stale_reports: AtomicU64::new(0),
             config: self.config,
@@ -243,6 +261,7 @@ impl Agent {
             running: s.lock_runners().iter().map(|(t, r)| (*t, r.epoch)).collect(),
             heartbeats_confirmed: s.heartbeats_confirmed.load(Ordering::Relaxed),
             stale_reports: s.stale_reports.load(Ordering::Relaxed),
+            registry_error: s.lock_registry_refused().as_ref().map(|(_, e)| e.clone()),
         }
     }
 
@@ -294,6 +313,11 @@ struct Shared {
     breaker: Mutex<CircuitBreaker>,
     hb_breaker: Mutex<CircuitBreaker>,
     registering: AtomicBool,
+    /// The registry entry matched `spec` (or was written from it) in this
+    /// run; from then on only a missing or wrongly-down entry is rewritten.
+    synced: AtomicBool,
+    /// The last refused registration: not before when to try again, and why.
+    registry_refused: Mutex<Option<(Instant, String)>>,
     heartbeats_confirmed: AtomicU64,
     stale_reports: AtomicU64,
 }
@@ -320,6 +344,10 @@ impl Shared {
 
     fn lock_finished(&self) -> std::sync::MutexGuard<'_, BTreeSet<(TaskId, Epoch)>> {
         self.finished.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_registry_refused(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
+        self.registry_refused.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn seed(&self) -> u64 {
@@ -419,7 +447,7 @@ impl Shared {
         // node with 1,000 parameters under write load.
         let have_params_version = self.param_values.borrow().0;
         let have_plan_version = self.plan.borrow().version;
-        let (mine, liveness, limits, plan, changes, full_params, params_version) = self.node.local_state(|m| {
+        let (mine, entry, limits, plan, changes, full_params, params_version) = self.node.local_state(|m| {
             let changes: Vec<ParamUpdate> = m
                 .param_changes_since(last_param)
                 .map(|c| ParamUpdate {
@@ -437,7 +465,12 @@ impl Shared {
             let patchable = last_param == have_params_version && covers(&changes, have_params_version, now);
             (
                 self.my_tasks(m),
-                m.node(self.node_id).map(|n| n.liveness),
+                m.node(self.node_id).map(|n| {
+                    let same = n.addresses == self.spec.addresses
+                        && n.capabilities == self.spec.capabilities
+                        && n.budget == self.spec.budget;
+                    (n.liveness, same)
+                }),
                 convert::limits(&m.effective()),
                 (m.plan().version != have_plan_version).then(|| convert::plan(m)),
                 changes,
@@ -490,23 +523,44 @@ impl Shared {
             }
         }
 
-        // Registration.
+        // Registration. A valid lease means this node has applied what the
+        // leader had when it confirmed the lease, so the entry it compares
+        // with its spec is not an old one from before a restart.
         let lease_valid = self.lease.borrow().allows(Instant::now());
-        let needs_registration = match liveness {
+        let needs_registration = match entry {
             None => true,
             // Declared dead while alive: only once the leader hears us again.
-            Some(Liveness::Down) => lease_valid,
+            Some((Liveness::Down, _)) => lease_valid,
+            // Up or suspect: on start, make the entry say what the spec says.
+            Some((_, same)) if lease_valid && !self.synced.load(Ordering::Acquire) => {
+                if same {
+                    self.synced.store(true, Ordering::Release);
+                }
+                !same
+            }
             Some(_) => false,
         };
-        if needs_registration && !self.registering.swap(true, Ordering::AcqRel) {
+        let due = self
+            .lock_registry_refused()
+            .as_ref()
+            .is_none_or(|(retry_at, _)| Instant::now() >= *retry_at);
+        if needs_registration && due && !self.registering.swap(true, Ordering::AcqRel) {
             let shared = self.clone();
             tokio::spawn(async move {
-                tracing::info!(node = %shared.node_id, capabilities = ?shared.spec.capabilities, "registering node");
+                tracing::info!(node = %shared.node_id, capabilities = ?shared.spec.capabilities, budget = ?shared.spec.budget, "registering node");
                 match shared
                     .write("register node", Command::RegisterNode(shared.spec.clone()))
                     .await
                 {
-                    Ok(_) => tracing::info!(node = %shared.node_id, "node registered"),
+                    Ok(_) => {
+                        shared.synced.store(true, Ordering::Release);
+                        *shared.lock_registry_refused() = None;
+                        tracing::info!(node = %shared.node_id, "node registered");
+                    }
+                    Err(Error::Command(e)) => {
+                        tracing::warn!(node = %shared.node_id, error = %e, retry_in_s = REGISTRY_RETRY.as_secs(), "the cluster refused this node's registration");
+                        *shared.lock_registry_refused() = Some((Instant::now() + REGISTRY_RETRY, e.to_string()));
+                    }
                     Err(e) => tracing::warn!(node = %shared.node_id, error = %e, "registration failed; will retry"),
                 }
                 shared.registering.store(false, Ordering::Release);
@@ -607,7 +661,11 @@ impl Shared {
         if matches!(e, CommandError::StaleEpoch { .. }) {
             self.stale_reports.fetch_add(1, Ordering::Relaxed);
         }
-        tracing::warn!(node = %self.node_id, task = %task_id, error = %e, "report refused; this node no longer holds the task");
+        if lease_lost(e) {
+            tracing::warn!(node = %self.node_id, task = %task_id, error = %e, "report refused; this node no longer holds the task");
+        } else {
+            tracing::warn!(node = %self.node_id, task = %task_id, error = %e, "report refused as invalid");
+        }
     }
 }
 
@@ -815,7 +873,7 @@ async fn run_task(
     let (permit_tx, permit_rx) = watch::channel(Permit::Revoked);
     let (feedback_tx, feedback_rx) = watch::channel::<Option<ActionFeedback>>(None);
     let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
-    let (stale_tx, mut stale_rx) = watch::channel(false);
+    let (verdict_tx, mut verdict_rx) = watch::channel(Verdict::Accepted);
     let goal = ActionGoal {
         task_id: t.id.0,
         epoch: t.epoch.0,
@@ -864,12 +922,15 @@ async fn run_task(
         t.clone(),
         feedback_rx,
         reports_rx,
-        stale_tx,
+        verdict_tx,
     ));
     let _children = Children(vec![reporter]);
     let grace = Duration::from_millis(shared.config.stop_grace_ms);
     let mut stop_by: Option<Instant> = None;
     let mut lost = false;
+    // Why the cluster refused a report of this handler, if it did: the
+    // handler is stopped and the task fails with this reason.
+    let mut rejected: Option<String> = None;
     let outcome = loop {
         if permit == Permit::Revoked && stop_by.is_none() {
             stop_by = Some(Instant::now() + grace);
@@ -884,21 +945,34 @@ async fn run_task(
             }),
             r = lease_rx.changed() => {
                 if r.is_err() { return; }
-                update_permit(lost, &mut permit);
+                update_permit(lost || rejected.is_some(), &mut permit);
             }
-            _ = sleep_until_opt(expiry) => update_permit(lost, &mut permit),
+            _ = sleep_until_opt(expiry) => update_permit(lost || rejected.is_some(), &mut permit),
             r = lost_rx.changed(), if !lost => {
                 lost = lost || r.is_err() || *lost_rx.borrow();
-                update_permit(lost, &mut permit);
+                update_permit(lost || rejected.is_some(), &mut permit);
             }
-            r = stale_rx.changed(), if !lost => {
-                lost = lost || r.is_err() || *stale_rx.borrow();
-                update_permit(lost, &mut permit);
+            r = verdict_rx.changed(), if !lost && rejected.is_none() => {
+                // The reporter ends after a refusal, so read the value
+                // before treating a closed channel as a lost task.
+                match verdict_rx.borrow_and_update().clone() {
+                    Verdict::Invalid(reason) => {
+                        tracing::warn!(node = %shared.node_id, task = %t.id, epoch = %t.epoch, %reason, "stopping the handler: the cluster refused its report");
+                        // Actuators stop now; the handler gets the grace to return.
+                        rejected = Some(reason);
+                    }
+                    Verdict::Lost => lost = true,
+                    Verdict::Accepted => lost = r.is_err(),
+                }
+                update_permit(lost || rejected.is_some(), &mut permit);
             }
             _ = sleep_until_opt(stop_by) => {
                 handler_task.0.abort();
                 if permit != Permit::Revoked {
                     update_permit(true, &mut permit);
+                }
+                if let Some(reason) = &rejected {
+                    break ActionOutcome::Failed { reason: reason.clone() };
                 }
                 tracing::warn!(node = %shared.node_id, task = %t.id, epoch = %t.epoch, lost, "handler dropped: permit lost");
                 return;
@@ -912,22 +986,30 @@ async fn run_task(
     drop(_children);
 
     // 4. Report the result, if this node may still speak for the task.
-    let outcome = match outcome {
-        ActionOutcome::Succeeded => TaskOutcome::Succeeded,
-        ActionOutcome::Cancelled if *cancel_rx.borrow() => TaskOutcome::Cancelled,
-        ActionOutcome::Cancelled => TaskOutcome::Failed {
+    let refused = rejected.is_some();
+    let outcome = match (outcome, rejected) {
+        // The cluster refused what the handler reported: the task fails
+        // with that reason, whatever the handler's own outcome.
+        (_, Some(reason)) => TaskOutcome::Failed {
+            reason,
+            retry_jitter_ms: shared.jitter_ms(&t),
+        },
+        (ActionOutcome::Succeeded, None) => TaskOutcome::Succeeded,
+        (ActionOutcome::Cancelled, None) if *cancel_rx.borrow() => TaskOutcome::Cancelled,
+        (ActionOutcome::Cancelled, None) => TaskOutcome::Failed {
             reason: "handler stopped without a cancel request".to_owned(),
             retry_jitter_ms: shared.jitter_ms(&t),
         },
-        ActionOutcome::Failed { reason } => TaskOutcome::Failed {
-            reason,
+        (ActionOutcome::Failed { reason }, None) => TaskOutcome::Failed {
+            reason: clip(reason),
             retry_jitter_ms: shared.jitter_ms(&t),
         },
     };
     // A handler that ended because its permit lapsed has not failed the
     // task: leave it for the restart (or the next holder). A cancel can be
-    // acknowledged either way.
-    if lost || !(held || outcome == TaskOutcome::Cancelled) {
+    // acknowledged either way, and so can a refused report (this agent
+    // revoked the permit itself; the task is still this node's).
+    if lost || !(held || refused || outcome == TaskOutcome::Cancelled) {
         tracing::info!(task = %t.id, epoch = %t.epoch, ?outcome, "handler ended without a permit; result not reported");
         return;
     }
@@ -943,14 +1025,40 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+/// What the cluster made of a handler's progress reports so far.
+#[derive(Clone, Debug, PartialEq)]
+enum Verdict {
+    /// Every report was accepted (or not yet answered).
+    Accepted,
+    /// A report was refused because this node no longer holds the task
+    /// (stale epoch, finished or forgotten task): stop, report nothing.
+    Lost,
+    /// A report was refused for what it says (e.g. a non-finite distance):
+    /// the handler is broken for this task; fail the task with the reason.
+    Invalid(String),
+}
+
+/// Whether a refusal of an assignee's command means the sender no longer
+/// holds the task, rather than that the command itself is wrong.
+fn lease_lost(e: &CommandError) -> bool {
+    matches!(
+        e,
+        CommandError::StaleEpoch { .. }
+            | CommandError::TaskNotFound { .. }
+            | CommandError::IllegalTransition { .. }
+            | CommandError::CancelNotRequested { .. }
+    )
+}
+
 /// Writes a running task's progress (at most every `progress_interval_ms`)
-/// and its handler's cluster reports; flags a stale epoch.
+/// and its handler's cluster reports; tells a lost task (stale epoch) from
+/// an invalid report through `verdict`.
 async fn report_loop(
     shared: Arc<Shared>,
     t: MyTask,
     mut feedback: watch::Receiver<Option<ActionFeedback>>,
     mut reports: mpsc::Receiver<ClusterReport>,
-    stale: watch::Sender<bool>,
+    verdict: watch::Sender<Verdict>,
 ) {
     let interval = Duration::from_millis(shared.config.progress_interval_ms);
     loop {
@@ -962,9 +1070,13 @@ async fn report_loop(
                 let command = Command::ReportProgress { task_id: t.id, epoch: t.epoch, percent, feedback: detail };
                 match shared.write("report progress", command).await {
                     Ok(_) => {}
-                    Err(Error::Command(e)) => {
+                    Err(Error::Command(e)) if lease_lost(&e) => {
                         shared.note_refusal(t.id, &e);
-                        stale.send_replace(true);
+                        verdict.send_replace(Verdict::Lost);
+                        return;
+                    }
+                    Err(Error::Command(e)) => {
+                        verdict.send_replace(Verdict::Invalid(clip(format!("progress report refused: {e}"))));
                         return;
                     }
                     Err(e) => tracing::debug!(task = %t.id, error = %e, "progress not reported"),
@@ -980,8 +1092,55 @@ async fn report_loop(
     }
 }
 
+/// `reason` cut to what the state machine takes as a failure reason (at a
+/// character boundary), so a long message cannot get the result refused.
+fn clip(mut reason: String) -> String {
+    let max = cairn_state::limits::MAX_TEXT_LEN;
+    if reason.len() > max {
+        let mut end = max - '…'.len_utf8();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
+}
+
 /// Whether `changes` (oldest first, one per version) take the parameters
 /// from version `have` to `now` with none missing.
 fn covers(changes: &[ParamUpdate], have: u64, now: u64) -> bool {
     changes.first().is_some_and(|c| c.version == have + 1) && changes.last().is_some_and(|c| c.version == now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reasons_are_clipped_at_a_char_boundary() {
+        let max = cairn_state::limits::MAX_TEXT_LEN;
+        assert_eq!(clip("short".into()), "short");
+        let long = "é".repeat(max);
+        let got = clip(long);
+        assert!(got.len() <= max && got.ends_with('…'), "{} bytes", got.len());
+    }
+
+    #[test]
+    fn only_fencing_refusals_mean_the_task_is_lost() {
+        let task_id = TaskId(1);
+        assert!(lease_lost(&CommandError::StaleEpoch {
+            task_id,
+            presented: Epoch(1),
+            current: Some(Epoch(2)),
+        }));
+        assert!(lease_lost(&CommandError::TaskNotFound { task_id }));
+        assert!(!lease_lost(&CommandError::NotFinite {
+            field: "feedback.distance_m".into()
+        }));
+        assert!(!lease_lost(&CommandError::Invalid {
+            field: "feedback.pose.position".into(),
+            reason: "x = 1e300 m is outside ±1e6 m".into(),
+        }));
+    }
 }

@@ -89,7 +89,7 @@ pub(crate) fn feedback(f: &ActionFeedback) -> (u8, Option<Feedback>) {
     let detail = f.detail.as_ref().map(|d| match d {
         FeedbackDetail::DistanceRemaining(m) => Feedback::DistanceRemaining { distance_m: *m },
         FeedbackDetail::Eta(ms) => Feedback::Eta { remaining_ms: *ms },
-        FeedbackDetail::Pose(p) => Feedback::Pose(Pose::new(p.x_m, p.y_m, 0.0, p.heading_rad)),
+        FeedbackDetail::Pose(p) => Feedback::Pose(Pose::new(p.x_m, p.y_m, 0.0, normalised(p.heading_rad))),
         FeedbackDetail::Samples { collected, target } => Feedback::Samples {
             collected: *collected,
             target: *target,
@@ -97,6 +97,24 @@ pub(crate) fn feedback(f: &ActionFeedback) -> (u8, Option<Feedback>) {
         FeedbackDetail::Note(s) => Feedback::Note(s.clone()),
     });
     (f.percent.min(100), detail)
+}
+
+/// A heading in `[-π, π]`: a handler may integrate its yaw past a full turn;
+/// the state machine takes headings within one turn
+/// ([`cairn_state::limits::MAX_HEADING_RAD`]). A non-finite one is left for
+/// the state machine to refuse.
+fn normalised(heading_rad: f64) -> f64 {
+    use std::f64::consts::PI;
+    use std::f64::consts::TAU;
+    if !heading_rad.is_finite() {
+        return heading_rad;
+    }
+    let h = heading_rad.rem_euclid(TAU);
+    if h > PI {
+        h - TAU
+    } else {
+        h
+    }
 }
 
 pub(crate) fn report(r: &ClusterReport) -> Command {
@@ -113,5 +131,21 @@ pub(crate) fn report(r: &ClusterReport) -> Command {
             expected_version: None,
             goal_id: GoalId(*goal_id),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::f64::consts::PI;
+
+    use super::*;
+
+    #[test]
+    fn headings_are_brought_within_one_turn() {
+        for (given, want) in [(0.0, 0.0), (PI / 2.0, PI / 2.0), (7.0 * PI, PI), (-5.5 * PI, 0.5 * PI)] {
+            let got = normalised(given);
+            assert!((got - want).abs() < 1e-9, "{given} gave {got}, not {want}");
+        }
+        assert!(normalised(f64::NAN).is_nan(), "left for the state machine to refuse");
     }
 }

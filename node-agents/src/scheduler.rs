@@ -23,8 +23,10 @@ use cairn_state::Liveness;
 use cairn_state::Mission;
 use cairn_state::NodeId;
 use cairn_state::Resources;
+use cairn_state::Task;
 use cairn_state::TaskId;
 use cairn_state::TaskSpec;
+use cairn_state::TaskState;
 
 use crate::config::PolicyName;
 
@@ -153,9 +155,10 @@ pub fn is_draining(mission: &Mission, id: NodeId) -> bool {
         .is_some_and(|p| p.value == cairn_state::ParamValue::Bool(true))
 }
 
-/// Plans placements for the tasks schedulable at `now_ms`.
-pub fn plan(mission: &Mission, now_ms: u64, policy: &dyn PlacementPolicy, skip: &Exclusions) -> Schedule {
-    let mut nodes: Vec<(Candidate, &BTreeSet<String>)> = mission
+/// The nodes that may get new work: up, not excluded, not draining; with
+/// their capabilities.
+fn candidates<'m>(mission: &'m Mission, skip: &Exclusions) -> Vec<(Candidate, &'m BTreeSet<String>)> {
+    mission
         .nodes()
         .filter(|n| n.liveness == Liveness::Up && !skip.nodes.contains(&n.id) && !is_draining(mission, n.id))
         .map(|n| {
@@ -169,26 +172,54 @@ pub fn plan(mission: &Mission, now_ms: u64, policy: &dyn PlacementPolicy, skip: 
                 &n.capabilities,
             )
         })
+        .collect()
+}
+
+/// The indexes (into `nodes`) of the nodes with every capability `spec`
+/// requires, and those of them with room for it.
+fn capable_and_fitting(spec: &TaskSpec, nodes: &[(Candidate, &BTreeSet<String>)]) -> (Vec<usize>, Vec<Candidate>) {
+    let capable: Vec<usize> = (0..nodes.len())
+        .filter(|&i| spec.required_capabilities.iter().all(|c| nodes[i].1.contains(c)))
         .collect();
+    let fits: Vec<Candidate> = capable
+        .iter()
+        .map(|&i| &nodes[i].0)
+        .filter(|c| {
+            c.load
+                .checked_add(spec.resources)
+                .is_some_and(|after| after.fits_within(c.budget))
+        })
+        .cloned()
+        .collect();
+    (capable, fits)
+}
+
+/// Why pending task `task` fits no node now, `None` if some node could take
+/// it (or it is not pending). Judged on `mission` alone, the way a
+/// coordinator's pass judges it, but without the coordinator's local
+/// exclusions (nodes not heard from since it took over, tasks held back)
+/// and without the tasks the same pass places first; so any node can
+/// answer it, e.g. for `cairn task get`.
+pub fn why_unplaceable(mission: &Mission, task: &Task) -> Option<String> {
+    if task.state != TaskState::Pending {
+        return None;
+    }
+    let nodes = candidates(mission, &Exclusions::default());
+    let (capable, fits) = capable_and_fitting(&task.spec, &nodes);
+    fits.is_empty()
+        .then(|| unplaceable_reason(&task.spec, &nodes, &capable, true))
+}
+
+/// Plans placements for the tasks schedulable at `now_ms`.
+pub fn plan(mission: &Mission, now_ms: u64, policy: &dyn PlacementPolicy, skip: &Exclusions) -> Schedule {
+    let mut nodes = candidates(mission, skip);
     let mut out = Schedule::default();
     for task in mission.schedulable_tasks(now_ms) {
         if skip.tasks.contains(&task.id) {
             continue;
         }
         let spec = &task.spec;
-        let capable: Vec<usize> = (0..nodes.len())
-            .filter(|&i| spec.required_capabilities.iter().all(|c| nodes[i].1.contains(c)))
-            .collect();
-        let fits: Vec<Candidate> = capable
-            .iter()
-            .map(|&i| &nodes[i].0)
-            .filter(|c| {
-                c.load
-                    .checked_add(spec.resources)
-                    .is_some_and(|after| after.fits_within(c.budget))
-            })
-            .cloned()
-            .collect();
+        let (capable, fits) = capable_and_fitting(spec, &nodes);
         let chosen = policy.choose(spec, &fits).filter(|id| fits.iter().any(|c| c.id == *id));
         match chosen {
             Some(node_id) => {
@@ -390,6 +421,10 @@ mod tests {
         assert!(reasons[&low].contains("600 millicores"), "{reasons:?}");
         assert!(reasons[&gpu].contains("capability [\"gpu\"]"), "{reasons:?}");
         assert!(reasons[&huge].contains("4096 MiB"), "{reasons:?}");
+        let why = |t: TaskId| m.task(t).and_then(|t| why_unplaceable(&m, t));
+        assert_eq!(why(gpu), Some(reasons[&gpu].clone()), "any node tells the same reason");
+        assert!(why(huge).is_some_and(|r| r.contains("4096 MiB")), "{:?}", why(huge));
+        assert_eq!(why(low), None, "fits the idle node; only this pass gave its cpu away");
 
         m.apply(
             &Command::SetLiveness {

@@ -342,6 +342,86 @@ pub(super) async fn get_node(
     .await
 }
 
+/// Body of `PATCH /v1/nodes/{id}`: what to change in a node's registry
+/// entry; fields left out keep their value.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNodeRequest {
+    /// The node's capabilities, all of them (replaces the set).
+    #[serde(default)]
+    pub capabilities: Option<BTreeSet<String>>,
+    /// Its cpu budget, millicores.
+    #[serde(default)]
+    pub cpu_millicores: Option<u64>,
+    /// Its memory budget, MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+}
+
+#[utoipa::path(patch, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = u64, Path, description = "node id")),
+    request_body = UpdateNodeRequest,
+    responses((status = 200, body = WriteResult, description = "updated; `response.NodeRegistered`"),
+        (status = 400, body = ErrorBody, description = "nothing to change, or an invalid capability"),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`node_down`: the node is down; `conflict`: the change would break a task it holds (a capability it needs, a budget below its load)")),
+    security(("bearer" = [])))]
+pub(super) async fn update_node(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<UpdateNodeRequest>,
+) -> Result<Json<WriteResult>, Error> {
+    let id = path_id(&id, "id")?;
+    if req.capabilities.is_none() && req.cpu_millicores.is_none() && req.memory_mib.is_none() {
+        return Err(Error::bad(
+            "body",
+            "nothing to change: give capabilities, cpu_millicores or memory_mib",
+        ));
+    }
+    let node = api
+        .node
+        .read(Consistency::Linearizable, |m| m.node(NodeId(id)).cloned())
+        .await?
+        .ok_or_else(|| Error::not_found(format!("node {id}"), "id"))?;
+    // A registration marks the node up: refuse rather than claim a dead
+    // node is alive. Its agent registers it from its config when it starts.
+    if node.liveness == cairn_state::Liveness::Down {
+        return Err(cairn_state::CommandError::NodeDown { node_id: node.id }.into());
+    }
+    // The same command the node's agent registers with, so a cluster that
+    // still runs an older release understands it; the state machine
+    // refuses a change that breaks the placement of a task the node holds.
+    let spec = cairn_state::NodeSpec {
+        id: node.id,
+        addresses: node.addresses,
+        capabilities: req.capabilities.unwrap_or(node.capabilities),
+        budget: Resources {
+            cpu_millicores: req.cpu_millicores.unwrap_or(node.budget.cpu_millicores),
+            memory_mib: req.memory_mib.unwrap_or(node.budget.memory_mib),
+        },
+    };
+    tracing::info!(node = id, capabilities = ?spec.capabilities, budget = ?spec.budget, "updating a node's registry entry");
+    execute(&api, Command::RegisterNode(spec)).await
+}
+
+#[utoipa::path(delete, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = u64, Path, description = "node id")),
+    responses((status = 200, body = WriteResult, description = "removed; `response.NodeDeregistered`"),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`node_up`: the node is up (its agent would register it again); `node_busy`: it still holds tasks")),
+    security(("bearer" = [])))]
+pub(super) async fn remove_node(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<WriteResult>, Error> {
+    let id = path_id(&id, "id")?;
+    let liveness = api
+        .node
+        .read(Consistency::Linearizable, |m| m.node(NodeId(id)).map(|n| n.liveness))
+        .await?
+        .ok_or_else(|| Error::not_found(format!("node {id}"), "id"))?;
+    if liveness == cairn_state::Liveness::Up {
+        return Err(Error::NodeUp { node_id: id });
+    }
+    // The state machine refuses while the node holds a task (`node_busy`).
+    execute(&api, Command::DeregisterNode { node_id: NodeId(id) }).await
+}
+
 // ---------------------------------------------------------------------------
 // Mission plan
 
@@ -549,6 +629,30 @@ pub(super) async fn submit_task(
     execute(&api, Command::CreateTask(req.into())).await
 }
 
+/// A task as `GET /v1/tasks` and `GET /v1/tasks/{id}` show it: the
+/// replicated task, and why it is pending if no node can take it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    /// The replicated task.
+    #[serde(flatten)]
+    pub task: cairn_state::Task,
+    /// Why no node can take this pending task now (no up node has a
+    /// capability it needs, or none has the cpu or memory free), judged on
+    /// the serving node's state; absent when some node can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaceable: Option<String>,
+}
+
+impl TaskView {
+    /// The view of `task` in `m`.
+    pub(super) fn of(m: &Mission, task: &cairn_state::Task) -> Self {
+        TaskView {
+            unplaceable: cairn_agents::scheduler::why_unplaceable(m, task),
+            task: task.clone(),
+        }
+    }
+}
+
 /// Query of `GET /v1/tasks`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -578,7 +682,7 @@ fn parse_state(s: &str) -> Result<TaskState, Error> {
 }
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(TaskQuery),
-    responses((status = 200, body = Vec<cairn_state::Task>, description = "tasks in id order"), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Vec<TaskView>, description = "tasks in id order"), (status = 400, body = ErrorBody)))]
 pub(super) async fn list_tasks(State(api): State<Api>, ApiQuery(q): ApiQuery<TaskQuery>) -> Result<Response, Error> {
     let filter = TaskFilter {
         state: q.state.as_deref().map(parse_state).transpose()?,
@@ -591,11 +695,12 @@ pub(super) async fn list_tasks(State(api): State<Api>, ApiQuery(q): ApiQuery<Tas
     let after = q.after.unwrap_or(0);
     let consistency = q.consistency.unwrap_or_default().into();
     read_json(&api, consistency, |m| {
-        let page: Vec<_> = m
+        let page: Vec<TaskView> = m
             .tasks(&filter)
             .into_iter()
             .filter(|t| t.id.0 > after)
             .take(limit)
+            .map(|t| TaskView::of(m, t))
             .collect();
         to_json(&page)
     })
@@ -603,7 +708,7 @@ pub(super) async fn list_tasks(State(api): State<Api>, ApiQuery(q): ApiQuery<Tas
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = u64, Path), ReadParams),
-    responses((status = 200, body = cairn_state::Task), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_task(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -611,7 +716,7 @@ pub(super) async fn get_task(
 ) -> Result<Response, Error> {
     let id = path_id(&id, "id")?;
     read_json(&api, q.consistency(), |m| match m.task(TaskId(id)) {
-        Some(t) => to_json(t),
+        Some(t) => to_json(&TaskView::of(m, t)),
         None => Err(Error::not_found(format!("task {id}"), "id")),
     })
     .await

@@ -200,6 +200,45 @@ pub async fn node_get(client: &Client, id: u64, stale: bool) -> anyhow::Result<(
     print_json(&r)
 }
 
+pub async fn node_update(
+    client: &Client,
+    out_json: bool,
+    id: u64,
+    req: &cairn::api::UpdateNodeRequest,
+) -> anyhow::Result<()> {
+    let r: Option<Value> = client
+        .call(Method::PATCH, &format!("/v1/nodes/{id}"), Some(req))
+        .await?;
+    if out_json {
+        return print_json(&r.unwrap_or_default());
+    }
+    let n: Value = client
+        .call(Method::GET, &format!("/v1/nodes/{id}"), NONE)
+        .await?
+        .unwrap_or_default();
+    let caps: Vec<String> = n["capabilities"].as_array().into_iter().flatten().map(s).collect();
+    println!(
+        "node {id} updated (committed at index {}): capabilities [{}], budget {} millicores and {} MiB",
+        s(&r.unwrap_or_default()["index"]),
+        caps.join(", "),
+        s(&n["budget"]["cpu_millicores"]),
+        s(&n["budget"]["memory_mib"])
+    );
+    Ok(())
+}
+
+pub async fn node_remove(client: &Client, out_json: bool, id: u64) -> anyhow::Result<()> {
+    let r: Option<Value> = client.call(Method::DELETE, &format!("/v1/nodes/{id}"), NONE).await?;
+    if out_json {
+        return print_json(&r.unwrap_or_default());
+    }
+    println!(
+        "node {id} removed from the registry (committed at index {})",
+        s(&r.unwrap_or_default()["index"])
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Tasks
 
@@ -262,6 +301,17 @@ pub enum TaskCmd {
         /// Task id.
         id: u64,
     },
+}
+
+/// A task's `WHY` in `task list`: why a pending one fits no node, why a
+/// failed one failed (its last error), else nothing.
+fn why(t: &Value) -> String {
+    let text = match t["state"].as_str() {
+        Some("Pending") => t["unplaceable"].as_str().or_else(|| t["last_error"].as_str()),
+        Some("Failed") => t["last_error"].as_str(),
+        _ => None,
+    };
+    text.unwrap_or_default().to_string()
 }
 
 pub async fn task(client: &Client, out_json: bool, cmd: TaskCmd) -> anyhow::Result<()> {
@@ -360,6 +410,7 @@ pub async fn task(client: &Client, out_json: bool, cmd: TaskCmd) -> anyhow::Resu
                         } else {
                             "".into()
                         },
+                        why(t),
                     ]
                 })
                 .collect();
@@ -373,6 +424,7 @@ pub async fn task(client: &Client, out_json: bool, cmd: TaskCmd) -> anyhow::Resu
                     "PRIO",
                     "FAILED",
                     "CANCEL REQ",
+                    "WHY",
                 ],
                 &rows,
             );
@@ -397,6 +449,7 @@ pub async fn task(client: &Client, out_json: bool, cmd: TaskCmd) -> anyhow::Resu
                     vec!["feedback".into(), s(&r["feedback"])],
                     vec!["failed attempts".into(), s(&r["attempts"])],
                     vec!["last error".into(), s(&r["last_error"])],
+                    vec!["unplaceable".into(), s(&r["unplaceable"])],
                     vec!["cancel requested".into(), s(&r["cancel_requested"])],
                     vec!["capabilities".into(), s(&r["spec"]["required_capabilities"])],
                     vec!["resources".into(), s(&r["spec"]["resources"])],

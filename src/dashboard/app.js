@@ -371,23 +371,51 @@ function renderMode() {
   ).join("") || `<tr><td colspan="3">no sensor reports</td></tr>`;
 }
 
+// Built with DOM calls and textContent, never HTML strings: task kinds,
+// failure reasons and unplaceable reasons are data from clients and agents.
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text != null) e.textContent = String(text);
+  return e;
+}
+
+function taskCard(t, s) {
+  const card = el("div", "task");
+  card.dataset.task = String(t.id);
+  const top = card.appendChild(el("div", "top"));
+  top.appendChild(el("b", null, `#${t.id} ${t.spec.kind}`));
+  if (!TERMINAL.has(t.state)) {
+    const b = top.appendChild(el("button", null, t.cancel_requested ? "cancelling…" : "cancel"));
+    b.type = "button";
+    b.dataset.cancel = String(t.id);
+  }
+  const lease = t.lease ? `node ${t.lease.node_id} · epoch ${t.lease.epoch}` : "unassigned";
+  card.appendChild(el("div", "meta", lease + (t.attempts ? ` · ${t.attempts} failed` : "")));
+  if (s === "Running" || t.progress_percent) {
+    const p = card.appendChild(el("progress"));
+    p.max = 100;
+    p.value = Number(t.progress_percent) || 0;
+    card.appendChild(document.createTextNode(` ${t.progress_percent} %`));
+  }
+  // Why it waits (no node can take it) or why it failed.
+  if (t.unplaceable) card.appendChild(el("div", "meta why", `unplaceable: ${t.unplaceable}`));
+  if (t.last_error) card.appendChild(el("div", "meta why", `${s === "Failed" ? "failed" : "last error"}: ${t.last_error}`));
+  return card;
+}
+
 function renderTasks() {
   const by = {};
   for (const s of STATES) by[s] = [];
   for (const t of S.tasks || []) (by[t.state] || (by[t.state] = [])).push(t);
-  const col = (s) => {
-    const list = by[s].slice(-30).reverse();
-    const cards = list.map((t) => {
-      const lease = t.lease ? `node ${t.lease.node_id} · epoch ${t.lease.epoch}` : "unassigned";
-      const cancel = TERMINAL.has(t.state) ? "" : `<button type="button" data-cancel="${esc(t.id)}">${t.cancel_requested ? "cancelling…" : "cancel"}</button>`;
-      return `<div class="task" data-task="${esc(t.id)}"><div class="top"><b>#${esc(t.id)} ${esc(t.spec.kind)}</b>${cancel}</div>` +
-        `<div class="meta">${esc(lease)}${t.attempts ? ` · ${esc(t.attempts)} failed` : ""}</div>` +
-        (s === "Running" || t.progress_percent ? `<progress max="100" value="${esc(t.progress_percent)}"></progress> ${esc(t.progress_percent)} %` : "") +
-        (t.last_error ? `<div class="meta">${esc(t.last_error)}</div>` : "") + `</div>`;
-    });
-    return `<div class="col" data-state="${s}"><h3>${s} (${by[s].length})</h3>${cards.join("")}</div>`;
-  };
-  $("#tasks").innerHTML = STATES.map(col).join("");
+  const cols = STATES.map((s) => {
+    const col = el("div", "col");
+    col.dataset.state = s;
+    col.appendChild(el("h3", null, `${s} (${by[s].length})`));
+    for (const t of by[s].slice(-30).reverse()) col.appendChild(taskCard(t, s));
+    return col;
+  });
+  $("#tasks").replaceChildren(...cols);
 }
 
 async function cancelTask(id) {

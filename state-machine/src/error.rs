@@ -192,8 +192,9 @@ pub enum CommandError {
         /// What the node has left.
         available: u64,
     },
-    /// A node still holding tasks cannot deregister; mark it down first.
-    #[error("node {node_id} still holds {tasks} task(s)")]
+    /// A node still holding tasks cannot deregister: drain it and let them
+    /// finish, or let it go down (its tasks are released then).
+    #[error("node {node_id} still holds {tasks} task(s): drain it and wait until they finish or move, or stop it (its tasks move once it is down)")]
     NodeBusy {
         /// The node.
         node_id: NodeId,

@@ -41,3 +41,25 @@ pub const MAX_PARAM_STRING_LEN: usize = 4_096;
 /// readers (`cairn param history`); unbounded, it would grow every snapshot
 /// with every `SetParam` for the life of the cluster.
 pub const PARAM_EVENTS_KEPT: usize = 256;
+
+// --- bounds on floats ---
+//
+// Every float a command carries is finite and inside one of these bounds,
+// so no later arithmetic on it (a distance, a sum, a squared error in a
+// handler) can overflow to infinity or lose all precision. The bounds are
+// orders of magnitude above anything a rover does, and are checked by the
+// stateless validation every command goes through (`validate.rs`).
+
+/// Largest absolute coordinate of a position, metres (1,000 km from the
+/// frame's origin): every `x`, `y` and `z` of a pose or a search-area vertex
+/// is within `±MAX_COORDINATE_M`. A rover mission spans kilometres.
+pub const MAX_COORDINATE_M: f64 = 1.0e6;
+/// Largest distance, metres: position tolerances, sweep spacings and the
+/// distance remaining a handler reports are within `0..=MAX_DISTANCE_M`.
+/// Above the diagonal of the coordinate box (2·√3·10⁶ ≈ 3.5·10⁶ m), so any
+/// distance between two valid positions fits.
+pub const MAX_DISTANCE_M: f64 = 1.0e7;
+/// Largest absolute heading, radians: one full turn either way, so headings
+/// in `(-π, π]` and in `[0, 2π)` both fit. Heading tolerances are within
+/// `0..=MAX_HEADING_RAD`.
+pub const MAX_HEADING_RAD: f64 = std::f64::consts::TAU;

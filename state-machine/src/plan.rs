@@ -45,10 +45,6 @@ impl Pose {
             UnitQuaternion::from_axis_angle(&Vector3::z_axis(), self.heading_rad),
         )
     }
-
-    pub(crate) fn is_finite(&self) -> bool {
-        self.position.iter().all(|c| c.is_finite()) && self.heading_rad.is_finite()
-    }
 }
 
 /// How close counts as reaching a goal.

@@ -42,28 +42,58 @@ fn max_len(field: &str, value: &str, max: usize) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn non_negative(field: &str, value: f64) -> Result<(), CommandError> {
-    if !value.is_finite() {
-        return Err(CommandError::NotFinite {
+fn finite(field: &str, value: f64) -> Result<(), CommandError> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(CommandError::NotFinite {
             field: field.to_owned(),
-        });
+        })
     }
-    if value < 0.0 {
+}
+
+/// `value` is finite and in `min..=max`; `range` is how the reason shows
+/// the bound (e.g. `0..=1e7 m`). The value is shown in scientific notation
+/// (`1e300`, not three hundred digits).
+fn within(field: &str, value: f64, min: f64, max: f64, range: &str) -> Result<(), CommandError> {
+    finite(field, value)?;
+    if value < min || value > max {
         return Err(CommandError::Invalid {
             field: field.to_owned(),
-            reason: format!("{value} is negative"),
+            reason: format!("{value:e} is outside {range}"),
         });
     }
     Ok(())
 }
 
-fn pose(field: &str, pose: &Pose) -> Result<(), CommandError> {
-    if !pose.is_finite() {
-        return Err(CommandError::NotFinite {
+/// A distance: finite, in `0..=MAX_DISTANCE_M`.
+fn distance(field: &str, value: f64) -> Result<(), CommandError> {
+    let max = limits::MAX_DISTANCE_M;
+    within(field, value, 0.0, max, &format!("0..={max:e} m"))
+}
+
+/// A coordinate: finite, within `±MAX_COORDINATE_M`; `axis` names it.
+fn coordinate(field: &str, axis: &str, value: f64) -> Result<(), CommandError> {
+    finite(field, value)?;
+    let max = limits::MAX_COORDINATE_M;
+    if value.abs() > max {
+        return Err(CommandError::Invalid {
             field: field.to_owned(),
+            reason: format!("{axis} = {value:e} m is outside ±{max:e} m"),
         });
     }
     Ok(())
+}
+
+/// A pose at `field`: its position under `field.position`, its heading
+/// under `field.heading_rad`.
+fn pose(field: &str, pose: &Pose) -> Result<(), CommandError> {
+    let position = format!("{field}.position");
+    for (axis, value) in ["x", "y", "z"].into_iter().zip(pose.position.iter()) {
+        coordinate(&position, axis, *value)?;
+    }
+    let max = limits::MAX_HEADING_RAD;
+    within(&format!("{field}.heading_rad"), pose.heading_rad, -max, max, "±2π rad")
 }
 
 pub(crate) fn capabilities(field: &str, caps: &BTreeSet<String>) -> Result<(), CommandError> {
@@ -76,6 +106,8 @@ pub(crate) fn capabilities(field: &str, caps: &BTreeSet<String>) -> Result<(), C
     caps.iter().try_for_each(|c| name(field, c))
 }
 
+/// Goals as a client sends them; a field at fault is named as in the JSON
+/// body, e.g. `goals[0].kind.Waypoint.pose.position`.
 pub(crate) fn goals(goals: &[GoalSpec]) -> Result<(), CommandError> {
     if goals.is_empty() {
         return Err(CommandError::Empty {
@@ -88,20 +120,30 @@ pub(crate) fn goals(goals: &[GoalSpec]) -> Result<(), CommandError> {
             max: limits::MAX_GOALS,
         });
     }
-    goals.iter().try_for_each(goal)
+    goals
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, g)| goal(&format!("goals[{i}]"), g))
 }
 
-fn goal(goal: &GoalSpec) -> Result<(), CommandError> {
-    non_negative("tolerance.position_m", goal.tolerance.position_m)?;
+fn goal(at: &str, goal: &GoalSpec) -> Result<(), CommandError> {
+    distance(&format!("{at}.tolerance.position_m"), goal.tolerance.position_m)?;
     if let Some(heading_rad) = goal.tolerance.heading_rad {
-        non_negative("tolerance.heading_rad", heading_rad)?;
+        within(
+            &format!("{at}.tolerance.heading_rad"),
+            heading_rad,
+            0.0,
+            limits::MAX_HEADING_RAD,
+            "0..=2π rad",
+        )?;
     }
     match &goal.kind {
-        GoalKind::Waypoint { pose: p } => pose("waypoint.pose", p),
+        GoalKind::Waypoint { pose: p } => pose(&format!("{at}.kind.Waypoint.pose"), p),
         GoalKind::SearchArea { boundary, spacing_m } => {
+            let field = format!("{at}.kind.SearchArea.boundary");
             if boundary.len() < 3 {
                 return Err(CommandError::Invalid {
-                    field: "search_area.boundary".to_owned(),
+                    field,
                     reason: format!("{} vertices, a polygon needs 3", boundary.len()),
                 });
             }
@@ -111,31 +153,32 @@ fn goal(goal: &GoalSpec) -> Result<(), CommandError> {
                     max: limits::MAX_AREA_VERTICES,
                 });
             }
-            if !boundary.iter().all(|v| v.x.is_finite() && v.y.is_finite()) {
-                return Err(CommandError::NotFinite {
-                    field: "search_area.boundary".to_owned(),
-                });
+            for (j, v) in boundary.iter().enumerate() {
+                let vertex = format!("{field}[{j}]");
+                coordinate(&vertex, "x", v.x)?;
+                coordinate(&vertex, "y", v.y)?;
             }
-            non_negative("search_area.spacing_m", *spacing_m)?;
+            let spacing = format!("{at}.kind.SearchArea.spacing_m");
+            distance(&spacing, *spacing_m)?;
             if *spacing_m == 0.0 {
                 return Err(CommandError::Invalid {
-                    field: "search_area.spacing_m".to_owned(),
+                    field: spacing,
                     reason: "must be above 0".to_owned(),
                 });
             }
             Ok(())
         }
         GoalKind::PickUp { pose: p, item } => {
-            pose("pick_up.pose", p)?;
-            name("pick_up.item", item)
+            pose(&format!("{at}.kind.PickUp.pose"), p)?;
+            name(&format!("{at}.kind.PickUp.item"), item)
         }
         GoalKind::Deliver { pose: p, item } => {
-            pose("deliver.pose", p)?;
-            name("deliver.item", item)
+            pose(&format!("{at}.kind.Deliver.pose"), p)?;
+            name(&format!("{at}.kind.Deliver.item"), item)
         }
         GoalKind::ScienceSample { pose: p, instrument } => {
-            pose("science_sample.pose", p)?;
-            name("science_sample.instrument", instrument)
+            pose(&format!("{at}.kind.ScienceSample.pose"), p)?;
+            name(&format!("{at}.kind.ScienceSample.instrument"), instrument)
         }
     }
 }
@@ -178,7 +221,7 @@ pub(crate) fn node_spec(spec: &NodeSpec) -> Result<(), CommandError> {
 
 pub(crate) fn feedback(feedback: &Feedback) -> Result<(), CommandError> {
     match feedback {
-        Feedback::DistanceRemaining { distance_m } => non_negative("feedback.distance_m", *distance_m),
+        Feedback::DistanceRemaining { distance_m } => distance("feedback.distance_m", *distance_m),
         Feedback::Eta { .. } | Feedback::Samples { .. } => Ok(()),
         Feedback::Pose(p) => pose("feedback.pose", p),
         Feedback::Note(note) => text("feedback.note", note),

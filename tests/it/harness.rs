@@ -439,6 +439,14 @@ impl ProcCluster {
         self.procs.insert(id, p);
     }
 
+    /// Replace node `id`'s extra `cairn node run` flags (e.g. `--config`)
+    /// for its next start.
+    pub fn set_extra_args(&mut self, id: u64, extra_args: Vec<String>) {
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.extra_args = extra_args;
+        }
+    }
+
     /// Node `id`'s data dir.
     pub fn data_dir(&self, id: u64) -> &std::path::Path {
         &self.procs[&id].data_dir

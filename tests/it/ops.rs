@@ -49,10 +49,11 @@ async fn mission_state(c: &ProcCluster, id: u64, stale: bool) -> Value {
     let q = if stale { "?consistency=stale" } else { "" };
     let mut all = serde_json::Map::new();
     for path in ["/v1/params", "/v1/mission", "/v1/tasks", "/v1/policies", "/v1/sensors"] {
-        let got = c
+        let mut got = c
             .get(id, &format!("{path}{q}"))
             .await
             .unwrap_or_else(|e| panic!("node {id} {path}: {e}"));
+        crate::without_registry_views(&mut got);
         all.insert(path.into(), got);
     }
     Value::Object(all)
@@ -629,4 +630,116 @@ async fn t94_check_consistency_names_a_diverged_replica() {
         .find(|m| m["id"] == victim)
         .unwrap();
     assert_ne!(odd["sha256"], report["majority"], "{report}");
+}
+
+/// The registry entry of node `id` (linearizable), `None` if it has none.
+async fn registry_entry(c: &ProcCluster, via: u64, id: u64) -> Option<Value> {
+    c.get(via, &format!("/v1/nodes/{id}")).await.ok()
+}
+
+/// Waits (bounded) until node `id`'s registry entry satisfies `cond`.
+async fn wait_entry(c: &ProcCluster, via: u64, id: u64, what: &str, cond: impl Fn(Option<&Value>) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let entry = registry_entry(c, via, id).await;
+        if cond(entry.as_ref()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {id}'s registry entry never {what}: {entry:?}\nlog:\n{}",
+            c.log(id)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn capabilities(entry: Option<&Value>) -> Vec<String> {
+    entry
+        .and_then(|e| e["capabilities"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Issue 17: the registry follows a node's config across a restart
+/// (OPERATIONS.md's "canary first"), `cairn node update` changes an entry,
+/// and `cairn node remove` takes a stopped node out and refuses a live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t95_registry_follows_config_and_nodes_update_and_remove() {
+    let mut c = ProcCluster::start(3).await;
+    c.wait_leader(Duration::from_secs(15)).await;
+    wait_entry(&c, 1, 3, "appeared", |e| e.is_some_and(|e| e["liveness"] == "Up")).await;
+    assert_eq!(
+        capabilities(registry_entry(&c, 1, 3).await.as_ref()),
+        Vec::<String>::new()
+    );
+
+    tracing::info!("node 3's config gets capabilities and a budget; restart it");
+    let config = c.dir().join("n3.toml");
+    std::fs::write(
+        &config,
+        "capabilities = [\"canary\", \"lidar\"]\ncpu_millicores = 1234\nmemory_mib = 321\n",
+    )
+    .unwrap();
+    assert!(c.stop(3).await.is_some_and(|s| s.success()), "node 3 stops cleanly");
+    c.set_extra_args(3, vec!["--config".into(), config.display().to_string()]);
+    c.restart(3).await;
+    wait_entry(&c, 1, 3, "took the new config", |e| {
+        capabilities(e) == ["canary", "lidar"]
+            && e.is_some_and(|e| e["budget"] == json!({"cpu_millicores": 1234, "memory_mib": 321}))
+    })
+    .await;
+
+    tracing::info!("cairn node update changes the entry, and the running agent leaves it");
+    let out = cli_ok(c.cli(&["node", "update", "3", "--capability", "lidar", "--memory-mib", "500"]));
+    assert!(out.contains("node 3 updated") && out.contains("[lidar]"), "{out}");
+    let entry = registry_entry(&c, 1, 3).await;
+    assert_eq!(capabilities(entry.as_ref()), ["lidar"]);
+    assert_eq!(
+        entry.map(|e| e["budget"].clone()),
+        Some(json!({"cpu_millicores": 1234, "memory_mib": 500}))
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        capabilities(registry_entry(&c, 1, 3).await.as_ref()),
+        ["lidar"],
+        "the agent kept the update"
+    );
+
+    tracing::info!("a node that is up cannot be removed");
+    let out = c.cli(&["node", "remove", "3"]);
+    assert!(
+        !out.status.success(),
+        "removing a live node must fail: {}",
+        out_text(&out)
+    );
+    assert!(out_text(&out).contains("node 3 is up"), "{}", out_text(&out));
+    assert!(
+        registry_entry(&c, 1, 3).await.is_some(),
+        "a refused remove changes nothing"
+    );
+
+    tracing::info!("stopped and down, it can");
+    c.stop(3).await;
+    wait_entry(&c, 1, 3, "went down", |e| e.is_some_and(|e| e["liveness"] == "Down")).await;
+    let out = cli_ok(c.cli(&["node", "remove", "3"]));
+    assert!(out.contains("node 3 removed"), "{out}");
+    assert_eq!(registry_entry(&c, 1, 3).await, None);
+    let list = cli_ok(c.cli(&["-o", "json", "node", "list"]));
+    let ids: Vec<u64> = serde_json::from_str::<Value>(&list)
+        .unwrap()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["id"].as_u64())
+        .collect();
+    assert_eq!(ids, [1, 2], "{list}");
+    let out = c.cli(&["node", "update", "3", "--cpu-millicores", "1"]);
+    assert!(
+        !out.status.success() && out_text(&out).contains("not found"),
+        "{}",
+        out_text(&out)
+    );
 }

@@ -15,6 +15,7 @@ use cairn_hal::action::ActionFeedback;
 use cairn_hal::action::ActionFuture;
 use cairn_hal::action::ActionHandler;
 use cairn_hal::action::ActionOutcome;
+use cairn_hal::action::FeedbackDetail;
 use cairn_hal::action::Limits;
 use cairn_hal::action::ParamUpdate;
 use cairn_hal::action::ParamVal;
@@ -80,6 +81,8 @@ pub enum Event {
     },
     /// The node was killed (every belief it held ends here).
     Killed { node: u64, at: Instant },
+    /// A [`BadReport`] handler started.
+    Started { node: u64, task: u64, epoch: u64 },
 }
 
 /// A node's belief in one task: node, epoch, from, until (`None`: still).
@@ -268,6 +271,31 @@ impl ActionHandler for Work {
     }
 }
 
+/// A broken test action (kind `bad-report`): reports a distance remaining
+/// of infinity, which the state machine refuses, then works on forever.
+pub struct BadReport {
+    pub node: u64,
+    pub history: History,
+}
+
+impl ActionHandler for BadReport {
+    fn run(&self, ctx: ActionContext) -> ActionFuture {
+        let (node, history) = (self.node, self.history.clone());
+        Box::pin(async move {
+            let (task, epoch) = (ctx.goal.task_id, ctx.goal.epoch);
+            history.push(Event::Started { node, task, epoch });
+            ctx.feedback(ActionFeedback {
+                percent: 0,
+                detail: Some(FeedbackDetail::DistanceRemaining(f64::INFINITY)),
+            });
+            ctx.stopped().await;
+            ActionOutcome::Failed {
+                reason: "stopped".into(),
+            }
+        })
+    }
+}
+
 pub struct TestNode {
     pub raft: Option<Arc<RaftNode<Mission>>>,
     pub agent: Option<Agent>,
@@ -363,6 +391,13 @@ impl Cluster {
             let history = cluster.history.clone();
             let mut builder =
                 Agent::builder(raft, spec, cfg).observer(Arc::new(move |e| history.push(Event::Permit(e))));
+            builder = builder.handler(
+                "bad-report",
+                Arc::new(BadReport {
+                    node: id,
+                    history: cluster.history.clone(),
+                }),
+            );
             for (kind, ticks) in KINDS {
                 builder = builder.handler(
                     kind,

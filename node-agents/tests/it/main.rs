@@ -434,6 +434,54 @@ async fn t60_running_handlers_get_degradation_and_params_in_order() {
     c.write(Command::CancelTask { task_id: task }).await.unwrap();
 }
 
+/// Issue 17: a handler whose progress report the state machine refuses for
+/// what it says (an infinite distance) fails its task with the refusal as
+/// the reason, once; before, the agent took the refusal for a lost task,
+/// dropped the handler and started it again about five times a second,
+/// forever, with the task stuck running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t70_a_refused_report_fails_the_task_with_the_reason_once() {
+    let c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
+    let spec = cairn_state::TaskSpec {
+        kind: "bad-report".into(),
+        required_capabilities: ["drive".to_string()].into(),
+        resources: SMALL,
+        priority: 0,
+        deadline_ms: None,
+        retry: cairn_state::RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        },
+        goal: None,
+    };
+    let task = match c.write(Command::CreateTask(spec)).await {
+        Ok(Response::TaskCreated { task_id }) => task_id,
+        other => panic!("create task: {other:?}"),
+    };
+    c.wait(Duration::from_secs(10), "the task failed", |m| {
+        m.task(task).is_some_and(|t| t.state == TaskState::Failed)
+    })
+    .await;
+    let reason = c
+        .any()
+        .local_state(|m| m.task(task).and_then(|t| t.last_error.clone()))
+        .unwrap_or_default();
+    assert!(
+        reason.contains("progress report refused") && reason.contains("feedback.distance_m"),
+        "the refusal is the reason: {reason:?}"
+    );
+    // Give a restart loop time to show itself before counting starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let starts = c
+        .history
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Started { task: t, .. } if *t == task.0))
+        .count();
+    assert_eq!(starts, 1, "the handler was started {starts} times");
+    c.history.check_exclusive_actuation().unwrap();
+}
+
 /// Failover measurements; `CAIRN_BENCH=1 [CAIRN_BENCH_TRIALS=20]`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t95_bench_failover() {

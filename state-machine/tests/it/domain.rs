@@ -229,6 +229,95 @@ fn t31_plan_inputs_are_validated() {
     );
 }
 
+/// The absurd plan of issue 17 (a waypoint at `[1e300, -1e300, 0]`,
+/// tolerance 1e300) and every other float a plan carries past its bound
+/// are refused naming the field, as the JSON body spells it; the bounds
+/// themselves are accepted.
+#[test]
+fn t32_plan_floats_are_bounded_and_the_field_is_named() {
+    use cairn_state::limits::MAX_COORDINATE_M;
+    use cairn_state::limits::MAX_DISTANCE_M;
+    use cairn_state::limits::MAX_HEADING_RAD;
+    let mut rig = Rig::new();
+    let replace = |goals: Vec<GoalSpec>| Command::ReplacePlan {
+        expected_version: None,
+        name: "p".to_owned(),
+        frame_id: "map".to_owned(),
+        goals,
+    };
+    let at = |x: f64, y: f64, heading: f64, tolerance_m: f64, tolerance_rad: Option<f64>| GoalSpec {
+        kind: GoalKind::Waypoint {
+            pose: Pose::new(x, y, 0.0, heading),
+        },
+        tolerance: Tolerance {
+            position_m: tolerance_m,
+            heading_rad: tolerance_rad,
+        },
+    };
+    let area = |vertex: f64, spacing_m: f64| GoalSpec {
+        kind: GoalKind::SearchArea {
+            boundary: vec![Point2::new(0.0, 0.0), Point2::new(vertex, 0.0), Point2::new(0.0, 1.0)],
+            spacing_m,
+        },
+        tolerance: Tolerance {
+            position_m: 1.0,
+            heading_rad: None,
+        },
+    };
+    let invalid_field = |e: CommandError| match e {
+        CommandError::Invalid { field, reason } => (field, reason),
+        other => panic!("expected Invalid, saw {other:?}"),
+    };
+
+    let (field, reason) = invalid_field(rig.err(replace(vec![at(1e300, -1e300, 0.0, 1e300, None)])));
+    assert_eq!(field, "goals[0].tolerance.position_m", "{reason}");
+    assert!(reason.contains("1e300"), "the value is shown short: {reason}");
+    let (field, reason) = invalid_field(rig.err(replace(vec![
+        at(0.0, 0.0, 0.0, 1.0, None),
+        at(1e300, -1e300, 0.0, 1.0, None),
+    ])));
+    assert_eq!(field, "goals[1].kind.Waypoint.pose.position");
+    assert!(reason.contains("x = 1e300 m") && reason.contains("1e6"), "{reason}");
+    let cases = [
+        (
+            at(0.0, -MAX_COORDINATE_M * 1.5, 0.0, 1.0, None),
+            "goals[0].kind.Waypoint.pose.position",
+        ),
+        (at(0.0, 0.0, 7.0, 1.0, None), "goals[0].kind.Waypoint.pose.heading_rad"),
+        (at(0.0, 0.0, -7.0, 1.0, None), "goals[0].kind.Waypoint.pose.heading_rad"),
+        (at(0.0, 0.0, 0.0, -1.0, None), "goals[0].tolerance.position_m"),
+        (at(0.0, 0.0, 0.0, 1.0, Some(-0.1)), "goals[0].tolerance.heading_rad"),
+        (at(0.0, 0.0, 0.0, 1.0, Some(7.0)), "goals[0].tolerance.heading_rad"),
+        (area(2e6, 1.0), "goals[0].kind.SearchArea.boundary[1]"),
+        (area(1.0, 2e7), "goals[0].kind.SearchArea.spacing_m"),
+        (area(1.0, 0.0), "goals[0].kind.SearchArea.spacing_m"),
+    ];
+    for (goal, want) in cases {
+        let (field, reason) = invalid_field(rig.err(replace(vec![goal.clone()])));
+        assert_eq!(field, want, "{goal:?}: {reason}");
+    }
+    let e = rig.err(replace(vec![at(f64::INFINITY, 0.0, 0.0, 1.0, None)]));
+    assert_eq!(
+        e,
+        CommandError::NotFinite {
+            field: "goals[0].kind.Waypoint.pose.position".to_owned()
+        }
+    );
+
+    // The bounds themselves are in.
+    rig.ok(replace(vec![
+        at(
+            MAX_COORDINATE_M,
+            -MAX_COORDINATE_M,
+            MAX_HEADING_RAD,
+            MAX_DISTANCE_M,
+            Some(MAX_HEADING_RAD),
+        ),
+        at(0.0, 0.0, -MAX_HEADING_RAD, 0.0, Some(0.0)),
+        area(MAX_COORDINATE_M, MAX_DISTANCE_M),
+    ]));
+}
+
 #[test]
 fn t40_params_declare_set_and_refuse_bad_values() {
     let mut rig = Rig::new();

@@ -511,3 +511,134 @@ fn p11_generated_sequences_reach_every_edge() {
         assert!(total.contains_key(must), "never saw {must}; saw {total:?}");
     }
 }
+
+/// Any `f64`, with the interesting ones (non-finite, huge, near a bound)
+/// well represented.
+fn float() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        2 => any::<f64>(),
+        2 => -2.0e7f64..2.0e7,
+        2 => -10.0f64..10.0,
+        1 => prop_oneof![
+            Just(cairn_state::limits::MAX_COORDINATE_M),
+            Just(-cairn_state::limits::MAX_COORDINATE_M),
+            Just(cairn_state::limits::MAX_DISTANCE_M),
+            Just(cairn_state::limits::MAX_HEADING_RAD),
+            Just(-cairn_state::limits::MAX_HEADING_RAD),
+            Just(f64::NAN),
+            Just(1e300),
+        ],
+    ]
+}
+
+fn coordinate_ok(v: f64) -> bool {
+    v.is_finite() && v.abs() <= cairn_state::limits::MAX_COORDINATE_M
+}
+
+fn heading_ok(v: f64) -> bool {
+    v.is_finite() && v.abs() <= cairn_state::limits::MAX_HEADING_RAD
+}
+
+fn distance_ok(v: f64) -> bool {
+    v.is_finite() && (0.0..=cairn_state::limits::MAX_DISTANCE_M).contains(&v)
+}
+
+/// A mission with one running task (id 1, epoch from the response).
+fn with_running_task() -> (Mission, TaskId, Epoch) {
+    let mut m = Mission::default();
+    let ctx = |index| ApplyCtx {
+        index,
+        term: 1,
+        timestamp_ms: 1_000,
+    };
+    let steps = [
+        Command::RegisterNode(NodeSpec {
+            id: NodeId(1),
+            addresses: vec!["n1".to_owned()],
+            capabilities: BTreeSet::new(),
+            budget: Resources::default(),
+        }),
+        Command::CreateTask(TaskSpec {
+            kind: "k".to_owned(),
+            required_capabilities: BTreeSet::new(),
+            resources: Resources::default(),
+            priority: 0,
+            deadline_ms: None,
+            retry: RetryPolicy::default(),
+            goal: None,
+        }),
+        Command::AssignTask {
+            task_id: TaskId(1),
+            node_id: NodeId(1),
+        },
+    ];
+    let mut epoch = Epoch(0);
+    for (i, c) in steps.iter().enumerate() {
+        if let Ok(Response::TaskAssigned { epoch: e, .. }) = m.apply(c, &ctx(i as u64 + 1)) {
+            epoch = e;
+        }
+    }
+    let started = m.apply(
+        &Command::StartTask {
+            task_id: TaskId(1),
+            epoch,
+        },
+        &ctx(9),
+    );
+    assert!(started.is_ok(), "{started:?}");
+    (m, TaskId(1), epoch)
+}
+
+/// Applies `c` and checks that it is accepted exactly when `ok`, and that a
+/// refusal changes nothing.
+fn accepted_iff(m: &mut Mission, c: &Command, ok: bool) -> Result<(), TestCaseError> {
+    let before = m.snapshot();
+    let got = m.apply(
+        c,
+        &ApplyCtx {
+            index: 100,
+            term: 1,
+            timestamp_ms: 2_000,
+        },
+    );
+    prop_assert_eq!(got.is_ok(), ok, "{:?} answered {:?}", c, got);
+    if got.is_err() {
+        prop_assert!(before == m.snapshot(), "a refusal changed the state");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Every float of a plan goal and of a progress report is accepted
+    /// exactly when it is finite and inside its documented bound
+    /// (`cairn_state::limits`).
+    #[test]
+    fn p12_floats_are_accepted_iff_within_their_bounds(
+        (x, y, z, heading) in (float(), float(), float(), float()),
+        (tolerance_m, tolerance_rad, distance_m) in (float(), prop::option::of(float()), float()),
+    ) {
+        let goal = GoalSpec {
+            kind: GoalKind::Waypoint { pose: Pose::new(x, y, z, heading) },
+            tolerance: Tolerance { position_m: tolerance_m, heading_rad: tolerance_rad },
+        };
+        let pose_ok = coordinate_ok(x) && coordinate_ok(y) && coordinate_ok(z) && heading_ok(heading);
+        let goal_ok = pose_ok
+            && distance_ok(tolerance_m)
+            && tolerance_rad.is_none_or(|r| r.is_finite() && (0.0..=cairn_state::limits::MAX_HEADING_RAD).contains(&r));
+        let mut m = Mission::default();
+        let plan = Command::ReplacePlan {
+            expected_version: None,
+            name: "p".to_owned(),
+            frame_id: "map".to_owned(),
+            goals: vec![goal],
+        };
+        accepted_iff(&mut m, &plan, goal_ok)?;
+
+        let (mut m, task_id, epoch) = with_running_task();
+        let report = |feedback| Command::ReportProgress { task_id, epoch, percent: 10, feedback: Some(feedback) };
+        accepted_iff(&mut m, &report(cairn_state::Feedback::Pose(Pose::new(x, y, z, heading))), pose_ok)?;
+        accepted_iff(&mut m, &report(cairn_state::Feedback::DistanceRemaining { distance_m }), distance_ok(distance_m))?;
+    }
+}
