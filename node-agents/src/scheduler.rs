@@ -194,20 +194,38 @@ fn capable_and_fitting(spec: &TaskSpec, nodes: &[(Candidate, &BTreeSet<String>)]
     (capable, fits)
 }
 
-/// Why pending task `task` fits no node now, `None` if some node could take
-/// it (or it is not pending). Judged on `mission` alone, the way a
-/// coordinator's pass judges it, but without the coordinator's local
+/// Why pending tasks fit no node now, judged on one state: the way a
+/// coordinator's pass judges them, but without the coordinator's local
 /// exclusions (nodes not heard from since it took over, tasks held back)
 /// and without the tasks the same pass places first; so any node can
-/// answer it, e.g. for `cairn task get`.
-pub fn why_unplaceable(mission: &Mission, task: &Task) -> Option<String> {
-    if task.state != TaskState::Pending {
-        return None;
+/// answer it, e.g. for `cairn task get`. Built once for many tasks.
+pub struct Placeability<'m> {
+    nodes: Vec<(Candidate, &'m BTreeSet<String>)>,
+}
+
+impl<'m> Placeability<'m> {
+    /// The nodes of `mission` that may get new work.
+    pub fn new(mission: &'m Mission) -> Self {
+        Placeability {
+            nodes: candidates(mission, &Exclusions::default()),
+        }
     }
-    let nodes = candidates(mission, &Exclusions::default());
-    let (capable, fits) = capable_and_fitting(&task.spec, &nodes);
-    fits.is_empty()
-        .then(|| unplaceable_reason(&task.spec, &nodes, &capable, true))
+
+    /// Why `task` fits no node, `None` if some node could take it (or it
+    /// is not pending).
+    pub fn why(&self, task: &Task) -> Option<String> {
+        if task.state != TaskState::Pending {
+            return None;
+        }
+        let (capable, fits) = capable_and_fitting(&task.spec, &self.nodes);
+        fits.is_empty()
+            .then(|| unplaceable_reason(&task.spec, &self.nodes, &capable, true))
+    }
+}
+
+/// Why pending task `task` fits no node now; see [`Placeability`].
+pub fn why_unplaceable(mission: &Mission, task: &Task) -> Option<String> {
+    Placeability::new(mission).why(task)
 }
 
 /// Plans placements for the tasks schedulable at `now_ms`.

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::Json;
+use cairn_agents::scheduler::Placeability;
 use cairn_raft::Consistency;
 use cairn_raft::Member;
 use cairn_state::Command;
@@ -646,8 +647,13 @@ pub struct TaskView {
 impl TaskView {
     /// The view of `task` in `m`.
     pub(super) fn of(m: &Mission, task: &cairn_state::Task) -> Self {
+        Self::with(&Placeability::new(m), task)
+    }
+
+    /// The view of `task`, with placement judged by `p` (one for a page).
+    fn with(p: &Placeability<'_>, task: &cairn_state::Task) -> Self {
         TaskView {
-            unplaceable: cairn_agents::scheduler::why_unplaceable(m, task),
+            unplaceable: p.why(task),
             task: task.clone(),
         }
     }
@@ -695,12 +701,13 @@ pub(super) async fn list_tasks(State(api): State<Api>, ApiQuery(q): ApiQuery<Tas
     let after = q.after.unwrap_or(0);
     let consistency = q.consistency.unwrap_or_default().into();
     read_json(&api, consistency, |m| {
+        let placeability = Placeability::new(m);
         let page: Vec<TaskView> = m
             .tasks(&filter)
             .into_iter()
             .filter(|t| t.id.0 > after)
             .take(limit)
-            .map(|t| TaskView::of(m, t))
+            .map(|t| TaskView::with(&placeability, t))
             .collect();
         to_json(&page)
     })

@@ -169,12 +169,31 @@ async fn t30_bad_input_changes_nothing() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    tracing::info!("every node registered and up: the node cases need node 1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let nodes = c.get(1, "/v1/nodes").await.unwrap_or_default();
+        let up = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["liveness"] == "Up")
+            .count();
+        if up == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nodes never all up: {nodes}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let before = snapshot(&c, 1).await;
 
     // (method, path, body, expected status, expected field)
     let big = format!("{{\"kind\": \"{}\"}}", "x".repeat(2 << 20));
     let cases: Vec<(Method, &str, Option<&str>, u16, &str)> = vec![
         (Method::POST, "/v1/params", Some("{not json"), 400, "body"),
+        // Issue 17: finite but absurd, refused naming the field (positions within ±1e6 m).
+        (Method::PUT, "/v1/mission/plan", Some("{\"name\": \"p\", \"frame_id\": \"map\", \"goals\": [{\"kind\": {\"Waypoint\": {\"pose\": {\"position\": [1e300, -1e300, 0], \"heading_rad\": 0}}}, \"tolerance\": {\"position_m\": 1, \"heading_rad\": null}}]}"), 400, "goals[0].kind.Waypoint.pose.position"),
+        (Method::POST, "/v1/mission/goals", Some("{\"goals\": [{\"kind\": {\"Waypoint\": {\"pose\": {\"position\": [1, 2, 0], \"heading_rad\": 0}}}, \"tolerance\": {\"position_m\": 1e300, \"heading_rad\": null}}]}"), 400, "goals[0].tolerance.position_m"),
         (Method::POST, "/v1/tasks", Some("{\"kind\": \"a\"} trailing"), 400, "body"),
         (Method::POST, "/v1/tasks", Some(&big), 413, "body"),
         (Method::POST, "/v1/tasks", Some("{}"), 400, "kind"),
@@ -204,9 +223,6 @@ async fn t30_bad_input_changes_nothing() {
         (Method::POST, "/v1/mission/goals/77/skip", Some("{}"), 404, "goal_id"),
         (Method::POST, "/v1/mission/abort", Some("{\"reason\": 5}"), 400, "reason"),
         (Method::PUT, "/v1/mission/plan", Some("{\"name\": \"p\", \"frame_id\": \"map\", \"goals\": [{\"kind\": {\"Waypoint\": {\"pose\": {\"position\": [0, 0], \"heading_rad\": 0}}}, \"tolerance\": {\"position_m\": 1, \"heading_rad\": null}}]}"), 400, "goals[0].kind.Waypoint.pose.position"),
-        // Issue 17: finite but absurd, refused naming the field (positions within ±1e6 m).
-        (Method::PUT, "/v1/mission/plan", Some("{\"name\": \"p\", \"frame_id\": \"map\", \"goals\": [{\"kind\": {\"Waypoint\": {\"pose\": {\"position\": [1e300, -1e300, 0], \"heading_rad\": 0}}}, \"tolerance\": {\"position_m\": 1, \"heading_rad\": null}}]}"), 400, "goals[0].kind.Waypoint.pose.position"),
-        (Method::POST, "/v1/mission/goals", Some("{\"goals\": [{\"kind\": {\"Waypoint\": {\"pose\": {\"position\": [1, 2, 0], \"heading_rad\": 0}}}, \"tolerance\": {\"position_m\": 1e300, \"heading_rad\": null}}]}"), 400, "goals[0].tolerance.position_m"),
         (Method::PUT, "/v1/sensors/imu", Some("{\"health\": \"Broken\"}"), 400, "health"),
         (Method::PUT, "/v1/policies", Some("{\"sensor\": \"imu\", \"health\": \"Failed\", \"mode\": \"Stop\", \"speed_factor\": 2.0}"), 400, "speed_factor"),
         (Method::DELETE, "/v1/policies/imu/sideways", None, 400, "health"),
