@@ -1,10 +1,12 @@
 //! The pure transition function.
 //!
-//! Every handler first checks everything that could refuse the command,
-//! reading the state only, and then mutates; nothing after the first
-//! mutation can fail. So a refused command leaves the state exactly as it was
-//! without paying for a clone. The property tests check this by comparing
-//! snapshots before and after every refusal.
+//! Every handler first runs its `check_*` twin, which tests everything that
+//! could refuse the command reading the state only, and then mutates;
+//! nothing after the first mutation can fail. So a refused command leaves
+//! the state exactly as it was without paying for a clone, and [`check`]
+//! (the checks alone) refuses exactly what [`apply`] refuses. The property
+//! tests check both: snapshots before and after every refusal, and `check`
+//! against `apply` on every generated command.
 //!
 //! No float arithmetic happens here (only comparisons): `f64` operations are
 //! deterministic in IEEE 754, but keeping them out of `apply` means replicas on
@@ -46,6 +48,69 @@ use crate::task::TaskOutcome;
 use crate::task::TaskSpec;
 use crate::task::TaskState;
 use crate::validate;
+
+/// Would [`apply`] refuse `command`? The validation half of `apply` alone,
+/// read only: every handler of `apply` runs exactly this check first and
+/// then mutates without failing, so the two cannot disagree. The leader
+/// calls it (through [`crate::StateMachine::check`]) before proposing, so a
+/// command the state refuses is answered without touching the log.
+pub fn check(mission: &Mission, command: &Command, ctx: &ApplyCtx) -> Result<(), CommandError> {
+    match command {
+        Command::ReplacePlan {
+            expected_version,
+            name,
+            frame_id,
+            goals,
+        } => mission.check_replace_plan(*expected_version, name, frame_id, goals),
+        Command::AppendGoals {
+            expected_version,
+            goals,
+        } => mission.check_append_goals(*expected_version, goals),
+        Command::SkipGoal {
+            expected_version,
+            goal_id,
+        }
+        | Command::CompleteGoal {
+            expected_version,
+            goal_id,
+        } => mission.check_finish_goal(*expected_version, *goal_id),
+        Command::AbortPlan {
+            expected_version,
+            reason,
+        } => mission.check_abort_plan(*expected_version, reason),
+        Command::RegisterNode(spec) => mission.check_register_node(spec),
+        Command::DeregisterNode { node_id } => mission.check_deregister_node(*node_id),
+        Command::SetLiveness { node_id, .. } => mission.check_set_liveness(*node_id),
+        Command::CreateTask(spec) => mission.check_create_task(spec),
+        Command::AssignTask { task_id, node_id } => mission.check_assign_task(*task_id, *node_id, ctx),
+        Command::ReassignTask { task_id, node_id } => mission.check_reassign_task(*task_id, *node_id),
+        Command::UnassignTask { task_id } => mission.check_unassign_task(*task_id),
+        Command::StartTask { task_id, epoch } => mission.check_start_task(*task_id, *epoch),
+        Command::ReportProgress {
+            task_id,
+            epoch,
+            percent,
+            feedback,
+        } => mission.check_report_progress(*task_id, *epoch, *percent, feedback.as_ref()),
+        Command::FinishTask {
+            task_id,
+            epoch,
+            outcome,
+        } => mission.check_finish_task(*task_id, *epoch, outcome),
+        Command::CancelTask { task_id } => mission.check_cancel_task(*task_id),
+        Command::ForgetTask { task_id } => mission.check_forget_task(*task_id),
+        Command::DeclareParam {
+            name,
+            description,
+            kind,
+            value,
+        } => mission.check_declare_param(name, description, kind, value),
+        Command::SetParam { name, value } => mission.check_set_param(name, value),
+        Command::ReportSensorHealth { sensor, .. } => mission.check_report_sensor(sensor),
+        Command::SetPolicy(policy) => mission.check_set_policy(policy),
+        Command::RemovePolicy { sensor, health } => mission.check_remove_policy(sensor, *health).map(|_| ()),
+    }
+}
 
 /// Applies one command to `mission`.
 ///
@@ -137,6 +202,19 @@ impl Mission {
         added
     }
 
+    fn check_replace_plan(
+        &self,
+        expected_version: Option<u64>,
+        name: &str,
+        frame_id: &str,
+        goals: &[GoalSpec],
+    ) -> Result<(), CommandError> {
+        self.check_plan_version(expected_version)?;
+        validate::name("name", name)?;
+        validate::name("frame_id", frame_id)?;
+        validate::goals(goals)
+    }
+
     fn replace_plan(
         &mut self,
         expected_version: Option<u64>,
@@ -144,10 +222,7 @@ impl Mission {
         frame_id: &str,
         goals: &[GoalSpec],
     ) -> Result<Response, CommandError> {
-        self.check_plan_version(expected_version)?;
-        validate::name("name", name)?;
-        validate::name("frame_id", frame_id)?;
-        validate::goals(goals)?;
+        self.check_replace_plan(expected_version, name, frame_id, goals)?;
 
         self.plan.name = name.to_owned();
         self.plan.frame_id = frame_id.to_owned();
@@ -161,7 +236,7 @@ impl Mission {
         })
     }
 
-    fn append_goals(&mut self, expected_version: Option<u64>, goals: &[GoalSpec]) -> Result<Response, CommandError> {
+    fn check_append_goals(&self, expected_version: Option<u64>, goals: &[GoalSpec]) -> Result<(), CommandError> {
         self.check_plan_version(expected_version)?;
         if !matches!(self.plan.status, PlanStatus::Active | PlanStatus::Completed) {
             return Err(CommandError::PlanNotActive {
@@ -175,6 +250,11 @@ impl Mission {
                 max: limits::MAX_GOALS,
             });
         }
+        Ok(())
+    }
+
+    fn append_goals(&mut self, expected_version: Option<u64>, goals: &[GoalSpec]) -> Result<Response, CommandError> {
+        self.check_append_goals(expected_version, goals)?;
 
         let added_goals = self.push_goals(goals);
         self.plan.status = PlanStatus::Active;
@@ -185,13 +265,7 @@ impl Mission {
         })
     }
 
-    fn finish_goal(
-        &mut self,
-        expected_version: Option<u64>,
-        goal_id: GoalId,
-        status: GoalStatus,
-    ) -> Result<Response, CommandError> {
-        debug_assert!(status != GoalStatus::Pending);
+    fn check_finish_goal(&self, expected_version: Option<u64>, goal_id: GoalId) -> Result<(), CommandError> {
         self.check_plan_version(expected_version)?;
         if self.plan.status != PlanStatus::Active {
             return Err(CommandError::PlanNotActive {
@@ -199,7 +273,7 @@ impl Mission {
             });
         }
         let plan_version = self.plan.version;
-        let Some(goal) = self.plan.goals.iter_mut().find(|g| g.id == goal_id) else {
+        let Some(goal) = self.plan.goals.iter().find(|g| g.id == goal_id) else {
             return Err(CommandError::GoalNotFound { goal_id, plan_version });
         };
         if goal.status != GoalStatus::Pending {
@@ -208,8 +282,22 @@ impl Mission {
                 status: goal.status,
             });
         }
+        Ok(())
+    }
 
-        goal.status = status;
+    fn finish_goal(
+        &mut self,
+        expected_version: Option<u64>,
+        goal_id: GoalId,
+        status: GoalStatus,
+    ) -> Result<Response, CommandError> {
+        debug_assert!(status != GoalStatus::Pending);
+        self.check_finish_goal(expected_version, goal_id)?;
+
+        match self.plan.goals.iter_mut().find(|g| g.id == goal_id) {
+            Some(goal) => goal.status = status,
+            None => unreachable!("goal {goal_id} vanished between validation and mutation"),
+        }
         if self.plan.goals.iter().all(|g| g.status != GoalStatus::Pending) {
             self.plan.status = PlanStatus::Completed;
         }
@@ -220,14 +308,18 @@ impl Mission {
         })
     }
 
-    fn abort_plan(&mut self, expected_version: Option<u64>, reason: &str) -> Result<Response, CommandError> {
+    fn check_abort_plan(&self, expected_version: Option<u64>, reason: &str) -> Result<(), CommandError> {
         self.check_plan_version(expected_version)?;
         if self.plan.status != PlanStatus::Active {
             return Err(CommandError::PlanNotActive {
                 status: self.plan.status.clone(),
             });
         }
-        validate::text("reason", reason)?;
+        validate::text("reason", reason)
+    }
+
+    fn abort_plan(&mut self, expected_version: Option<u64>, reason: &str) -> Result<Response, CommandError> {
+        self.check_abort_plan(expected_version, reason)?;
 
         self.plan.status = PlanStatus::Aborted {
             reason: reason.to_owned(),
@@ -242,7 +334,7 @@ impl Mission {
 
 // --- node registry ---
 impl Mission {
-    fn register_node(&mut self, spec: &NodeSpec, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+    fn check_register_node(&self, spec: &NodeSpec) -> Result<(), CommandError> {
         validate::node_spec(spec)?;
         match self.nodes.get(&spec.id) {
             Some(node) => {
@@ -272,6 +364,11 @@ impl Mission {
             }
             None => {}
         }
+        Ok(())
+    }
+
+    fn register_node(&mut self, spec: &NodeSpec, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+        self.check_register_node(spec)?;
 
         let node = self.nodes.entry(spec.id).or_insert_with(|| Node {
             id: spec.id,
@@ -295,7 +392,7 @@ impl Mission {
         Ok(Response::NodeRegistered { node_id: spec.id })
     }
 
-    fn deregister_node(&mut self, node_id: NodeId) -> Result<Response, CommandError> {
+    fn check_deregister_node(&self, node_id: NodeId) -> Result<(), CommandError> {
         let node = self.nodes.get(&node_id).ok_or(CommandError::NodeNotFound { node_id })?;
         if !node.tasks.is_empty() {
             return Err(CommandError::NodeBusy {
@@ -303,17 +400,27 @@ impl Mission {
                 tasks: node.tasks.len(),
             });
         }
+        Ok(())
+    }
+
+    fn deregister_node(&mut self, node_id: NodeId) -> Result<Response, CommandError> {
+        self.check_deregister_node(node_id)?;
 
         self.nodes.remove(&node_id);
         Ok(Response::NodeDeregistered { node_id })
     }
 
-    fn set_liveness(&mut self, node_id: NodeId, liveness: Liveness, ctx: &ApplyCtx) -> Result<Response, CommandError> {
-        let node = self
-            .nodes
-            .get_mut(&node_id)
-            .ok_or(CommandError::NodeNotFound { node_id })?;
+    fn check_set_liveness(&self, node_id: NodeId) -> Result<(), CommandError> {
+        self.nodes
+            .get(&node_id)
+            .map(|_| ())
+            .ok_or(CommandError::NodeNotFound { node_id })
+    }
 
+    fn set_liveness(&mut self, node_id: NodeId, liveness: Liveness, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+        self.check_set_liveness(node_id)?;
+
+        let node = self.node_mut(node_id);
         if node.liveness != liveness {
             node.liveness = liveness;
             node.liveness_changed_at_ms = ctx.timestamp_ms;
@@ -467,7 +574,7 @@ impl Mission {
         task.state
     }
 
-    fn create_task(&mut self, spec: &TaskSpec, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+    fn check_create_task(&self, spec: &TaskSpec) -> Result<(), CommandError> {
         validate::task_spec(spec)?;
         if self.tasks.len() >= limits::MAX_TASKS {
             return Err(CommandError::LimitReached {
@@ -475,6 +582,11 @@ impl Mission {
                 max: limits::MAX_TASKS,
             });
         }
+        Ok(())
+    }
+
+    fn create_task(&mut self, spec: &TaskSpec, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+        self.check_create_task(spec)?;
 
         let task_id = TaskId(self.next_task_id);
         self.next_task_id += 1;
@@ -498,7 +610,7 @@ impl Mission {
         Ok(Response::TaskCreated { task_id })
     }
 
-    fn assign_task(&mut self, task_id: TaskId, node_id: NodeId, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+    fn check_assign_task(&self, task_id: TaskId, node_id: NodeId, ctx: &ApplyCtx) -> Result<(), CommandError> {
         let task = self.task_ref(task_id)?;
         match (task.state, task.lease) {
             (TaskState::Pending, _) => {}
@@ -523,7 +635,11 @@ impl Mission {
                 now_ms: ctx.timestamp_ms,
             });
         }
-        self.check_placement(task, node_id, Resources::default())?;
+        self.check_placement(task, node_id, Resources::default())
+    }
+
+    fn assign_task(&mut self, task_id: TaskId, node_id: NodeId, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+        self.check_assign_task(task_id, node_id, ctx)?;
 
         let epoch = self.lease(task_id, node_id, ctx);
         Ok(Response::TaskAssigned {
@@ -533,7 +649,7 @@ impl Mission {
         })
     }
 
-    fn reassign_task(&mut self, task_id: TaskId, node_id: NodeId, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+    fn check_reassign_task(&self, task_id: TaskId, node_id: NodeId) -> Result<(), CommandError> {
         let task = self.task_ref(task_id)?;
         let Some(old) = task.lease else {
             return Err(CommandError::IllegalTransition {
@@ -547,7 +663,11 @@ impl Mission {
         } else {
             Resources::default()
         };
-        self.check_placement(task, node_id, freed)?;
+        self.check_placement(task, node_id, freed)
+    }
+
+    fn reassign_task(&mut self, task_id: TaskId, node_id: NodeId, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+        self.check_reassign_task(task_id, node_id)?;
 
         self.drop_lease(task_id);
         let epoch = self.lease(task_id, node_id, ctx);
@@ -558,7 +678,7 @@ impl Mission {
         })
     }
 
-    fn unassign_task(&mut self, task_id: TaskId, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+    fn check_unassign_task(&self, task_id: TaskId) -> Result<(), CommandError> {
         let task = self.task_ref(task_id)?;
         if task.lease.is_none() {
             return Err(CommandError::IllegalTransition {
@@ -567,12 +687,17 @@ impl Mission {
                 state: task.state,
             });
         }
+        Ok(())
+    }
+
+    fn unassign_task(&mut self, task_id: TaskId, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+        self.check_unassign_task(task_id)?;
 
         let state = self.release(task_id, ctx);
         Ok(Response::TaskChanged { task_id, state })
     }
 
-    fn start_task(&mut self, task_id: TaskId, epoch: Epoch, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+    fn check_start_task(&self, task_id: TaskId, epoch: Epoch) -> Result<(), CommandError> {
         let (task, _) = self.fence(task_id, epoch, TaskAction::Start)?;
         if task.state != TaskState::Assigned {
             return Err(CommandError::IllegalTransition {
@@ -581,6 +706,11 @@ impl Mission {
                 state: task.state,
             });
         }
+        Ok(())
+    }
+
+    fn start_task(&mut self, task_id: TaskId, epoch: Epoch, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+        self.check_start_task(task_id, epoch)?;
 
         let task = self.task_mut(task_id);
         task.state = TaskState::Running;
@@ -591,14 +721,13 @@ impl Mission {
         })
     }
 
-    fn report_progress(
-        &mut self,
+    fn check_report_progress(
+        &self,
         task_id: TaskId,
         epoch: Epoch,
         percent: u8,
         feedback: Option<&Feedback>,
-        ctx: &ApplyCtx,
-    ) -> Result<Response, CommandError> {
+    ) -> Result<(), CommandError> {
         let (task, _) = self.fence(task_id, epoch, TaskAction::Progress)?;
         if task.state != TaskState::Running {
             return Err(CommandError::IllegalTransition {
@@ -610,9 +739,21 @@ impl Mission {
         if percent > 100 {
             return Err(CommandError::ProgressOutOfRange { task_id, percent });
         }
-        if let Some(feedback) = feedback {
-            validate::feedback(feedback)?;
+        match feedback {
+            Some(feedback) => validate::feedback(feedback),
+            None => Ok(()),
         }
+    }
+
+    fn report_progress(
+        &mut self,
+        task_id: TaskId,
+        epoch: Epoch,
+        percent: u8,
+        feedback: Option<&Feedback>,
+        ctx: &ApplyCtx,
+    ) -> Result<Response, CommandError> {
+        self.check_report_progress(task_id, epoch, percent, feedback)?;
 
         let task = self.task_mut(task_id);
         task.progress_percent = percent;
@@ -624,13 +765,7 @@ impl Mission {
         })
     }
 
-    fn finish_task(
-        &mut self,
-        task_id: TaskId,
-        epoch: Epoch,
-        outcome: &TaskOutcome,
-        ctx: &ApplyCtx,
-    ) -> Result<Response, CommandError> {
+    fn check_finish_task(&self, task_id: TaskId, epoch: Epoch, outcome: &TaskOutcome) -> Result<(), CommandError> {
         let action = match outcome {
             TaskOutcome::Succeeded => TaskAction::Succeed,
             TaskOutcome::Failed { .. } => TaskAction::Fail,
@@ -653,6 +788,17 @@ impl Mission {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    fn finish_task(
+        &mut self,
+        task_id: TaskId,
+        epoch: Epoch,
+        outcome: &TaskOutcome,
+        ctx: &ApplyCtx,
+    ) -> Result<Response, CommandError> {
+        self.check_finish_task(task_id, epoch, outcome)?;
 
         self.drop_lease(task_id);
         let task = self.task_mut(task_id);
@@ -709,7 +855,7 @@ impl Mission {
         Ok(response)
     }
 
-    fn cancel_task(&mut self, task_id: TaskId, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+    fn check_cancel_task(&self, task_id: TaskId) -> Result<(), CommandError> {
         let task = self.task_ref(task_id)?;
         if task.state.is_terminal() {
             return Err(CommandError::IllegalTransition {
@@ -718,6 +864,11 @@ impl Mission {
                 state: task.state,
             });
         }
+        Ok(())
+    }
+
+    fn cancel_task(&mut self, task_id: TaskId, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+        self.check_cancel_task(task_id)?;
 
         let task = self.task_mut(task_id);
         if task.state == TaskState::Pending {
@@ -733,7 +884,7 @@ impl Mission {
         })
     }
 
-    fn forget_task(&mut self, task_id: TaskId) -> Result<Response, CommandError> {
+    fn check_forget_task(&self, task_id: TaskId) -> Result<(), CommandError> {
         let task = self.task_ref(task_id)?;
         if !task.state.is_terminal() {
             return Err(CommandError::IllegalTransition {
@@ -742,6 +893,11 @@ impl Mission {
                 state: task.state,
             });
         }
+        Ok(())
+    }
+
+    fn forget_task(&mut self, task_id: TaskId) -> Result<Response, CommandError> {
+        self.check_forget_task(task_id)?;
 
         self.tasks.remove(&task_id);
         Ok(Response::TaskForgotten { task_id })
@@ -790,14 +946,13 @@ impl Mission {
         });
     }
 
-    fn declare_param(
-        &mut self,
+    fn check_declare_param(
+        &self,
         name: &str,
         description: &str,
         kind: &ParamKind,
         value: &ParamValue,
-        ctx: &ApplyCtx,
-    ) -> Result<Response, CommandError> {
+    ) -> Result<(), CommandError> {
         validate::name("name", name)?;
         validate::text("description", description)?;
         if self.params.contains_key(name) {
@@ -810,7 +965,18 @@ impl Mission {
             });
         }
         validate::param_kind(kind)?;
-        Self::check_value(name, kind, value)?;
+        Self::check_value(name, kind, value)
+    }
+
+    fn declare_param(
+        &mut self,
+        name: &str,
+        description: &str,
+        kind: &ParamKind,
+        value: &ParamValue,
+        ctx: &ApplyCtx,
+    ) -> Result<Response, CommandError> {
+        self.check_declare_param(name, description, kind, value)?;
 
         self.params_version += 1;
         self.params.insert(
@@ -830,12 +996,16 @@ impl Mission {
         })
     }
 
-    fn set_param(&mut self, name: &str, value: &ParamValue, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+    fn check_set_param(&self, name: &str, value: &ParamValue) -> Result<(), CommandError> {
         let param = self
             .params
             .get(name)
             .ok_or_else(|| CommandError::ParamNotDeclared { name: name.to_owned() })?;
-        Self::check_value(name, &param.kind, value)?;
+        Self::check_value(name, &param.kind, value)
+    }
+
+    fn set_param(&mut self, name: &str, value: &ParamValue, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+        self.check_set_param(name, value)?;
 
         self.params_version += 1;
         let version = self.params_version;
@@ -856,7 +1026,7 @@ impl Mission {
 
 // --- health ---
 impl Mission {
-    fn report_sensor(&mut self, sensor: &str, health: SensorHealth, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+    fn check_report_sensor(&self, sensor: &str) -> Result<(), CommandError> {
         validate::name("sensor", sensor)?;
         if !self.sensors.contains_key(sensor) && self.sensors.len() >= limits::MAX_SENSORS {
             return Err(CommandError::LimitReached {
@@ -864,6 +1034,11 @@ impl Mission {
                 max: limits::MAX_SENSORS,
             });
         }
+        Ok(())
+    }
+
+    fn report_sensor(&mut self, sensor: &str, health: SensorHealth, ctx: &ApplyCtx) -> Result<Response, CommandError> {
+        self.check_report_sensor(sensor)?;
 
         let report = SensorReport {
             health,
@@ -880,7 +1055,7 @@ impl Mission {
         })
     }
 
-    fn set_policy(&mut self, policy: &DegradationPolicy) -> Result<Response, CommandError> {
+    fn check_set_policy(&self, policy: &DegradationPolicy) -> Result<(), CommandError> {
         validate::policy(policy)?;
         let at = self.policy_index(&policy.sensor, policy.health);
         if at.is_err() && self.policies.len() >= limits::MAX_POLICIES {
@@ -889,8 +1064,13 @@ impl Mission {
                 max: limits::MAX_POLICIES,
             });
         }
+        Ok(())
+    }
 
-        match at {
+    fn set_policy(&mut self, policy: &DegradationPolicy) -> Result<Response, CommandError> {
+        self.check_set_policy(policy)?;
+
+        match self.policy_index(&policy.sensor, policy.health) {
             Ok(i) => self.policies[i] = policy.clone(),
             Err(i) => self.policies.insert(i, policy.clone()),
         }
@@ -899,13 +1079,17 @@ impl Mission {
         })
     }
 
-    fn remove_policy(&mut self, sensor: &str, health: SensorHealth) -> Result<Response, CommandError> {
-        let i = self
-            .policy_index(sensor, health)
+    /// The policy's position, or why it cannot be removed.
+    fn check_remove_policy(&self, sensor: &str, health: SensorHealth) -> Result<usize, CommandError> {
+        self.policy_index(sensor, health)
             .map_err(|_| CommandError::PolicyNotFound {
                 sensor: sensor.to_owned(),
                 health,
-            })?;
+            })
+    }
+
+    fn remove_policy(&mut self, sensor: &str, health: SensorHealth) -> Result<Response, CommandError> {
+        let i = self.check_remove_policy(sensor, health)?;
 
         self.policies.remove(i);
         Ok(Response::HealthChanged {

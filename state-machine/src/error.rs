@@ -316,3 +316,33 @@ pub enum CommandError {
         max: usize,
     },
 }
+
+impl CommandError {
+    /// Whether every state refuses the command this error refused: the
+    /// refusal comes from the command's own fields (the shape checks of
+    /// `validate.rs`, a percentage above 100, a list longer than its
+    /// per-command bound), never from what the state holds.
+    ///
+    /// It holds because each handler of `apply` runs its shape checks on
+    /// every path that could otherwise accept, so in any other state either
+    /// an earlier check refuses or the same shape check does (the property
+    /// tests check it against other states). The leader relies on it to
+    /// refuse a tagged (retryable) write without logging it: no retry of
+    /// it can ever apply. A variant is listed only if *every* place that
+    /// produces it checks the command alone: [`Limit::Goals`] is not
+    /// (a plan can be full), so a refusal for it goes through the log.
+    pub fn refused_in_every_state(&self) -> bool {
+        match self {
+            Self::NotFinite { .. }
+            | Self::Empty { .. }
+            | Self::TooLong { .. }
+            | Self::Invalid { .. }
+            | Self::ProgressOutOfRange { .. } => true,
+            Self::LimitReached { what, .. } => matches!(
+                what,
+                Limit::AreaVertices | Limit::Capabilities | Limit::Addresses | Limit::EnumChoices
+            ),
+            _ => false,
+        }
+    }
+}

@@ -6,7 +6,9 @@
 //! - [`mission`]: [`Mission`], the whole state and its `StateMachine` impl;
 //!   read-only queries for the admin API and the coordinator; the invariants.
 //! - [`apply()`](apply::apply): the transition function, validate-then-mutate so
-//!   a refused command leaves the state untouched.
+//!   a refused command leaves the state untouched; [`check()`](apply::check)
+//!   is its validation half alone, read only, for refusing a command before
+//!   it reaches the log.
 //! - [`command`]: [`Command`] (what clients propose) and [`Response`].
 //! - [`error`]: [`CommandError`], every way a command is refused.
 //! - [`plan`]: the versioned mission plan of goals with nalgebra poses.
@@ -50,6 +52,7 @@ pub mod task;
 mod validate;
 
 pub use apply::apply;
+pub use apply::check;
 pub use command::Command;
 pub use command::Response;
 pub use error::CommandError;
@@ -65,6 +68,7 @@ pub use ids::GoalId;
 pub use ids::NodeId;
 pub use ids::TaskId;
 pub use machine::ApplyCtx;
+pub use machine::Refusal;
 pub use machine::SnapshotError;
 pub use machine::StateMachine;
 pub use mission::Mission;

@@ -44,6 +44,40 @@ pub enum SnapshotError {
     },
 }
 
+/// Why [`StateMachine::check`] refused a command: the response `apply`
+/// would give, and whether the refusal can change with the state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal<R> {
+    /// Refused in this state; another state may accept the same command
+    /// (an unknown task, a stale epoch, a full collection).
+    InThisState(R),
+    /// Refused in every state: the command's own fields are invalid (a
+    /// name too long, a NaN, an empty list), so no order of other commands
+    /// before it could make `apply` accept it.
+    InEveryState(R),
+}
+
+impl<R> Refusal<R> {
+    /// The response `apply` would give.
+    pub fn response(&self) -> &R {
+        match self {
+            Self::InThisState(r) | Self::InEveryState(r) => r,
+        }
+    }
+
+    /// The response `apply` would give, by value.
+    pub fn into_response(self) -> R {
+        match self {
+            Self::InThisState(r) | Self::InEveryState(r) => r,
+        }
+    }
+
+    /// Whether no state accepts the command.
+    pub fn in_every_state(&self) -> bool {
+        matches!(self, Self::InEveryState(_))
+    }
+}
+
 /// A deterministic replicated state machine.
 ///
 /// Contract: for the same sequence of `(command, ctx)` pairs, every instance
@@ -60,6 +94,22 @@ pub trait StateMachine: Default + Send + Sync + 'static {
 
     /// Apply one committed command.
     fn apply(&mut self, command: &Self::Command, ctx: &ApplyCtx) -> Self::Response;
+
+    /// Would [`StateMachine::apply`] refuse `command` in this state? Read
+    /// only: the leader calls it before proposing, so a command the state
+    /// machine would refuse is answered without being appended to the log.
+    ///
+    /// Contract, for the same state and `ctx`: `check` returns
+    /// `Err(refusal)` exactly when `apply` refuses the command, with
+    /// `refusal.response()` equal to `apply`'s response; and
+    /// [`Refusal::InEveryState`] only when every state refuses it. `apply`
+    /// still validates (the log stays the authority: the state may change
+    /// between the check and the entry's turn). The default accepts
+    /// everything, which is always allowed: the log then decides.
+    fn check(&self, command: &Self::Command, ctx: &ApplyCtx) -> Result<(), Refusal<Self::Response>> {
+        let _ = (command, ctx);
+        Ok(())
+    }
 
     /// Serialise the whole state, with a format version, for a snapshot.
     fn snapshot(&self) -> Vec<u8>;

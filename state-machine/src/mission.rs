@@ -23,6 +23,7 @@ use crate::ids::NodeId;
 use crate::ids::TaskId;
 use crate::limits;
 use crate::machine::ApplyCtx;
+use crate::machine::Refusal;
 use crate::machine::SnapshotError;
 use crate::machine::StateMachine;
 use crate::node::Liveness;
@@ -104,6 +105,16 @@ impl StateMachine for Mission {
 
     fn apply(&mut self, command: &Command, ctx: &ApplyCtx) -> Self::Response {
         crate::apply::apply(self, command, ctx)
+    }
+
+    fn check(&self, command: &Command, ctx: &ApplyCtx) -> Result<(), Refusal<Self::Response>> {
+        crate::apply::check(self, command, ctx).map_err(|e| {
+            if e.refused_in_every_state() {
+                Refusal::InEveryState(Err(e))
+            } else {
+                Refusal::InThisState(Err(e))
+            }
+        })
     }
 
     fn snapshot(&self) -> Vec<u8> {

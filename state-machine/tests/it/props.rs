@@ -138,6 +138,10 @@ enum Op {
         sensor: usize,
         health: u8,
     },
+    /// A command whose own fields are invalid: refused in every state.
+    Malformed {
+        which: u8,
+    },
 }
 
 fn epoch_pick() -> impl Strategy<Value = EpochPick> {
@@ -176,6 +180,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..SENSORS.len(), 0u8..3, 0u8..4, -0.2f64..1.2)
             .prop_map(|(sensor, health, mode, factor)| Op::SetPolicy { sensor, health, mode, factor }),
         1 => (0..SENSORS.len(), 0u8..3).prop_map(|(sensor, health)| Op::RemovePolicy { sensor, health }),
+        1 => (0u8..4).prop_map(|which| Op::Malformed { which }),
     ]
 }
 
@@ -374,6 +379,40 @@ fn command(op: &Op, m: &Mission) -> Command {
             sensor: SENSORS[*sensor].to_owned(),
             health: health(*h),
         },
+        Op::Malformed { which } => match which {
+            // The issue-17 request: a task kind far over the name limit.
+            0 => Command::CreateTask(TaskSpec {
+                kind: "k".repeat(cairn_state::limits::MAX_NAME_LEN + 1),
+                required_capabilities: BTreeSet::new(),
+                resources: Resources::default(),
+                priority: 0,
+                deadline_ms: None,
+                retry: RetryPolicy {
+                    max_attempts: 1,
+                    backoff_ms_base: 100,
+                    backoff_ms_max: 1_000,
+                },
+                goal: None,
+            }),
+            1 => Command::RegisterNode(NodeSpec {
+                id: NodeId(1),
+                addresses: (0..=cairn_state::limits::MAX_ADDRESSES)
+                    .map(|i| format!("10.0.0.{i}:7400"))
+                    .collect(),
+                capabilities: BTreeSet::new(),
+                budget: Resources::default(),
+            }),
+            2 => Command::DeclareParam {
+                name: PARAMS[1].to_owned(),
+                description: "generated".to_owned(),
+                kind: ParamKind::Float { min: 0.0, max: 2.0 },
+                value: ParamValue::Float(f64::NAN),
+            },
+            _ => Command::ReportSensorHealth {
+                sensor: String::new(),
+                health: SensorHealth::Failed,
+            },
+        },
     }
 }
 
@@ -411,6 +450,8 @@ fn run(steps: &[(Op, u64)]) -> Result<BTreeMap<String, usize>, TestCaseError> {
             )
         }));
     let all: Vec<(Op, u64)> = prologue.chain(steps.iter().cloned()).collect();
+    // Earlier states, to test that a refusal "in every state" is one.
+    let mut earlier: Vec<Mission> = vec![Mission::default()];
     for (i, (op, dt_ms)) in all.iter().enumerate() {
         now_ms += dt_ms;
         let ctx = ApplyCtx {
@@ -424,7 +465,54 @@ fn run(steps: &[(Op, u64)]) -> Result<BTreeMap<String, usize>, TestCaseError> {
             postcard::from_bytes(&wire).map_err(|e| TestCaseError::fail(format!("decode {cmd:?}: {e}")))?;
 
         let before = a.snapshot();
+        // The leader's check before proposing must refuse exactly what
+        // apply refuses, with the same response (issue 17).
+        let checked = a.check(&cmd, &ctx);
+        prop_assert_eq!(
+            cairn_state::check(&a, &cmd, &ctx).err(),
+            checked.as_ref().err().and_then(|r| r.response().clone().err()),
+            "step {}: the trait's check and apply::check disagree on {:?}",
+            i,
+            cmd
+        );
+        if let Err(refusal) = &checked {
+            if refusal.in_every_state() {
+                *seen.entry("refused-in-every-state".to_owned()).or_insert(0) += 1;
+                for (k, other) in earlier.iter().enumerate() {
+                    prop_assert!(
+                        cairn_state::check(other, &cmd, &ctx).is_err(),
+                        "step {}: {:?} is refused 'in every state' ({:?}) but earlier state {} accepts it",
+                        i,
+                        cmd,
+                        refusal,
+                        k
+                    );
+                }
+            }
+        }
         let ra = a.apply(&cmd, &ctx);
+        match &checked {
+            Ok(()) => prop_assert!(
+                ra.is_ok(),
+                "step {}: check accepted {:?} but apply refused: {:?}",
+                i,
+                cmd,
+                ra
+            ),
+            Err(refusal) => prop_assert_eq!(
+                refusal.response(),
+                &ra,
+                "step {}: check refused {:?} but apply answered differently",
+                i,
+                cmd
+            ),
+        }
+        if i % 20 == 0 {
+            if earlier.len() >= 4 {
+                earlier.remove(1);
+            }
+            earlier.push(a.clone());
+        }
         let rb = b.apply(&cmd_b, &ctx);
         prop_assert_eq!(&ra, &rb, "step {}: replicas answered {:?} differently", i, cmd);
         if let Err(broken) = a.check_invariants() {
@@ -507,6 +595,8 @@ fn p11_generated_sequences_reach_every_edge() {
         "err:MissingCapability",
         "err:CancelNotRequested",
         "err:ParamOutOfBounds",
+        "err:TooLong",
+        "refused-in-every-state",
     ] {
         assert!(total.contains_key(must), "never saw {must}; saw {total:?}");
     }
