@@ -87,8 +87,17 @@ pub use telemetry::PublishResult;
 
 use crate::error::Error;
 
-/// Largest request body accepted (a mission plan with many goals fits).
+/// Largest request body accepted by default: the default
+/// `log.max_entry_bytes`. The router takes the node's own
+/// [`RaftNode::max_entry_bytes`], so a body the API parses can become a log
+/// entry (a command encodes smaller than its JSON but for long arrays of
+/// short floats, which the state machine bounds).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The body limit in force, for [`JsonBody`]'s error (a request extension
+/// the router adds).
+#[derive(Clone, Copy)]
+struct BodyLimit(usize);
 
 /// Header carrying the request id, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -245,6 +254,7 @@ pub fn router(node: Arc<RaftNode<Mission>>) -> Router {
 /// The router.
 pub fn router_with(api: Api) -> Router {
     use resources as r;
+    let body_limit = api.node.max_entry_bytes();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(r::readyz))
@@ -286,7 +296,8 @@ pub fn router_with(api: Api) -> Router {
         .route("/v1/telemetry/{topic}", post(telemetry::publish))
         .merge(crate::dashboard::routes())
         .fallback(|| async { Error::not_found("route", "path") })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(BodyLimit(body_limit)))
         .layer(axum::middleware::from_fn(client_tag))
         .layer(axum::middleware::from_fn_with_state(api.clone(), authenticate))
         .layer(axum::middleware::from_fn_with_state(api.clone(), trace_request))
@@ -563,7 +574,7 @@ fn error_field(path: &serde_path_to_error::Path, message: &str, top: &str) -> St
 }
 
 /// JSON body extractor: 400 naming the offending field (`body` for syntax
-/// errors), 413 over [`MAX_BODY_BYTES`].
+/// errors), 413 over the body limit (`log.max_entry_bytes`).
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -582,13 +593,13 @@ where
         if !json_type {
             return Err(Error::bad("content-type", "expected application/json"));
         }
+        let limit_bytes = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(MAX_BODY_BYTES, |limit| limit.0);
         let bytes = match bytes::Bytes::from_request(req, state).await {
             Ok(b) => b,
-            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(Error::BodyTooLarge {
-                    limit_bytes: MAX_BODY_BYTES,
-                })
-            }
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(Error::BodyTooLarge { limit_bytes }),
             Err(r) => return Err(Error::bad("body", r.body_text())),
         };
         let mut de = serde_json::Deserializer::from_slice(&bytes);

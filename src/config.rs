@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::path::PathBuf;
 
+use cairn_raft::LogLimits;
 use cairn_raft::RaftNodeConfig;
 use cairn_raft::RaftTimings;
 use cairn_raft::SnapshotSettings;
@@ -33,6 +34,12 @@ pub struct NodeConfig {
     /// Snapshot policy.
     #[serde(default)]
     pub snapshots: SnapshotSettings,
+    /// Byte bounds of log entries and replication batches (`[log]`:
+    /// `max_entry_bytes`, `max_append_bytes`; see `cairn_raft::config` for
+    /// the defaults and why). The admin API's body limit is
+    /// `max_entry_bytes`.
+    #[serde(default)]
+    pub log: LogLimits,
     /// Dial peer `id` at this address instead of its advertised one (chaos
     /// tests put a proxy on each link this way). Empty in production.
     #[serde(default, deserialize_with = "node_id_keys")]
@@ -150,6 +157,7 @@ impl NodeConfig {
             data_dir: default_data_dir(),
             timings: RaftTimings::default(),
             snapshots: SnapshotSettings::default(),
+            log: LogLimits::default(),
             peer_dial_overrides: Default::default(),
             tls: None,
             api: crate::api::ApiSettings::default(),
@@ -208,6 +216,7 @@ impl NodeConfig {
         c.api_addr = self.api_addr.clone();
         c.timings = self.timings.clone();
         c.snapshots = self.snapshots.clone();
+        c.log = self.log.clone();
         c.peer_dial_overrides = self.peer_dial_overrides.clone();
         c
     }

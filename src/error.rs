@@ -7,7 +7,7 @@
 //! | 404 `not_found` | an unknown task, node, goal, parameter, policy or member |
 //! | 409 `conflict` / `rejected` / `node_up` / `node_busy` / `node_down` / … | the request is well-formed but the current state refuses it (illegal task transition, plan version mismatch, already initialised, removing a node that is up or holds tasks, updating a node that is down) |
 //! | 410 `compacted` | a watch asked for history that is compacted into a snapshot |
-//! | 413 `body_too_large` / `payload_too_large` | the body exceeds the limit (a telemetry payload: the telemetry limit) |
+//! | 413 `body_too_large` / `payload_too_large` / `entry_too_large` | the body exceeds the limit (`log.max_entry_bytes`; a telemetry payload: the telemetry limit), or the command's encoding exceeds `log.max_entry_bytes` |
 //! | 429 `rate_limited` | a telemetry topic is over its rate limit; the message was dropped; `retryable: true` |
 //! | 503 `unavailable` / `not_leader` | no leader right now; `retryable: true` |
 //! | 504 `timeout` | the outcome of a write is unknown; `retryable: true` |
@@ -197,6 +197,7 @@ impl Error {
                 R::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
                 R::HashNotReached { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", Some("at".into())),
                 R::Config { field, .. } => (StatusCode::BAD_REQUEST, "config", Some((*field).to_string())),
+                R::EntryTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "entry_too_large", Some("body".into())),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             },
         }

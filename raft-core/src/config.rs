@@ -10,6 +10,8 @@
 //! | `write_timeout_ms` | 5000 | a write that cannot commit for 5 s reports "outcome unknown" instead of hanging |
 //! | `snapshot_every_entries` | 10000 | a snapshot of a mission state is small (< 1 MiB); this bounds replay on restart to seconds |
 //! | `logs_kept_after_snapshot` | 1000 | lets a briefly lagging follower catch up from the log, not a snapshot |
+//! | `log.max_entry_bytes` | 1 MiB | the largest encoded command one log entry may carry (the entry adds at most [`ENTRY_HEADER_MAX_BYTES`]); a larger write is refused before it is proposed ([`crate::Error::EntryTooLarge`]). The admin API's body limit is the same number: a command encodes smaller than its JSON (postcard has no field names or quotes) except for long arrays of short floats, so an API write is refused for its size as a body (413 `body_too_large`) before it could be as an entry. 16 times under `max_frame_bytes`, so an entry always fits a replication frame |
+//! | `log.max_append_bytes` | 2 MiB | the most bytes of entries one AppendEntries carries (at least one entry, whatever its size): openraft bounds a batch by count only (`max_payload_entries`, 300), and 300 large entries would not fit a frame, so the follower could never catch up. 2 MiB is two maximum entries or thousands of ordinary ones, sent in ~0.2 s on the rover's 100 Mbit/s LAN (well inside one RPC deadline); with 32 batches in flight per follower it bounds a catching-up follower's queue to 64 MiB |
 
 use std::path::PathBuf;
 
@@ -18,6 +20,38 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::frame::DEFAULT_MAX_FRAME_BYTES;
+
+/// The most bytes a log entry adds around its encoded command: its log id
+/// (term, leader, index), the payload tag and the proposal's client tag,
+/// timestamp and fence term, all postcard varints (78 bytes at most; a unit
+/// test checks the bound against an encoded worst case).
+pub const ENTRY_HEADER_MAX_BYTES: usize = 128;
+
+/// The most bytes an AppendEntries frame adds around its entries: the
+/// request id, the vote, the previous and committed log ids and the entry
+/// count (about 100 bytes at most; a unit test checks the bound).
+pub const APPEND_HEADER_MAX_BYTES: usize = 256;
+
+/// Byte bounds of the log and of replication; see the module table for the
+/// defaults' reasons.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogLimits {
+    /// The largest encoded command one log entry may carry.
+    pub max_entry_bytes: usize,
+    /// The most bytes of entries one AppendEntries request carries (a
+    /// batch always carries at least one entry).
+    pub max_append_bytes: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self {
+            max_entry_bytes: 1 << 20,
+            max_append_bytes: 2 << 20,
+        }
+    }
+}
 
 /// Raft timings; see the module table for the defaults' reasons.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +243,9 @@ pub struct RaftNodeConfig {
     /// Largest frame accepted from a peer.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
+    /// Byte bounds of log entries and replication batches.
+    #[serde(default)]
+    pub log: LogLimits,
 }
 
 fn default_max_frame_bytes() -> usize {
@@ -228,6 +265,7 @@ impl RaftNodeConfig {
             snapshots: SnapshotSettings::default(),
             peer_dial_overrides: Default::default(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            log: LogLimits::default(),
         }
     }
 
@@ -263,6 +301,28 @@ impl RaftNodeConfig {
             return bad(
                 "max_frame_bytes",
                 "must be at least 2 MiB (a 1 MiB snapshot chunk plus headers)".into(),
+            );
+        }
+        let l = &self.log;
+        if l.max_entry_bytes == 0 {
+            return bad("log.max_entry_bytes", "must be at least 1".into());
+        }
+        if l.max_entry_bytes.saturating_add(ENTRY_HEADER_MAX_BYTES) > l.max_append_bytes {
+            return bad(
+                "log.max_append_bytes",
+                format!(
+                    "{} bytes cannot carry one entry of log.max_entry_bytes ({}) plus its {ENTRY_HEADER_MAX_BYTES}-byte header",
+                    l.max_append_bytes, l.max_entry_bytes
+                ),
+            );
+        }
+        if l.max_append_bytes.saturating_add(APPEND_HEADER_MAX_BYTES) > self.max_frame_bytes {
+            return bad(
+                "log.max_append_bytes",
+                format!(
+                    "{} bytes plus the {APPEND_HEADER_MAX_BYTES}-byte request header exceed max_frame_bytes ({}): an append would not fit a frame",
+                    l.max_append_bytes, self.max_frame_bytes
+                ),
             );
         }
         Ok(())

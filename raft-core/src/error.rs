@@ -109,6 +109,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A write's encoded command is larger than the log accepts
+    /// (`log.max_entry_bytes`); nothing was proposed.
+    #[error("the command is {bytes} bytes encoded, over the {limit} byte limit of one log entry; nothing was written")]
+    EntryTooLarge {
+        /// The encoded command's size.
+        bytes: usize,
+        /// `log.max_entry_bytes` of the node that refused it.
+        limit: usize,
+    },
     /// The write was not applied (stale retry, undecodable command).
     #[error("write rejected: {reason}")]
     Rejected {

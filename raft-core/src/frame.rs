@@ -15,8 +15,12 @@ use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
 
-/// Default upper bound of one frame. Appends are capped well below this by
-/// `max_payload_entries`, snapshots travel in 1 MiB chunks.
+/// Default upper bound of one frame. An append carries at most
+/// `log.max_append_bytes` of entries (2 MiB by default) plus a bounded
+/// header: the log store cuts each replication batch by bytes, because
+/// openraft's `max_payload_entries` counts entries only and 300 large ones
+/// would not fit (issue 17). Snapshots travel in 1 MiB chunks; a forwarded
+/// write carries one command of at most `log.max_entry_bytes`.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
 
 /// Why a frame could not be read.

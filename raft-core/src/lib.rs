@@ -33,11 +33,14 @@ pub mod trace;
 pub mod transport;
 
 pub use backup::Backup;
+pub use config::LogLimits;
 pub use config::RaftNodeConfig;
 pub use config::RaftTimings;
 pub use config::SimulatedDisk;
 pub use config::SnapshotSettings;
 pub use config::WalSync;
+pub use config::APPEND_HEADER_MAX_BYTES;
+pub use config::ENTRY_HEADER_MAX_BYTES;
 pub use consensus::client::NativeClient;
 pub use consensus::node::wall_clock_ms;
 pub use consensus::node::AppChannel;

@@ -228,7 +228,9 @@ impl<S: StateMachine> NativeClient<S> {
                 Some(Err(ForwardError::Indeterminate { message })) => {
                     return Err(Error::Indeterminate { reason: message })
                 }
-                Some(Err(ForwardError::Failed { message })) => return Err(Error::Fatal { reason: message }),
+                Some(Err(ForwardError::Failed { message })) => {
+                    return Err(super::node::classify(message, self.timeout))
+                }
                 None => {
                     return Err(Error::Unreachable {
                         addr,

@@ -109,6 +109,20 @@ impl TailCache {
         self.bytes = 0;
     }
 
+    /// Entries of `[start, end)` if the cache covers the start, cut to at
+    /// most `max_bytes` of encoded entries (at least one).
+    fn read_limited(&self, start: u64, end: u64, max_bytes: usize) -> Option<Vec<Entry>> {
+        let first = *self.entries.keys().next()?;
+        if start < first {
+            return None;
+        }
+        if end <= start {
+            return Some(Vec::new());
+        }
+        let sized = self.entries.range(start..end).map(|(_, (e, size))| (e.clone(), *size));
+        Some(within_budget(start, sized, max_bytes))
+    }
+
     /// Entries of `[start, end)` if the cache covers the start.
     fn read(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
         let first = *self.entries.keys().next()?;
@@ -300,6 +314,9 @@ pub(crate) struct LogStore {
     tail: Arc<std::sync::Mutex<TailCache>>,
     /// Request ids of this node's own proposals, for the apply span.
     pub(crate) in_flight: Arc<crate::trace::InFlight>,
+    /// The most bytes of entries one replication batch reads
+    /// (`log.max_append_bytes`; see [`RaftLogReader::limited_get_log_entries`]).
+    pub(crate) max_append_bytes: usize,
 }
 
 impl LogStore {
@@ -329,6 +346,7 @@ impl LogStore {
             sim_disk,
             tail: Arc::default(),
             in_flight: Arc::default(),
+            max_append_bytes: crate::config::LogLimits::default().max_append_bytes,
         })
     }
 
@@ -475,6 +493,60 @@ pub(crate) fn read_range(db: &DB, start: u64, end_exclusive: Option<u64>) -> io:
     Ok(out)
 }
 
+/// The longest run of `sized` entries (entry, encoded size) that starts at
+/// index `start`, has no gap and holds at most `max_bytes` — but at least
+/// one entry, so replication always makes progress: an entry above the
+/// budget is sent alone (one within `log.max_entry_bytes` always fits a
+/// frame; only an entry written before that limit existed could not).
+fn within_budget(start: u64, sized: impl IntoIterator<Item = (Entry, usize)>, max_bytes: usize) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for (next, (entry, size)) in (start..).zip(sized) {
+        if entry.log_id.index != next {
+            break;
+        }
+        if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+            break;
+        }
+        if out.is_empty() && size > max_bytes {
+            tracing::warn!(
+                index = next,
+                bytes = size,
+                max_append_bytes = max_bytes,
+                "a log entry is larger than one replication batch may be; sending it alone"
+            );
+        }
+        bytes = bytes.saturating_add(size);
+        out.push(entry);
+    }
+    out
+}
+
+/// Like [`read_range`] over `[start, end)`, cut to at most `max_bytes` of
+/// encoded entries (at least one), with each entry's encoded size. Stops
+/// reading RocksDB at the budget, so a lagging follower's batch never
+/// decodes (or holds in memory) more than one batch of entries.
+pub(crate) fn read_range_limited(db: &DB, start: u64, end: u64, max_bytes: usize) -> io::Result<Vec<(Entry, usize)>> {
+    let cf = db
+        .cf_handle(CF_LOG)
+        .ok_or_else(|| io::Error::other("column family log missing"))?;
+    let from = index_key(start);
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for item in db.iterator_cf(cf, rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward)) {
+        let (key, value) = item.map_err(io::Error::other)?;
+        let index = key_index(&key)?;
+        if index >= end || (!out.is_empty() && bytes.saturating_add(value.len()) > max_bytes) {
+            break;
+        }
+        let entry: Entry = decode(&value)?;
+        debug_assert_eq!(entry.log_id.index, index, "log key and entry index disagree");
+        bytes = bytes.saturating_add(value.len());
+        out.push((entry, value.len()));
+    }
+    Ok(out)
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -517,6 +589,46 @@ impl RaftLogReader<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
         self.get_meta(KEY_VOTE).await
+    }
+
+    /// What replication reads for one AppendEntries: the entries of
+    /// `[start, end)` cut to at most `max_append_bytes` of encoded entries
+    /// (at least one). openraft caps a batch by count only
+    /// (`max_payload_entries`); without this cut, 300 large entries made a
+    /// frame over the transport's limit, which was refused on every retry,
+    /// and a follower that fell behind them never caught up (issue 17).
+    /// The encoded size of an entry here is exactly what it adds to the
+    /// frame (the transport encodes the same postcard), so a batch plus
+    /// [`crate::config::APPEND_HEADER_MAX_BYTES`] fits `max_frame_bytes`
+    /// (checked when the config is validated).
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        let max_bytes = self.max_append_bytes;
+        if let Some(hit) = self.tail().read_limited(start, end, max_bytes) {
+            return Ok(hit);
+        }
+        // Simulated disk: what is not yet written is read from memory, as
+        // in `try_get_log_entries` (taken before the RocksDB read).
+        let pending: Vec<(Entry, usize)> = match &self.sim_disk {
+            Some(q) => {
+                let pending: Vec<Entry> = q.pending().range(start..end).map(|(_, e)| e.clone()).collect();
+                pending
+                    .into_iter()
+                    .map(|e| encode(&e).map(|bytes| (e, bytes.len())))
+                    .collect::<io::Result<_>>()?
+            }
+            None => Vec::new(),
+        };
+        let db = self.db.clone();
+        let stored = blocking(move || read_range_limited(&db, start, end, max_bytes)).await?;
+        if pending.is_empty() {
+            return Ok(within_budget(start, stored, max_bytes));
+        }
+        let mut merged: std::collections::BTreeMap<u64, (Entry, usize)> = stored
+            .into_iter()
+            .map(|(e, size)| (e.log_id.index, (e, size)))
+            .collect();
+        merged.extend(pending.into_iter().map(|(e, size)| (e.log_id.index, (e, size))));
+        Ok(within_budget(start, merged.into_values(), max_bytes))
     }
 }
 

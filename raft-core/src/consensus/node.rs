@@ -214,6 +214,8 @@ pub(crate) struct Core<S: StateMachine> {
     pub(crate) metrics: NodeMetrics,
     pub(crate) data_dir: PathBuf,
     pub(crate) max_frame_bytes: usize,
+    /// `log.max_entry_bytes`: the largest encoded command a proposal may carry.
+    max_entry_bytes: usize,
     write_timeout: Duration,
     election_timeout_max: Duration,
     forward: ForwardPool,
@@ -223,6 +225,28 @@ pub(crate) struct Core<S: StateMachine> {
 
 fn forward_err(leader: Option<(NodeId, Member)>) -> ForwardError {
     ForwardError::NotLeader { leader }
+}
+
+/// How a leader says, over the peer protocol, that a forwarded or native
+/// write was over its entry limit: a [`ForwardError::Failed`] with this
+/// message, which [`classify`] turns back into [`Error::EntryTooLarge`]. A
+/// new [`ForwardError`] variant would change the peer protocol's encoding
+/// (a version bump, no rolling upgrade) for a case the forwarding node
+/// already catches itself unless the nodes' limits differ.
+const ENTRY_TOO_LARGE_PREFIX: &str = "entry too large:";
+
+fn entry_too_large(bytes: usize, limit: usize) -> ForwardError {
+    ForwardError::Failed {
+        message: format!("{ENTRY_TOO_LARGE_PREFIX} {bytes} {limit}"),
+    }
+}
+
+/// [`Error::EntryTooLarge`] if `message` is what [`entry_too_large`] sent.
+fn parse_entry_too_large(message: &str) -> Option<Error> {
+    let mut numbers = message.strip_prefix(ENTRY_TOO_LARGE_PREFIX)?.split_whitespace();
+    let bytes = numbers.next()?.parse().ok()?;
+    let limit = numbers.next()?.parse().ok()?;
+    Some(Error::EntryTooLarge { bytes, limit })
 }
 
 /// This node's wall clock, ms since the Unix epoch: what the leader stamps
@@ -289,6 +313,11 @@ impl<S: StateMachine> Core<S> {
     }
 
     async fn propose_local_inner(&self, mut proposal: Proposal) -> Result<(u64, Applied), ForwardError> {
+        // Checked again here (the forwarding node checked with its own
+        // limit): native clients and nodes configured differently.
+        if proposal.command.len() > self.max_entry_bytes {
+            return Err(entry_too_large(proposal.command.len(), self.max_entry_bytes));
+        }
         proposal.proposed_at_ms = self.stamp();
         let started = std::time::Instant::now();
         let fut = self.raft.client_write(proposal);
@@ -650,7 +679,10 @@ impl<S: StateMachine> Core<S> {
     }
 }
 
-fn classify(message: String, _write_timeout: Duration) -> Error {
+pub(crate) fn classify(message: String, _write_timeout: Duration) -> Error {
+    if let Some(too_large) = parse_entry_too_large(&message) {
+        return too_large;
+    }
     if message.contains("not a member") || message.contains("not a voter") {
         Error::Membership { reason: message }
     } else {
@@ -721,13 +753,14 @@ impl<S: StateMachine> RaftNode<S> {
         let t = &config.timings;
         let metrics = NodeMetrics::new();
         let db = crate::storage::open_db(&config.data_dir)?;
-        let log_store =
+        let mut log_store =
             super::log_store::LogStore::new(db.clone(), metrics.storage.clone(), wal_sync).map_err(|source| {
                 Error::Storage {
                     what: "start wal sync thread".into(),
                     source,
                 }
             })?;
+        log_store.max_append_bytes = config.log.max_append_bytes;
         let mut sm = StateMachineStore::<S>::open(db)
             .await
             .map_err(|source| Error::Storage {
@@ -821,6 +854,7 @@ impl<S: StateMachine> RaftNode<S> {
             metrics,
             data_dir: config.data_dir.clone(),
             max_frame_bytes: config.max_frame_bytes,
+            max_entry_bytes: config.log.max_entry_bytes,
             write_timeout: Duration::from_millis(t.write_timeout_ms),
             election_timeout_max: Duration::from_millis(t.election_timeout_ms_max),
             forward: ForwardPool {
@@ -855,6 +889,25 @@ impl<S: StateMachine> RaftNode<S> {
     /// Prometheus metrics of this node.
     pub fn metrics(&self) -> &NodeMetrics {
         &self.core.metrics
+    }
+
+    /// `log.max_entry_bytes`: the largest encoded command this node
+    /// proposes or forwards (the admin API's body limit follows it).
+    pub fn max_entry_bytes(&self) -> usize {
+        self.core.max_entry_bytes
+    }
+
+    /// The write's encoded command, or [`Error::EntryTooLarge`]: checked on
+    /// the node the client called, before anything is forwarded.
+    fn encode_command(&self, command: &S::Command) -> Result<Vec<u8>, Error> {
+        let bytes = postcard::to_stdvec(command)?;
+        if bytes.len() > self.core.max_entry_bytes {
+            return Err(Error::EntryTooLarge {
+                bytes: bytes.len(),
+                limit: self.core.max_entry_bytes,
+            });
+        }
+        Ok(bytes)
     }
 
     /// Bootstrap a new cluster with `members` (which must include this
@@ -901,7 +954,7 @@ impl<S: StateMachine> RaftNode<S> {
             tag,
             proposed_at_ms: 0,
             fence_term: None,
-            command: postcard::to_stdvec(&command)?,
+            command: self.encode_command(&command)?,
             request_id: None,
         };
         let core = &self.core;
@@ -923,7 +976,7 @@ impl<S: StateMachine> RaftNode<S> {
             tag: None,
             proposed_at_ms: 0,
             fence_term: Some(term),
-            command: postcard::to_stdvec(&command)?,
+            command: self.encode_command(&command)?,
             request_id: None,
         };
         match self.core.propose_local(proposal).await {

@@ -102,3 +102,101 @@ fn t11_request_id_is_not_in_the_encoded_proposal() {
     let back: super::Proposal = postcard::from_bytes(&b).expect("decode");
     assert_eq!(back, plain, "decodes as before, without the id");
 }
+
+fn log_id(term: u64, node_id: u64, index: u64) -> super::LogId {
+    openraft::alias::LogIdOf::<TypeConfig>::new(openraft::vote::leader_id_adv::LeaderId { term, node_id }, index)
+}
+
+/// A normal entry carrying a command of `len` bytes, every header field at
+/// its widest (all varints at 10 bytes).
+fn big_entry(index: u64, len: usize) -> super::Entry {
+    use openraft::entry::RaftEntry;
+    super::Entry::new_normal(
+        log_id(u64::MAX, u64::MAX, index),
+        super::Proposal {
+            tag: Some(cairn_state::ClientTag {
+                client_id: u64::MAX,
+                seq: u64::MAX,
+            }),
+            proposed_at_ms: u64::MAX,
+            fence_term: Some(u64::MAX),
+            command: vec![7; len],
+            request_id: None,
+        },
+    )
+}
+
+/// The header bounds the config validation relies on (an entry fits an
+/// append, an append fits a frame) are true of the real encodings.
+#[test]
+fn t30_entry_and_append_headers_stay_within_their_bounds() {
+    use crate::config::APPEND_HEADER_MAX_BYTES;
+    use crate::config::ENTRY_HEADER_MAX_BYTES;
+    let len = 1 << 20;
+    let entry = big_entry(u64::MAX, len);
+    let entry_bytes = postcard::to_stdvec(&entry).unwrap().len();
+    assert!(
+        entry_bytes - len <= ENTRY_HEADER_MAX_BYTES,
+        "an entry adds {} bytes to its command",
+        entry_bytes - len
+    );
+    let entries = vec![big_entry(u64::MAX - 1, len), entry];
+    let payload: usize = entries.iter().map(|e| postcard::to_stdvec(e).unwrap().len()).sum();
+    let frame = super::protocol::RequestFrame {
+        id: u64::MAX,
+        body: super::protocol::Request::Append(super::AppendEntriesRequest {
+            vote: super::Vote::new_committed(u64::MAX, u64::MAX),
+            prev_log_id: Some(log_id(u64::MAX, u64::MAX, u64::MAX)),
+            leader_commit: Some(log_id(u64::MAX, u64::MAX, u64::MAX)),
+            entries,
+        }),
+    };
+    let frame_bytes = postcard::to_stdvec(&frame).unwrap().len();
+    assert!(
+        frame_bytes - payload <= APPEND_HEADER_MAX_BYTES,
+        "an append adds {} bytes to its entries",
+        frame_bytes - payload
+    );
+}
+
+/// Replication reads are cut by bytes, from the tail cache and from
+/// RocksDB alike, and an entry over the budget still goes, alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t31_replication_reads_are_cut_by_bytes() {
+    let dir = TempDir::new().unwrap();
+    let entry_bytes = |e: &super::Entry| postcard::to_stdvec(e).unwrap().len();
+    let entries: Vec<super::Entry> = (1..=10)
+        .map(|i| big_entry(i, if i == 6 { 300_000 } else { 100_000 }))
+        .collect();
+    let one = entry_bytes(&entries[0]);
+    {
+        let (mut log, _sm) = open(dir.path()).await;
+        log.max_append_bytes = 2 * one + 10;
+        use openraft::type_config::TypeConfigExt;
+        let (tx, rx) = TypeConfig::oneshot();
+        log.append(entries.clone(), openraft::storage::IOFlushed::<TypeConfig>::signal(tx))
+            .await
+            .unwrap();
+        rx.await.unwrap().expect("fsync ok");
+        // From the tail cache.
+        let got = log.limited_get_log_entries(1, 11).await.unwrap();
+        assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![1, 2]);
+        let got = log.limited_get_log_entries(6, 11).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            vec![6],
+            "an entry over the budget goes alone"
+        );
+    }
+    // Reopened: nothing cached, read from RocksDB.
+    let (mut log, _sm) = open(dir.path()).await;
+    log.max_append_bytes = 2 * one + 10;
+    let got = log.limited_get_log_entries(3, 11).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![3, 4]);
+    let got = log.limited_get_log_entries(5, 6).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![5]);
+    let got = log.limited_get_log_entries(6, 11).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![6]);
+    log.max_append_bytes = usize::MAX;
+    assert_eq!(log.limited_get_log_entries(1, 11).await.unwrap().len(), 10);
+}

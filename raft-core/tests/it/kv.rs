@@ -24,13 +24,13 @@ const VERSION: u32 = 1;
 
 impl StateMachine for Kv {
     type Command = KvCmd;
-    /// The previous value.
-    type Response = Option<String>;
+    /// The previous value, or why the command was refused.
+    type Response = Result<Option<String>, String>;
 
-    fn apply(&mut self, command: &KvCmd, _ctx: &ApplyCtx) -> Option<String> {
+    fn apply(&mut self, command: &KvCmd, _ctx: &ApplyCtx) -> Self::Response {
         self.applied += 1;
         match command {
-            KvCmd::Set { key, value } => self.map.insert(key.clone(), value.clone()),
+            KvCmd::Set { key, value } => Ok(self.map.insert(key.clone(), value.clone())),
         }
     }
 

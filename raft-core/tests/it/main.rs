@@ -17,6 +17,7 @@ use cairn_raft::RaftNodeConfig;
 use cairn_raft::Role;
 use cairn_raft::TcpDialer;
 use cairn_state::ClientTag;
+use futures::StreamExt;
 use kv::set;
 use kv::Kv;
 use tempfile::TempDir;
@@ -156,7 +157,7 @@ async fn t10_bootstrap_replicate_through_follower() {
             .write(set(format!("k{i}"), format!("v{i}")))
             .await
             .unwrap();
-        assert_eq!(out.response, None);
+        assert_eq!(out.response, Ok(None));
     }
     tracing::info!("linearizable reads on every node see every write");
     for id in 1..=3 {
@@ -422,14 +423,14 @@ async fn t85_native_client_finds_the_leader_and_follows_it_when_it_stops() {
     let mut last = 0;
     for i in 0..50 {
         let out = client.write(&set(format!("k{i}"), format!("v{i}"))).await.unwrap();
-        assert_eq!(out.response, None);
+        assert_eq!(out.response, Ok(None));
         assert!(out.index > last, "indexes increase: {} after {last}", out.index);
         last = out.index;
     }
     let out = client.write(&set("k0", "again")).await.unwrap();
     assert_eq!(
-        out.response.as_deref(),
-        Some("v0"),
+        out.response,
+        Ok(Some("v0".to_owned())),
         "the state machine's response comes back"
     );
     let read = client.read_index().await.unwrap();
@@ -666,4 +667,135 @@ async fn t76_a_write_without_a_quorum_gives_up_within_the_write_timeout() {
         );
         tracing::info!(attempt, took_ms = took.as_millis() as u64, %err, "gave up in time");
     }
+}
+
+/// The leader's last log index (the log's length, as far as a client can see).
+fn last_log_index(c: &Cluster, id: u64) -> u64 {
+    c.node(id).status().last_log_index.unwrap_or(0)
+}
+
+/// The longest value `key` may have for a `Set` to encode to exactly
+/// `limit` bytes (a maximum-size accepted write).
+fn max_value_len(key: &str, limit: usize) -> usize {
+    let encoded = |len: usize| postcard::to_stdvec(&set(key, "v".repeat(len))).unwrap().len();
+    let mut len = limit.saturating_sub(key.len() + 16);
+    while encoded(len + 1) <= limit {
+        len += 1;
+    }
+    assert_eq!(encoded(len), limit, "a value of {len} bytes encodes to the limit");
+    len
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t87_an_entry_over_the_limit_is_refused_before_it_is_proposed() {
+    let limit = 16 << 10;
+    let c = Cluster::start(3, |cfg| cfg.log.max_entry_bytes = limit).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    assert_eq!(c.node(leader).max_entry_bytes(), limit);
+    let len = max_value_len("k", limit);
+    tracing::info!(limit, len, "a write of exactly the limit is accepted");
+    c.node(follower).write(set("k", "v".repeat(len))).await.unwrap();
+    let before = last_log_index(&c, leader);
+    tracing::info!("one byte more is refused on the node called, before forwarding");
+    let err = c.node(follower).write(set("k", "v".repeat(len + 1))).await.unwrap_err();
+    assert!(
+        matches!(err, Error::EntryTooLarge { bytes, limit: l } if bytes == limit + 1 && l == limit),
+        "got {err:?}"
+    );
+    assert!(!err.is_retryable());
+    tracing::info!("and by the leader, for a native client (which does not know the limit)");
+    let client = NativeClient::<Kv>::new(vec![c.nodes[&leader].config.listen_addr.clone()]).unwrap();
+    let err = client.write(&set("k", "v".repeat(len + 1))).await.unwrap_err();
+    assert!(
+        matches!(err, Error::EntryTooLarge { bytes, limit: l } if bytes == limit + 1 && l == limit),
+        "got {err:?}"
+    );
+    assert_eq!(last_log_index(&c, leader), before, "nothing was appended");
+    tracing::info!("a config whose append batch cannot carry one entry is refused");
+    let mut bad = c.nodes[&leader].config.clone();
+    bad.log.max_append_bytes = limit;
+    let err = bad.validate().unwrap_err();
+    assert!(err.to_string().contains("log.max_append_bytes"), "{err}");
+}
+
+/// How many maximum-size writes [`t88_a_follower_frozen_through_a_burst_of_maximum_size_writes_catches_up`]
+/// commits while the follower is frozen: 1,000 as the issue asks, or
+/// `CAIRN_FROZEN_WRITES`.
+fn frozen_writes() -> usize {
+    std::env::var("CAIRN_FROZEN_WRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t88_a_follower_frozen_through_a_burst_of_maximum_size_writes_catches_up() {
+    // Issue 17: openraft bounds an append by entry count only (300); 300
+    // large entries made a frame over the transport limit, the leader
+    // logged "frame of … bytes exceeds the … byte limit" on every retry and
+    // the follower never caught up. The limits are scaled down (16 KiB
+    // entries, 2 MiB frames: the same 1:128 ratio as 16 KiB to 2 MiB, and
+    // 300 entries are 4.8 MB, over the frame) so 1,000 maximum-size writes
+    // take seconds; the chaos suite's `large` workload runs the default
+    // 1 MiB / 16 MiB sizes against real processes (docs/CHAOS.md).
+    let entry = 16 << 10;
+    let c = Cluster::start(3, |cfg| {
+        cfg.max_frame_bytes = 2 << 20;
+        cfg.log.max_entry_bytes = entry;
+        cfg.log.max_append_bytes = 1 << 20;
+    })
+    .await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let frozen = (1..=3).find(|i| *i != leader).unwrap();
+    let n = frozen_writes();
+    let len = max_value_len("k0000", entry);
+    tracing::info!(
+        leader,
+        frozen,
+        n,
+        entry,
+        "freeze a follower, then commit {n} maximum-size writes"
+    );
+    c.isolate(frozen, true);
+    let started = std::time::Instant::now();
+    let leader_node = c.node(leader);
+    let writes = futures::stream::iter(0..n)
+        .map(|i| async move {
+            let value = format!("{i:0>width$}", width = len);
+            leader_node.write(set(format!("k{:04}", i % 10_000), value)).await
+        })
+        .buffer_unordered(8);
+    let outcomes: Vec<_> = writes.collect().await;
+    for o in &outcomes {
+        let out = o.as_ref().expect("every write commits on the two live nodes");
+        assert_eq!(out.response.as_ref().map(|_| ()), Ok(()));
+    }
+    let last = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .map(|o| o.index)
+        .max()
+        .unwrap();
+    tracing::info!(took_ms = started.elapsed().as_millis() as u64, last, "burst committed");
+    assert!(
+        c.node(frozen).status().applied_index.unwrap_or(0) < last,
+        "the frozen follower did not see the burst"
+    );
+
+    tracing::info!("resume the follower: it must catch up from the log");
+    c.isolate(frozen, false);
+    let resumed = std::time::Instant::now();
+    let bound = Duration::from_secs(60);
+    c.node(frozen)
+        .wait_applied(last, bound)
+        .await
+        .unwrap_or_else(|e| panic!("the resumed follower did not catch up to {last} within {bound:?}: {e}"));
+    let catch_up = resumed.elapsed();
+    println!("t88: {n} writes of {entry} bytes; the resumed follower caught up in {catch_up:?}");
+    tracing::info!(catch_up_ms = catch_up.as_millis() as u64, "caught up");
+    assert_eq!(
+        c.node(frozen).local_state(|kv| kv.map.len()),
+        c.node(leader).local_state(|kv| kv.map.len())
+    );
 }
