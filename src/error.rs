@@ -14,7 +14,9 @@
 //!
 //! Every error response has the same JSON body, [`ErrorBody`], and nothing
 //! in the state changes when one is returned (a write the state machine
-//! refuses is in the log, but leaves the state untouched).
+//! refuses is answered by the leader's check without touching the log, or,
+//! a tagged write refused for a reason the state may change, is in the log
+//! but leaves the state untouched).
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

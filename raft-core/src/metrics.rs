@@ -37,6 +37,7 @@ pub struct NodeMetrics {
     pub(crate) applied_index: IntGauge,
     pub(crate) is_leader: IntGauge,
     pub(crate) forwarded_writes: IntCounter,
+    pub(crate) refused_before_log: IntCounter,
     pub(crate) rejected_frames: IntCounter,
     pub(crate) refused_impersonations: IntCounter,
 }
@@ -93,6 +94,10 @@ impl NodeMetrics {
             forwarded_writes: c(
                 "cairn_forwarded_writes_total",
                 "Writes this node forwarded to the leader",
+            ),
+            refused_before_log: c(
+                "cairn_writes_refused_before_log_total",
+                "Writes the leader's state-machine check refused without appending them to the log",
             ),
             rejected_frames: c(
                 "cairn_transport_rejected_frames_total",

@@ -918,3 +918,59 @@ async fn t80_tagged_write_retried_on_another_node_applies_once() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["field"], "x-cairn-client-seq", "{body}");
 }
+
+/// A counter's value in node `id`'s `/metrics` (0 when absent).
+async fn metric(c: &ProcCluster, id: u64, name: &str) -> u64 {
+    let (_, _, text) = c.send(id, Method::GET, "/metrics", None, &[]).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t85_refused_writes_do_not_jam_a_paused_follower() {
+    // Issue 17: a task with a 1,000,000-character kind is refused (400)
+    // but was appended to the log whole. A follower frozen (SIGSTOP)
+    // through ~25 of them never caught up, even after a restart: the
+    // leader logged "frame of 25000789 bytes exceeds the 16777216 byte
+    // limit" forever.
+    let c = ProcCluster::start(3).await;
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let frozen = (1..=3).find(|i| *i != leader).unwrap();
+    let via = (1..=3).find(|i| *i != leader && *i != frozen).unwrap();
+    let before = metric(&c, leader, "cairn_writes_refused_before_log_total").await;
+    tracing::info!(leader, frozen, via, "SIGSTOP a follower, send 25 refused 1 MB tasks");
+    c.pause(frozen);
+    let body = json!({"kind": "x".repeat(1_000_000)}).to_string();
+    for i in 0..25 {
+        let (status, _, text) = c.send(via, Method::POST, "/v1/tasks", Some(&body), &[]).await;
+        let shown: String = text.chars().take(200).collect();
+        assert_eq!(status, 400, "request {i}: {shown}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["field"], "kind", "{shown}");
+    }
+    tracing::info!("a write that is accepted commits on the two others");
+    c.post(
+        via,
+        "/v1/tasks",
+        &json!({"kind": "after", "required_capabilities": ["none-has-it"]}),
+    )
+    .await
+    .unwrap();
+    let target = c.status(leader).await["applied_index"].as_u64().unwrap();
+    tracing::info!(target, "SIGCONT: the follower catches up");
+    let resumed = std::time::Instant::now();
+    c.resume(frozen);
+    c.wait_applied(frozen, target, Duration::from_secs(20)).await;
+    tracing::info!(took_ms = resumed.elapsed().as_millis() as u64, "caught up");
+    assert!(
+        !c.log(leader).contains("frame of"),
+        "the leader refused an oversized frame:\n{}",
+        c.log(leader)
+    );
+    assert_eq!(
+        metric(&c, leader, "cairn_writes_refused_before_log_total").await - before,
+        25,
+        "the leader refused all 25 before the log"
+    );
+}

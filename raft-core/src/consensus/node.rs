@@ -11,6 +11,8 @@ use std::time::Duration;
 use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
+use cairn_state::Admission;
+use cairn_state::ApplyCtx;
 use cairn_state::ClientTag;
 use cairn_state::StateMachine;
 use openraft::errors::ClientWriteError;
@@ -249,6 +251,20 @@ fn parse_entry_too_large(message: &str) -> Option<Error> {
     Some(Error::EntryTooLarge { bytes, limit })
 }
 
+/// What the leader's check decided about a proposal before proposing it
+/// (see [`Core::refuse_before_log`]).
+enum PreCheck {
+    /// Propose it: the state machine accepts it in this state, or the log
+    /// must decide (a retry of a tagged write, a refusal that depends on
+    /// the state for a tagged write, a fenced write of another term).
+    Propose,
+    /// Refused whatever the state (or not understood): answer with this.
+    Refuse(Applied),
+    /// Refused by this node's applied state, which may be stale: refuse
+    /// only once a read barrier shows it is fresh.
+    RefuseIfFresh(Applied),
+}
+
 /// This node's wall clock, ms since the Unix epoch: what the leader stamps
 /// proposals with and the coordinator schedules back-offs by.
 ///
@@ -320,6 +336,10 @@ impl<S: StateMachine> Core<S> {
         }
         proposal.proposed_at_ms = self.stamp();
         let started = std::time::Instant::now();
+        if let Some(refused) = self.refuse_before_log(&proposal).await? {
+            self.metrics.refused_before_log.inc();
+            return Ok(refused);
+        }
         let fut = self.raft.client_write(proposal);
         let res = match tokio::time::timeout(self.write_timeout, fut).await {
             Err(_) => {
@@ -343,6 +363,116 @@ impl<S: StateMachine> Core<S> {
             }),
             Err(e) => Err(ForwardError::Failed { message: e.to_string() }),
         }
+    }
+
+    /// The state machine's check of `proposal` against this node's applied
+    /// state, under the replica's read lock, and the applied index it
+    /// reflects. Never blocks: the read lock is held for one `check`.
+    fn pre_check(&self, proposal: &Proposal) -> (u64, PreCheck) {
+        let term = self.raft.metrics().borrow_watched().current_term;
+        let replica = self.shared.read();
+        let applied = replica.last_applied.map(|l| l.index).unwrap_or(0);
+        if proposal.fence_term.is_some_and(|t| t != term) {
+            // The log fences it (`Applied::Fenced`), as before.
+            return (applied, PreCheck::Propose);
+        }
+        if let Some(tag) = &proposal.tag {
+            // A retry of a write already applied, or a late replay: the
+            // session table in the log answers it, as before.
+            if !matches!(replica.sessions.admit(tag), Admission::Apply) {
+                return (applied, PreCheck::Propose);
+            }
+        }
+        let command = match postcard::from_bytes::<S::Command>(&proposal.command) {
+            Ok(command) => command,
+            // Not understood here; a node of another version might, so a
+            // tagged write is left to the log (which records the outcome).
+            Err(e) if proposal.tag.is_none() => {
+                return (
+                    applied,
+                    PreCheck::Refuse(Applied::Undecodable { reason: e.to_string() }),
+                )
+            }
+            Err(_) => return (applied, PreCheck::Propose),
+        };
+        let ctx = ApplyCtx {
+            index: applied + 1,
+            term,
+            timestamp_ms: proposal.proposed_at_ms,
+        };
+        let Err(refusal) = replica.machine.check(&command, &ctx) else {
+            return (applied, PreCheck::Propose);
+        };
+        let Ok(bytes) = postcard::to_stdvec(refusal.response()) else {
+            return (applied, PreCheck::Propose);
+        };
+        let verdict = if refusal.in_every_state() {
+            PreCheck::Refuse(Applied::Response(bytes))
+        } else if proposal.tag.is_some() {
+            // A retryable write refused by this state: a retry of it may
+            // still be in flight to the log, or arrive after the state
+            // changed, and must find the outcome recorded in the session
+            // table; so the log decides (docs/ARCHITECTURE.md, "Refused
+            // writes").
+            PreCheck::Propose
+        } else {
+            PreCheck::RefuseIfFresh(Applied::Response(bytes))
+        };
+        (applied, verdict)
+    }
+
+    /// `Some((index, refusal))` if the state machine refuses `proposal`: it
+    /// is answered without being appended, exactly as an applied refusal
+    /// would be (the index is the applied index of the state that refused
+    /// it). A refusal that depends on the state is given only after a read
+    /// barrier: this node confirms it still leads (a quorum round) and
+    /// applies up to the read index, then checks again. So the state checked
+    /// holds every write acknowledged before the request arrived, and the
+    /// refusal is linearizable even on a new leader that has not yet
+    /// applied its predecessors' entries, or a deposed one. The barrier
+    /// costs a heartbeat round, on refusals only. If it fails, the node
+    /// does not lead (answered `NotLeader`, so the write is forwarded) or
+    /// has no quorum (`Unavailable`): nothing was proposed either way.
+    async fn refuse_before_log(&self, proposal: &Proposal) -> Result<Option<(u64, Applied)>, ForwardError> {
+        if !self.raft.is_leader() {
+            // Only the leader's state is current; a follower proposes, is
+            // told who leads, and the write goes there.
+            return Ok(None);
+        }
+        match self.pre_check(proposal) {
+            (_, PreCheck::Propose) => Ok(None),
+            (index, PreCheck::Refuse(refusal)) => Ok(Some((index, refusal))),
+            // Boxed: the barrier's futures are deep, and refusals are rare;
+            // inline they made every write future deeper than callers'
+            // layout computation allows (node-agents hit the query limit).
+            (_, PreCheck::RefuseIfFresh(_)) => Box::pin(self.confirm_refusal(proposal)).await,
+        }
+    }
+
+    /// The read barrier and second check of [`Core::refuse_before_log`].
+    async fn confirm_refusal(&self, proposal: &Proposal) -> Result<Option<(u64, Applied)>, ForwardError> {
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let unconfirmed = || {
+            ForwardError::Unavailable {
+            message: format!(
+                "the state machine refused the write, but this node could not confirm its state is current within {:?}; nothing was written",
+                self.write_timeout
+            ),
+        }
+        };
+        let read = tokio::time::timeout_at(deadline, self.read_index_local())
+            .await
+            .map_err(|_| unconfirmed())??;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(read), "pre-check read index")
+            .await
+            .map_err(|_| unconfirmed())?;
+        Ok(match self.pre_check(proposal) {
+            (index, PreCheck::Refuse(refusal) | PreCheck::RefuseIfFresh(refusal)) => Some((index, refusal)),
+            (_, PreCheck::Propose) => None,
+        })
     }
 
     async fn read_index_local(&self) -> Result<u64, ForwardError> {

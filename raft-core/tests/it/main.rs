@@ -18,6 +18,7 @@ use cairn_raft::Role;
 use cairn_raft::TcpDialer;
 use cairn_state::ClientTag;
 use futures::StreamExt;
+use kv::cas;
 use kv::set;
 use kv::Kv;
 use tempfile::TempDir;
@@ -674,6 +675,18 @@ fn last_log_index(c: &Cluster, id: u64) -> u64 {
     c.node(id).status().last_log_index.unwrap_or(0)
 }
 
+/// The value of a counter in `id`'s metrics registry.
+fn counter(c: &Cluster, id: u64, name: &str) -> u64 {
+    c.node(id)
+        .metrics()
+        .registry()
+        .gather()
+        .iter()
+        .find(|f| f.name() == name)
+        .and_then(|f| f.get_metric().first())
+        .map_or(0, |m| m.get_counter().get_value() as u64)
+}
+
 /// The longest value `key` may have for a `Set` to encode to exactly
 /// `limit` bytes (a maximum-size accepted write).
 fn max_value_len(key: &str, limit: usize) -> usize {
@@ -684,6 +697,80 @@ fn max_value_len(key: &str, limit: usize) -> usize {
     }
     assert_eq!(encoded(len), limit, "a value of {len} bytes encodes to the limit");
     len
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t86_refused_writes_append_nothing_to_the_log() {
+    // Issue 17: a write the state machine refuses (a 1,000,000-character
+    // task kind: 400) still appended its whole body to the log. ~25 of them
+    // made a 25 MB append that no frame could carry, and a follower that
+    // was paused through them never caught up.
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    c.node(leader).write(set("a", "1")).await.unwrap();
+    let before = last_log_index(&c, leader);
+    let applied_before = c.node(leader).local_state(|kv| kv.applied);
+    let client = NativeClient::<Kv>::new(vec![c.nodes[&follower].config.listen_addr.clone()]).unwrap();
+
+    tracing::info!("25 writes with a ~1 MB key, refused whatever the state, through a follower");
+    let huge = "k".repeat(1_000_000);
+    for i in 0..25u64 {
+        let out = match i % 3 {
+            0 => c.node(follower).write(set(huge.clone(), "x")).await.unwrap(),
+            1 => c
+                .node(follower)
+                .write_tagged(ClientTag { client_id: 7, seq: i }, set(huge.clone(), "x"))
+                .await
+                .unwrap(),
+            _ => client.write(&set(huge.clone(), "x")).await.unwrap(),
+        };
+        let refusal = out.response.expect_err("a key over the limit is refused");
+        assert!(refusal.contains("limit is 64"), "{refusal}");
+    }
+    tracing::info!("refused by the state (compare-and-set on a stale value): refused after a read barrier");
+    let out = c.node(follower).write(cas("a", Some("0"), "2")).await.unwrap();
+    assert_eq!(out.response, Err("a is Some(\"1\"), not Some(\"0\")".to_owned()));
+    let out = client.write(&cas("a", Some("0"), "2")).await.unwrap();
+    assert!(out.response.is_err(), "{out:?}");
+    assert_eq!(
+        last_log_index(&c, leader),
+        before,
+        "refused writes appended nothing to the log"
+    );
+    assert_eq!(
+        c.node(leader).local_state(|kv| kv.applied),
+        applied_before,
+        "nothing reached apply"
+    );
+    assert_eq!(counter(&c, leader, "cairn_writes_refused_before_log_total"), 27);
+
+    tracing::info!("a tagged write the state refuses goes through the log: its retry finds the refusal recorded");
+    let tag = ClientTag { client_id: 8, seq: 1 };
+    let first = c
+        .node(follower)
+        .write_tagged(tag, cas("a", Some("0"), "3"))
+        .await
+        .unwrap();
+    assert!(first.response.is_err(), "{first:?}");
+    assert_eq!(last_log_index(&c, leader), before + 1);
+    c.node(leader).write(set("a", "0")).await.unwrap();
+    let retry = c
+        .node(leader)
+        .write_tagged(tag, cas("a", Some("0"), "3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        retry.response, first.response,
+        "the retry returns the first outcome even though the state now accepts it"
+    );
+    assert_eq!(c.node(leader).local_state(|kv| kv.map["a"].clone()), "0");
+
+    tracing::info!("accepted writes still go through, through every path");
+    let out = c.node(follower).write(cas("a", Some("0"), "4")).await.unwrap();
+    assert_eq!(out.response, Ok(Some("0".to_owned())));
+    let out = client.write(&set("b", "1")).await.unwrap();
+    assert_eq!(out.response, Ok(None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
