@@ -7,7 +7,10 @@
 //!   capabilities or budget differ from its spec: a node's config, changed
 //!   and restarted, reaches the registry. After that first match it leaves
 //!   the entry alone, so an operator's `cairn node update` holds until the
-//!   node next starts.
+//!   node next starts. Attempts back off (0.5 s plus full jitter growing to
+//!   30 s) and wait until this node has applied the last successful one: a
+//!   node that lags, or cannot apply at all, does not add a registration to
+//!   the log on every reconcile (issue 17).
 //! - **Heartbeats and the lease**: every `heartbeat_interval_ms` it sends a
 //!   heartbeat to the leader; the leader answers only after a quorum confirmed
 //!   its leadership, with its applied index. Once this node has applied that
@@ -107,6 +110,18 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(250);
 /// spec drops a capability a task it holds needs), wait this long before
 /// trying again rather than every reconcile pass.
 const REGISTRY_RETRY: Duration = Duration::from_secs(5);
+/// Registration attempts, while this node's own state does not show it
+/// registered, are at least this far apart...
+const REGISTER_SPACING: Duration = Duration::from_millis(500);
+/// ...plus a full-jitter backoff growing to 30 s: bounded, so a node the
+/// cluster really forgot registers again within ~31 s, while one whose
+/// writes keep failing (no quorum, a jammed follower) adds a registration
+/// to the log at most every few seconds instead of every reconcile (~4 a
+/// second, issue 17).
+const REGISTER_BACKOFF: Backoff = Backoff {
+    base_ms: 500,
+    max_ms: 30_000,
+};
 
 /// A change in whether a node believes it may actuate a task; for tests and
 /// audits (the history checker looks for two nodes believing it at once).
@@ -216,6 +231,7 @@ impl AgentBuilder {
             registering: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             registry_refused: Mutex::new(None),
+            registration: Mutex::new(Registration::default()),
             heartbeats_confirmed: AtomicU64::new(0),
             stale_reports: AtomicU64::new(0),
             config: self.config,
@@ -318,8 +334,22 @@ struct Shared {
     synced: AtomicBool,
     /// The last refused registration: not before when to try again, and why.
     registry_refused: Mutex<Option<(Instant, String)>>,
+    registration: Mutex<Registration>,
     heartbeats_confirmed: AtomicU64,
     stale_reports: AtomicU64,
+}
+
+/// Where this node's registration attempts stand (see `Shared::register`).
+#[derive(Debug, Default)]
+struct Registration {
+    /// Attempts since the node last showed as registered in its own state.
+    attempts: u32,
+    /// No attempt before this.
+    not_before: Option<Instant>,
+    /// The log index the last successful registration got: this node's
+    /// own state cannot show it before applying that far, so a node that
+    /// lags (or is jammed) does not register again meanwhile.
+    applied_at: u64,
 }
 
 /// A task leased to this node, as the local state shows it.
@@ -379,6 +409,11 @@ impl Shared {
 
     /// One write through the breaker, retried with backoff.
     async fn write(&self, what: &'static str, command: Command) -> Result<Response, Error> {
+        self.write_indexed(what, command).await.map(|(_, response)| response)
+    }
+
+    /// [`Shared::write`], also returning the log index the write got.
+    async fn write_indexed(&self, what: &'static str, command: Command) -> Result<(u64, Response), Error> {
         let mut rng = StdRng::seed_from_u64(self.seed());
         WRITE_RETRY
             .run(what, &mut rng, || {
@@ -397,7 +432,8 @@ impl Shared {
                     match res {
                         Ok(out) => {
                             breaker.on_success();
-                            out.response.map_err(Error::Command)
+                            let index = out.index;
+                            out.response.map(|r| (index, r)).map_err(Error::Command)
                         }
                         Err(e) => {
                             if e.is_retryable() {
@@ -540,31 +576,10 @@ impl Shared {
             }
             Some(_) => false,
         };
-        let due = self
-            .lock_registry_refused()
-            .as_ref()
-            .is_none_or(|(retry_at, _)| Instant::now() >= *retry_at);
-        if needs_registration && due && !self.registering.swap(true, Ordering::AcqRel) {
-            let shared = self.clone();
-            tokio::spawn(async move {
-                tracing::info!(node = %shared.node_id, capabilities = ?shared.spec.capabilities, budget = ?shared.spec.budget, "registering node");
-                match shared
-                    .write("register node", Command::RegisterNode(shared.spec.clone()))
-                    .await
-                {
-                    Ok(_) => {
-                        shared.synced.store(true, Ordering::Release);
-                        *shared.lock_registry_refused() = None;
-                        tracing::info!(node = %shared.node_id, "node registered");
-                    }
-                    Err(Error::Command(e)) => {
-                        tracing::warn!(node = %shared.node_id, error = %e, retry_in_s = REGISTRY_RETRY.as_secs(), "the cluster refused this node's registration");
-                        *shared.lock_registry_refused() = Some((Instant::now() + REGISTRY_RETRY, e.to_string()));
-                    }
-                    Err(e) => tracing::warn!(node = %shared.node_id, error = %e, "registration failed; will retry"),
-                }
-                shared.registering.store(false, Ordering::Release);
-            });
+        if needs_registration {
+            self.register();
+        } else if matches!(entry, Some((Liveness::Up | Liveness::Suspect, _))) {
+            *self.lock_registration() = Registration::default();
         }
 
         // Tasks.
@@ -624,6 +639,59 @@ impl Shared {
                 old.lost.send_replace(true);
             }
         }
+    }
+
+    fn lock_registration(&self) -> std::sync::MutexGuard<'_, Registration> {
+        self.registration.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers this node in the background, unless an attempt runs, the
+    /// backoff since the last one has not passed, or this node has not yet
+    /// applied the last successful one (its state is behind, not wrong).
+    fn register(self: &Arc<Self>) {
+        let refused_until = self.lock_registry_refused().as_ref().map(|(retry_at, _)| *retry_at);
+        if refused_until.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        {
+            let reg = self.lock_registration();
+            if reg.not_before.is_some_and(|at| Instant::now() < at) {
+                return;
+            }
+            if reg.applied_at > self.node.status().applied_index.unwrap_or(0) {
+                return;
+            }
+        }
+        if self.registering.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            tracing::info!(node = %shared.node_id, capabilities = ?shared.spec.capabilities, budget = ?shared.spec.budget, "registering node");
+            let res = shared
+                .write_indexed("register node", Command::RegisterNode(shared.spec.clone()))
+                .await;
+            let mut rng = StdRng::seed_from_u64(shared.seed());
+            let mut reg = shared.lock_registration();
+            match res {
+                Ok((index, _)) => {
+                    shared.synced.store(true, Ordering::Release);
+                    *shared.lock_registry_refused() = None;
+                    tracing::info!(node = %shared.node_id, index, "node registered");
+                    reg.applied_at = index;
+                }
+                Err(Error::Command(e)) => {
+                    tracing::warn!(node = %shared.node_id, error = %e, retry_in_s = REGISTRY_RETRY.as_secs(), "the cluster refused this node's registration");
+                    *shared.lock_registry_refused() = Some((Instant::now() + REGISTRY_RETRY, e.to_string()));
+                }
+                Err(e) => tracing::warn!(node = %shared.node_id, error = %e, "registration failed; will retry"),
+            }
+            let wait = REGISTER_SPACING + REGISTER_BACKOFF.delay(reg.attempts, &mut rng);
+            reg.attempts = reg.attempts.saturating_add(1);
+            reg.not_before = Some(Instant::now() + wait);
+            drop(reg);
+            shared.registering.store(false, Ordering::Release);
+        });
     }
 
     fn jitter_ms(&self, t: &MyTask) -> u64 {

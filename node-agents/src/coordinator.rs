@@ -11,7 +11,8 @@
 //! leader.
 //!
 //! Each pass, in order: liveness verdicts (`SetLiveness`, which releases a
-//! `Down` node's tasks to `Pending`), stalled tasks (`UnassignTask`, then held
+//! `Down` node's tasks to `Pending`; the coordinator's own node is never
+//! judged, it is running), stalled tasks (`UnassignTask`, then held
 //! back for one lease so the old holder has stopped before anyone else starts),
 //! and placement of pending tasks (`AssignTask`, see [`crate::scheduler`]).
 
@@ -208,6 +209,12 @@ impl Shared {
         {
             let mut guard = self.lock();
             let run = guard.get_or_insert_with(|| self.new_run(term, now));
+            // This node is running this pass: its own liveness is not in
+            // doubt, whether or not its agent's heartbeats get confirmed.
+            // Without a quorum they do not, and the leader judged its own
+            // node Down, a decision that committed if the quorum came back
+            // under the same leader (issue 17); the writes fail anyway.
+            run.detector.heartbeat(NodeId(self.node.id()), now);
             let mut views = Vec::with_capacity(nodes.len());
             for (id, replicated) in &nodes {
                 let verdict = run.detector.verdict(*id, now);

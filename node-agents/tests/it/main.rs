@@ -482,6 +482,132 @@ async fn t70_a_refused_report_fails_the_task_with_the_reason_once() {
     c.history.check_exclusive_actuation().unwrap();
 }
 
+/// Faster liveness judgement for the tests below (valid: see
+/// `AgentConfig::validate`).
+fn quick_config() -> AgentConfig {
+    AgentConfig {
+        heartbeat_interval_ms: 100,
+        heartbeat_timeout_ms: 300,
+        suspect_after_ms: 600,
+        down_after_ms: 1200,
+        lease_ms: 700,
+        ..AgentConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t72_an_agent_whose_node_lags_does_not_flood_the_log_with_registrations() {
+    // Issue 17, item 6: a follower that could not apply (it was jammed)
+    // never saw its own registration, so its agent registered again on
+    // every reconcile, ~4 times a second, each a log entry.
+    let mut c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let lagging = (1..=3).find(|i| *i != leader).unwrap();
+    tracing::info!(lagging, "stop the follower's agent and deregister its node");
+    c.nodes.get_mut(&lagging).unwrap().agent.take().unwrap().abort();
+    c.write(Command::DeregisterNode {
+        node_id: NodeId(lagging),
+    })
+    .await
+    .unwrap();
+    c.wait(Duration::from_secs(10), "the node deregistered everywhere", |m| {
+        m.node(NodeId(lagging)).is_none()
+    })
+    .await;
+    tracing::info!(
+        leader,
+        lagging,
+        "the leader stops replicating to it; it can still forward writes"
+    );
+    c.nodes[&leader].links.set_blocked(lagging, true);
+    let mut changes = c.raft(leader).subscribe();
+    let spec = cairn_state::NodeSpec {
+        id: NodeId(lagging),
+        addresses: vec![c.nodes[&lagging].listen_addr.clone()],
+        capabilities: Default::default(),
+        budget: BUDGET,
+    };
+    let config = AgentConfig {
+        rng_seed: Some(lagging),
+        ..AgentConfig::default()
+    };
+    let agent = cairn_agents::Agent::builder(c.raft(lagging).clone(), spec, config)
+        .start()
+        .unwrap();
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    let mut registrations = 0;
+    while let Ok(change) = changes.try_recv() {
+        if matches!(&change.command, Command::RegisterNode(s) if s.id == NodeId(lagging)) {
+            registrations += 1;
+        }
+    }
+    tracing::info!(registrations, "registrations applied by the leader in {window:?}");
+    assert!(registrations >= 1, "the agent registered its node");
+    assert!(
+        registrations <= 2,
+        "{registrations} registrations in {window:?}: the agent re-registers while its own node has not applied the first"
+    );
+    tracing::info!("replication resumes: the node sees itself registered and stops registering");
+    c.nodes[&leader].links.set_blocked(lagging, false);
+    c.wait(Duration::from_secs(20), "the node registered again everywhere", |m| {
+        m.node(NodeId(lagging)).is_some_and(|n| n.liveness == Liveness::Up)
+    })
+    .await;
+    agent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t75_a_leader_without_a_quorum_does_not_judge_itself_down() {
+    // Issue 17, item 6: without a quorum the leader's own agent could not
+    // get its heartbeats confirmed, so the leader's coordinator judged its
+    // own node Down and proposed that (committed if the quorum came back
+    // under the same leader).
+    let c = Cluster::start_with(3, |_, _| vec!["drive"], BUDGET, quick_config()).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let followers: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    tracing::info!(leader, ?followers, "cut the leader from both followers: no quorum");
+    for f in &followers {
+        c.nodes[&leader].links.set_blocked(*f, true);
+        c.nodes[f].links.set_blocked(leader, true);
+    }
+    let coordinator = c.nodes[&leader].coordinator.as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut judged_followers_down = false;
+    while Instant::now() < deadline {
+        let status = coordinator.status();
+        if status.leading_term.is_none() {
+            break;
+        }
+        let verdict = |id: u64| {
+            status
+                .nodes
+                .iter()
+                .find(|n| n.node_id == NodeId(id))
+                .and_then(|n| n.verdict)
+        };
+        assert_ne!(
+            verdict(leader),
+            Some(Liveness::Down),
+            "the leader's coordinator judged its own node down: {status:?}"
+        );
+        judged_followers_down |= followers.iter().all(|f| verdict(*f) == Some(Liveness::Down));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        judged_followers_down || coordinator.status().leading_term.is_none(),
+        "the test saw the silent followers judged down (or the leader stepped down)"
+    );
+    for f in &followers {
+        c.nodes[&leader].links.set_blocked(*f, false);
+        c.nodes[f].links.set_blocked(leader, false);
+    }
+    c.wait(Duration::from_secs(20), "every node up again", |m| {
+        (1..=3).all(|id| m.node(NodeId(id)).is_some_and(|n| n.liveness == Liveness::Up))
+    })
+    .await;
+}
+
 /// Failover measurements; `CAIRN_BENCH=1 [CAIRN_BENCH_TRIALS=20]`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t95_bench_failover() {
