@@ -159,6 +159,16 @@ impl Recorder {
         self.events.lock().unwrap_or_else(|p| p.into_inner()).push(e);
     }
 
+    /// How many nemesis events of `phase` were recorded so far.
+    pub fn events_in_phase(&self, phase: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|e| e.phase == phase)
+            .count()
+    }
+
     /// Everything recorded so far.
     pub fn snapshot(&self) -> (Vec<Op>, Vec<StatusSample>, Vec<NemesisEvent>) {
         (

@@ -4,7 +4,7 @@
 //! ```text
 //! cairn-jepsen run --seed 7 --nodes 3 --duration 20s --nemesis kill,partition,pause
 //! cairn-jepsen run --seed 100 --runs 20 --nemesis all        # seeds 100..119
-//! cairn-jepsen profile short | long | regressions
+//! cairn-jepsen profile short | long | regressions | power | power-ci | freeze
 //! cairn-jepsen check target/jepsen/seed7-n3-…/
 //! cairn-jepsen node --config n1.json     # what each node process runs
 //! cairn-jepsen sim --seeds 20            # simulation tier: regressions, then 20 fresh seeds
@@ -99,6 +99,14 @@ struct Common {
     /// Fraction of writes that are inserts (power runs: 0.3; else 0).
     #[arg(long)]
     inserts: Option<f64>,
+    /// Fraction of writes that are plans just under the entry limit
+    /// (`freeze` runs: 0.1; else 0; docs/CHAOS.md, "Log hygiene").
+    #[arg(long)]
+    large_fraction: Option<f64>,
+    /// Fraction of writes that are tasks the state machine refuses, a
+    /// 1,000,000-character kind (`freeze` runs: 0.1; else 0).
+    #[arg(long)]
+    refused_fraction: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -125,9 +133,10 @@ enum Cmd {
     },
     /// A named list of runs: regressions, short (CI), long (`--runs`,
     /// default 100), power (`--runs` leader power-cut runs of 10 s),
-    /// power-ci (CI's two power runs).
+    /// power-ci (CI's two power runs), freeze (`--runs` log-hygiene runs
+    /// of 25 s: a follower frozen through large and refused writes).
     Profile {
-        /// regressions | short | long
+        /// regressions | short | long | power | power-ci | freeze
         name: String,
         /// Runs of the long profile.
         #[arg(long, default_value_t = 100)]
@@ -325,6 +334,12 @@ fn tweak(common: &Common) -> impl Fn(&mut RunConfig) + '_ {
         if let Some(f) = common.inserts {
             cfg.workload.insert_fraction = f;
         }
+        if let Some(f) = common.large_fraction {
+            cfg.workload.large_fraction = f;
+        }
+        if let Some(f) = common.refused_fraction {
+            cfg.workload.refused_fraction = f;
+        }
     }
 }
 
@@ -399,7 +414,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<bool> {
                 "long" => profile::long(runs, first_seed),
                 "power" => profile::power(runs, first_seed, 10),
                 "power-ci" => profile::power_ci(),
-                other => anyhow::bail!("unknown profile {other:?}; use regressions, short, long, power or power-ci"),
+                "freeze" => profile::freeze(runs, first_seed),
+                other => {
+                    anyhow::bail!("unknown profile {other:?}; use regressions, short, long, power, power-ci or freeze")
+                }
             };
             (specs, common)
         }

@@ -65,11 +65,18 @@ pub enum NemesisKind {
     PowerLeader,
     /// Power cuts of every node at once, restarted at once.
     PowerAll,
+    /// `SIGSTOP` one follower for a long hold (8–15 s) while the load runs
+    /// a burst of large and refused writes, then `SIGCONT`: it must catch
+    /// up (issue 17: a follower frozen through ~25 refused 1 MB writes never
+    /// did). Turns on the log-hygiene load ([`crate::run::RunConfig`]).
+    /// Not in `all`.
+    Freeze,
 }
 
 impl NemesisKind {
     /// Every kind, as the command line knows them.
-    pub const KNOWN: [NemesisKind; 12] = [
+    pub const KNOWN: [NemesisKind; 13] = [
+        NemesisKind::Freeze,
         NemesisKind::Power,
         NemesisKind::PowerLeader,
         NemesisKind::PowerAll,
@@ -110,6 +117,7 @@ impl NemesisKind {
             NemesisKind::Power => "power",
             NemesisKind::PowerLeader => "power-leader",
             NemesisKind::PowerAll => "power-all",
+            NemesisKind::Freeze => "freeze",
         }
     }
 
@@ -230,6 +238,27 @@ pub enum Fault {
         /// Time off, ms.
         restart_ms: u64,
     },
+    /// `SIGSTOP` a follower for the step's (long) hold.
+    FreezeFollower,
+}
+
+impl Fault {
+    /// The family a fault belongs to, for "was any of it injected".
+    pub fn family(self) -> &'static str {
+        match self {
+            Fault::IsolateLeader | Fault::SplitRandom | Fault::Bridge | Fault::Ring => "partition",
+            Fault::KillLeader | Fault::KillRandom | Fault::KillAll => "kill",
+            Fault::PauseLeader | Fault::PauseRandom => "pause",
+            Fault::Delay { .. } => "delay",
+            Fault::Flaky { .. } => "flaky",
+            Fault::RemoveVoter => "member",
+            Fault::ReplaceWiped => "replace",
+            Fault::FillDiskLeader | Fault::FillDiskRandom | Fault::FillDiskRestart => "disk",
+            Fault::ClockJump { .. } | Fault::ClockJumpAll { .. } => "clock",
+            Fault::PowerLeader { .. } | Fault::PowerRandom { .. } | Fault::PowerAll { .. } => "power",
+            Fault::FreezeFollower => "freeze",
+        }
+    }
 }
 
 /// A fault in the schedule.
@@ -315,6 +344,7 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
         }
         NemesisKind::PowerLeader => Fault::PowerLeader { restart_ms: 0 },
         NemesisKind::PowerAll => Fault::PowerAll { restart_ms: 0 },
+        NemesisKind::Freeze => Fault::FreezeFollower,
         NemesisKind::Disk => match rng.random_range(0..3) {
             0 => Fault::FillDiskLeader,
             1 => Fault::FillDiskRandom,
@@ -339,10 +369,18 @@ pub fn schedule(seed: u64, nodes: u64, kinds: &[NemesisKind], warmup: Duration, 
             break;
         }
         let kind = kinds[rng.random_range(0..kinds.len())];
+        let fault = pick(kind, nodes, &mut rng);
+        // A freeze holds long, through a burst; drawn only for a freeze, so
+        // schedules without one are unchanged.
+        let hold = if fault == Fault::FreezeFollower {
+            rng.random_range(8000..=15000).min(end.saturating_sub(t + 1000))
+        } else {
+            hold
+        };
         out.push(Step {
             at_ms: t,
             hold_ms: hold,
-            fault: pick(kind, nodes, &mut rng),
+            fault,
         });
         t += hold + rng.random_range(800..=2000);
     }
@@ -370,6 +408,9 @@ pub struct Nemesis {
     active: Active,
     not_injected: Vec<String>,
     power_cuts: usize,
+    /// Per fault family: steps scheduled, steps injected, and why the last
+    /// one that was not injected was not.
+    families: std::collections::BTreeMap<&'static str, (usize, usize, String)>,
 }
 
 impl Nemesis {
@@ -381,6 +422,7 @@ impl Nemesis {
             active: Active::default(),
             not_injected: Vec::new(),
             power_cuts: 0,
+            families: std::collections::BTreeMap::new(),
         }
     }
 
@@ -389,6 +431,20 @@ impl Nemesis {
     /// inconclusive.
     pub fn not_injected(&self) -> &[String] {
         &self.not_injected
+    }
+
+    /// Fault families that were scheduled but never injected, each with
+    /// how many steps it had and why the last one was not injected: a run
+    /// that enabled a fault and never carried it out proves nothing about
+    /// it (inconclusive, never a pass).
+    pub fn uninjected_families(&self) -> Vec<String> {
+        self.families
+            .iter()
+            .filter(|(_, (_, injected, _))| *injected == 0)
+            .map(|(family, (scheduled, _, why))| {
+                format!("no {family} fault was injected ({scheduled} scheduled; last: {why})")
+            })
+            .collect()
     }
 
     /// Power cuts carried out (nodes cut, counted per node).
@@ -404,8 +460,23 @@ impl Nemesis {
                 break;
             }
             tokio::time::sleep_until(at).await;
-            if let Err(e) = self.start(cluster, step.fault).await {
-                self.rec.event("error", format!("{:?}: {e}", step.fault));
+            let starts = self.rec.events_in_phase("start");
+            let failed = self.not_injected.len();
+            let why = match self.start(cluster, step.fault).await {
+                Err(e) => {
+                    self.rec.event("error", format!("{:?}: {e}", step.fault));
+                    Some(e.to_string())
+                }
+                Ok(()) if self.not_injected.len() > failed => self.not_injected.last().cloned(),
+                // A step that found no target records no start.
+                Ok(()) if self.rec.events_in_phase("start") == starts => Some("no target".to_string()),
+                Ok(()) => None,
+            };
+            let family = self.families.entry(step.fault.family()).or_default();
+            family.0 += 1;
+            match why {
+                None => family.1 += 1,
+                Some(why) => family.2 = why,
             }
             tokio::time::sleep_until((at + Duration::from_millis(step.hold_ms)).min(stop)).await;
             if let Err(e) = self.heal(cluster).await {
@@ -530,6 +601,17 @@ impl Nemesis {
                     let what = if fault == Fault::PauseLeader { "leader" } else { "node" };
                     self.rec.event("start", format!("SIGSTOP {what} {t}"));
                 }
+            }
+            Fault::FreezeFollower => {
+                let leader = cluster.leader().await;
+                let followers: Vec<u64> = Self::up(cluster).into_iter().filter(|i| Some(*i) != leader).collect();
+                if leader.is_none() || followers.is_empty() {
+                    return Ok(());
+                }
+                let t = followers[self.rng.random_range(0..followers.len())];
+                cluster.pause(t)?;
+                self.rec
+                    .event("start", format!("SIGSTOP follower {t} (freeze, leader {leader:?})"));
             }
             Fault::Delay { delay_ms, jitter_ms } => {
                 cluster.set_all_links(LinkFaults {
@@ -934,6 +1016,30 @@ mod tests {
             "{s:?}"
         );
         assert!(schedule(3, 3, &[], Duration::from_secs(1), Duration::from_secs(30)).is_empty());
+    }
+
+    #[test]
+    fn a_freeze_holds_long_and_leaves_other_schedules_alone() {
+        let s = schedule(
+            105,
+            3,
+            &[NemesisKind::Freeze],
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+        );
+        assert!(!s.is_empty());
+        for step in &s {
+            assert_eq!(step.fault, Fault::FreezeFollower);
+            assert!(
+                step.hold_ms >= 8000 || step.at_ms + step.hold_ms + 1000 == 30_000,
+                "{step:?}"
+            );
+            assert!(step.at_ms + step.hold_ms + 1000 <= 30_000, "{step:?}");
+        }
+        // A schedule without a freeze draws nothing more: seeds replay as before.
+        let kinds = [NemesisKind::Pause, NemesisKind::Kill];
+        let a = schedule(7, 3, &kinds, Duration::from_secs(2), Duration::from_secs(30));
+        assert!(a.iter().all(|s| s.hold_ms <= 3500), "{a:?}");
     }
 
     #[test]

@@ -147,6 +147,8 @@ impl RunConfig {
                 read_fraction: 0.5,
                 lenient_503: std::env::var_os("CAIRN_JEPSEN_LENIENT_503").is_some(),
                 insert_fraction: 0.0,
+                large_fraction: 0.0,
+                refused_fraction: 0.0,
             },
             launcher,
             results_dir: crate::cluster::workspace_root().join("target").join("jepsen"),
@@ -162,6 +164,21 @@ impl RunConfig {
             disks: DiskSpeeds::default(),
         }
         .with_power_defaults()
+        .with_freeze_defaults()
+    }
+
+    /// Runs with the `freeze` nemesis get the log-hygiene load (issue 17):
+    /// twice the clients (4 per node, a burst at twice the usual rate), a
+    /// tenth of the writes plans just under the entry limit and a tenth
+    /// tasks the state machine refuses, so the frozen follower falls behind
+    /// by tens of megabytes of large entries and then has to catch up.
+    fn with_freeze_defaults(mut self) -> Self {
+        if self.nemeses.contains(&NemesisKind::Freeze) {
+            self.clients_total = Some(self.nodes as usize * 4);
+            self.workload.large_fraction = 0.1;
+            self.workload.refused_fraction = 0.1;
+        }
+        self
     }
 
     /// Power runs get the issue-25 load: 8 writers over all nodes, 20 ops/s
@@ -194,6 +211,13 @@ impl RunConfig {
             " --lenient-503"
         } else {
             ""
+        } + &if self.workload.large_fraction > 0.0 || self.workload.refused_fraction > 0.0 {
+            format!(
+                " --large-fraction {} --refused-fraction {}",
+                self.workload.large_fraction, self.workload.refused_fraction
+            )
+        } else {
+            String::new()
         } + if self.net == crate::cluster::NetMode::Netns {
             " --net netns"
         } else {
@@ -284,6 +308,10 @@ pub struct RunReport {
     /// What the task load did (empty without the embedded launcher).
     #[serde(default)]
     pub tasks: String,
+    /// The log-hygiene writes (large and refused) and what they got, if
+    /// the load had any.
+    #[serde(default)]
+    pub hygiene: String,
     /// Each node's state hash once all applied the same index (empty if
     /// they never did).
     #[serde(default)]
@@ -338,6 +366,9 @@ impl RunReport {
         }
         if !self.inserts.is_empty() {
             s.push_str(&format!("\n  inserts: {}", self.inserts));
+        }
+        if !self.hygiene.is_empty() {
+            s.push_str(&format!("\n  log hygiene: {}", self.hygiene));
         }
         s.push_str(&format!("\n  state hashes: {}", hash_summary(&self.state_hashes)));
         for r in &self.reasons {
@@ -715,6 +746,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         .build()
         .map_err(|e| Error::Setup { reason: e.to_string() })?;
     let inserts = workload::InsertLog::default();
+    let hygiene = workload::HygieneLog::default();
     let placement: Vec<(u32, usize)> = match cfg.clients_total {
         Some(total) => (0..total as u32)
             .map(|slot| (slot, slot as usize % nodes.len()))
@@ -737,6 +769,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
             load_end,
             http.clone(),
             inserts.clone(),
+            hygiene.clone(),
         )));
     }
     let task_log = crate::tasks::TaskLog::default();
@@ -864,8 +897,16 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         )
     };
     checks.anomalies.extend(insert_anomalies);
+    let hygiene_ops = hygiene.ops();
+    let (hygiene_summary, hygiene_anomalies, hygiene_unproven) =
+        crate::checker::hygiene::check(&hygiene_ops, &cfg.workload);
+    checks.anomalies.extend(hygiene_anomalies);
+    reasons.extend(hygiene_unproven.into_iter().map(|why| format!("inconclusive: {why}")));
     checks.anomalies.extend(consistency_check(&cluster).await);
     for why in nemesis.not_injected() {
+        reasons.push(format!("inconclusive: {why}"));
+    }
+    for why in nemesis.uninjected_families() {
         reasons.push(format!("inconclusive: {why}"));
     }
     if cfg.nemeses.iter().any(|k| k.needs_faultfs()) && nemesis.power_cuts() == 0 && nemesis.not_injected().is_empty() {
@@ -945,6 +986,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
             None => cluster.net_note().to_string(),
         },
         tasks: task_summary,
+        hygiene: hygiene_summary,
         state_hashes: converged.state_hashes,
         checks,
         verdict,

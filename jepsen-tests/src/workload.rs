@@ -17,6 +17,19 @@
 //!
 //! If cairn breaks the 503 contract, a read will observe a "failed" write
 //! and the checker reports `failed_write_observed`.
+//!
+//! # Log hygiene (issue 17)
+//! Two more kinds of write, off unless asked for (`--large-fraction`,
+//! `--refused-fraction`, or the `freeze` nemesis, which turns both on):
+//! - **large**: `PUT /v1/mission/plan` with a plan of search areas that
+//!   encodes to just under `log.max_entry_bytes` (1 MiB by default): the
+//!   largest entries the log accepts, so replication batches are full of
+//!   them. Each must be acknowledged or fail cleanly; a 413 is an anomaly
+//!   (the write is within the limit).
+//! - **refused**: `POST /v1/tasks` with a 1,000,000-character kind, which
+//!   the state machine refuses (400). The leader refuses it before the log;
+//!   a 2xx is an anomaly. Before the fix each one put 1 MB in the log and
+//!   ~25 of them jammed a follower for good.
 
 use std::time::Duration;
 
@@ -67,6 +80,99 @@ pub struct WorkloadSpec {
     /// shows its last write; an insert set shows every one). 0: none (and
     /// the client's random choices are those of runs before inserts).
     pub insert_fraction: f64,
+    /// Fraction of writes that are **large**: a mission plan encoding to
+    /// just under the default entry limit (see the module docs). 0: none
+    /// (and the random choices are those of runs before it).
+    pub large_fraction: f64,
+    /// Fraction of writes that are **refused**: a task the state machine
+    /// refuses (a 1,000,000-character kind). 0: none.
+    pub refused_fraction: f64,
+}
+
+/// Which log-hygiene write an [`HygieneOp`] was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HygieneKind {
+    /// A plan just under the entry limit, expected to be accepted.
+    Large,
+    /// A task the state machine refuses, expected 400.
+    Refused,
+}
+
+/// One log-hygiene write and its answer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HygieneOp {
+    /// Which kind.
+    pub kind: HygieneKind,
+    /// The node it was sent to.
+    pub node: u64,
+    /// The HTTP status, if one came.
+    pub status: Option<u16>,
+    /// What the answer means (as for register writes).
+    pub outcome: Outcome,
+    /// The error, if any.
+    pub error: Option<String>,
+}
+
+/// Every log-hygiene write of a run, shared by the clients.
+#[derive(Clone, Default)]
+pub struct HygieneLog(std::sync::Arc<std::sync::Mutex<Vec<HygieneOp>>>);
+
+impl HygieneLog {
+    fn push(&self, op: HygieneOp) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+    }
+
+    /// A copy of every such write so far.
+    pub fn ops(&self) -> Vec<HygieneOp> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Length of the refused task kind: the issue's request.
+pub const REFUSED_KIND_LEN: usize = 1_000_000;
+
+/// The body of a large write and its command's encoded size: a plan of
+/// search areas (64 integer vertices each, short in JSON) with as many
+/// goals as fit in 99 % of the default `log.max_entry_bytes`, computed
+/// from the state machine's own types and encoding (so it stays under the
+/// limit if they change). Built once.
+pub fn large_plan() -> &'static (Value, usize) {
+    static PLAN: std::sync::OnceLock<(Value, usize)> = std::sync::OnceLock::new();
+    PLAN.get_or_init(|| {
+        let limit = cairn_raft::LogLimits::default().max_entry_bytes;
+        let boundary: Vec<Value> = (0..16)
+            .map(|i| json!([i, 0]))
+            .chain((0..16).map(|i| json!([16, i])))
+            .chain((0..16).map(|i| json!([16 - i, 16])))
+            .chain((0..16).map(|i| json!([0, 16 - i])))
+            .collect();
+        let goal = json!({
+            "kind": {"SearchArea": {"boundary": boundary, "spacing_m": 1}},
+            "tolerance": {"position_m": 0.5, "heading_rad": null},
+        });
+        let encoded = |goals: usize| -> usize {
+            let goals: Vec<cairn_state::GoalSpec> =
+                serde_json::from_value(Value::Array(vec![goal.clone(); goals])).unwrap_or_default();
+            let command = cairn_state::Command::ReplacePlan {
+                expected_version: None,
+                name: "jepsen-large".into(),
+                frame_id: "map".into(),
+                goals,
+            };
+            postcard::to_stdvec(&command).map_or(usize::MAX, |b| b.len())
+        };
+        let (one, two) = (encoded(1), encoded(2));
+        let per_goal = two.saturating_sub(one).max(1);
+        let fit = (limit / 100 * 99).saturating_sub(one) / per_goal + 1;
+        let goals = fit.min(cairn_state::limits::MAX_GOALS);
+        let body = json!({
+            "name": "jepsen-large",
+            "frame_id": "map",
+            "goals": vec![goal.clone(); goals],
+        });
+        (body, encoded(goals))
+    })
 }
 
 /// An insert: a parameter declared once, never changed.
@@ -283,6 +389,42 @@ async fn insert(
     }
 }
 
+/// A log-hygiene write: `Large` or `Refused` (see the module docs).
+async fn hygiene(
+    http: &reqwest::Client,
+    api: &str,
+    kind: HygieneKind,
+    timeout: Duration,
+    lenient_503: bool,
+) -> HygieneOp {
+    let req = match kind {
+        HygieneKind::Large => http.put(format!("http://{api}/v1/mission/plan")).json(&large_plan().0),
+        HygieneKind::Refused => http
+            .post(format!("http://{api}/v1/tasks"))
+            .json(&json!({"kind": "x".repeat(REFUSED_KIND_LEN)})),
+    };
+    match send(req, timeout).await {
+        Err(a) => HygieneOp {
+            kind,
+            node: 0,
+            status: None,
+            outcome: a.outcome,
+            error: a.error,
+        },
+        Ok((status, text)) => HygieneOp {
+            kind,
+            node: 0,
+            status: Some(status),
+            outcome: if (200..300).contains(&status) {
+                Outcome::Ok
+            } else {
+                error_outcome(status, lenient_503)
+            },
+            error: (!(200..300).contains(&status)).then(|| error_text(status, &text)),
+        },
+    }
+}
+
 async fn read(http: &reqwest::Client, api: &str, key: &str, timeout: Duration) -> Answer {
     let req = http.get(format!("http://{api}/v1/params/{key}"));
     match send(req, timeout).await {
@@ -332,6 +474,7 @@ pub async fn client(
     deadline: Instant,
     http: reqwest::Client,
     inserts: InsertLog,
+    hygiene_log: HygieneLog,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut process = slot;
@@ -367,6 +510,21 @@ pub async fn client(
             if indeterminate {
                 process += slots;
             }
+            continue;
+        }
+        // Drawn only when asked for, so other runs replay as before.
+        let hygiene_kind = if is_read {
+            None
+        } else if spec.large_fraction > 0.0 && rng.random_bool(spec.large_fraction.min(1.0)) {
+            Some(HygieneKind::Large)
+        } else if spec.refused_fraction > 0.0 && rng.random_bool(spec.refused_fraction.min(1.0)) {
+            Some(HygieneKind::Refused)
+        } else {
+            None
+        };
+        if let Some(kind) = hygiene_kind {
+            let op = hygiene(&http, &api, kind, spec.request_timeout, spec.lenient_503).await;
+            hygiene_log.push(HygieneOp { node, ..op });
             continue;
         }
         let invoke_ns = rec.now_ns();
@@ -523,6 +681,28 @@ mod tests {
         assert_eq!(error_outcome(504, false), Outcome::Info);
         assert_eq!(error_outcome(500, false), Outcome::Info);
         assert_eq!(error_outcome(502, false), Outcome::Info);
+    }
+
+    #[test]
+    fn the_large_plan_is_valid_and_just_under_the_entry_limit() {
+        let (body, bytes) = large_plan();
+        let limit = cairn_raft::LogLimits::default().max_entry_bytes;
+        assert!(
+            *bytes <= limit && *bytes > limit / 100 * 95,
+            "{bytes} bytes for a limit of {limit}"
+        );
+        let goals: Vec<cairn_state::GoalSpec> = serde_json::from_value(body["goals"].clone()).unwrap();
+        let command = cairn_state::Command::ReplacePlan {
+            expected_version: None,
+            name: "jepsen-large".into(),
+            frame_id: "map".into(),
+            goals,
+        };
+        assert_eq!(postcard::to_stdvec(&command).unwrap().len(), *bytes);
+        let ctx = cairn_state::ApplyCtx::default();
+        cairn_state::check(&cairn_state::Mission::default(), &command, &ctx).expect("the state machine accepts it");
+        let json = serde_json::to_vec(body).unwrap().len();
+        assert!(json < limit, "its JSON ({json} bytes) fits the API's body limit");
     }
 
     #[test]

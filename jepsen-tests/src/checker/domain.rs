@@ -58,6 +58,10 @@ pub enum AnomalyKind {
     /// Replicas at the same applied index hash their whole state
     /// differently.
     StateHashDiverged,
+    /// A command the state machine must refuse was acknowledged.
+    RefusedCommandAccepted,
+    /// A write under the entry limit was refused as too large (413).
+    EntryUnderLimitRefused,
 }
 
 /// One finding.

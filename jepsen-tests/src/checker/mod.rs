@@ -11,6 +11,7 @@
 //! [`prepare`] has turned it into what the search needs.
 
 pub mod domain;
+pub mod hygiene;
 pub mod inserts;
 pub mod linear;
 pub mod tasks;

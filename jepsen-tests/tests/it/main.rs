@@ -1,7 +1,8 @@
 //! The suite as CI runs it: real `cairn` processes under faults.
 //!
 //! - `t20`: the checked-in regression seeds first, then the short profile
-//!   (every fault family, 3 and 5 nodes); fails on any run that does not
+//!   (every fault family, 3 and 5 nodes, and a follower frozen through
+//!   large and refused writes); fails on any run that does not
 //!   pass, printing each run's summary and where its history and logs are.
 //!   It also proves the pipeline can fail: the first run's real history,
 //!   doctored with a lost write and a failed write made visible, must be
