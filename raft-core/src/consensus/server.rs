@@ -264,6 +264,10 @@ pub(crate) async fn serve_stream<S: StateMachine>(
     if let Some(inc) = incoming.take() {
         let _ = tokio::fs::remove_file(&inc.path).await;
     }
+    // The append pipe's task holds a sender of the writer's queue: end it
+    // first, or the writer (and this task, and the node's storage it keeps
+    // open through `core`) would wait for each other for ever.
+    drop(appends);
     drop(tx);
     let _ = writer.await;
 }
