@@ -3,6 +3,7 @@
 mod dashboard;
 mod embed;
 mod harness;
+mod honesty;
 mod ops;
 #[cfg(feature = "otel")]
 mod otel;
