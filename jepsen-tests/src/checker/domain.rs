@@ -58,6 +58,10 @@ pub enum AnomalyKind {
     /// Replicas at the same applied index hash their whole state
     /// differently.
     StateHashDiverged,
+    /// A membership command claimed what was not true of a member that is
+    /// not running (caught up, promoted), or changed the voters while
+    /// reporting a refusal (the ghost nemesis).
+    DishonestMembership,
 }
 
 /// One finding.
