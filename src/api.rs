@@ -877,6 +877,7 @@ mod tests {
             voter: true,
             matched_index: None,
             lag: None,
+            last_ack_ms: None,
         };
         let members = [member(1, "127.0.0.1:8001"), member(2, "10.0.0.2:8001")];
         let extra = ["http://rover.local:8001".to_string()];

@@ -238,6 +238,49 @@ impl Client {
         })
     }
 
+    /// This client with the leader's API endpoint tried first: asks the
+    /// endpoints for `/v1/status` in turn and, from the first that knows a
+    /// leader, puts that leader's API address (from the member list) ahead
+    /// of the configured endpoints, and the other members' after them. For
+    /// requests only the leader serves (membership changes): the others
+    /// answer 503, which [`Client::call`] skips. Unchanged if no endpoint
+    /// answers or none knows a leader.
+    pub async fn leader_first(&self) -> Self {
+        let mut known: Option<(String, cairn_raft::Status)> = None;
+        for ep in &self.endpoints {
+            if let Ok(Some(s)) = self
+                .call_one::<(), cairn_raft::Status>(ep, reqwest::Method::GET, "/v1/status", None)
+                .await
+            {
+                let has_leader = s.leader.is_some();
+                known = Some((ep.clone(), s));
+                if has_leader {
+                    break;
+                }
+            }
+        }
+        let Some((ep, status)) = known else {
+            return self.clone();
+        };
+        let https = ep.starts_with("https://");
+        let url = |addr: &str| normalise(addr, https);
+        let mut endpoints: Vec<String> = Vec::new();
+        let leader = status
+            .leader
+            .and_then(|l| status.members.iter().find(|m| m.id == l))
+            .map(|m| url(&m.member.api_addr));
+        let members = status.members.iter().map(|m| url(&m.member.api_addr));
+        for e in leader.into_iter().chain(self.endpoints.iter().cloned()).chain(members) {
+            if !endpoints.contains(&e) {
+                endpoints.push(e);
+            }
+        }
+        Self {
+            endpoints,
+            ..self.clone()
+        }
+    }
+
     /// `GET path` as raw bytes (e.g. `/v1/backup`) from the first endpoint
     /// that answers; one that is down or answers 503 is skipped.
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {

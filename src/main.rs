@@ -91,7 +91,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: MemberCmd,
     },
-    /// Status of every endpoint (leader, term, indexes, members with lag).
+    /// Status of every endpoint (leader, term, indexes, members with lag)
+    /// and of the cluster: exit 0 with a leader that has a quorum ("can
+    /// lose N more"), 2 if nodes answered but there is none, 1 if no
+    /// endpoint answered.
     Status,
     /// Parameters.
     Param {
@@ -265,7 +268,10 @@ enum ClusterCmd {
 
 #[derive(Subcommand)]
 enum MemberCmd {
-    /// Add a node as a learner (it replicates but does not vote).
+    /// Add a node as a learner (it replicates but does not vote) and wait
+    /// until it caught up: connected to the leader and holding everything
+    /// committed when it was added. Start the node first. Exits 1 if it
+    /// did not catch up in time (it then stays a learner).
     Add {
         /// Its id.
         id: u64,
@@ -275,11 +281,23 @@ enum MemberCmd {
         /// Its admin API address.
         #[arg(long)]
         api_addr: String,
+        /// Return once it is added, without waiting for it to catch up.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for it to catch up, in milliseconds.
+        #[arg(long, env = "CAIRN_WAIT_TIMEOUT_MS", default_value_t = 60_000)]
+        wait_timeout_ms: u64,
     },
-    /// Make a learner a voter.
+    /// Make a learner a voter. Refused (exit 1, nothing changed) if the
+    /// leader has not heard from it within an election timeout or it does
+    /// not hold the leader's committed index.
     Promote {
         /// Its id.
         id: u64,
+        /// Promote it even if it is unreachable or lagging (with a warning:
+        /// until it catches up the cluster tolerates one failure fewer).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a member.
     Remove {
@@ -428,9 +446,10 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            match e.downcast_ref::<cli::ops::Diverged>() {
-                Some(_) => ExitCode::from(2),
-                None => ExitCode::FAILURE,
+            if e.downcast_ref::<cli::ops::Diverged>().is_some() || e.downcast_ref::<Unhealthy>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }
@@ -669,28 +688,186 @@ fn parse_member(s: &str) -> anyhow::Result<(u64, Member)> {
 
 const NONE: Option<&()> = None;
 
+/// `cairn status`: nodes answered, but none leads with a quorum. The
+/// process exits 2 (1 is "no endpoint answered").
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unhealthy(String);
+
+/// How long one `POST /v1/members` may wait for the learner: the CLI
+/// reports progress between calls.
+const ADD_POLL_MS: u64 = 2_000;
+
+/// Whether a failed call may still have taken effect (the answer was lost,
+/// timed out, or said "outcome unknown"); a 4xx refusal changed nothing.
+fn ambiguous(e: &cairn::client::ClientError) -> bool {
+    !matches!(
+        e,
+        cairn::client::ClientError::Api { status: 400..=499, .. } | cairn::client::ClientError::Setup { .. }
+    )
+}
+
+/// Node `id` in the membership as the first answering endpoint (the
+/// leader, with a leader-first client) sees it now.
+#[derive(Debug, PartialEq, Eq)]
+enum Membership {
+    /// Not a member.
+    Absent,
+    /// A learner, and no change is under way.
+    Learner,
+    /// A voter, and no change is under way.
+    Voter,
+    /// A membership change is under way (not committed, or joint): the
+    /// outcome is not known yet.
+    Changing,
+}
+
+async fn membership_of(client: &Client, id: u64) -> anyhow::Result<Membership> {
+    let Some(s) = client.call::<(), Status>(Method::GET, "/v1/status", None).await? else {
+        anyhow::bail!("empty status");
+    };
+    Ok(match s.members.iter().find(|m| m.id == id) {
+        _ if s.membership_changing => Membership::Changing,
+        None => Membership::Absent,
+        Some(m) if m.voter => Membership::Voter,
+        Some(_) => Membership::Learner,
+    })
+}
+
+async fn member_add(
+    client: &Client,
+    id: u64,
+    raft_addr: String,
+    api_addr: String,
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
+    use cairn::raft::MemberProgress;
+    let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let body = AddMemberRequest {
+            id,
+            raft_addr: raft_addr.clone(),
+            api_addr: api_addr.clone(),
+            wait_ms: Some((remaining.as_millis() as u64).min(ADD_POLL_MS)),
+        };
+        let progress = match client
+            .call::<_, MemberProgress>(Method::POST, "/v1/members", Some(&body))
+            .await
+        {
+            Ok(Some(p)) => p,
+            Ok(None) => anyhow::bail!("the leader answered without node {id}'s progress"),
+            Err(e) if ambiguous(&e) => {
+                let now = match membership_of(client, id).await {
+                    Ok(Membership::Voter) => format!("the member list shows node {id} as a voter"),
+                    Ok(Membership::Learner) => format!("node {id} was added: the member list shows it as a learner"),
+                    Ok(Membership::Absent) => format!("node {id} was not added: the member list does not show it"),
+                    Ok(Membership::Changing) => {
+                        format!("whether node {id} was added is unknown: a membership change is under way; see `cairn member list`")
+                    }
+                    Err(read) => {
+                        format!("whether node {id} was added is unknown (the member list could not be read: {read:#})")
+                    }
+                };
+                anyhow::bail!("adding node {id} failed: {e}; {now}");
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if wait.is_none() {
+            println!(
+                "node {id} added as a learner, not waiting for it to catch up ({})",
+                progress.describe()
+            );
+            return Ok(());
+        }
+        if progress.caught_up {
+            println!("node {id} added as a learner and caught up; promote it with `cairn member promote {id}`");
+            return Ok(());
+        }
+        if remaining.is_zero() {
+            anyhow::bail!(
+                "node {id} was added as a learner but has not caught up within {} ms: {}. It stays a learner, which does not vote: check that it runs and that the leader reaches {raft_addr}, then run this command again to keep waiting, or remove it with `cairn member remove {id}`",
+                wait.unwrap_or_default().as_millis(),
+                progress.describe()
+            );
+        }
+        eprintln!("waiting for node {id} to catch up: {}", progress.describe());
+    }
+}
+
+async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result<()> {
+    let path = if force {
+        format!("/v1/members/{id}/promote?force=true")
+    } else {
+        format!("/v1/members/{id}/promote")
+    };
+    match client
+        .call::<_, cairn::raft::Promotion>(Method::POST, &path, NONE)
+        .await
+    {
+        Ok(Some(p)) if p.already_voter => println!("node {id} already is a voter; nothing changed"),
+        Ok(Some(p)) => {
+            if !p.progress.caught_up {
+                eprintln!(
+                    "warning: node {id} was promoted although it is not caught up ({}): until it is, the cluster tolerates one failure fewer",
+                    p.progress.describe()
+                );
+            }
+            println!("node {id} is now a voter");
+        }
+        Ok(None) => anyhow::bail!("the leader answered without the promotion's outcome"),
+        Err(e) if ambiguous(&e) => {
+            // The answer was lost or said "unknown": what does the cluster say?
+            // Bounded: a change under way settles within an election or two.
+            let mut now = membership_of(client, id).await;
+            for _ in 0..10 {
+                if matches!(now, Ok(Membership::Voter | Membership::Learner | Membership::Absent)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                now = membership_of(client, id).await;
+            }
+            match now {
+                Ok(Membership::Voter) => {
+                    println!("node {id} is now a voter (the request reported \"{e}\", but the membership shows the promotion applied)")
+                }
+                Ok(Membership::Learner) => {
+                    anyhow::bail!("node {id} was not promoted: {e}; the membership shows it still a learner")
+                }
+                Ok(Membership::Absent) => anyhow::bail!("node {id} was not promoted: {e}; it is not a member"),
+                Ok(Membership::Changing) => anyhow::bail!(
+                    "the outcome of promoting node {id} is unknown: {e}; a membership change is still under way (the new voter set needs a majority of its voters to answer); `cairn status` shows when it is done"
+                ),
+                Err(read) => anyhow::bail!(
+                    "the outcome of promoting node {id} is unknown: {e}; the membership could not be read ({read:#}): check `cairn member list`"
+                ),
+            }
+        }
+        Err(e @ cairn::client::ClientError::Api { status: 409, .. }) if e.to_string().contains("not ready to vote") => {
+            anyhow::bail!("{e}; `cairn member promote {id} --force` promotes it anyway")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
 async fn member(client: &Client, out: Output, cmd: MemberCmd) -> anyhow::Result<()> {
     match cmd {
         MemberCmd::Add {
             id,
             raft_addr,
             api_addr,
+            no_wait,
+            wait_timeout_ms,
         } => {
-            let body = AddMemberRequest {
-                id,
-                raft_addr,
-                api_addr,
-            };
-            client
-                .call::<_, serde_json::Value>(Method::POST, "/v1/members", Some(&body))
-                .await?;
-            println!("node {id} added as a learner and caught up; promote it with `cairn member promote {id}`");
+            // Only the leader adds and promotes (others answer 503).
+            let client = client.leader_first().await;
+            let wait = (!no_wait).then(|| Duration::from_millis(wait_timeout_ms));
+            member_add(&client, id, raft_addr, api_addr, wait).await?;
         }
-        MemberCmd::Promote { id } => {
-            client
-                .call::<_, serde_json::Value>(Method::POST, &format!("/v1/members/{id}/promote"), NONE)
-                .await?;
-            println!("node {id} is now a voter");
+        MemberCmd::Promote { id, force } => {
+            let client = client.leader_first().await;
+            member_promote(&client, id, force).await?;
         }
         MemberCmd::Remove { id } => {
             client
@@ -764,6 +941,7 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
         };
         rows.push((ep, r));
     }
+    let health = cluster_health(&rows);
     if out == Output::Json {
         let v: Vec<serde_json::Value> = rows
             .iter()
@@ -773,18 +951,74 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+    } else {
+        print_status_table(&rows);
+        if let Ok(line) = &health {
+            println!("\n{line}");
+        }
     }
+    if rows.iter().all(|(_, r)| r.is_err()) {
+        anyhow::bail!("no endpoint answered; is a node running? try --endpoints");
+    }
+    health.map(|_| ()).map_err(|line| Unhealthy(line).into())
+}
+
+/// The cluster's health from the nodes' answers: `Ok` with a leader that
+/// has a quorum ("can lose N more"), else `Err` saying why not.
+fn cluster_health(rows: &[(String, Result<Status, String>)]) -> Result<String, String> {
+    use cairn::raft::Role;
+    let answered: Vec<&Status> = rows.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+    // The newest term's leader, if several nodes think they lead.
+    let leader = answered
+        .iter()
+        .filter(|s| s.role == Role::Leader)
+        .max_by_key(|s| s.term);
+    let voters = |s: &Status| s.members.iter().filter(|m| m.voter).count();
+    match leader {
+        Some(l) if l.quorum => {
+            let n = l.fault_tolerance.unwrap_or(0);
+            Ok(format!(
+                "cluster: leader {} (term {}) has a quorum of its {} voters: can lose {n} more",
+                l.id,
+                l.term,
+                voters(l)
+            ))
+        }
+        Some(l) => Err(format!(
+            "cluster has no quorum: leader {} (term {}) has not heard from a majority of its {} voters within an election timeout (last: {}); writes cannot commit",
+            l.id,
+            l.term,
+            voters(l),
+            l.leader_contact_ms
+                .map(|ms| format!("{ms} ms ago"))
+                .unwrap_or_else(|| "never".into())
+        )),
+        None => {
+            let knows = answered.iter().filter_map(|s| s.leader.map(|l| (s.id, l))).next();
+            Err(match knows {
+                Some((node, l)) => format!(
+                    "cluster has no leader with a quorum: node {node} names node {l} as leader, but the leader did not answer and no answering node is in touch with it"
+                ),
+                None => format!(
+                    "cluster has no leader: none of the {} answering node(s) knows one (an election in progress, or a majority of voters down)",
+                    answered.len()
+                ),
+            })
+        }
+    }
+}
+
+fn print_status_table(rows: &[(String, Result<Status, String>)]) {
     println!(
-        "{:<24} {:>3} {:<9} {:>6} {:>7} {:>9} {:>9} {:>9}",
-        "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "LAST LOG", "COMMIT", "APPLIED"
+        "{:<24} {:>3} {:<9} {:>6} {:>7} {:>9} {:>9} {:>9} {:<6}",
+        "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "LAST LOG", "COMMIT", "APPLIED", "QUORUM"
     );
-    let mut leader_view: Option<Status> = None;
-    for (ep, r) in &rows {
+    let mut leader_view: Option<&Status> = None;
+    for (ep, r) in rows {
         match r {
             Ok(s) => {
                 println!(
-                    "{:<24} {:>3} {:<9} {:>6} {:>7} {:>9} {:>9} {:>9}",
+                    "{:<24} {:>3} {:<9} {:>6} {:>7} {:>9} {:>9} {:>9} {:<6}",
                     strip_scheme(ep),
                     s.id,
                     format!("{:?}", s.role).to_lowercase(),
@@ -792,10 +1026,11 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
                     opt(s.leader),
                     opt(s.last_log_index),
                     opt(s.committed_index),
-                    opt(s.applied_index)
+                    opt(s.applied_index),
+                    if s.quorum { "yes" } else { "no" }
                 );
-                if s.leader == Some(s.id) {
-                    leader_view = Some(s.clone());
+                if s.leader == Some(s.id) && leader_view.is_none_or(|l| l.term < s.term) {
+                    leader_view = Some(s);
                 }
             }
             Err(e) => println!("{:<24} {e}", strip_scheme(ep)),
@@ -805,18 +1040,17 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
         println!("\nreplication (from leader {}):", l.id);
         for m in &l.members {
             println!(
-                "  node {:<3} {:<8} matched {:>9}  lag {:>6}",
+                "  node {:<3} {:<8} matched {:>9}  lag {:>6}  last ack {:>8}",
                 m.id,
                 if m.voter { "voter" } else { "learner" },
                 opt(m.matched_index),
-                opt(m.lag)
+                opt(m.lag),
+                m.last_ack_ms
+                    .map(|ms| format!("{ms} ms"))
+                    .unwrap_or_else(|| "never".into())
             );
         }
     }
-    if rows.iter().all(|(_, r)| r.is_err()) {
-        anyhow::bail!("no endpoint answered; is a node running? try --endpoints");
-    }
-    Ok(())
 }
 
 fn parse_kind(kind: &str) -> anyhow::Result<cairn::state::ParamKind> {

@@ -88,6 +88,8 @@ const WRITE_BACKOFF_MS: u64 = 100;
 /// Deadline of each admin-API call [`Node::join`] makes; adding a learner
 /// waits until it caught up, which takes seconds on a large log.
 const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Node::join`] lets the leader wait for this node to catch up.
+const JOIN_CATCH_UP_WAIT: Duration = Duration::from_secs(20);
 
 /// Builds and starts a [`Node`]; see [`Node::builder`].
 ///
@@ -285,14 +287,34 @@ impl Node {
             JOIN_CALL_TIMEOUT,
             crate::client::ClientOptions { token, ca_cert },
         )?;
+        // Membership changes are served by the leader only.
+        let client = client.leader_first().await;
         let body = crate::api::AddMemberRequest {
             id: self.id(),
             raft_addr: self.member.raft_addr.clone(),
             api_addr: self.member.api_addr.clone(),
+            wait_ms: Some(JOIN_CATCH_UP_WAIT.as_millis() as u64),
         };
-        client
-            .call::<_, serde_json::Value>(reqwest::Method::POST, "/v1/members", Some(&body))
+        let progress = client
+            .call::<_, cairn_raft::MemberProgress>(reqwest::Method::POST, "/v1/members", Some(&body))
             .await?;
+        match progress {
+            Some(p) if p.caught_up => {}
+            Some(p) => {
+                return Err(Error::Raft(cairn_raft::Error::Membership {
+                    reason: format!(
+                        "node {} was added as a learner but has not caught up within {JOIN_CATCH_UP_WAIT:?}: {}",
+                        self.id(),
+                        p.describe()
+                    ),
+                }))
+            }
+            None => {
+                return Err(Error::Unexpected {
+                    reason: "POST /v1/members answered without the learner's progress".into(),
+                })
+            }
+        }
         tracing::info!(id = self.id(), "joined the cluster as a learner");
         if voter {
             client
@@ -307,13 +329,17 @@ impl Node {
         Ok(())
     }
 
-    /// Add node `id` as a learner (through the leader) and wait until it
-    /// caught up.
+    /// Add node `id` as a learner (through the leader). Returns once the
+    /// change is committed, without waiting for the learner (which may not
+    /// be running): `self.raft().add_learner_and_wait(…)` on the leader, or
+    /// `POST /v1/members`, waits for it to catch up.
     pub async fn add_learner(&self, id: u64, member: Member) -> Result<(), Error> {
         Ok(self.raft().add_learner(id, member).await?)
     }
 
-    /// Make learner `id` a voter.
+    /// Make learner `id` a voter, without checking it is running or
+    /// caught up (`self.raft().promote_checked(…)` on the leader, or
+    /// `POST /v1/members/{id}/promote`, checks).
     pub async fn promote(&self, id: u64) -> Result<(), Error> {
         Ok(self.raft().promote(id).await?)
     }

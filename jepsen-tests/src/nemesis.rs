@@ -71,11 +71,17 @@ pub enum NemesisKind {
     /// did). Turns on the log-hygiene load ([`crate::run::RunConfig`]).
     /// Not in `all`.
     Freeze,
+    /// Membership changes for a node that is not running (issue 17): add a
+    /// learner at an address nothing listens on, then try to promote it.
+    /// The add must answer "not caught up", the promotion be refused and
+    /// the voters stay the same; anything else fails the run. The ghost is
+    /// removed when healing. Not in `all`.
+    Ghost,
 }
 
 impl NemesisKind {
     /// Every kind, as the command line knows them.
-    pub const KNOWN: [NemesisKind; 13] = [
+    pub const KNOWN: [NemesisKind; 14] = [
         NemesisKind::Freeze,
         NemesisKind::Power,
         NemesisKind::PowerLeader,
@@ -89,6 +95,7 @@ impl NemesisKind {
         NemesisKind::Flaky,
         NemesisKind::Member,
         NemesisKind::Replace,
+        NemesisKind::Ghost,
     ];
 
     /// The kinds `all` enables (every kind but [`NemesisKind::Replace`],
@@ -118,6 +125,7 @@ impl NemesisKind {
             NemesisKind::PowerLeader => "power-leader",
             NemesisKind::PowerAll => "power-all",
             NemesisKind::Freeze => "freeze",
+            NemesisKind::Ghost => "ghost",
         }
     }
 
@@ -240,6 +248,9 @@ pub enum Fault {
     },
     /// `SIGSTOP` a follower for the step's (long) hold.
     FreezeFollower,
+    /// Add [`GHOST_ID`] (not running) as a learner and try to promote it;
+    /// remove it when healing.
+    GhostMember,
 }
 
 impl Fault {
@@ -257,9 +268,15 @@ impl Fault {
             Fault::ClockJump { .. } | Fault::ClockJumpAll { .. } => "clock",
             Fault::PowerLeader { .. } | Fault::PowerRandom { .. } | Fault::PowerAll { .. } => "power",
             Fault::FreezeFollower => "freeze",
+            Fault::GhostMember => "ghost",
         }
     }
 }
+
+/// The id the ghost nemesis adds: no real node has it.
+pub const GHOST_ID: u64 = 99;
+/// Where the ghost "listens": the discard port, which nothing serves here.
+const GHOST_ADDR: &str = "127.0.0.1:9";
 
 /// A fault in the schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,6 +362,7 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
         NemesisKind::PowerLeader => Fault::PowerLeader { restart_ms: 0 },
         NemesisKind::PowerAll => Fault::PowerAll { restart_ms: 0 },
         NemesisKind::Freeze => Fault::FreezeFollower,
+        NemesisKind::Ghost => Fault::GhostMember,
         NemesisKind::Disk => match rng.random_range(0..3) {
             0 => Fault::FillDiskLeader,
             1 => Fault::FillDiskRandom,
@@ -396,6 +414,8 @@ fn fmt_set(ids: &[u64]) -> String {
 #[derive(Default)]
 struct Active {
     removed: Option<u64>,
+    /// The ghost nemesis added [`GHOST_ID`].
+    ghost: bool,
     /// A node whose disk is full, and its log's length when it filled.
     full_disk: Option<(u64, u64)>,
     clock_jumped: Vec<u64>,
@@ -411,6 +431,8 @@ pub struct Nemesis {
     /// Per fault family: steps scheduled, steps injected, and why the last
     /// one that was not injected was not.
     families: std::collections::BTreeMap<&'static str, (usize, usize, String)>,
+    membership_lies: Vec<String>,
+    ghosts: usize,
 }
 
 impl Nemesis {
@@ -423,6 +445,8 @@ impl Nemesis {
             not_injected: Vec::new(),
             power_cuts: 0,
             families: std::collections::BTreeMap::new(),
+            membership_lies: Vec::new(),
+            ghosts: 0,
         }
     }
 
@@ -445,6 +469,17 @@ impl Nemesis {
                 format!("no {family} fault was injected ({scheduled} scheduled; last: {why})")
             })
             .collect()
+    }
+
+    /// What the ghost nemesis saw the cluster claim about a member that
+    /// is not running and was not true (each fails the run).
+    pub fn membership_lies(&self) -> &[String] {
+        &self.membership_lies
+    }
+
+    /// Ghost members the ghost nemesis tried to add and promote.
+    pub fn ghosts(&self) -> usize {
+        self.ghosts
     }
 
     /// Power cuts carried out (nodes cut, counted per node).
@@ -766,6 +801,7 @@ impl Nemesis {
                 self.rec
                     .event("start", format!("{filled}; kill -9 and restart: {what}"));
             }
+            Fault::GhostMember => self.ghost(cluster).await,
             Fault::RemoveVoter | Fault::ReplaceWiped => {
                 let Some(via) = self.leader_or_random(cluster).await else {
                     return Ok(());
@@ -826,6 +862,9 @@ impl Nemesis {
         if let Some(id) = self.active.removed.take() {
             self.readd(cluster, id).await;
         }
+        if std::mem::take(&mut self.active.ghost) {
+            self.remove_ghost(cluster).await;
+        }
         self.rec.event("heal", "all links pass, all nodes running");
         Ok(())
     }
@@ -860,6 +899,101 @@ impl Nemesis {
         };
         self.rec
             .event("heal", format!("disk of node {id} freed; node {id} {what}{enospc}"));
+    }
+
+    /// Add the ghost (a member nothing runs) through the leader, then try to
+    /// promote it, and check each answer against the truth: the add must
+    /// say "not caught up" (202, `caught_up: false`), the promotion must be
+    /// refused (409), and the voters must not change. Without a leader
+    /// (another fault's election) nothing is tried.
+    async fn ghost(&mut self, cluster: &Cluster) {
+        let Some(leader) = cluster.leader().await else {
+            self.rec.event("start", "ghost member: no leader, not tried");
+            return;
+        };
+        let Some(before) = cluster.voters(leader).await else {
+            return;
+        };
+        let body = json!({"id": GHOST_ID, "raft_addr": GHOST_ADDR, "api_addr": GHOST_ADDR, "wait_ms": 1000});
+        let added = cluster
+            .admin(leader, reqwest::Method::POST, "/v1/members", Some(body))
+            .await;
+        self.active.ghost = true;
+        self.ghosts += 1;
+        let mut lies = Vec::new();
+        match &added {
+            Ok(p) if p["caught_up"] == false => {}
+            Ok(p) => lies.push(format!(
+                "adding ghost node {GHOST_ID} (not running) answered success: {p}"
+            )),
+            // Leadership moved meanwhile: an honest refusal, nothing to check.
+            Err(e) if e.starts_with("503") => {}
+            Err(e) => lies.push(format!("adding ghost node {GHOST_ID} failed oddly: {e}")),
+        }
+        let promoted = cluster
+            .admin(
+                leader,
+                reqwest::Method::POST,
+                &format!("/v1/members/{GHOST_ID}/promote"),
+                None,
+            )
+            .await;
+        match &promoted {
+            Err(e) if e.starts_with("409") || e.starts_with("503") || e.starts_with("404") => {}
+            Err(e) => lies.push(format!("promoting ghost node {GHOST_ID} failed oddly: {e}")),
+            Ok(v) => lies.push(format!("promoting ghost node {GHOST_ID} (not running) succeeded: {v}")),
+        }
+        let after = cluster.voters(leader).await;
+        let set = |v: &[u64]| v.iter().copied().collect::<BTreeSet<u64>>();
+        if after.as_ref().is_some_and(|a| set(a) != set(&before)) {
+            lies.push(format!(
+                "the voters changed from {} to {} around the promotion of a node that is not running",
+                fmt_set(&before),
+                fmt_set(after.as_deref().unwrap_or_default())
+            ));
+        }
+        let what = format!(
+            "ghost node {GHOST_ID} (not running) via leader {leader}: add answered {}, promote answered {}",
+            match &added {
+                Ok(p) => format!("caught_up={}", p["caught_up"]),
+                Err(e) => e.chars().take(120).collect(),
+            },
+            match &promoted {
+                Ok(_) => "success".to_string(),
+                Err(e) => e.chars().take(160).collect(),
+            }
+        );
+        self.rec.event("start", what);
+        for lie in lies {
+            self.rec.event("error", lie.clone());
+            self.membership_lies.push(lie);
+        }
+    }
+
+    /// Remove the ghost again; bounded retries (an election may be in
+    /// progress right after a fault heals).
+    async fn remove_ghost(&mut self, cluster: &Cluster) {
+        let mut last = String::new();
+        for _ in 0..10 {
+            let Some(via) = cluster.leader().await else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            match cluster
+                .admin(via, reqwest::Method::DELETE, &format!("/v1/members/{GHOST_ID}"), None)
+                .await
+            {
+                Ok(_) => {
+                    self.rec.event("heal", format!("ghost node {GHOST_ID} removed"));
+                    return;
+                }
+                Err(e) if e.starts_with("404") => return,
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.rec
+            .event("error", format!("could not remove ghost node {GHOST_ID}: {last}"));
     }
 
     /// Add `id` back as a learner and promote it; bounded retries (an

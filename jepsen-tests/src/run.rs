@@ -903,11 +903,22 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
     checks.anomalies.extend(hygiene_anomalies);
     reasons.extend(hygiene_unproven.into_iter().map(|why| format!("inconclusive: {why}")));
     checks.anomalies.extend(consistency_check(&cluster).await);
+    checks
+        .anomalies
+        .extend(nemesis.membership_lies().iter().map(|lie| crate::checker::Anomaly {
+            kind: crate::checker::AnomalyKind::DishonestMembership,
+            key: None,
+            ops: Vec::new(),
+            message: lie.clone(),
+        }));
     for why in nemesis.not_injected() {
         reasons.push(format!("inconclusive: {why}"));
     }
     for why in nemesis.uninjected_families() {
         reasons.push(format!("inconclusive: {why}"));
+    }
+    if cfg.nemeses.contains(&NemesisKind::Ghost) && nemesis.ghosts() == 0 {
+        reasons.push("inconclusive: the ghost nemesis was asked for but never found a leader to try".into());
     }
     if cfg.nemeses.iter().any(|k| k.needs_faultfs()) && nemesis.power_cuts() == 0 && nemesis.not_injected().is_empty() {
         reasons.push("inconclusive: a power nemesis was asked for but no power cut happened".into());

@@ -50,7 +50,22 @@ fn scrape_time_families(api: &Api) -> Result<Vec<prometheus::proto::MetricFamily
         "Registered nodes by liveness in this node's applied state",
         "liveness",
     )?;
-    for m in api.node.status().members {
+    let status = api.node.status();
+    let quorum = prometheus::IntGauge::new(
+        "cairn_raft_quorum",
+        "1 while this node is in touch with a leader that has a quorum (what /readyz reports), else 0",
+    )?;
+    registry.register(Box::new(quorum.clone()))?;
+    quorum.set(i64::from(status.quorum));
+    if let Some(n) = status.fault_tolerance {
+        let tolerance = prometheus::IntGauge::new(
+            "cairn_raft_fault_tolerance",
+            "Voters that may still fail with writes committing (reported by the leader only)",
+        )?;
+        registry.register(Box::new(tolerance.clone()))?;
+        tolerance.set(n as i64);
+    }
+    for m in status.members {
         if let (Some(l), Some(i)) = (m.lag, m.matched_index) {
             lag.with_label_values(&[&m.id.to_string()]).set(l as i64);
             matched.with_label_values(&[&m.id.to_string()]).set(i as i64);

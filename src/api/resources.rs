@@ -122,15 +122,36 @@ async fn execute(api: &Api, cmd: Command) -> Result<Json<WriteResult>, Error> {
 // ---------------------------------------------------------------------------
 // Cluster
 
+/// Ready: this node is in touch with a leader that has a quorum (see
+/// [`cairn_raft::Status::quorum`]): the leader heard from a majority of
+/// voters, or this node heard from the leader, within the last election
+/// timeout. A node cut off from the majority turns 503 within about an
+/// election timeout; `/healthz` answers as long as the process serves.
 #[utoipa::path(get, path = "/readyz", tag = "cluster",
-    responses((status = 200, description = "member of a cluster with a known leader"), (status = 503, description = "no known leader")))]
+    responses((status = 200, description = "in touch with a leader that has a quorum"),
+        (status = 503, description = "no leader, no recent contact with it, or (on the leader) no quorum of recent acknowledgements")))]
 pub(super) async fn readyz(State(api): State<Api>) -> impl IntoResponse {
     let st = api.node.status();
-    if st.leader.is_some() && !st.members.is_empty() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no known leader")
+    if st.quorum && !st.members.is_empty() {
+        return (StatusCode::OK, "ready".to_string());
     }
+    let since = |ms: Option<u64>| match ms {
+        Some(ms) => format!("{ms} ms ago"),
+        None => "never".to_string(),
+    };
+    let why = match (st.role, st.leader) {
+        _ if st.members.is_empty() => "not a member of a cluster".to_string(),
+        (cairn_raft::Role::Leader, _) => format!(
+            "leader without a quorum: a majority of voters last acknowledged it {}",
+            since(st.leader_contact_ms)
+        ),
+        (_, None) => "no known leader".to_string(),
+        (_, Some(l)) => format!(
+            "no contact with leader {l}: last heard from it {}",
+            since(st.leader_contact_ms)
+        ),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, why)
 }
 
 /// This node's view: role, term, leader, log/commit/apply indexes, members
@@ -257,14 +278,34 @@ pub struct AddMemberRequest {
     pub raft_addr: String,
     /// Its admin API address.
     pub api_addr: String,
+    /// How long to wait for it to catch up, in ms (default 5000, at most
+    /// 60000; 0 adds it without waiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
+/// Default `wait_ms` of `POST /v1/members`.
+const ADD_WAIT_DEFAULT_MS: u64 = 5_000;
+/// Largest `wait_ms` of `POST /v1/members`.
+const ADD_WAIT_MAX_MS: u64 = 60_000;
+
+/// Add a learner, on the leader (another node answers 503 `not_leader`,
+/// changing nothing), and wait up to `wait_ms` until it caught up: it
+/// acknowledged the leader within an election timeout and holds the entry
+/// that added it. The body is the learner's progress either way; the
+/// status says which: 201 caught up, 202 added but not caught up (it
+/// stays a learner, which does not vote; call again to wait more — a
+/// learner with the same addresses is not added twice).
 #[utoipa::path(post, path = "/v1/members", tag = "cluster", request_body = AddMemberRequest,
-    responses((status = 201, description = "added as a learner and caught up")), security(("bearer" = [])))]
+    responses((status = 201, body = Object, description = "added as a learner and caught up: its progress"),
+        (status = 202, body = Object, description = "added as a learner (or already one) but not caught up within wait_ms: its progress"),
+        (status = 409, body = ErrorBody, description = "already a voter, or a learner with other addresses; nothing changed"),
+        (status = 503, body = ErrorBody, description = "this node does not lead; nothing changed")),
+    security(("bearer" = [])))]
 pub(super) async fn add_member(
     State(api): State<Api>,
     JsonBody(req): JsonBody<AddMemberRequest>,
-) -> Result<StatusCode, Error> {
+) -> Result<Response, Error> {
     if req.id == 0 {
         return Err(Error::bad("id", "node id 0 is reserved"));
     }
@@ -273,24 +314,58 @@ pub(super) async fn add_member(
             return Err(Error::bad(field, format!("{addr:?} is not HOST:PORT")));
         }
     }
-    api.node
-        .add_learner(
-            req.id,
-            Member {
-                raft_addr: req.raft_addr,
-                api_addr: req.api_addr,
-            },
-        )
+    let wait_ms = req.wait_ms.unwrap_or(ADD_WAIT_DEFAULT_MS);
+    if wait_ms > ADD_WAIT_MAX_MS {
+        return Err(Error::bad("wait_ms", format!("at most {ADD_WAIT_MAX_MS}")));
+    }
+    let member = Member {
+        raft_addr: req.raft_addr,
+        api_addr: req.api_addr,
+    };
+    let progress = api
+        .node
+        .add_learner_and_wait(req.id, member, Duration::from_millis(wait_ms))
         .await?;
-    Ok(StatusCode::CREATED)
+    let status = if progress.caught_up {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(to_json(&progress)?)).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/members/{id}/promote", tag = "cluster", params(("id" = u64, Path, description = "learner id")),
-    responses((status = 200, description = "now a voter"), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-pub(super) async fn promote(State(api): State<Api>, Path(id): Path<String>) -> Result<StatusCode, Error> {
+/// Query of `POST /v1/members/{id}/promote`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PromoteParams {
+    /// Promote even a learner that is unreachable or lagging.
+    pub force: Option<bool>,
+}
+
+/// Make a learner a voter, on the leader (another node answers 503
+/// `not_leader`, changing nothing). Unless `force`, the learner must be
+/// caught up (acknowledging the leader within an election timeout and
+/// holding its committed index), else 409 and nothing changes. The answer
+/// is the membership's final state: 200 once it is committed (even if the
+/// change reported an error on the way), 409 if it did not happen, 504
+/// `outcome_unknown` if it is still under way.
+#[utoipa::path(post, path = "/v1/members/{id}/promote", tag = "cluster",
+    params(("id" = u64, Path, description = "learner id"), PromoteParams),
+    responses((status = 200, body = Object, description = "now a voter (or already one): `already_voter` and the learner's progress at the check"),
+        (status = 404, body = ErrorBody, description = "not a member"),
+        (status = 409, body = ErrorBody, description = "not ready to vote (unreachable or lagging) or another change in progress; nothing changed"),
+        (status = 503, body = ErrorBody, description = "this node does not lead; nothing changed"),
+        (status = 504, body = ErrorBody, description = "the promotion started but has not completed")),
+    security(("bearer" = [])))]
+pub(super) async fn promote(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<PromoteParams>,
+) -> Result<Json<serde_json::Value>, Error> {
     let id = path_id(&id, "id")?;
-    api.node.promote(id).await?;
-    Ok(StatusCode::OK)
+    let promotion = api.node.promote_checked(id, q.force.unwrap_or(false)).await?;
+    Ok(Json(to_json(&promotion)?))
 }
 
 #[utoipa::path(delete, path = "/v1/members/{id}", tag = "cluster", params(("id" = u64, Path, description = "member id")),

@@ -3,6 +3,7 @@
 mod dashboard;
 mod embed;
 mod harness;
+mod honesty;
 mod ops;
 #[cfg(feature = "otel")]
 mod otel;
@@ -74,7 +75,7 @@ async fn t20_cli_errors_are_one_clear_line() {
     c.wait_leader(Duration::from_secs(15)).await;
 
     tracing::info!("cluster init twice is refused and changes nothing");
-    let before = c.status(1).await["members"].clone();
+    let before = membership(&c.status(1).await);
     let out = c.cli(&["cluster", "init", "--member", &c.member_arg(1)]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -82,7 +83,7 @@ async fn t20_cli_errors_are_one_clear_line() {
         stderr.contains("already part of an initialized cluster"),
         "stderr: {stderr}"
     );
-    assert_eq!(c.status(1).await["members"], before);
+    assert_eq!(membership(&c.status(1).await), before);
 
     tracing::info!("removing an unknown member names it");
     let out = c.cli(&["member", "remove", "99"]);
@@ -112,17 +113,23 @@ async fn snapshot(c: &ProcCluster, id: u64) -> Value {
         without_registry_views(&mut got);
         all.insert(path.into(), got);
     }
-    // Members without their replication progress: a write the state machine
-    // refuses is still a log entry (it changes no state, but moves indexes).
-    let mut members = c.status(id).await["members"].clone();
+    all.insert("members".into(), membership(&c.status(id).await));
+    Value::Object(all)
+}
+
+/// A status's members without their replication progress: a write the
+/// state machine refuses is still a log entry (it changes no state, but
+/// moves indexes), and acknowledgement ages change all the time.
+fn membership(status: &Value) -> Value {
+    let mut members = status["members"].clone();
     for m in members.as_array_mut().into_iter().flatten() {
         if let Some(o) = m.as_object_mut() {
             o.remove("matched_index");
             o.remove("lag");
+            o.remove("last_ack_ms");
         }
     }
-    all.insert("members".into(), members);
-    Value::Object(all)
+    members
 }
 
 /// Drops what a task list derives from the node registry (`unplaceable`:

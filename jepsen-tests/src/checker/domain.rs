@@ -62,6 +62,10 @@ pub enum AnomalyKind {
     RefusedCommandAccepted,
     /// A write under the entry limit was refused as too large (413).
     EntryUnderLimitRefused,
+    /// A membership command claimed what was not true of a member that is
+    /// not running (caught up, promoted), or changed the voters while
+    /// reporting a refusal (the ghost nemesis).
+    DishonestMembership,
 }
 
 /// One finding.

@@ -57,6 +57,13 @@ use crate::transport::PlainAcceptor;
 use crate::transport::TcpDialer;
 use crate::transport::TcpPeerListener;
 
+mod health;
+mod membership;
+
+pub(crate) use health::LeaderContact;
+pub use membership::MemberProgress;
+pub use membership::Promotion;
+
 /// How long [`RaftNode::start`] waits for the Raft core's first metrics
 /// report (it comes within milliseconds of the core starting).
 const FIRST_METRICS_WITHIN: Duration = Duration::from_secs(5);
@@ -151,6 +158,10 @@ pub struct MemberStatus {
     pub matched_index: Option<u64>,
     /// Entries it is behind the leader's last log index (leader only).
     pub lag: Option<u64>,
+    /// Milliseconds since it last acknowledged the leader (leader only;
+    /// 0 for the leader itself, `None` if it never has in this term).
+    #[serde(default)]
+    pub last_ack_ms: Option<u64>,
 }
 
 /// A node's view of the cluster, like `etcdctl endpoint status`.
@@ -176,6 +187,31 @@ pub struct Status {
     pub purged_index: Option<u64>,
     /// Members, voters first.
     pub members: Vec<MemberStatus>,
+    /// Whether this node is in touch with a leader that has a quorum: on
+    /// the leader, a majority of voters (of each voter set, while a joint
+    /// membership is in force) acknowledged it within the last election
+    /// timeout; elsewhere, it accepted an append or heartbeat from the
+    /// leader of its current term within the last election timeout. What
+    /// `/readyz` reports.
+    #[serde(default)]
+    pub quorum: bool,
+    /// On the leader, milliseconds since a majority of voters last
+    /// acknowledged it; elsewhere, since this node last heard from a
+    /// leader. `None` if never (since this process started).
+    #[serde(default)]
+    pub leader_contact_ms: Option<u64>,
+    /// On the leader: how many more voters may fail with writes still
+    /// committing (voters that acknowledged it within the last election
+    /// timeout, itself included, beyond a majority; 0 without a quorum).
+    /// `None` on other nodes.
+    #[serde(default)]
+    pub fault_tolerance: Option<u64>,
+    /// A membership change is under way: the latest membership this node
+    /// knows is not committed yet, or is joint (the old and the new voter
+    /// sets both in force until the change completes). `voter` of the
+    /// members is then not final.
+    #[serde(default)]
+    pub membership_changing: bool,
 }
 
 /// Forwarding connections to other nodes, shared by concurrent callers.
@@ -223,6 +259,9 @@ pub(crate) struct Core<S: StateMachine> {
     forward: ForwardPool,
     last_stamp_ms: AtomicU64,
     app_handlers: std::sync::RwLock<HashMap<AppChannel, AppHandler>>,
+    /// When this node last accepted an append from a leader (the
+    /// transport stamps it): a follower's half of [`Status::quorum`].
+    pub(crate) leader_contact: Arc<LeaderContact>,
 }
 
 fn forward_err(leader: Option<(NodeId, Member)>) -> ForwardError {
@@ -518,7 +557,11 @@ impl<S: StateMachine> Core<S> {
         }
         match req {
             AdminRequest::AddLearner { id, member } => {
-                self.raft.add_learner(id, member, true).await.map_err(map)?;
+                // Not openraft's "blocking" add: it waits only while the
+                // learner is more than `replication_lag_threshold` (5000)
+                // entries behind, so it returns at once for a node that is
+                // not even running. `add_learner_and_wait` waits honestly.
+                self.raft.add_learner(id, member, false).await.map_err(map)?;
             }
             AdminRequest::Promote { id } => {
                 if !self.members().contains_key(&id) {
@@ -993,6 +1036,7 @@ impl<S: StateMachine> RaftNode<S> {
             },
             last_stamp_ms: AtomicU64::new(0),
             app_handlers: std::sync::RwLock::new(HashMap::new()),
+            leader_contact: Arc::new(LeaderContact::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = tokio::spawn(super::server::serve(listener, core.clone(), shutdown_rx.clone()));
@@ -1263,12 +1307,17 @@ impl<S: StateMachine> RaftNode<S> {
         .await
     }
 
-    /// Add a non-voting member and wait until it has caught up.
+    /// Add a non-voting member (forwarded to the leader). Returns once the
+    /// entry that adds it is committed: it does not wait for the learner,
+    /// which may not even be running; [`RaftNode::add_learner_and_wait`]
+    /// (on the leader) does.
     pub async fn add_learner(&self, id: NodeId, member: Member) -> Result<(), Error> {
         self.admin(AdminRequest::AddLearner { id, member }).await
     }
 
-    /// Make a learner a voter.
+    /// Make a learner a voter (forwarded to the leader), without checking
+    /// that it is running or caught up; [`RaftNode::promote_checked`] (on
+    /// the leader) checks.
     pub async fn promote(&self, id: NodeId) -> Result<(), Error> {
         self.admin(AdminRequest::Promote { id }).await
     }
@@ -1331,7 +1380,8 @@ impl<S: StateMachine> RaftNode<S> {
     /// This node's view of the cluster.
     pub fn status(&self) -> Status {
         let m = self.core.raft.metrics().borrow_watched().clone();
-        status_from(&m)
+        let health = health::health(&m, self.core.leader_contact.since(), self.core.election_timeout_max);
+        status_from(&m, health)
     }
 
     /// Applied commands, as they apply on this node. A receiver that falls
@@ -1508,7 +1558,7 @@ fn hash_of<S: StateMachine>(replica: &super::sm_store::Replica<S>) -> Result<Sta
     })
 }
 
-fn status_from(m: &RaftMetrics) -> Status {
+fn status_from(m: &RaftMetrics, health: health::Health) -> Status {
     let role = match m.state {
         ServerState::Leader => Role::Leader,
         ServerState::Follower => Role::Follower,
@@ -1538,6 +1588,7 @@ fn status_from(m: &RaftMetrics) -> Status {
                 voter: voters.contains(id),
                 matched_index: matched,
                 lag: matched.map(|x| last.saturating_sub(x)),
+                last_ack_ms: health::ack_age(m, *id).map(|a| a.as_millis() as u64),
             }
         })
         .collect();
@@ -1553,6 +1604,11 @@ fn status_from(m: &RaftMetrics) -> Status {
         snapshot_index: m.snapshot.as_ref().map(|l| l.index),
         purged_index: m.purged.as_ref().map(|l| l.index),
         members,
+        quorum: health.quorum,
+        leader_contact_ms: health.leader_contact.map(|d| d.as_millis() as u64),
+        fault_tolerance: health.fault_tolerance,
+        membership_changing: m.membership_config.log_id() != m.committed_membership_config.log_id()
+            || m.membership_config.get_joint_config().len() > 1,
     }
 }
 

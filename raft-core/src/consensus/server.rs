@@ -264,6 +264,10 @@ pub(crate) async fn serve_stream<S: StateMachine>(
     if let Some(inc) = incoming.take() {
         let _ = tokio::fs::remove_file(&inc.path).await;
     }
+    // The append pipe's task holds a sender of the writer's queue: end it
+    // first, or the writer (and this task, and the node's storage it keeps
+    // open through `core`) would wait for each other for ever.
+    drop(appends);
     drop(tx);
     let _ = writer.await;
 }
@@ -377,6 +381,7 @@ impl AppendPipe {
         let input = futures::stream::unfold(requests_rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
         let output = core.raft.stream_append(input);
         let count = outstanding.clone();
+        let contact = core.leader_contact.clone();
         let answered = move || {
             if count.0.fetch_sub(1, Ordering::AcqRel) == 1 {
                 count.1.notify_waiters();
@@ -388,6 +393,11 @@ impl AppendPipe {
                 let (body, ended) = match output.next().await {
                     Some(Ok(r)) => {
                         let ended = r.is_err();
+                        // Accepted (or a log conflict, which is the leader of
+                        // this term talking too): the leader is in touch.
+                        if !matches!(r, Err(openraft::raft::StreamAppendError::HigherVote(_))) {
+                            contact.stamp();
+                        }
                         (Response::Append(r.into()), ended)
                     }
                     Some(Err(fatal)) => (Response::Error(fatal.to_string()), true),

@@ -1,5 +1,6 @@
 //! raft-core integration tests: real nodes on loopback in one process.
 
+mod honesty;
 mod kv;
 
 use std::collections::BTreeMap;
