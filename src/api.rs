@@ -19,7 +19,7 @@
 //! # Security
 //! Mutating requests need `Authorization: Bearer <token>` when a token is
 //! configured (compared in constant time); reads too if
-//! `read_requires_token`, and `GET /v1/backup` always. `/healthz`, `/readyz`, `/openapi.json` and the
+//! `read_requires_token`, and `GET /v1/backup` always. `/healthz`, `/readyz`, `/version`, `/openapi.json` and the
 //! dashboard's static page (`/`, `/ui/…`) are always public. Without a
 //! token the API is open: a bench setup only.
 //!
@@ -295,7 +295,9 @@ pub fn router_with(api: Api) -> Router {
         .route("/v1/telemetry/topics", get(telemetry::topics))
         .route("/v1/telemetry/{topic}", post(telemetry::publish))
         .merge(crate::dashboard::routes())
+        .route("/version", get(version))
         .fallback(|| async { Error::not_found("route", "path") })
+        .layer(axum::middleware::map_response(method_not_allowed_body))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)))
         .layer(axum::middleware::from_fn(client_tag))
@@ -304,6 +306,37 @@ pub fn router_with(api: Api) -> Router {
         // Outermost, so a preflight is answered before authentication.
         .layer(cors(&api))
         .with_state(api)
+}
+
+/// Which build this node runs (version and git commit): public, like
+/// `/healthz`, so a rolling upgrade can see each node's.
+#[utoipa::path(get, path = "/version", tag = "cluster",
+    responses((status = 200, body = crate::version::BuildInfo, description = "this node's build")))]
+async fn version() -> Json<crate::version::BuildInfo> {
+    Json(crate::version::BuildInfo::current())
+}
+
+/// axum answers a known path with a wrong method with an empty 405 (its
+/// method router adds the `Allow` header around this layer); every error
+/// of this API has a JSON body (docs/API.md). A 405 that already has a
+/// body is left alone.
+async fn method_not_allowed_body(method: Method, resp: Response) -> Response {
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED || resp.headers().contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        return resp;
+    }
+    let (parts, _) = resp.into_parts();
+    let mut out = Error::MethodNotAllowed {
+        method: method.to_string(),
+    }
+    .into_response();
+    // Whatever headers it had (an `Allow` set this far in), but the body's own content type and length.
+    for (name, value) in &parts.headers {
+        if !out.headers().contains_key(name) {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// Refuse `api.cors_allowed_origins` entries that are not `scheme://host[:port]`.
@@ -365,7 +398,7 @@ fn cors(api: &Api) -> tower_http::cors::CorsLayer {
 Reads are linearizable unless `?consistency=stale`. Mutating requests need `Authorization: Bearer <token>` when the node has a token.",
     ),
     paths(
-        resources::readyz, metrics::metrics, resources::status, resources::state_hash, resources::init,
+        resources::readyz, version, metrics::metrics, resources::status, resources::state_hash, resources::init,
         resources::members, resources::add_member, resources::promote, resources::remove_member,
         resources::transfer_leader, backup::backup, resources::list_nodes, resources::get_node,
         resources::update_node, resources::remove_node, drain::drain, drain::undrain,
@@ -519,7 +552,8 @@ async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     };
     let path = req.uri().path();
-    let public = matches!(path, "/healthz" | "/readyz" | "/openapi.json") || crate::dashboard::is_asset(path);
+    let public =
+        matches!(path, "/healthz" | "/readyz" | "/version" | "/openapi.json") || crate::dashboard::is_asset(path);
     // A backup is the whole mission: it needs the token even where reads do not.
     let sensitive = path == "/v1/backup";
     let needs = !public && (is_mutating(req.method()) || api.auth.read_requires_token || sensitive);

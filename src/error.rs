@@ -68,6 +68,12 @@ pub enum Error {
         /// The request field that named it.
         field: String,
     },
+    /// The path exists but not with this method.
+    #[error("{method} is not served on this path; the Allow header lists the methods that are")]
+    MethodNotAllowed {
+        /// The method the request used.
+        method: String,
+    },
     /// Missing or wrong bearer token.
     #[error("{reason}")]
     Unauthorized {
@@ -162,6 +168,7 @@ impl Error {
             Error::Encode { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             Error::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", Some(field.clone())),
             Error::NotFound { field, .. } => (StatusCode::NOT_FOUND, "not_found", Some(field.clone())),
+            Error::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Error::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", Some("authorization".into())),
             Error::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Some("body".into())),
             Error::Command(e) => command_status(e),

@@ -36,6 +36,7 @@ pub mod otel;
 pub mod rover;
 pub mod telemetry;
 pub mod tls;
+pub mod version;
 
 pub use cairn_hal as hal;
 

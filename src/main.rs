@@ -357,12 +357,43 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into())
 }
 
+/// Colour (ANSI escapes) only on a terminal, and never with `NO_COLOR`
+/// set (no-color.org): a log file or journald gets plain text.
+fn log_colour() -> bool {
+    use std::io::IsTerminal as _;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
 /// Logs to stderr, filtered by `RUST_LOG`.
 fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
+        .with_ansi(log_colour())
         .init();
+}
+
+/// A command that prints and ends should die quietly of SIGPIPE when its
+/// reader goes away (`cairn watch | head`: exit 141 in a shell, as `cat`
+/// and `etcdctl` do), not panic in `println!` (exit 101). Rust ignores
+/// SIGPIPE by default so that a server gets EPIPE on a closed socket
+/// instead of dying; the servers (`node run`, `sim run`) keep that.
+fn printing_dies_on_broken_pipe(cmd: &Cmd) {
+    let server = matches!(
+        cmd,
+        Cmd::Node {
+            cmd: NodeCmd::Run { .. }
+        } | Cmd::Sim {
+            cmd: cli::sim::SimCmd::Run { .. }
+        }
+    );
+    if !server {
+        // SAFETY: `signal` with SIG_DFL installs no handler code; it only
+        // restores the kernel's default action for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
 }
 
 /// Spans still to be flushed to the OTLP collector at exit.
@@ -389,6 +420,7 @@ fn init_node_tracing(cfg: &NodeConfig) -> anyhow::Result<Export> {
                 .with(
                     tracing_subscriber::fmt::layer()
                         .with_writer(std::io::stderr)
+                        .with_ansi(log_colour())
                         .with_filter(log_filter()),
                 )
                 .with(otel.with_filter(export_filter))
@@ -432,6 +464,7 @@ fn finish_export(export: Export) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    printing_dies_on_broken_pipe(&cli.command);
     // `node run` sets up its subscriber once its config is read: the span
     // export is configured there.
     if !matches!(

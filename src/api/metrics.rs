@@ -50,6 +50,20 @@ fn scrape_time_families(api: &Api) -> Result<Vec<prometheus::proto::MetricFamily
         "Registered nodes by liveness in this node's applied state",
         "liveness",
     )?;
+    // The standard process_* families (CPU seconds, resident and virtual
+    // memory, open fds, start time), read from /proc at scrape time.
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    let build = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "cairn_build_info",
+            "Always 1; the labels say which build this node runs (as GET /version)",
+        ),
+        &["version", "commit"],
+    )?;
+    registry.register(Box::new(build.clone()))?;
+    build
+        .with_label_values(&[crate::version::VERSION, crate::version::COMMIT])
+        .set(1);
     let status = api.node.status();
     let quorum = prometheus::IntGauge::new(
         "cairn_raft_quorum",

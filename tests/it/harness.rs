@@ -369,7 +369,7 @@ impl ProcCluster {
     }
 
     /// The CLI with this cluster's token and CA (if any) in the environment.
-    fn cli_command(&self, endpoints: &str) -> Command {
+    pub fn cli_command(&self, endpoints: &str) -> Command {
         let mut cmd = Command::new(cairn_bin());
         cmd.arg("--endpoints").arg(endpoints).env("RUST_LOG", "error");
         cmd.env_remove("CAIRN_TOKEN")

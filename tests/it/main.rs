@@ -1,5 +1,6 @@
 //! End-to-end tests: real `cairn` processes on loopback.
 
+mod cli;
 mod dashboard;
 mod embed;
 mod harness;
