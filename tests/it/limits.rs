@@ -253,3 +253,70 @@ async fn t63_telemetry_of_known_topics_is_schema_checked_at_publish() {
     );
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t64_backup_syncs_the_directory_after_the_rename() {
+    let ok = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("t64 skipped: strace is missing or may not trace here");
+        return;
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let daemon = one_node(dir.path(), |_| {}).await;
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let file = out_dir.join("sol.backup");
+    let trace = dir.path().join("trace");
+
+    tracing::info!("cairn backup under strace: rename FILE.tmp to FILE, then open and fsync FILE's directory");
+    let addr = daemon.api_addr().to_string();
+    let bin = crate::harness::cairn_bin();
+    let out = tokio::task::spawn_blocking({
+        let (file, trace) = (file.clone(), trace.clone());
+        move || {
+            std::process::Command::new("strace")
+                .args([
+                    "-f",
+                    "-e",
+                    "trace=openat,rename,renameat,renameat2,fsync,fdatasync",
+                    "-o",
+                ])
+                .arg(&trace)
+                .arg(bin)
+                .args(["--endpoints", &addr, "backup"])
+                .arg(&file)
+                .env("CAIRN_TOKEN", TOKEN)
+                .env("RUST_LOG", "error")
+                .env_remove("CAIRN_ENDPOINTS")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "backup: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(file.exists());
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let renamed = lines
+        .iter()
+        .position(|l| l.contains("rename") && l.contains(".tmp\""))
+        .unwrap_or_else(|| panic!("no rename of the .tmp file in the trace:\n{text}"));
+    let after = &lines[renamed + 1..];
+    let quoted = format!("\"{}\"", out_dir.display());
+    let fd = after.iter().find_map(|l| {
+        (l.contains("openat(") && l.contains(&quoted))
+            .then(|| l.rsplit("= ").next()?.trim().parse::<i64>().ok())
+            .flatten()
+    });
+    let synced = fd.is_some_and(|fd| after.iter().any(|l| l.contains(&format!("fsync({fd})"))));
+    assert!(
+        synced,
+        "the directory {quoted} was not opened and fsynced after the rename:\n{}",
+        after.join("\n")
+    );
+    daemon.shutdown().await.unwrap();
+}
