@@ -9,6 +9,13 @@ new leader within seconds and a page that says its node died and reads from
 another one; a mission map with waypoints, a pose trail and obstacles from
 telemetry. Saves a screenshot (docs/dashboard.png by default).
 
+With --hostile: one node, and markup in every string the page renders
+(plan name, task kind, capabilities, sensor name, abort reason, the
+rover.pose mode, events) and in the number fields of telemetry, both
+published through the API (the node must refuse what does not fit a
+topic's schema) and handed to the page's own handlers; the page must show
+it all as text and contain no element the data tried to create.
+
 Bounded: the whole run has a deadline; every process and temp dir it made is
 removed on exit, also on failure.
 """
@@ -25,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import websocket  # python3-websocket (Debian)
@@ -107,13 +115,14 @@ def sim_fault(device, fault):
     subprocess.run([BIN, "sim", "fault", "--sim-addr", sim, device, fault], check=True, stdout=subprocess.DEVNULL)
 
 
-def start_node(i):
+def start_node(i, rover=True):
     logf = open(os.path.join(work, f"n{i}.log"), "ab")
     env = dict(os.environ, RUST_LOG="warn,cairn=info", CAIRN_API_TOKEN=TOKEN)
-    procs[i] = subprocess.Popen(
-        [BIN, "node", "run", "--id", str(i), "--raft-addr", raft[i], "--api-addr", api[i],
-         "--data-dir", os.path.join(work, f"n{i}"), "--tls-dir", os.path.join(work, "certs"), "--sim", sim],
-        stdout=subprocess.DEVNULL, stderr=logf, env=env)
+    args = [BIN, "node", "run", "--id", str(i), "--raft-addr", raft[i], "--api-addr", api[i],
+            "--data-dir", os.path.join(work, f"n{i}")]
+    if rover:
+        args += ["--tls-dir", os.path.join(work, "certs"), "--sim", sim]
+    procs[i] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=logf, env=env)
     wait(f"node {i} healthy", lambda: http("GET", api[i], "/healthz", token=False, timeout=1)[0] == 200, 20)
 
 
@@ -279,9 +288,93 @@ def main():
     print("browser-test: 1 passed, 0 failed")
 
 
+# ---------------------------------------------------------------------------
+# --hostile: data must never become markup
+
+def H(field):
+    """Markup that would create elements #INJ-<field> (HTML) and #INJS-<field>
+    (SVG) and set window.__pwned if any renderer parsed it; under 128 bytes
+    (the longest name the state machine takes)."""
+    return (f'"\'><img id="INJ-{field}" src=x onerror="window.__pwned=1">'
+            f'<text id="INJS-{field}">FAKE E-STOP</text>')
+
+
+def main_hostile():
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(DEADLINE_S)
+    start_node(1, rover=False)
+    code, body = http("POST", api[1], "/v1/cluster/init", {"members": {"1": {"raft_addr": raft[1], "api_addr": api[1]}}})
+    if code != 201:
+        fail(f"cluster init: {code} {body}")
+    wait("a leader", lambda: agreed_leader([1]), 20)
+    wait("node 1 registered", lambda: len(http("GET", api[1], "/v1/nodes")[1]) == 1, 20)
+
+    log("hostile strings in every field the page renders, through the API")
+    plan = {"name": H("plan"), "frame_id": "site", "goals": [{"kind": {"Waypoint": {"pose": {"position": [3.0, 1.0, 0.0], "heading_rad": 0.0}}},
+                                          "tolerance": {"position_m": 0.5, "heading_rad": None}}]}
+    problems = []  # reported together at the end, so one run shows every failure
+    log("telemetry that does not fit its topic's schema is refused at publish")
+    world = {"pose": {"x_m": H("x_m"), "y_m": 0.0, "heading_rad": 0.0},
+             "obstacles": [{"x_m": H("obstacle"), "y_m": 1.0, "radius_m": H("radius_m")}],
+             "fence": {"current": 1, "accepted": 0, "rejected": 0}, "collisions": 0, "estop": False}
+    for topic, payload in (("sim.world", world), ("node.stats", {"cpu_percent": H("cpu")}),
+                           ("rover.pose", {"x_m": H("pose_x"), "y_m": 0.0, "heading_rad": 0.0})):
+        code, answer = http("POST", api[1], f"/v1/telemetry/{topic}", payload)
+        if code != 400:
+            problems.append(f"hostile {topic} was not refused at publish: {code} {answer}")
+
+    writes = [
+        ("PUT", "/v1/mission/plan", plan),
+        ("POST", "/v1/tasks", {"kind": H("kind"), "required_capabilities": [H("cap")]}),
+        ("PATCH", "/v1/nodes/1", {"capabilities": [H("capability")]}),
+        ("PUT", "/v1/sensors/" + urllib.parse.quote(H("sensor"), safe=""), {"health": "Failed"}),
+        ("POST", "/v1/telemetry/rover.pose", {"x_m": 1.0, "y_m": 1.0, "heading_rad": 0.0, "speed_mps": 0.1, "mode": H("mode")}),
+    ]
+    for method, path, body in writes:
+        code, answer = http(method, api[1], path, body)
+        if code not in (200, 201, 202):
+            fail(f"{method} {path}: {code} {answer}")
+    log(f"opening the dashboard, http://{api[1]}/")
+    b = Browser()
+    b.call("Page.navigate", url=f"http://{api[1]}/")
+    b.wait_js("the hostile task, plan, sensor and capability shown as text",
+              "!!document.querySelector('#speed') && "
+              "document.querySelector('#tasks').textContent.includes('INJ-kind') && "
+              "document.querySelector('#plan-name').textContent.includes('INJ-plan') && "
+              "document.querySelector('#sensors-table').textContent.includes('INJ-sensor') && "
+              "document.querySelector('#speed').textContent.includes('INJ-mode')", 20)
+    code, answer = http("POST", api[1], "/v1/mission/abort", {"reason": H("reason")})
+    if code != 200:
+        fail(f"abort: {code} {answer}")
+    b.wait_js("the abort reason in recent events, as text",
+              "document.querySelector('#events').textContent.includes('INJ-reason')", 15)
+    log("hostile telemetry handed to the page's own handlers (as if a node had forwarded it)")
+    hostile_world = json.dumps(world)
+    b.js(f"""(() => {{
+        onTelemetry("telemetry", {{topic: "sim.world", node_id: 1, seq: 1, payload: {hostile_world}}});
+        onTelemetry("telemetry", {{topic: "rover.pose", node_id: 1, seq: 1,
+            payload: {{x_m: {json.dumps(H("pose_x"))}, y_m: 0, heading_rad: {json.dumps(H("heading"))}, mode: "x"}}}});
+        onTelemetry("telemetry", {{topic: "node.stats", node_id: 1, seq: 1, payload: {{cpu_percent: {json.dumps(H("cpu"))}}}}});
+        event({json.dumps(H("event"))}, {json.dumps(H("event_kind"))});
+        return true;
+    }})()""")
+    time.sleep(1.5)  # a poll and a refresh re-render everything
+    injected = b.js("[...document.querySelectorAll('[id^=INJ]')].map(e => e.tagName + '#' + e.id)")
+    pwned = b.js("window.__pwned === 1")
+    if injected or pwned:
+        problems.append(f"data became markup: injected elements {injected}, onerror ran: {pwned}")
+    for sel, needle in (("#events", "INJ-event"), ("#nodes-table", "INJ-capability")):
+        if needle not in b.js(f"document.querySelector('{sel}').textContent"):
+            problems.append(f"{sel} does not show {needle} as text")
+    if problems:
+        fail("; ".join(problems))
+    log("no element from the data; every hostile string shown as text")
+    print("browser-test --hostile: 1 passed, 0 failed")
+
+
 if __name__ == "__main__":
     try:
-        main()
+        main_hostile() if "--hostile" in sys.argv[1:] else main()
     except BaseException:
         for i in procs:
             path = os.path.join(work, f"n{i}.log")

@@ -40,6 +40,8 @@ mod backup;
 mod drain;
 mod metrics;
 mod resources;
+pub mod serve;
+pub mod streams;
 mod telemetry;
 mod watch;
 
@@ -83,6 +85,9 @@ pub use resources::StateHashView;
 pub use resources::SubmitTaskRequest;
 pub use resources::TaskView;
 pub use resources::UpdateNodeRequest;
+pub use serve::ClientAddr;
+pub use serve::HttpLimits;
+pub use streams::StreamLimits;
 pub use telemetry::PublishResult;
 
 use crate::error::Error;
@@ -105,8 +110,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Header carrying the applied index a read reflected.
 pub const APPLIED_INDEX_HEADER: &str = "x-cairn-applied-index";
 
-/// Admin API security settings (`[api]` in the node config).
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Admin API security settings and limits (`[api]` in the node config).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
     /// Bearer token required on mutating requests. None (and no
@@ -123,6 +128,42 @@ pub struct ApiSettings {
     /// from a browser, besides the members' own API addresses: for when
     /// operators reach the nodes by a name the members list does not use.
     pub cors_allowed_origins: Vec<String>,
+    /// Time a connection has to send a complete request head, ms (default
+    /// 10 000): a slowloris client holds a connection at most this long.
+    pub header_read_timeout_ms: u64,
+    /// Connections the API serves at once (default 256); more are closed
+    /// at once.
+    pub max_connections: usize,
+    /// Streams of each kind (`/v1/watch`, `/v1/telemetry`) one node serves
+    /// at once (default 64).
+    pub max_streams: usize,
+    /// Of `max_streams`, how many only clients with the API token may take
+    /// (default 16; none when the node has no token).
+    pub stream_slots_reserved_for_token: usize,
+    /// Streams of each kind one client address may hold without the token
+    /// (default 8).
+    pub max_streams_per_client: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            token: None,
+            token_file: None,
+            read_requires_token: false,
+            tls: false,
+            cors_allowed_origins: Vec::new(),
+            // 10 s: a request head is a few hundred bytes; a client on the
+            // rover's Wi-Fi sends it in milliseconds.
+            header_read_timeout_ms: 10_000,
+            // 256: a few operators' pages (two streams and a poll each), the
+            // CLI and agents, with room; each costs a task and buffers.
+            max_connections: 256,
+            max_streams: streams::DEFAULT_LIMITS.max,
+            stream_slots_reserved_for_token: streams::DEFAULT_LIMITS.reserved_for_token,
+            max_streams_per_client: streams::DEFAULT_LIMITS.per_client,
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiSettings {
@@ -133,6 +174,11 @@ impl std::fmt::Debug for ApiSettings {
             .field("read_requires_token", &self.read_requires_token)
             .field("tls", &self.tls)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("header_read_timeout_ms", &self.header_read_timeout_ms)
+            .field("max_connections", &self.max_connections)
+            .field("max_streams", &self.max_streams)
+            .field("stream_slots_reserved_for_token", &self.stream_slots_reserved_for_token)
+            .field("max_streams_per_client", &self.max_streams_per_client)
             .finish()
     }
 }
@@ -153,6 +199,41 @@ impl ApiSettings {
                 }),
             (None, None) => Ok(None),
         }
+    }
+
+    /// The HTTP server's limits, checked.
+    pub fn http_limits(&self) -> Result<HttpLimits, Error> {
+        if self.header_read_timeout_ms == 0 || self.max_connections == 0 {
+            return Err(Error::Config {
+                reason: "api.header_read_timeout_ms and api.max_connections must be at least 1".into(),
+            });
+        }
+        Ok(HttpLimits {
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            max_connections: self.max_connections,
+        })
+    }
+
+    /// The stream limits, checked.
+    pub fn stream_limits(&self) -> Result<StreamLimits, Error> {
+        if self.max_streams == 0 || self.max_streams_per_client == 0 {
+            return Err(Error::Config {
+                reason: "api.max_streams and api.max_streams_per_client must be at least 1".into(),
+            });
+        }
+        if self.stream_slots_reserved_for_token >= self.max_streams {
+            return Err(Error::Config {
+                reason: format!(
+                    "api.stream_slots_reserved_for_token ({}) must be less than api.max_streams ({})",
+                    self.stream_slots_reserved_for_token, self.max_streams
+                ),
+            });
+        }
+        Ok(StreamLimits {
+            max: self.max_streams,
+            reserved_for_token: self.stream_slots_reserved_for_token,
+            per_client: self.max_streams_per_client,
+        })
     }
 }
 
@@ -201,7 +282,8 @@ pub struct Api {
     auth: ApiAuth,
     started_ms: u64,
     next_request: Arc<AtomicU64>,
-    watchers: Arc<tokio::sync::Semaphore>,
+    watch_slots: streams::StreamSlots,
+    telemetry_slots: streams::StreamSlots,
     telemetry: crate::telemetry::Telemetry,
     cors_origins: Arc<[String]>,
 }
@@ -216,12 +298,15 @@ impl Api {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let telemetry = crate::telemetry::Telemetry::with_defaults(node.id());
+        let defaults = streams::DEFAULT_LIMITS;
+        let enabled = auth.is_enabled();
         Self {
             node,
             auth,
             started_ms,
             next_request: Arc::new(AtomicU64::new(1)),
-            watchers: Arc::new(tokio::sync::Semaphore::new(watch::MAX_WATCHERS)),
+            watch_slots: streams::StreamSlots::new("watch", defaults, enabled),
+            telemetry_slots: streams::StreamSlots::new("telemetry", defaults, enabled),
             telemetry,
             cors_origins: Arc::from(Vec::new()),
         }
@@ -231,6 +316,15 @@ impl Api {
     /// [`check_cors_origins`]), besides the members' API addresses.
     pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
         self.cors_origins = Arc::from(origins);
+        self
+    }
+
+    /// Bound the watch and telemetry streams by `limits` (default: from
+    /// [`ApiSettings::default`]).
+    pub fn with_stream_limits(mut self, limits: StreamLimits) -> Self {
+        let enabled = self.auth.is_enabled();
+        self.watch_slots = streams::StreamSlots::new("watch", limits, enabled);
+        self.telemetry_slots = streams::StreamSlots::new("telemetry", limits, enabled);
         self
     }
 
@@ -547,7 +641,13 @@ fn is_mutating(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Response {
+/// Marks a request that presented the right API token (a request
+/// extension the authentication layer adds); stream slots reserved for
+/// token holders go only to these.
+#[derive(Clone, Copy, Debug)]
+pub struct Authenticated;
+
+async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> Response {
     let Some(token) = &api.auth.token else {
         return next.run(req).await;
     };
@@ -557,34 +657,55 @@ async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Respo
     // A backup is the whole mission: it needs the token even where reads do not.
     let sensitive = path == "/v1/backup";
     let needs = !public && (is_mutating(req.method()) || api.auth.read_requires_token || sensitive);
-    if !needs {
-        return next.run(req).await;
-    }
     let presented = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
+    // ct_eq on slices of different lengths is false at once: that leaks
+    // the token's length, not its content.
+    let valid = presented.is_some_and(|p| {
+        use subtle::ConstantTimeEq;
+        bool::from(p.as_bytes().ct_eq(token))
+    });
+    if valid {
+        req.extensions_mut().insert(Authenticated);
+        return next.run(req).await;
+    }
+    if !needs {
+        // A public request or an open read: a wrong token is no token.
+        return next.run(req).await;
+    }
     match presented {
         None => Error::Unauthorized {
             reason: "this request needs a bearer token (Authorization: Bearer <token>); nothing was changed".into(),
         }
         .into_response(),
-        Some(p) => {
-            use subtle::ConstantTimeEq;
-            // ct_eq on slices of different lengths is false at once: that
-            // leaks the token's length, not its content.
-            if bool::from(p.as_bytes().ct_eq(token)) {
-                next.run(req).await
-            } else {
-                tracing::info!(path = %req.uri().path(), "refused a request with a wrong bearer token");
-                Error::Unauthorized {
-                    reason: "wrong bearer token; nothing was changed".into(),
-                }
-                .into_response()
+        Some(_) => {
+            tracing::info!(path = %req.uri().path(), "refused a request with a wrong bearer token");
+            Error::Unauthorized {
+                reason: "wrong bearer token; nothing was changed".into(),
             }
+            .into_response()
         }
+    }
+}
+
+/// Who opens a stream: the client's address and whether it gave the token.
+pub(crate) struct StreamClient {
+    addr: Option<std::net::IpAddr>,
+    authenticated: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for StreamClient {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            addr: parts.extensions.get::<ClientAddr>().map(|a| a.0.ip()),
+            authenticated: parts.extensions.get::<Authenticated>().is_some(),
+        })
     }
 }
 

@@ -49,6 +49,12 @@ pub enum ClientError {
     },
 }
 
+/// Idle pooled connections are dropped after this: well under the node's
+/// `api.header_read_timeout_ms` (10 s by default), after which the server
+/// closes an idle connection, so a request never goes out on a connection
+/// the server is closing.
+const POOL_IDLE: Duration = Duration::from_secs(5);
+
 /// Optional client settings.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
@@ -101,6 +107,7 @@ impl Client {
         let endpoints = endpoints.iter().map(|e| normalise(e, false)).collect();
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .pool_idle_timeout(POOL_IDLE)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let stream_http = reqwest::Client::builder()
@@ -122,7 +129,7 @@ impl Client {
         let https = opts.ca_cert.is_some();
         let endpoints = endpoints.iter().map(|e| normalise(e, https)).collect();
         let setup = |e: reqwest::Error| ClientError::Setup { reason: e.to_string() };
-        let mut b = reqwest::Client::builder().timeout(timeout);
+        let mut b = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(POOL_IDLE);
         let mut sb = reqwest::Client::builder().connect_timeout(timeout);
         if let Some(ca) = &opts.ca_cert {
             let pem = std::fs::read(ca).map_err(|e| ClientError::Setup {

@@ -41,6 +41,8 @@ impl Daemon {
         config.capabilities.extend(std::mem::take(&mut rover.capabilities));
         handlers.extend(std::mem::take(&mut rover.handlers));
         let auth = crate::api::ApiAuth::from_settings(&config.api)?;
+        let http_limits = config.api.http_limits()?;
+        let stream_limits = config.api.stream_limits()?;
         crate::api::check_cors_origins(&config.api.cors_allowed_origins)?;
         let telemetry = crate::telemetry::Telemetry::new(config.id, config.telemetry.clone())
             .map_err(|e| Error::Config { reason: e.to_string() })?;
@@ -62,8 +64,11 @@ impl Daemon {
         let mut telemetry_tasks = vec![crate::telemetry::start_forwarder(node.clone(), telemetry.clone())];
         telemetry_tasks.extend(crate::telemetry::start_node_stats(telemetry.clone()));
         telemetry_tasks.extend(crate::rover::start_publishers(&telemetry, &rover, node.clone()));
-        let app =
-            crate::api::router_with(crate::api::Api::new(node.clone(), auth.clone()).with_telemetry(telemetry.clone()));
+        let app = crate::api::router_with(
+            crate::api::Api::new(node.clone(), auth.clone())
+                .with_telemetry(telemetry.clone())
+                .with_stream_limits(stream_limits),
+        );
         let api = match (&config.tls, config.api.tls) {
             (Some(paths), true) => {
                 let tls = crate::tls::TlsApiListener::new(listener, crate::tls::api_server_config(paths)?).map_err(
@@ -72,22 +77,14 @@ impl Daemon {
                         source,
                     },
                 )?;
-                tokio::spawn(async move {
-                    if let Err(e) = axum::serve(tls, app).await {
-                        tracing::error!(error = %e, "admin api stopped");
-                    }
-                })
+                tokio::spawn(crate::api::serve::serve(tls, app, http_limits))
             }
             (None, true) => {
                 return Err(Error::Config {
                     reason: "api.tls needs a [tls] section with the node's certificate".into(),
                 })
             }
-            (_, false) => tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "admin api stopped");
-                }
-            }),
+            (_, false) => tokio::spawn(crate::api::serve::serve(listener, app, http_limits)),
         };
         if config.tls.is_none() {
             tracing::warn!("peer transport is plaintext: any host on the network can join this cluster (bench only; see `cairn certs`)");

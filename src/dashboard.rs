@@ -93,4 +93,23 @@ mod tests {
         assert!(total < 96 * 1024, "the page stays small: {total} bytes");
         assert!(is_asset("/") && is_asset("/ui/app.js") && !is_asset("/v1/status"));
     }
+
+    #[test]
+    fn the_script_never_parses_markup() {
+        // Data (node names, task kinds, reasons, telemetry) must never reach
+        // an HTML or SVG parser: the page builds every element with
+        // createElement(NS), textContent and setAttribute.
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "createContextualFragment",
+            "DOMParser",
+            "eval(",
+            "new Function",
+        ] {
+            assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+        }
+    }
 }

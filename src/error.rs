@@ -80,6 +80,15 @@ pub enum Error {
         /// Why (never echoes the token).
         reason: String,
     },
+    /// A stream (watch, telemetry) was refused: the node's slots, or this
+    /// client's share of them, are taken (see `api::streams`).
+    #[error("{reason}")]
+    TooManyStreams {
+        /// The node is full (503) rather than this client over its share (429).
+        node_wide: bool,
+        /// Why.
+        reason: String,
+    },
     /// Telemetry refused a publish or a subscription.
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
@@ -169,6 +178,8 @@ impl Error {
             Error::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", Some(field.clone())),
             Error::NotFound { field, .. } => (StatusCode::NOT_FOUND, "not_found", Some(field.clone())),
             Error::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+            Error::TooManyStreams { node_wide: true, .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            Error::TooManyStreams { node_wide: false, .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams", None),
             Error::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", Some("authorization".into())),
             Error::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Some("body".into())),
             Error::Command(e) => command_status(e),
@@ -183,6 +194,14 @@ impl Error {
                     T::InvalidFilter { .. } => (StatusCode::BAD_REQUEST, "bad_request", Some("topic".into())),
                     T::PayloadTooLarge { .. } => {
                         (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", Some("body".into()))
+                    }
+                    T::InvalidPayload { field, .. } => {
+                        let field = if field == "payload" {
+                            field.clone()
+                        } else {
+                            format!("payload.{field}")
+                        };
+                        (StatusCode::BAD_REQUEST, "bad_request", Some(field))
                     }
                     T::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some("topic".into())),
                     T::TooManyTopics { .. } => (StatusCode::CONFLICT, "limit_reached", Some("topic".into())),
@@ -221,6 +240,7 @@ impl Error {
             field,
             retryable: match self {
                 Error::Raft(e) => e.is_retryable(),
+                Error::TooManyStreams { .. } => true,
                 Error::Telemetry(e) => matches!(
                     e,
                     crate::telemetry::TelemetryError::RateLimited { .. }

@@ -31,6 +31,7 @@
 //!   cannot happen.
 
 mod forward;
+pub mod schema;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -200,6 +201,17 @@ pub enum TelemetryError {
         topic: String,
         /// Its limit.
         rate_hz: u32,
+    },
+    /// The payload of a topic with a schema ([`schema`]) has the wrong
+    /// shape, e.g. a string where a number belongs.
+    #[error("payload of {topic:?} refused: {field} {reason}")]
+    InvalidPayload {
+        /// The topic.
+        topic: String,
+        /// The offending field (`obstacles[0].x_m`; `payload` for the whole).
+        field: String,
+        /// Why.
+        reason: String,
     },
     /// The node already keeps the most topics it may.
     #[error("this node already has {limit} topics")]
@@ -685,6 +697,7 @@ impl Telemetry {
         if bytes > limit_bytes {
             return Err(TelemetryError::PayloadTooLarge { bytes, limit_bytes });
         }
+        schema::check(topic, &payload)?;
         let now = Instant::now();
         let wall_time_ms = wall_clock_ms();
         let mut st = lock(&self.hub.state);
@@ -768,6 +781,7 @@ impl Telemetry {
                 || msg.node_id == self.hub.node_id
                 || validate_topic(&msg.topic).is_err()
                 || !size_ok()
+                || schema::check(&msg.topic, &msg.payload).is_err()
             {
                 st.received_refused += 1;
                 tracing::debug!(from, topic = %msg.topic.chars().take(64).collect::<String>(), "refused a forwarded telemetry message");
@@ -1050,8 +1064,8 @@ mod tests {
 
     #[test]
     fn filters_match_exact_topics_and_prefixes() {
-        let f = TopicFilter::new(["sim.world"], ["rover."]).unwrap();
-        assert!(f.matches("sim.world") && f.matches("rover.pose"));
+        let f = TopicFilter::new(["sim.world"], ["lab."]).unwrap();
+        assert!(f.matches("sim.world") && f.matches("lab.pose"));
         assert!(!f.matches("sim.worlds") && !f.matches("node.stats"));
         assert!(TopicFilter::all().matches("anything"));
         assert!(TopicFilter::new(["Bad"], Vec::<String>::new()).is_err());
@@ -1063,17 +1077,17 @@ mod tests {
     #[tokio::test]
     async fn subscriber_gets_latest_first_then_live_in_order() {
         let t = hub(fast());
-        t.publish("rover.pose", json!({"x_m": 1})).unwrap();
-        t.publish("rover.pose", json!({"x_m": 2})).unwrap();
+        t.publish("lab.pose", json!({"x_m": 1})).unwrap();
+        t.publish("lab.pose", json!({"x_m": 2})).unwrap();
         t.publish("node.stats", json!({"load1": 0.5})).unwrap();
         let mut sub = t
-            .subscribe(TopicFilter::new(["rover.pose"], Vec::<String>::new()).unwrap())
+            .subscribe(TopicFilter::new(["lab.pose"], Vec::<String>::new()).unwrap())
             .unwrap();
         let first = sub.recv().await.unwrap();
         assert_eq!((first.seq, first.payload["x_m"].as_i64()), (2, Some(2)));
         assert!(sub.try_recv().is_none(), "only the latest value, only matching topics");
         for x in 3..=5 {
-            t.publish("rover.pose", json!({"x_m": x})).unwrap();
+            t.publish("lab.pose", json!({"x_m": x})).unwrap();
         }
         let seqs: Vec<u64> = [sub.recv().await, sub.recv().await, sub.recv().await]
             .into_iter()
@@ -1091,7 +1105,7 @@ mod tests {
         });
         let mut sub = t.subscribe(TopicFilter::all()).unwrap();
         for i in 1..=10 {
-            t.publish("rover.pose", json!(i)).unwrap();
+            t.publish("lab.pose", json!(i)).unwrap();
         }
         assert_eq!(sub.dropped(), 6);
         let got: Vec<u64> = std::iter::from_fn(|| sub.try_recv()).map(|m| m.seq).collect();
@@ -1106,20 +1120,20 @@ mod tests {
         let t = hub(TelemetrySettings {
             rate_hz: 5,
             burst: 2,
-            topic_rate_hz: [("sim.world".to_owned(), 1)].into(),
+            topic_rate_hz: [("lab.world".to_owned(), 1)].into(),
             ..TelemetrySettings::default()
         });
-        let results: Vec<bool> = (0..6).map(|i| t.publish("rover.pose", json!(i)).is_ok()).collect();
+        let results: Vec<bool> = (0..6).map(|i| t.publish("lab.pose", json!(i)).is_ok()).collect();
         assert_eq!(results, [true, true, false, false, false, false]);
-        let err = t.publish("rover.pose", json!(0)).unwrap_err();
+        let err = t.publish("lab.pose", json!(0)).unwrap_err();
         assert!(matches!(err, TelemetryError::RateLimited { rate_hz: 5, .. }), "{err}");
         let o = t.overview();
-        let pose = o.topics.iter().find(|x| x.topic == "rover.pose").unwrap();
+        let pose = o.topics.iter().find(|x| x.topic == "lab.pose").unwrap();
         assert_eq!((pose.published, pose.rate_limited, pose.rate_limit_hz), (2, 5, 5));
-        t.publish("sim.world", json!({})).unwrap();
+        t.publish("lab.world", json!({})).unwrap();
         let o = t.overview();
         assert_eq!(
-            o.topics.iter().find(|x| x.topic == "sim.world").unwrap().rate_limit_hz,
+            o.topics.iter().find(|x| x.topic == "lab.world").unwrap().rate_limit_hz,
             1
         );
     }
@@ -1152,7 +1166,7 @@ mod tests {
         assert_eq!(peer_queues.len(), 2);
         let mut sub = t.subscribe(TopicFilter::all()).unwrap();
         let m = |node_id, seq| TelemetryMessage {
-            topic: "rover.pose".into(),
+            topic: "lab.pose".into(),
             node_id,
             seq,
             wall_time_ms: 0,
@@ -1171,7 +1185,7 @@ mod tests {
         t.deliver_remote(2, 8, vec![m(2, 1)]);
         assert_eq!(sub.try_recv().map(|m| m.seq), Some(1));
         tracing::info!("local publishes go to every peer queue");
-        t.publish("rover.pose", json!(1)).unwrap();
+        t.publish("lab.pose", json!(1)).unwrap();
         for (_, q) in &peer_queues {
             assert_eq!(lock(&q.queue).len(), 1);
         }

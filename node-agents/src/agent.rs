@@ -234,6 +234,7 @@ impl AgentBuilder {
             registration: Mutex::new(Registration::default()),
             heartbeats_confirmed: AtomicU64::new(0),
             stale_reports: AtomicU64::new(0),
+            lanes: WriteLanes::new(),
             config: self.config,
         });
         tracing::info!(node = %shared.node_id, handlers = ?shared.handlers.keys().collect::<Vec<_>>(), "agent starts");
@@ -337,6 +338,60 @@ struct Shared {
     registration: Mutex<Registration>,
     heartbeats_confirmed: AtomicU64,
     stale_reports: AtomicU64,
+    /// The client sessions this agent's writes are tagged with (see
+    /// [`WriteLanes`]).
+    lanes: WriteLanes,
+}
+
+/// Client sessions for the agent's writes. A write whose outcome is
+/// unknown (a timeout after it was proposed) may be retried only under the
+/// same client tag, which makes the retry return the first outcome instead
+/// of applying twice (docs/ARCHITECTURE.md, "Retries"). A session takes one
+/// write at a time (a newer sequence number retires the older), and the
+/// agent writes from several tasks at once, so it holds a few sessions
+/// ("lanes"), each behind a lock held for one write and its retries.
+/// Bounded: `WRITE_LANES` sessions per agent run in the replicated session
+/// table, not one per write.
+struct WriteLanes {
+    lanes: Vec<tokio::sync::Mutex<Lane>>,
+}
+
+/// One client session: its random id and the last sequence number used.
+struct Lane {
+    client_id: u64,
+    seq: u64,
+}
+
+/// Writes of one agent in flight at once before one waits for a lane: a
+/// node runs a handful of tasks, each with at most a report and a finish
+/// in flight, plus registration.
+const WRITE_LANES: usize = 8;
+
+impl WriteLanes {
+    fn new() -> Self {
+        // Random ids, not seeded: a restarted agent must not reuse the
+        // previous run's sessions, whose sequence numbers are ahead of its.
+        let lanes = (0..WRITE_LANES)
+            .map(|_| {
+                tokio::sync::Mutex::new(Lane {
+                    client_id: rand::random(),
+                    seq: 0,
+                })
+            })
+            .collect();
+        Self { lanes }
+    }
+
+    /// A free lane, or (all busy) the one `hint` picks, once it frees up.
+    async fn take(&self, hint: u64) -> tokio::sync::MutexGuard<'_, Lane> {
+        for lane in &self.lanes {
+            if let Ok(guard) = lane.try_lock() {
+                return guard;
+            }
+        }
+        let i = usize::try_from(hint % WRITE_LANES as u64).unwrap_or(0);
+        self.lanes[i].lock().await
+    }
 }
 
 /// Where this node's registration attempts stand (see `Shared::register`).
@@ -412,11 +467,46 @@ impl Shared {
         self.write_indexed(what, command).await.map(|(_, response)| response)
     }
 
-    /// [`Shared::write`], also returning the log index the write got.
+    /// [`Shared::write`], also returning the log index the write got. Every
+    /// attempt carries the same client tag, so a retry after a timeout
+    /// (outcome unknown) applies at most once.
     async fn write_indexed(&self, what: &'static str, command: Command) -> Result<(u64, Response), Error> {
-        let mut rng = StdRng::seed_from_u64(self.seed());
+        self.write_rounds(what, command, 1).await
+    }
+
+    /// Up to `rounds` rounds of [`WRITE_RETRY`], all under one client tag
+    /// (one write, however many attempts); stops at a refusal by the state
+    /// machine ([`Error::Command`]).
+    async fn write_rounds(&self, what: &'static str, command: Command, rounds: u32) -> Result<(u64, Response), Error> {
+        let seed = self.seed();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut lane = self.lanes.take(seed).await;
+        lane.seq += 1;
+        let tag = cairn_state::ClientTag {
+            client_id: lane.client_id,
+            seq: lane.seq,
+        };
+        let mut last = None;
+        for _ in 0..rounds.max(1) {
+            match self.write_retried(what, &command, tag, &mut rng).await {
+                Ok(out) => return Ok(out),
+                Err(Error::Command(e)) => return Err(Error::Command(e)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(Error::Raft(cairn_raft::Error::NoLeader)))
+    }
+
+    /// One round of [`WRITE_RETRY`] through the breaker, every attempt under `tag`.
+    async fn write_retried(
+        &self,
+        what: &'static str,
+        command: &Command,
+        tag: cairn_state::ClientTag,
+        rng: &mut StdRng,
+    ) -> Result<(u64, Response), Error> {
         WRITE_RETRY
-            .run(what, &mut rng, || {
+            .run(what, rng, || {
                 let command = command.clone();
                 async move {
                     let now = Instant::now();
@@ -427,7 +517,7 @@ impl Shared {
                             retry_in_ms: wait.as_millis() as u64,
                         });
                     }
-                    let res = self.node.write(command).await;
+                    let res = self.node.write_tagged(tag, command).await;
                     let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
                     match res {
                         Ok(out) => {
@@ -709,20 +799,19 @@ impl Shared {
             epoch: t.epoch,
             outcome,
         };
-        let mut last = None;
-        for _ in 0..FINISH_ROUNDS {
-            match self.write("finish task", command.clone()).await {
-                Ok(_) => return Ok(()),
-                Err(Error::Command(e)) => {
-                    self.note_refusal(t.id, &e);
-                    return Err(Error::Command(e));
-                }
-                Err(e) => last = Some(e),
+        // One tag for every round: a round that ended in a timeout may have
+        // applied, and the next round must find that out, not finish twice.
+        match self.write_rounds("finish task", command, FINISH_ROUNDS).await {
+            Ok(_) => Ok(()),
+            Err(Error::Command(e)) => {
+                self.note_refusal(t.id, &e);
+                Err(Error::Command(e))
+            }
+            Err(e) => {
+                tracing::warn!(task = %t.id, epoch = %t.epoch, error = %e, "could not report the result");
+                Err(e)
             }
         }
-        let e = last.unwrap_or(Error::Raft(cairn_raft::Error::NoLeader));
-        tracing::warn!(task = %t.id, epoch = %t.epoch, error = %e, "could not report the result");
-        Err(e)
     }
 
     fn note_refusal(&self, task_id: TaskId, e: &CommandError) {

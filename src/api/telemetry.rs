@@ -80,12 +80,19 @@ fn message_event(msg: &TelemetryMessage) -> Event {
     responses(
         (status = 200, content_type = "text/event-stream", description = "`event: telemetry` with a TelemetryMessage as data (latest values first, then live); `event: dropped` with `{\"dropped\": n}` after this subscriber's queue overflowed"),
         (status = 400, body = crate::error::ErrorBody, description = "bad topic or prefix, or an unknown parameter"),
-        (status = 503, body = crate::error::ErrorBody, description = "too many telemetry subscribers on this node")))]
-pub(super) async fn stream(State(api): State<Api>, RawQuery(query): RawQuery) -> Result<Response, Error> {
+        (status = 429, body = crate::error::ErrorBody, description = "this client address already holds its share of anonymous telemetry streams (`api.max_streams_per_client`)"),
+        (status = 503, body = crate::error::ErrorBody, description = "the node's telemetry stream slots open to this client are taken (some are kept for token holders)")))]
+pub(super) async fn stream(
+    State(api): State<Api>,
+    client: super::StreamClient,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Error> {
     let filter = parse_filter(query.as_deref())?;
+    let permit = api.telemetry_slots.acquire(client.addr, client.authenticated)?;
     let subscription = api.telemetry.subscribe(filter)?;
     tracing::debug!("telemetry stream opened");
-    let events = futures::stream::unfold((subscription, 0u64), |(mut sub, reported)| async move {
+    // The permit lives as long as the stream (it rides in the unfold state).
+    let events = futures::stream::unfold((subscription, 0u64, permit), |(mut sub, reported, permit)| async move {
         let msg = sub.recv().await?;
         let dropped = sub.dropped();
         let mut out = Vec::with_capacity(2);
@@ -96,7 +103,7 @@ pub(super) async fn stream(State(api): State<Api>, RawQuery(query): RawQuery) ->
             out.push(Ok::<_, Infallible>(notice));
         }
         out.push(Ok(message_event(&msg)));
-        Some((futures::stream::iter(out), (sub, dropped)))
+        Some((futures::stream::iter(out), (sub, dropped, permit)))
     });
     Ok(Sse::new(futures::StreamExt::flatten(events))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -108,7 +115,7 @@ pub(super) async fn stream(State(api): State<Api>, RawQuery(query): RawQuery) ->
     request_body(content = Object, description = "any JSON value, at most `telemetry.max_payload_bytes` (16 KiB by default)"),
     responses(
         (status = 202, body = PublishResult, description = "delivered here and queued for the other nodes (best effort)"),
-        (status = 400, body = crate::error::ErrorBody, description = "bad topic name or body"),
+        (status = 400, body = crate::error::ErrorBody, description = "bad topic name or body, or a payload of `rover.pose`, `rover.perception`, `sim.world` or `node.stats` that does not fit its schema (e.g. a string where a number belongs; `field` names it)"),
         (status = 413, body = crate::error::ErrorBody, description = "payload over the limit"),
         (status = 429, body = crate::error::ErrorBody, description = "the topic is over its rate limit; the message was dropped")),
     security(("bearer" = [])))]
@@ -117,6 +124,9 @@ pub(super) async fn publish(
     Path(topic): Path<String>,
     JsonBody(payload): JsonBody<serde_json::Value>,
 ) -> Result<Response, Error> {
+    // The payloads of the topics cairn draws are checked by the hub
+    // (`telemetry::schema`): a 400 naming the field, nothing stored or
+    // forwarded.
     let seq = api.telemetry.publish_seq(&topic, payload)?;
     let body = PublishResult {
         topic,

@@ -29,10 +29,6 @@ use super::Api;
 use super::ApiQuery;
 use crate::error::Error;
 
-/// Watch streams served at once by one node: each holds a subscription and
-/// may replay history from the log, so they are bounded.
-pub(super) const MAX_WATCHERS: usize = 64;
-
 /// Query of `GET /v1/watch`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -89,15 +85,21 @@ fn error_event(e: &Error) -> Event {
 
 struct Stream {
     watch: Option<Watch<Mission>>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: super::streams::StreamPermit,
 }
 
 #[utoipa::path(get, path = "/v1/watch", tag = "watch", params(WatchQuery),
     responses(
         (status = 200, content_type = "text/event-stream", description = "`event: change` with `id: <index>` and the change as JSON data"),
         (status = 410, body = crate::error::ErrorBody, description = "`from` is compacted into a snapshot; re-read the state"),
-        (status = 503, body = crate::error::ErrorBody, description = "too many watchers on this node")))]
-pub(super) async fn watch(State(api): State<Api>, headers: HeaderMap, ApiQuery(q): ApiQuery<WatchQuery>) -> Response {
+        (status = 429, body = crate::error::ErrorBody, description = "this client address already holds its share of anonymous watch streams (`api.max_streams_per_client`)"),
+        (status = 503, body = crate::error::ErrorBody, description = "the node's watch stream slots open to this client are taken (some are kept for token holders)")))]
+pub(super) async fn watch(
+    State(api): State<Api>,
+    client: super::StreamClient,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<WatchQuery>,
+) -> Response {
     let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| {
         v.trim()
             .parse::<u64>()
@@ -109,12 +111,9 @@ pub(super) async fn watch(State(api): State<Api>, headers: HeaderMap, ApiQuery(q
         (None, Some(Err(e))) => return e.into_response(),
         (None, None) => api.node.status().applied_index.unwrap_or(0) + 1,
     };
-    let Ok(permit) = api.watchers.clone().try_acquire_owned() else {
-        return Error::Raft(cairn_raft::Error::Unavailable {
-            leader: api.node.id(),
-            reason: format!("this node already serves {MAX_WATCHERS} watch streams; try another node"),
-        })
-        .into_response();
+    let permit = match api.watch_slots.acquire(client.addr, client.authenticated) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
     let watch = match api.node.watch(from) {
         Ok(w) => w,

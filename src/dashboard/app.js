@@ -34,11 +34,58 @@ const S = {
 // helpers
 
 const $ = (sel) => document.querySelector(sel);
-const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const num = (v, d = 1) => (typeof v === "number" && isFinite(v) ? v.toFixed(d) : "—");
 const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
 const base = (ep) => `${location.protocol}//${ep}`;
 const kebab = (mode) => String(mode || "").replace(/([a-z])([A-Z])/g, "$1-$2").toLowerCase();
+
+// Everything on this page is built with DOM calls: text goes in with
+// textContent, attributes with setAttribute, never through an HTML or SVG
+// parser. Node names, addresses, task kinds, reasons and telemetry are data
+// from clients, agents and any node (telemetry is forwarded between nodes),
+// and data must never become markup. The map's namespace is read from the
+// page (no URL literal in this file).
+const SVG_NS = document.getElementById("map").namespaceURI;
+// A finite number or null: what the map draws with (anything else is not drawn).
+const fin = (v) => (typeof v === "number" && isFinite(v) ? v : null);
+// A class-name fragment from data: lowercase letters, digits and dashes only.
+const cls = (v) => String(v ?? "").toLowerCase().replace(/[^a-z0-9-]/g, "");
+
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text != null) e.textContent = String(text);
+  return e;
+}
+
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  if (text != null) e.textContent = String(text);
+  return e;
+}
+
+function pill(kind, text) {
+  return el("span", `pill ${cls(kind)}`, text);
+}
+
+// A table row of cells; each cell is text or a node.
+function row(cells, data) {
+  const tr = document.createElement("tr");
+  for (const [k, v] of Object.entries(data || {})) tr.dataset[k] = String(v);
+  for (const c of cells) {
+    const td = tr.appendChild(document.createElement("td"));
+    if (c instanceof Node) td.appendChild(c); else td.textContent = String(c ?? "");
+  }
+  return tr;
+}
+
+function emptyRow(colspan, text) {
+  const tr = document.createElement("tr");
+  const td = tr.appendChild(el("td", null, text));
+  td.colSpan = colspan;
+  return tr;
+}
 
 function headers(extra) {
   const h = Object.assign({}, extra || {});
@@ -273,7 +320,8 @@ function onTelemetry(name, m) {
   if (m.topic === "rover.pose") {
     S.pose = Object.assign({ node_id: m.node_id, at: Date.now() }, p);
     const last = S.trail[S.trail.length - 1];
-    if (!last || Math.hypot(last[0] - p.x_m, last[1] - p.y_m) > 0.01) S.trail.push([p.x_m, p.y_m]);
+    const ok = fin(p.x_m) != null && fin(p.y_m) != null;
+    if (ok && (!last || Math.hypot(last[0] - p.x_m, last[1] - p.y_m) > 0.01)) S.trail.push([p.x_m, p.y_m]);
     if (S.trail.length > TRAIL_MAX) S.trail.splice(0, S.trail.length - TRAIL_MAX);
     renderMap(); renderMode();
   } else if (m.topic === "sim.world") {
@@ -330,11 +378,15 @@ function renderCluster() {
     const r = S.reach[api];
     const reachable = r ? (r.ok ? "yes" : "no") : "—";
     const role = r && r.ok && r.status ? r.status.role : (r ? "down" : "—");
-    return `<tr data-node="${esc(m.id)}" data-role="${esc(role)}"><td>${esc(m.id)}${m.voter ? "" : " (learner)"}${api === S.current ? " ◂" : ""}</td>` +
-      `<td>${esc(api)}</td><td><span class="pill ${esc(role)}">${esc(role)}</span></td>` +
-      `<td>${lag[m.id] != null ? esc(lag[m.id]) : "—"}</td><td><span class="pill ${reachable === "yes" ? "ok" : "bad"}">${reachable}</span></td></tr>`;
+    return row([
+      `${m.id}${m.voter ? "" : " (learner)"}${api === S.current ? " ◂" : ""}`,
+      api,
+      pill(role, role),
+      lag[m.id] != null ? lag[m.id] : "—",
+      pill(reachable === "yes" ? "ok" : "bad", reachable),
+    ], { node: m.id, role });
   });
-  $("#members-table tbody").innerHTML = rows.join("");
+  $("#members-table tbody").replaceChildren(...rows);
 }
 
 function renderNodes() {
@@ -343,12 +395,19 @@ function renderNodes() {
     const p = (s && s.payload) || {};
     const age = s ? `${Math.round((Date.now() - s.at) / 1000)} s` : "—";
     const load = n.load && n.budget ? `${n.load.cpu_millicores}/${n.budget.cpu_millicores} mCPU · ${n.load.memory_mib}/${n.budget.memory_mib} MiB` : "—";
-    return `<tr data-node="${esc(n.id)}"><td>${esc(n.id)}</td><td><span class="pill ${esc(String(n.liveness).toLowerCase())}">${esc(n.liveness)}</span></td>` +
-      `<td>${esc((n.capabilities || []).join(", ") || "—")}</td><td>${esc(load)}</td>` +
-      `<td>${p.cpu_percent != null ? num(p.cpu_percent) + " %" : "—"}</td><td>${num(p.load1, 2)}</td>` +
-      `<td>${p.temperature_c != null ? num(p.temperature_c) + " °C" : "n/a"}</td><td>${p.rss_mib != null ? num(p.rss_mib) + " MiB" : "—"}</td><td>${age}</td></tr>`;
+    return row([
+      n.id,
+      pill(n.liveness, n.liveness),
+      (n.capabilities || []).join(", ") || "—",
+      load,
+      p.cpu_percent != null ? num(p.cpu_percent) + " %" : "—",
+      num(p.load1, 2),
+      p.temperature_c != null ? num(p.temperature_c) + " °C" : "n/a",
+      p.rss_mib != null ? num(p.rss_mib) + " MiB" : "—",
+      age,
+    ], { node: n.id });
   });
-  $("#nodes-table tbody").innerHTML = rows.join("") || `<tr><td colspan="9">no node registered yet</td></tr>`;
+  $("#nodes-table tbody").replaceChildren(...(rows.length ? rows : [emptyRow(9, "no node registered yet")]));
 }
 
 function renderMode() {
@@ -358,26 +417,22 @@ function renderMode() {
     m.dataset.mode = eff.mode;
     m.textContent = kebab(eff.mode);
     $("#speed-limit").textContent = `${num(eff.max_speed_mps, 2)} m/s (×${eff.speed_factor})`;
-    $("#causes").innerHTML = (eff.causes || []).length
-      ? "because " + eff.causes.map((c) => `<span class="pill ${esc(String(c.health).toLowerCase())}">${esc(c.sensor)}: ${esc(c.health)}</span> → ${esc(kebab(c.mode))}`).join(", ")
-      : "no degradation in force";
+    const causes = eff.causes || [];
+    const parts = [];
+    causes.forEach((c, i) => {
+      parts.push(document.createTextNode(i === 0 ? "because " : ", "));
+      parts.push(pill(c.health, `${c.sensor}: ${c.health}`));
+      parts.push(document.createTextNode(` → ${kebab(c.mode)}`));
+    });
+    $("#causes").replaceChildren(...(parts.length ? parts : [document.createTextNode("no degradation in force")]));
   }
   const p = S.pose;
   $("#speed").textContent = p ? `${num(p.speed_mps, 2)} m/s, reported mode ${p.mode} (node ${p.node_id})` : "no rover.pose yet";
   $("#pose-task").textContent = p && p.task_id != null ? `task ${p.task_id}` : "—";
   const sensors = (S.sensors && S.sensors.sensors) || {};
-  $("#sensors-table tbody").innerHTML = Object.keys(sensors).sort().map((k) =>
-    `<tr><td>${esc(k)}</td><td><span class="pill ${esc(String(sensors[k].health).toLowerCase())}">${esc(sensors[k].health)}</span></td><td>${clock(sensors[k].reported_at_ms)}</td></tr>`
-  ).join("") || `<tr><td colspan="3">no sensor reports</td></tr>`;
-}
-
-// Built with DOM calls and textContent, never HTML strings: task kinds,
-// failure reasons and unplaceable reasons are data from clients and agents.
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text != null) e.textContent = String(text);
-  return e;
+  const srows = Object.keys(sensors).sort().map((k) =>
+    row([k, pill(sensors[k].health, sensors[k].health), clock(sensors[k].reported_at_ms)]));
+  $("#sensors-table tbody").replaceChildren(...(srows.length ? srows : [emptyRow(3, "no sensor reports")]));
 }
 
 function taskCard(t, s) {
@@ -436,31 +491,55 @@ async function cancelTask(id) {
   }
 }
 
+// A goal's point, or null; only finite coordinates are drawn.
 function goalPoint(g) {
   const k = g.kind || {};
   const v = k.Waypoint || k.PickUp || k.Deliver || k.ScienceSample;
-  if (v && v.pose && v.pose.position) return [v.pose.position[0], v.pose.position[1]];
-  if (k.SearchArea && k.SearchArea.boundary && k.SearchArea.boundary.length) {
-    const b = k.SearchArea.boundary;
+  const pt = (q) => (Array.isArray(q) && fin(q[0]) != null && fin(q[1]) != null ? [q[0], q[1]] : null);
+  if (v && v.pose && v.pose.position) return pt(v.pose.position);
+  if (k.SearchArea && Array.isArray(k.SearchArea.boundary) && k.SearchArea.boundary.length) {
+    const b = k.SearchArea.boundary.map(pt).filter(Boolean);
+    if (!b.length) return null;
     return [b.reduce((a, p) => a + p[0], 0) / b.length, b.reduce((a, p) => a + p[1], 0) / b.length];
   }
   return null;
 }
 
+// Finite [x, y] points of a boundary.
+function boundary(area) {
+  return (Array.isArray(area.boundary) ? area.boundary : [])
+    .filter((q) => Array.isArray(q) && fin(q[0]) != null && fin(q[1]) != null);
+}
+
+// A pose {x_m, y_m, heading_rad} with finite numbers, or null.
+function finPose(p) {
+  if (!p || fin(p.x_m) == null || fin(p.y_m) == null) return null;
+  return { x_m: p.x_m, y_m: p.y_m, heading_rad: fin(p.heading_rad) ?? 0 };
+}
+
+// Obstacles with finite numbers (the node checks sim.world's schema at
+// publish; the page does not rely on it).
+function finObstacles(w) {
+  return (w && Array.isArray(w.obstacles) ? w.obstacles : [])
+    .filter((o) => o && fin(o.x_m) != null && fin(o.y_m) != null && fin(o.radius_m) != null && o.radius_m >= 0);
+}
+
 function renderMap() {
   const svg = $("#map");
   const plan = S.mission && S.mission.plan;
-  const goals = (plan && plan.goals) || [];
+  const goals = (plan && Array.isArray(plan.goals) && plan.goals) || [];
   const pts = [];
   for (const g of goals) {
     const p = goalPoint(g); if (p) pts.push(p);
     const area = g.kind && g.kind.SearchArea;
-    if (area) for (const q of area.boundary) pts.push(q);
+    if (area) for (const q of boundary(area)) pts.push(q);
   }
   for (const p of S.trail) pts.push(p);
   const w = S.world;
-  if (w && w.pose) pts.push([w.pose.x_m, w.pose.y_m]);
-  for (const o of (w && w.obstacles) || []) { pts.push([o.x_m - o.radius_m, o.y_m - o.radius_m]); pts.push([o.x_m + o.radius_m, o.y_m + o.radius_m]); }
+  const truth = finPose(w && w.pose);
+  const obstacles = finObstacles(w);
+  if (truth) pts.push([truth.x_m, truth.y_m]);
+  for (const o of obstacles) { pts.push([o.x_m - o.radius_m, o.y_m - o.radius_m]); pts.push([o.x_m + o.radius_m, o.y_m + o.radius_m]); }
   let [x0, y0, x1, y1] = pts.length ? [Infinity, Infinity, -Infinity, -Infinity] : [-5, -5, 5, 5];
   for (const [x, y] of pts) { x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x); y1 = Math.max(y1, y); }
   const pad = Math.max(1, 0.1 * Math.max(x1 - x0, y1 - y0));
@@ -470,39 +549,51 @@ function renderMap() {
   const u = Math.max(W, H) / 100; // one "pixel-ish" unit
   const out = [];
   const step = Math.pow(10, Math.floor(Math.log10(Math.max(W, H) / 4)));
-  for (let gx = Math.ceil(x0 / step) * step; gx <= x1; gx += step) out.push(`<line x1="${gx}" y1="${-y1}" x2="${gx}" y2="${-y0}" stroke="#eceef1" stroke-width="${u * 0.3}"/>`);
-  for (let gy = Math.ceil(y0 / step) * step; gy <= y1; gy += step) out.push(`<line x1="${x0}" y1="${-gy}" x2="${x1}" y2="${-gy}" stroke="#eceef1" stroke-width="${u * 0.3}"/>`);
-  out.push(`<text x="${x0 + u}" y="${-y0 - u}" font-size="${u * 2.4}" fill="#9aa1ab">grid ${step} m</text>`);
+  // Bounded: a grid line every `step`, about 4 to 40 of them each way.
+  for (let gx = Math.ceil(x0 / step) * step, n = 0; gx <= x1 && n < 100; gx += step, n++) out.push(svgEl("line", { x1: gx, y1: -y1, x2: gx, y2: -y0, stroke: "#eceef1", "stroke-width": u * 0.3 }));
+  for (let gy = Math.ceil(y0 / step) * step, n = 0; gy <= y1 && n < 100; gy += step, n++) out.push(svgEl("line", { x1: x0, y1: -gy, x2: x1, y2: -gy, stroke: "#eceef1", "stroke-width": u * 0.3 }));
+  out.push(svgEl("text", { x: x0 + u, y: -y0 - u, "font-size": u * 2.4, fill: "#9aa1ab" }, `grid ${step} m`));
+  const points = (ps) => ps.map(([x, y]) => `${x},${-y}`).join(" ");
   const path = goals.map(goalPoint).filter(Boolean);
-  if (path.length > 1) out.push(`<polyline points="${path.map(([x, y]) => `${x},${-y}`).join(" ")}" fill="none" stroke="#c7cdd6" stroke-width="${u * 0.5}" stroke-dasharray="${u * 1.5}"/>`);
-  for (const o of (w && w.obstacles) || []) out.push(`<circle cx="${o.x_m}" cy="${-o.y_m}" r="${o.radius_m}" fill="#fca5a5" stroke="#dc2626" stroke-width="${u * 0.3}"/>`);
+  if (path.length > 1) out.push(svgEl("polyline", { points: points(path), fill: "none", stroke: "#c7cdd6", "stroke-width": u * 0.5, "stroke-dasharray": u * 1.5 }));
+  for (const o of obstacles) out.push(svgEl("circle", { cx: o.x_m, cy: -o.y_m, r: o.radius_m, fill: "#fca5a5", stroke: "#dc2626", "stroke-width": u * 0.3 }));
   goals.forEach((g, i) => {
     const area = g.kind && g.kind.SearchArea;
-    if (area) out.push(`<polygon points="${area.boundary.map(([x, y]) => `${x},${-y}`).join(" ")}" fill="#ede9fe" stroke="#7c3aed" stroke-width="${u * 0.3}"/>`);
+    if (area) out.push(svgEl("polygon", { points: points(boundary(area)), fill: "#ede9fe", stroke: "#7c3aed", "stroke-width": u * 0.3 }));
     const p = goalPoint(g); if (!p) return;
     const st = g.status;
     const fill = st === "Reached" ? "#1f9d55" : st === "Skipped" ? "#cbd5e1" : "#fff";
     const stroke = st === "Pending" ? "#d97706" : fill;
-    const tol = (g.tolerance && g.tolerance.position_m) || u;
-    out.push(`<circle cx="${p[0]}" cy="${-p[1]}" r="${tol}" fill="none" stroke="${stroke}" stroke-width="${u * 0.2}" stroke-dasharray="${u}"/>`);
-    out.push(`<circle class="goal" data-status="${esc(st)}" cx="${p[0]}" cy="${-p[1]}" r="${u * 1.4}" fill="${fill}" stroke="${stroke}" stroke-width="${u * 0.5}"/>`);
-    out.push(`<text x="${p[0] + u * 2}" y="${-p[1] - u * 1.5}" font-size="${u * 2.6}" fill="#374151">${i + 1}·${esc(Object.keys(g.kind)[0])}</text>`);
+    const tol = fin(g.tolerance && g.tolerance.position_m) || u;
+    out.push(svgEl("circle", { cx: p[0], cy: -p[1], r: tol, fill: "none", stroke, "stroke-width": u * 0.2, "stroke-dasharray": u }));
+    const dot = svgEl("circle", { class: "goal", cx: p[0], cy: -p[1], r: u * 1.4, fill, stroke, "stroke-width": u * 0.5 });
+    dot.dataset.status = String(st ?? "");
+    out.push(dot);
+    out.push(svgEl("text", { x: p[0] + u * 2, y: -p[1] - u * 1.5, "font-size": u * 2.6, fill: "#374151" }, `${i + 1}·${Object.keys(g.kind || {})[0] || ""}`));
   });
-  if (S.trail.length > 1) out.push(`<polyline id="trail" points="${S.trail.map(([x, y]) => `${x},${-y}`).join(" ")}" fill="none" stroke="#2563eb" stroke-width="${u * 0.6}" stroke-linejoin="round"/>`);
-  const tri = (x, y, h, color, filled, id) => {
-    const s = u * 2.2;
+  if (S.trail.length > 1) out.push(svgEl("polyline", { id: "trail", points: points(S.trail), fill: "none", stroke: "#2563eb", "stroke-width": u * 0.6, "stroke-linejoin": "round" }));
+  const tri = (pose, color, filled, id) => {
+    const s = u * 2.2, x = pose.x_m, y = pose.y_m, h = pose.heading_rad;
     const p = [[s, 0], [-s * 0.6, s * 0.55], [-s * 0.6, -s * 0.55]].map(([a, b]) => [x + a * Math.cos(h) - b * Math.sin(h), -(y + a * Math.sin(h) + b * Math.cos(h))]);
-    return `<polygon id="${id}" points="${p.map((q) => q.join(",")).join(" ")}" fill="${filled ? color : "none"}" stroke="${color}" stroke-width="${u * 0.5}"/>`;
+    return svgEl("polygon", { id, points: p.map((q) => q.join(",")).join(" "), fill: filled ? color : "none", stroke: color, "stroke-width": u * 0.5 });
   };
-  if (w && w.pose) out.push(tri(w.pose.x_m, w.pose.y_m, w.pose.heading_rad, "#7c3aed", false, "truth"));
-  if (S.pose) out.push(tri(S.pose.x_m, S.pose.y_m, S.pose.heading_rad, "#2563eb", true, "rover"));
-  svg.innerHTML = out.join("");
-  $("#plan-name").textContent = plan && plan.name ? `${plan.name} · v${plan.version} · ${typeof plan.status === "string" ? plan.status : Object.keys(plan.status)[0]}` : "no plan";
-  $("#world-info").textContent = w ? `fence epoch ${w.fence.current}: ${w.fence.accepted} accepted, ${w.fence.rejected} rejected · collisions ${w.collisions}${w.estop ? " · E-STOP" : ""}` : "";
+  if (truth) out.push(tri(truth, "#7c3aed", false, "truth"));
+  const est = finPose(S.pose);
+  if (est) out.push(tri(est, "#2563eb", true, "rover"));
+  svg.replaceChildren(...out);
+  const status = plan && (typeof plan.status === "string" ? plan.status : Object.keys(plan.status || {})[0]);
+  $("#plan-name").textContent = plan && plan.name ? `${plan.name} · v${plan.version} · ${status}` : "no plan";
+  const f = (w && w.fence) || {};
+  $("#world-info").textContent = w ? `fence epoch ${num(f.current, 0)}: ${num(f.accepted, 0)} accepted, ${num(f.rejected, 0)} rejected · collisions ${num(w.collisions, 0)}${w.estop === true ? " · E-STOP" : ""}` : "";
 }
 
 function renderEvents() {
-  $("#events").innerHTML = S.events.map((e) => `<li class="${esc(e.kind)}"><span class="t">${clock(e.at)}</span>${esc(e.text)}</li>`).join("");
+  $("#events").replaceChildren(...S.events.map((e) => {
+    const li = el("li", cls(e.kind));
+    li.appendChild(el("span", "t", clock(e.at)));
+    li.appendChild(document.createTextNode(e.text));
+    return li;
+  }));
 }
 
 function renderAll() {

@@ -5,6 +5,7 @@ mod dashboard;
 mod embed;
 mod harness;
 mod honesty;
+mod limits;
 mod ops;
 #[cfg(feature = "otel")]
 mod otel;
