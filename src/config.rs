@@ -84,6 +84,10 @@ pub struct NodeConfig {
     /// [`crate::otel::TracingSettings`]). Default: no export.
     #[serde(default)]
     pub tracing: crate::otel::TracingSettings,
+    /// ROS 2 (`[ros]`: `enabled`, `domain_id`, `namespace`, `node_name`;
+    /// see [`crate::ros::RosSettings`]). Default: off.
+    #[serde(default)]
+    pub ros: crate::ros::RosSettings,
 }
 
 /// Which rover handlers a node runs, and on what hardware.
@@ -168,6 +172,7 @@ impl NodeConfig {
             telemetry: crate::telemetry::TelemetrySettings::default(),
             rover: RoverSettings::default(),
             tracing: crate::otel::TracingSettings::default(),
+            ros: crate::ros::RosSettings::default(),
         }
     }
 
