@@ -270,6 +270,18 @@ mod tests {
     }
 
     #[test]
+    fn ros_settings_parse_from_toml_and_default_to_off_as_cairn() {
+        let c: NodeConfig = toml::from_str("id = 1\n").unwrap();
+        assert!(!c.ros.enabled);
+        assert_eq!((c.ros.namespace.as_str(), c.ros.node_name.as_str()), ("/", "cairn"));
+        let c: NodeConfig =
+            toml::from_str("id = 1\n[ros]\nenabled = true\ndomain_id = 42\nnamespace = \"/pi1\"\n").unwrap();
+        assert!(c.ros.enabled);
+        assert_eq!((c.ros.domain_id, c.ros.namespace.as_str()), (42, "/pi1"));
+        assert!(toml::from_str::<NodeConfig>("id = 1\n[ros]\ndomain = 1\n").is_err());
+    }
+
+    #[test]
     fn telemetry_settings_parse_from_toml() {
         let c: NodeConfig =
             toml::from_str("id = 1\n[telemetry]\nrate_hz = 5\n[telemetry.topic_rate_hz]\n\"sim.world\" = 2\n").unwrap();
