@@ -84,6 +84,10 @@ pub struct NodeConfig {
     /// [`crate::otel::TracingSettings`]). Default: no export.
     #[serde(default)]
     pub tracing: crate::otel::TracingSettings,
+    /// ROS 2 (`[ros]`: `enabled`, `domain_id`, `namespace`, `node_name`;
+    /// see [`crate::ros::RosSettings`]). Default: off.
+    #[serde(default)]
+    pub ros: crate::ros::RosSettings,
 }
 
 /// Which rover handlers a node runs, and on what hardware.
@@ -168,6 +172,7 @@ impl NodeConfig {
             telemetry: crate::telemetry::TelemetrySettings::default(),
             rover: RoverSettings::default(),
             tracing: crate::otel::TracingSettings::default(),
+            ros: crate::ros::RosSettings::default(),
         }
     }
 
@@ -262,6 +267,18 @@ mod tests {
         );
         let err = toml::from_str::<NodeConfig>("id = 1\n[peer_dial_overrides]\nx = \"a\"\n").unwrap_err();
         assert!(err.to_string().contains("\"x\" is not a node id"), "{err}");
+    }
+
+    #[test]
+    fn ros_settings_parse_from_toml_and_default_to_off_as_cairn() {
+        let c: NodeConfig = toml::from_str("id = 1\n").unwrap();
+        assert!(!c.ros.enabled);
+        assert_eq!((c.ros.namespace.as_str(), c.ros.node_name.as_str()), ("/", "cairn"));
+        let c: NodeConfig =
+            toml::from_str("id = 1\n[ros]\nenabled = true\ndomain_id = 42\nnamespace = \"/pi1\"\n").unwrap();
+        assert!(c.ros.enabled);
+        assert_eq!((c.ros.domain_id, c.ros.namespace.as_str()), (42, "/pi1"));
+        assert!(toml::from_str::<NodeConfig>("id = 1\n[ros]\ndomain = 1\n").is_err());
     }
 
     #[test]

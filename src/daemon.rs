@@ -22,6 +22,8 @@ pub struct Daemon {
     telemetry: crate::telemetry::Telemetry,
     /// The telemetry forwarder and `node.stats` publisher (stop on drop).
     telemetry_tasks: Vec<crate::telemetry::TaskGuard>,
+    /// The ROS 2 node, if `[ros] enabled` (stops on drop).
+    ros: Option<crate::ros::RosHandle>,
 }
 
 impl Daemon {
@@ -103,6 +105,7 @@ impl Daemon {
             agent = agent.handler(kind, handler);
         }
         let agent = agent.start().map_err(agents_error)?;
+        let ros = crate::ros::start(&config.ros, node.clone())?;
         tracing::info!(id = config.id, api = %api_addr, raft = %node.raft_addr(), "cairn node running");
         Ok(Self {
             node,
@@ -112,6 +115,7 @@ impl Daemon {
             agent,
             telemetry,
             telemetry_tasks,
+            ros,
         })
     }
 
@@ -154,6 +158,7 @@ impl Daemon {
             // Not fatal: the others elect a leader after an election timeout.
             Err(e) => tracing::warn!(error = %e, "could not hand leadership over; shutting down anyway"),
         }
+        drop(self.ros);
         drop(self.telemetry_tasks);
         drop(self.agent);
         drop(self.coordinator);

@@ -21,6 +21,8 @@
 //!   OpenTelemetry (OTLP/HTTP) export of the write path's spans.
 //! - [`telemetry`]: best-effort pub/sub topics outside Raft (pose, world
 //!   view, node load), fanned out to every node.
+//! - [`ros`]: the `[ros]` settings and, with the `ros` feature (default),
+//!   the ROS 2 node `/cairn` serving the replicated parameters (cairn-ros).
 //! - `dashboard`: the operator page every node serves at `/`.
 #![deny(missing_docs)]
 
@@ -33,6 +35,7 @@ mod dashboard;
 pub mod error;
 pub mod node;
 pub mod otel;
+pub mod ros;
 pub mod rover;
 pub mod telemetry;
 pub mod tls;
