@@ -7,6 +7,7 @@ mod honesty;
 mod ops;
 #[cfg(feature = "otel")]
 mod otel;
+mod peer;
 mod rover;
 mod telemetry;
 
