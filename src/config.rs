@@ -4,6 +4,7 @@ use std::path::Path;
 use std::path::PathBuf;
 
 use cairn_raft::LogLimits;
+use cairn_raft::PeerLimits;
 use cairn_raft::RaftNodeConfig;
 use cairn_raft::RaftTimings;
 use cairn_raft::SnapshotSettings;
@@ -40,6 +41,11 @@ pub struct NodeConfig {
     /// `max_entry_bytes`.
     #[serde(default)]
     pub log: LogLimits,
+    /// The peer port's connection cap and timeouts (`[peer]`:
+    /// `max_connections`, `handshake_timeout_ms`, `frame_timeout_ms`,
+    /// `idle_timeout_ms`; see `cairn_raft::config` for the defaults and why).
+    #[serde(default)]
+    pub peer: PeerLimits,
     /// Dial peer `id` at this address instead of its advertised one (chaos
     /// tests put a proxy on each link this way). Empty in production.
     #[serde(default, deserialize_with = "node_id_keys")]
@@ -162,6 +168,7 @@ impl NodeConfig {
             timings: RaftTimings::default(),
             snapshots: SnapshotSettings::default(),
             log: LogLimits::default(),
+            peer: PeerLimits::default(),
             peer_dial_overrides: Default::default(),
             tls: None,
             api: crate::api::ApiSettings::default(),
@@ -222,6 +229,7 @@ impl NodeConfig {
         c.timings = self.timings.clone();
         c.snapshots = self.snapshots.clone();
         c.log = self.log.clone();
+        c.peer = self.peer.clone();
         c.peer_dial_overrides = self.peer_dial_overrides.clone();
         c
     }

@@ -214,6 +214,7 @@ impl Error {
                 R::UnknownMember { .. } => (StatusCode::NOT_FOUND, "unknown_member", Some("id".into())),
                 R::Membership { .. } => (StatusCode::CONFLICT, "membership", None),
                 R::Rejected { .. } | R::Fenced { .. } => (StatusCode::CONFLICT, "rejected", None),
+                R::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", None),
                 R::NotLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leader", None),
                 R::NoLeader | R::Unavailable { .. } | R::Unreachable { .. } => {
                     (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)

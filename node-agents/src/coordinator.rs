@@ -140,8 +140,25 @@ impl Shared {
         }
     }
 
-    async fn on_heartbeat(self: Arc<Self>, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+    /// A heartbeat from node `from` (as the transport proved it: the
+    /// certificate's node id, or in plaintext mode the hello's). A node
+    /// heartbeats only for itself: one whose body names another node is
+    /// refused and counted, so no node can keep a dead one "Up".
+    async fn on_heartbeat(self: Arc<Self>, from: u64, payload: Vec<u8>) -> Result<Vec<u8>, String> {
         let hb: Heartbeat = protocol::decode(&payload).map_err(|e| e.to_string())?;
+        if hb.node_id != from {
+            self.node.metrics().peer_refused("heartbeat_for_another_node");
+            tracing::warn!(
+                from,
+                claimed_node = hb.node_id,
+                "refused a heartbeat: node {from} sent one for node {}; a node heartbeats only for itself",
+                hb.node_id
+            );
+            return Err(format!(
+                "refused: a heartbeat for node {} from node {from}; a node heartbeats only for itself",
+                hb.node_id
+            ));
+        }
         let received = Instant::now();
         let Some(term) = self.node.leading_term() else {
             return Err("not the leader".to_owned());
@@ -327,11 +344,11 @@ impl Coordinator {
             run: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
-        node.set_app_handler(Arc::new(move |_from, payload| {
+        node.set_app_handler(Arc::new(move |from, payload| {
             let weak = weak.clone();
             Box::pin(async move {
                 match weak.upgrade() {
-                    Some(shared) => shared.on_heartbeat(payload).await,
+                    Some(shared) => shared.on_heartbeat(from, payload).await,
                     None => Err("coordinator stopped".to_owned()),
                 }
             })

@@ -12,6 +12,10 @@
 //! | `logs_kept_after_snapshot` | 1000 | lets a briefly lagging follower catch up from the log, not a snapshot |
 //! | `log.max_entry_bytes` | 1 MiB | the largest encoded command one log entry may carry (the entry adds at most [`ENTRY_HEADER_MAX_BYTES`]); a larger write is refused before it is proposed ([`crate::Error::EntryTooLarge`]). The admin API's body limit is the same number: a command encodes smaller than its JSON (postcard has no field names or quotes) except for long arrays of short floats, so an API write is refused for its size as a body (413 `body_too_large`) before it could be as an entry. 16 times under `max_frame_bytes`, so an entry always fits a replication frame |
 //! | `log.max_append_bytes` | 2 MiB | the most bytes of entries one AppendEntries carries (at least one entry, whatever its size): openraft bounds a batch by count only (`max_payload_entries`, 300), and 300 large entries would not fit a frame, so the follower could never catch up. 2 MiB is two maximum entries or thousands of ordinary ones, sent in ~0.2 s on the rover's 100 Mbit/s LAN (well inside one RPC deadline); with 32 batches in flight per follower it bounds a catching-up follower's queue to 64 MiB |
+//! | `peer.max_connections` | 64 | peer connections served at once (handshaking ones included); a cluster needs a few per peer, so 64 serves a dozen nodes with room, while a flood of held connections costs at most 64 × (read buffer + the frame being received) instead of memory without bound. A connection over the cap is closed at once, logged and counted (`cairn_peer_refused_total{reason="connection_limit"}`) |
+//! | `peer.handshake_timeout_ms` | 5000 | TLS and the cairn hello must complete within this: a LAN handshake takes milliseconds, and a silent connection would hold a slot |
+//! | `peer.frame_timeout_ms` | 30000 | once a frame's first byte arrives, the whole frame must arrive within this: the largest frame (16 MiB) takes ~1.3 s on the rover's 100 Mbit/s LAN, so only a stalled or trickling sender hits it |
+//! | `peer.idle_timeout_ms` | 600000 | a connection that sends no frame for this long is closed: a live peer sends heartbeats many times a second, and a dialer re-dials on its next request; 10 minutes so an idle operator cluster does not churn connections |
 
 use std::path::PathBuf;
 
@@ -49,6 +53,32 @@ impl Default for LogLimits {
         Self {
             max_entry_bytes: 1 << 20,
             max_append_bytes: 2 << 20,
+        }
+    }
+}
+
+/// Bounds of the peer port's connections; see the module table for the
+/// defaults' reasons.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerLimits {
+    /// Peer connections served at once; more are closed on arrival.
+    pub max_connections: usize,
+    /// TLS handshake plus the cairn hello, per connection.
+    pub handshake_timeout_ms: u64,
+    /// From a frame's first byte to its last.
+    pub frame_timeout_ms: u64,
+    /// Between frames: a connection silent this long is closed.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            handshake_timeout_ms: 5_000,
+            frame_timeout_ms: 30_000,
+            idle_timeout_ms: 600_000,
         }
     }
 }
@@ -246,6 +276,9 @@ pub struct RaftNodeConfig {
     /// Byte bounds of log entries and replication batches.
     #[serde(default)]
     pub log: LogLimits,
+    /// Connection cap and timeouts of the peer port.
+    #[serde(default)]
+    pub peer: PeerLimits,
 }
 
 fn default_max_frame_bytes() -> usize {
@@ -266,6 +299,7 @@ impl RaftNodeConfig {
             peer_dial_overrides: Default::default(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             log: LogLimits::default(),
+            peer: PeerLimits::default(),
         }
     }
 
@@ -301,6 +335,28 @@ impl RaftNodeConfig {
             return bad(
                 "max_frame_bytes",
                 "must be at least 2 MiB (a 1 MiB snapshot chunk plus headers)".into(),
+            );
+        }
+        let p = &self.peer;
+        if p.max_connections == 0 || p.max_connections > 65_536 {
+            return bad("peer.max_connections", "must be 1 to 65536".into());
+        }
+        for (field, ms) in [
+            ("peer.handshake_timeout_ms", p.handshake_timeout_ms),
+            ("peer.frame_timeout_ms", p.frame_timeout_ms),
+            ("peer.idle_timeout_ms", p.idle_timeout_ms),
+        ] {
+            if ms == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
+        if p.idle_timeout_ms <= t.heartbeat_interval_ms {
+            return bad(
+                "peer.idle_timeout_ms",
+                format!(
+                    "{} ms does not exceed the heartbeat interval ({} ms): the leader's own connections would be closed",
+                    p.idle_timeout_ms, t.heartbeat_interval_ms
+                ),
             );
         }
         let l = &self.log;

@@ -118,6 +118,14 @@ pub enum Error {
         /// `log.max_entry_bytes` of the node that refused it.
         limit: usize,
     },
+    /// The leader refused a forwarded write because the node that sent it
+    /// may not say it (a node speaks only for itself; cluster decisions are
+    /// the leader's coordinator's); nothing was written. Not retryable.
+    #[error("refused by the leader: {reason}")]
+    Forbidden {
+        /// What was refused and why.
+        reason: String,
+    },
     /// The write was not applied (stale retry, undecodable command).
     #[error("write rejected: {reason}")]
     Rejected {

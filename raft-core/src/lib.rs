@@ -34,6 +34,7 @@ pub mod transport;
 
 pub use backup::Backup;
 pub use config::LogLimits;
+pub use config::PeerLimits;
 pub use config::RaftNodeConfig;
 pub use config::RaftTimings;
 pub use config::SimulatedDisk;

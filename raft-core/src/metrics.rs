@@ -8,6 +8,7 @@ use std::time::Duration;
 use prometheus::Histogram;
 use prometheus::HistogramOpts;
 use prometheus::IntCounter;
+use prometheus::IntCounterVec;
 use prometheus::IntGauge;
 use prometheus::Registry;
 
@@ -40,6 +41,7 @@ pub struct NodeMetrics {
     pub(crate) refused_before_log: IntCounter,
     pub(crate) rejected_frames: IntCounter,
     pub(crate) refused_impersonations: IntCounter,
+    peer_refused: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -107,8 +109,38 @@ impl NodeMetrics {
                 "cairn_transport_refused_impersonations_total",
                 "Peer requests refused because they claimed a node id the connection's certificate does not name",
             ),
+            peer_refused: {
+                let v = IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "cairn_peer_refused_total",
+                        "Peer connections closed and peer messages refused, by reason (a node speaking for another, connection limit, timeouts)",
+                    ),
+                    &["reason"],
+                )
+                .expect("static counter options are valid");
+                registry.register(Box::new(v.clone())).expect("metric names are unique");
+                v
+            },
             registry,
         }
+    }
+
+    /// Count one refusal on the peer channel. `reason` is one of a small
+    /// fixed set (a label value per reason, never a peer's input):
+    /// `impersonation`, `speaks_for_another_node`, `leader_only`,
+    /// `heartbeat_for_another_node`, `telemetry_for_another_node`,
+    /// `connection_limit`, `handshake_timeout`,
+    /// `frame_timeout`, `idle_timeout`.
+    pub fn peer_refused(&self, reason: &'static str) {
+        self.peer_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// How many refusals of `reason` were counted (for tests and status).
+    pub fn peer_refused_count(&self, reason: &str) -> u64 {
+        self.peer_refused
+            .get_metric_with_label_values(&[reason])
+            .map(|c| c.get())
+            .unwrap_or(0)
     }
 
     /// The registry to serve at `/metrics`.

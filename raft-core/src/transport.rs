@@ -43,14 +43,21 @@ pub type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<Accepted>> + Send
 /// What an accepted connection has proven about the node at the other end.
 ///
 /// Requests name their sender (a vote its candidate, an append its leader,
-/// an application message its `from`); the server refuses any request whose
-/// sender this identity cannot speak for, so a machine holding node 2's
-/// certificate cannot vote, lead or heartbeat as node 3.
+/// an application message its `from`), and forwarded writes may speak for a
+/// node; the server refuses any request whose sender this identity cannot
+/// speak for, so a machine holding node 2's certificate cannot vote, lead,
+/// heartbeat or report as node 3 (docs/API.md, "Trust model: the peer
+/// channel").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerIdentity {
-    /// Nothing was proven (plain TCP, a bench without `[tls]`): the peer's
-    /// claims are taken at its word.
+    /// Nothing proven yet (plain TCP, a bench without `[tls]`). The server
+    /// binds such a connection to the id of its hello
+    /// ([`PeerIdentity::Claimed`]) before serving any request.
     Unverified,
+    /// Plaintext: the node id the dialer's hello named. Unauthenticated
+    /// (anyone on the network can say it), but the connection speaks for
+    /// that one node only, so a buggy node cannot speak for another.
+    Claimed(PeerId),
     /// The peer's certificate, verified against the cluster CA, names these
     /// node ids (never empty: such a certificate is refused at the handshake).
     Nodes(BTreeSet<PeerId>),
@@ -61,7 +68,19 @@ impl PeerIdentity {
     pub fn may_speak_for(&self, claimed: PeerId) -> bool {
         match self {
             Self::Unverified => true,
+            Self::Claimed(id) => *id == claimed,
             Self::Nodes(ids) => ids.contains(&claimed),
+        }
+    }
+
+    /// The identity a connection is served with once its hello named
+    /// `hello_from`: a certificate's ids stand (the hello is only a claim;
+    /// a native client's hello names no node at all), and a connection that
+    /// proved nothing is bound to the hello's id.
+    pub fn bind(self, hello_from: PeerId) -> Self {
+        match self {
+            Self::Unverified => Self::Claimed(hello_from),
+            proven => proven,
         }
     }
 }
@@ -70,6 +89,7 @@ impl std::fmt::Display for PeerIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unverified => f.write_str("unverified"),
+            Self::Claimed(id) => write!(f, "node {id} (plaintext hello, unauthenticated)"),
             Self::Nodes(ids) => {
                 let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
                 write!(f, "node {}", ids.join(", node "))

@@ -475,6 +475,17 @@ pub(super) async fn update_node(
             memory_mib: req.memory_mib.unwrap_or(node.budget.memory_mib),
         },
     };
+    // A registration speaks for the node: a follower forwards it as itself,
+    // and the leader admits it only from that node (docs/API.md, "Trust
+    // model: the peer channel"). So another node's entry is changed on that
+    // node or on the leader; elsewhere 503 `not_leader` (the CLI asks the
+    // leader first) instead of a forwarded write the leader would refuse.
+    if id != api.node.id() && api.node.leading_term().is_none() {
+        return Err(cairn_raft::Error::NotLeader {
+            leader: api.node.leader().map(|(l, _)| l),
+        }
+        .into());
+    }
     tracing::info!(node = id, capabilities = ?spec.capabilities, budget = ?spec.budget, "updating a node's registry entry");
     execute(&api, Command::RegisterNode(spec)).await
 }

@@ -206,7 +206,11 @@ pub async fn node_update(
     id: u64,
     req: &cairn::api::UpdateNodeRequest,
 ) -> anyhow::Result<()> {
+    // Another node's entry is changed on the leader (or on that node):
+    // docs/API.md, "Trust model: the peer channel".
     let r: Option<Value> = client
+        .leader_first()
+        .await
         .call(Method::PATCH, &format!("/v1/nodes/{id}"), Some(req))
         .await?;
     if out_json {

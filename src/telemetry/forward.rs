@@ -67,13 +67,27 @@ impl TaskGuard {
 /// publishes out to the other members. Stops when the guard is dropped.
 pub(crate) fn start_forwarder(node: Arc<RaftNode<Mission>>, telemetry: Telemetry) -> TaskGuard {
     let hub = telemetry.clone();
+    let metrics = node.metrics().clone();
     node.set_app_handler_on(
         AppChannel::Telemetry,
         Arc::new(move |from, payload| {
             let hub = hub.clone();
+            let metrics = metrics.clone();
             Box::pin(async move {
                 let batch: BatchIn =
                     serde_json::from_slice(&payload).map_err(|e| format!("malformed telemetry batch: {e}"))?;
+                // `from` is the sender the transport proved; each message
+                // names its publisher, which must be that node (the hub
+                // drops the others and counts them in `received_refused`).
+                if let Some(other) = batch.messages.iter().find(|m| m.node_id != from) {
+                    metrics.peer_refused("telemetry_for_another_node");
+                    tracing::warn!(
+                        from,
+                        claimed_node = other.node_id,
+                        "refused telemetry: node {from} forwarded messages published as node {}",
+                        other.node_id
+                    );
+                }
                 if batch.messages.len() > BATCH_MAX {
                     return Err(format!(
                         "telemetry batch of {} messages, over {BATCH_MAX}",

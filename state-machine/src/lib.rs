@@ -70,6 +70,7 @@ pub use ids::TaskId;
 pub use machine::ApplyCtx;
 pub use machine::Refusal;
 pub use machine::SnapshotError;
+pub use machine::Speaker;
 pub use machine::StateMachine;
 pub use mission::Mission;
 pub use node::Liveness;

@@ -78,6 +78,27 @@ impl<R> Refusal<R> {
     }
 }
 
+/// Who may propose a command through the peer channel: the answer of
+/// [`StateMachine::speaker`].
+///
+/// The transport proves which node sent a forwarded write (the peer
+/// certificate's node id, or in plaintext mode the handshake's id); the
+/// leader admits a command that speaks for a node only from that node.
+/// Commands proposed on the leader itself (its coordinator, its agent, its
+/// admin API) are not bound: the leader writes the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speaker {
+    /// Any member may forward it (an operator's write through the admin
+    /// API, which the API token authorised).
+    Anyone,
+    /// It speaks for this node: only that node may forward it (its
+    /// heartbeat-driven registration, its task reports).
+    Node(u64),
+    /// A cluster decision: only the leader's own coordinator proposes it;
+    /// never admitted from a peer.
+    Leader,
+}
+
 /// A deterministic replicated state machine.
 ///
 /// Contract: for the same sequence of `(command, ctx)` pairs, every instance
@@ -109,6 +130,19 @@ pub trait StateMachine: Default + Send + Sync + 'static {
     fn check(&self, command: &Self::Command, ctx: &ApplyCtx) -> Result<(), Refusal<Self::Response>> {
         let _ = (command, ctx);
         Ok(())
+    }
+
+    /// Which node `command` speaks for, judged against this state (read
+    /// only, pure; see [`Speaker`]). The leader calls it for every write a
+    /// peer forwards and refuses the write if the sending node may not say
+    /// it. The answer must not depend on state that can later change to
+    /// another node: a task's holder at a given epoch never changes, so
+    /// "the holder of the lease at this epoch" is a sound answer, and a
+    /// command whose epoch is not the current lease's is [`Speaker::Anyone`]
+    /// (apply refuses it as stale). The default admits everything.
+    fn speaker(&self, command: &Self::Command) -> Speaker {
+        let _ = command;
+        Speaker::Anyone
     }
 
     /// Serialise the whole state, with a format version, for a snapshot.

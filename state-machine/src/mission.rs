@@ -25,6 +25,7 @@ use crate::limits;
 use crate::machine::ApplyCtx;
 use crate::machine::Refusal;
 use crate::machine::SnapshotError;
+use crate::machine::Speaker;
 use crate::machine::StateMachine;
 use crate::node::Liveness;
 use crate::node::Node;
@@ -115,6 +116,40 @@ impl StateMachine for Mission {
                 Refusal::InThisState(Err(e))
             }
         })
+    }
+
+    fn speaker(&self, command: &Command) -> Speaker {
+        match command {
+            Command::RegisterNode(spec) => Speaker::Node(spec.id.0),
+            Command::SetLiveness { node_id, .. } => Speaker::Node(node_id.0),
+            Command::AssignTask { .. } | Command::ReassignTask { .. } | Command::UnassignTask { .. } => Speaker::Leader,
+            Command::StartTask { task_id, epoch }
+            | Command::ReportProgress { task_id, epoch, .. }
+            | Command::FinishTask { task_id, epoch, .. } => {
+                // Epochs are never reused, so the holder of `epoch` is
+                // fixed once leased: a stale replica can only not know it.
+                match self.task(*task_id).and_then(|t| t.lease) {
+                    Some(lease) if lease.epoch == *epoch => Speaker::Node(lease.node_id.0),
+                    _ => Speaker::Anyone,
+                }
+            }
+            // Operator writes (the admin API's token authorised them) and
+            // reports about the rover rather than about a node.
+            Command::ReplacePlan { .. }
+            | Command::AppendGoals { .. }
+            | Command::SkipGoal { .. }
+            | Command::CompleteGoal { .. }
+            | Command::AbortPlan { .. }
+            | Command::DeregisterNode { .. }
+            | Command::CreateTask(_)
+            | Command::CancelTask { .. }
+            | Command::ForgetTask { .. }
+            | Command::DeclareParam { .. }
+            | Command::SetParam { .. }
+            | Command::ReportSensorHealth { .. }
+            | Command::SetPolicy(_)
+            | Command::RemovePolicy { .. } => Speaker::Anyone,
+        }
     }
 
     fn snapshot(&self) -> Vec<u8> {

@@ -348,6 +348,11 @@ impl ProcCluster {
         None
     }
 
+    /// The process id of node `id` (running).
+    pub fn pid(&self, id: u64) -> u32 {
+        self.procs[&id].child.as_ref().expect("running").id()
+    }
+
     /// `SIGSTOP` (`resume` = `SIGCONT`): a frozen process, not a dead one.
     pub fn pause(&self, id: u64) {
         self.signal(id, "-STOP");

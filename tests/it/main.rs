@@ -9,6 +9,7 @@ mod limits;
 mod ops;
 #[cfg(feature = "otel")]
 mod otel;
+mod peer;
 mod rover;
 mod telemetry;
 

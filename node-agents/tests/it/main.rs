@@ -665,3 +665,125 @@ async fn t95_bench_failover() {
         ms(leader_death[leader_death.len() - 1])
     );
 }
+
+/// The agents' heartbeat as it travels (`cairn_agents::protocol` is
+/// private): what a node that lies about its id would send.
+#[derive(serde::Serialize)]
+struct SpoofedHeartbeat {
+    node_id: u64,
+    seq: u64,
+}
+
+/// Issue 18: on the peer channel a node speaks only for itself. A follower
+/// that forwards another node's liveness, registration or task reports, or
+/// a cluster decision, is refused by the leader (typed error, counted); its
+/// operator-style writes still commit. A heartbeat it sends for a dead node
+/// is refused, so the dead node goes Down while the spoofing goes on.
+///
+/// Without the fix the forwarded `SetLiveness` committed (`Ok`) and the
+/// spoofed heartbeat was acknowledged (`Ok`), keeping the node Up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t80_a_node_speaks_only_for_itself_on_the_peer_channel() {
+    let mut c = Cluster::start(3, camera_on_followers, BUDGET).await;
+    let leader = c.leader(Duration::from_secs(5)).await;
+    let task = c.create("endless", &["camera"], SMALL).await;
+    let (victim, epoch) = running_with_feedback(&c, task, None).await;
+    let liar = (1..=3).find(|id| *id != leader && *id != victim).unwrap();
+    tracing::info!(
+        leader,
+        liar,
+        victim,
+        "node {liar} forwards writes that speak for node {victim}"
+    );
+    let spec = cairn_state::NodeSpec {
+        id: NodeId(victim),
+        addresses: vec!["127.0.0.1:1".into()],
+        capabilities: Default::default(),
+        budget: SMALL,
+    };
+    let epoch = cairn_state::Epoch(epoch);
+    let lies = [
+        Command::SetLiveness {
+            node_id: NodeId(victim),
+            liveness: Liveness::Down,
+        },
+        Command::RegisterNode(spec),
+        Command::ReportProgress {
+            task_id: task,
+            epoch,
+            percent: 99,
+            feedback: None,
+        },
+        Command::FinishTask {
+            task_id: task,
+            epoch,
+            outcome: TaskOutcome::Succeeded,
+        },
+        Command::AssignTask {
+            task_id: task,
+            node_id: NodeId(liar),
+        },
+    ];
+    for lie in lies {
+        let what = format!("{lie:?}");
+        let got = c.raft(liar).write(lie).await;
+        match got {
+            Err(cairn_raft::Error::Forbidden { reason }) => {
+                assert!(reason.contains(&format!("node {liar}")), "{what}: {reason}");
+            }
+            other => panic!("node {liar}'s forwarded {what} was not refused: {other:?}"),
+        }
+    }
+    let leader_node = c.raft(leader).clone();
+    let refused = move |reason: &str| leader_node.metrics().peer_refused_count(reason);
+    assert_eq!(refused("speaks_for_another_node"), 4, "the leader counts each refusal");
+    assert_eq!(refused("leader_only"), 1);
+    let (state, lease) = c.task_state(task);
+    assert_eq!(
+        (state, lease),
+        (TaskState::Running, Some((victim, epoch))),
+        "nothing of the lies took effect"
+    );
+    let up = c
+        .raft(leader)
+        .local_state(|m| m.node(NodeId(victim)).map(|n| n.liveness));
+    assert_eq!(up, Some(Liveness::Up));
+
+    tracing::info!("what a node may say: an operator-style write it forwards commits");
+    let out = c
+        .raft(liar)
+        .write(Command::DeclareParam {
+            name: "still.open".into(),
+            description: String::new(),
+            kind: ParamKind::Int { min: 0, max: 9 },
+            value: ParamValue::Int(1),
+        })
+        .await
+        .expect("an operator write through a follower");
+    assert!(out.response.is_ok(), "{:?}", out.response);
+
+    tracing::info!("node {victim} dies; node {liar} heartbeats for it, and is refused");
+    c.kill(victim).await;
+    let spoof = move |seq| postcard::to_stdvec(&SpoofedHeartbeat { node_id: victim, seq }).unwrap();
+    let first = c.raft(liar).send_app(leader, spoof(1), Duration::from_secs(2)).await;
+    assert!(
+        matches!(&first, Err(e) if e.to_string().contains("heartbeats only for itself")),
+        "a heartbeat for node {victim} from node {liar} was not refused: {first:?}"
+    );
+    let node = c.raft(liar).clone();
+    // Bounded: 400 × 50 ms, well past the wait below.
+    let spoofer = tokio::spawn(async move {
+        for seq in 2..400 {
+            let _ = node.send_app(leader, spoof(seq), Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    c.wait(
+        Duration::from_secs(15),
+        "the dead node is judged down despite the spoofing",
+        |m| m.node(NodeId(victim)).is_some_and(|n| n.liveness == Liveness::Down),
+    )
+    .await;
+    spoofer.abort();
+    assert!(refused("heartbeat_for_another_node") >= 1);
+}

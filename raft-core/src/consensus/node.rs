@@ -14,6 +14,7 @@ use std::time::UNIX_EPOCH;
 use cairn_state::Admission;
 use cairn_state::ApplyCtx;
 use cairn_state::ClientTag;
+use cairn_state::Speaker;
 use cairn_state::StateMachine;
 use openraft::errors::ClientWriteError;
 use openraft::errors::InitializeError;
@@ -35,6 +36,7 @@ use super::protocol::AdminRequest;
 use super::protocol::ForwardError;
 use super::protocol::Request;
 use super::protocol::Response;
+use super::server::FORBIDDEN_PREFIX;
 use super::sm_store::ChangeEvent;
 use super::sm_store::Shared;
 pub use super::sm_store::StateHash;
@@ -53,6 +55,7 @@ use crate::metrics::NodeMetrics;
 use crate::transport::Acceptor;
 use crate::transport::Dialer;
 use crate::transport::Listener;
+use crate::transport::PeerIdentity;
 use crate::transport::PlainAcceptor;
 use crate::transport::TcpDialer;
 use crate::transport::TcpPeerListener;
@@ -86,6 +89,18 @@ pub enum AppChannel {
     Default,
     /// Best-effort telemetry fanned out between nodes (the facade's hub).
     Telemetry,
+}
+
+/// The variant name of a command, for a log line and an error (its
+/// `Debug` form without the fields, which may be large or hostile).
+fn command_name<C: std::fmt::Debug>(command: &C) -> String {
+    let text = format!("{command:?}");
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(64)
+        .collect()
 }
 
 /// How many times a write chases a moving leader before giving up.
@@ -252,6 +267,8 @@ pub(crate) struct Core<S: StateMachine> {
     pub(crate) metrics: NodeMetrics,
     pub(crate) data_dir: PathBuf,
     pub(crate) max_frame_bytes: usize,
+    /// Connection cap and timeouts of the peer port.
+    pub(crate) peer: crate::config::PeerLimits,
     /// `log.max_entry_bytes`: the largest encoded command a proposal may carry.
     max_entry_bytes: usize,
     write_timeout: Duration,
@@ -686,8 +703,54 @@ impl<S: StateMachine> Core<S> {
         }
     }
 
-    /// Serve a request another node forwarded to us (we should lead).
-    pub(crate) async fn handle_forwarded(&self, req: Request) -> Response {
+    /// `peer.handshake_timeout_ms`.
+    pub(crate) fn peer_handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.peer.handshake_timeout_ms)
+    }
+
+    /// May the node behind `sender` forward `proposal`? The state machine
+    /// says whom the command speaks for ([`StateMachine::speaker`]); a node
+    /// speaks only for itself, and cluster decisions come only from the
+    /// leader's own coordinator (which proposes locally, never through
+    /// here). `Err` is the refusal to send back; it is logged and counted
+    /// here. Judged on any node, leader or not: the speaker of a command is
+    /// fixed once known (a task's holder at an epoch never changes), so a
+    /// stale replica can only be unsure (then the log decides), never wrong.
+    fn authorize_forwarded(&self, sender: &PeerIdentity, proposal: &Proposal) -> Result<(), ForwardError> {
+        let Ok(command) = postcard::from_bytes::<S::Command>(&proposal.command) else {
+            // Not understood here: the pre-check refuses it (untagged) or
+            // the log records it as undecodable; it can speak for no one.
+            return Ok(());
+        };
+        let speaker = self.shared.read().machine.speaker(&command);
+        let (reason, why) = match speaker {
+            Speaker::Anyone => return Ok(()),
+            Speaker::Node(node) if sender.may_speak_for(node) => return Ok(()),
+            Speaker::Node(node) => (
+                "speaks_for_another_node",
+                format!("it speaks for node {node}, and a node may speak only for itself"),
+            ),
+            Speaker::Leader => (
+                "leader_only",
+                "it is a cluster decision, which only the leader's own coordinator proposes".to_owned(),
+            ),
+        };
+        self.metrics.peer_refused(reason);
+        let what = command_name(&command);
+        tracing::warn!(
+            sender = %sender,
+            command = %what,
+            reason,
+            "refused a forwarded write: {why}"
+        );
+        Err(ForwardError::Failed {
+            message: format!("{FORBIDDEN_PREFIX} {what} from {sender} refused: {why}"),
+        })
+    }
+
+    /// Serve a request another node forwarded to us (we should lead), over a
+    /// connection proven to be `sender`.
+    pub(crate) async fn handle_forwarded(&self, req: Request, sender: &PeerIdentity) -> Response {
         use tracing::Instrument;
         let (request_id, req) = match req {
             Request::Traced { request_id, inner } => (Some(request_id), *inner),
@@ -701,6 +764,9 @@ impl<S: StateMachine> Core<S> {
         let serve = async move {
             match req {
                 Request::ClientWrite(p) => {
+                    if let Err(refused) = self.authorize_forwarded(sender, &p) {
+                        return Response::ClientWrite(Err(refused));
+                    }
                     let res = self.propose_local(p).await;
                     if request_id.is_some() {
                         match &res {
@@ -855,6 +921,11 @@ impl<S: StateMachine> Core<S> {
 pub(crate) fn classify(message: String, _write_timeout: Duration) -> Error {
     if let Some(too_large) = parse_entry_too_large(&message) {
         return too_large;
+    }
+    if let Some(reason) = message.strip_prefix(FORBIDDEN_PREFIX) {
+        return Error::Forbidden {
+            reason: reason.trim().to_owned(),
+        };
     }
     if message.contains("not a member") || message.contains("not a voter") {
         Error::Membership { reason: message }
@@ -1028,6 +1099,7 @@ impl<S: StateMachine> RaftNode<S> {
             metrics,
             data_dir: config.data_dir.clone(),
             max_frame_bytes: config.max_frame_bytes,
+            peer: config.peer.clone(),
             max_entry_bytes: config.log.max_entry_bytes,
             write_timeout: Duration::from_millis(t.write_timeout_ms),
             election_timeout_max: Duration::from_millis(t.election_timeout_ms_max),

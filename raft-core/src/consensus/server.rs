@@ -5,13 +5,24 @@
 //! concurrently. A frame that is oversized or does not decode closes that
 //! connection with a logged error; the node keeps serving everyone else.
 //!
-//! A request that names its sender (vote, pre-vote, append, snapshot chunk,
-//! leader transfer, application message) must come over a connection whose
-//! [`PeerIdentity`] can speak for that node; otherwise it is answered with an
-//! error, logged with both ids, counted, and the connection is closed.
-//! Forwarded client writes, read-index requests and membership changes name
-//! no sender: any member of the cluster (any holder of a certificate from the
-//! cluster CA) may forward them, as the API that took them checked the client.
+//! Every connection is bound to one sender before it is served: the node
+//! ids its certificate proves (mTLS), or in plaintext mode the hello's id
+//! (unauthenticated, see [`PeerIdentity::Claimed`]). A request that names its sender (vote,
+//! pre-vote, append, snapshot chunk, leader transfer, application message)
+//! must come over a connection that can speak for that node; otherwise it is
+//! answered with an error, logged with both ids, counted, and the connection
+//! is closed. A forwarded client write is admitted only if the state
+//! machine's [`cairn_state::StateMachine::speaker`] says the sender may say
+//! it (a node speaks only for itself; cluster decisions come only from the
+//! leader's own coordinator); otherwise it is refused with
+//! [`super::protocol::ForwardError::Failed`] carrying
+//! [`FORBIDDEN_PREFIX`], logged and counted. Read-index requests and
+//! membership changes name no node: any member may forward them.
+//!
+//! Resources: at most `peer.max_connections` connections are served at
+//! once (more are closed on arrival); the handshake, each frame and the
+//! silence between frames have deadlines (`peer.*_timeout_ms`); frames are
+//! read incrementally ([`crate::frame`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,33 +58,61 @@ const RESPONSE_QUEUE: usize = 256;
 /// leader keeps at most 32 in flight per follower).
 const APPEND_PIPELINE_DEPTH: usize = 64;
 
-/// A peer that connects must say hello within this: a LAN round trip takes
-/// milliseconds, and a silent connection would otherwise hold a task.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The prefix of the message a leader refuses a forwarded write with when
+/// the sending node may not say it; the forwarding node turns it into
+/// [`crate::Error::Forbidden`].
+pub(crate) const FORBIDDEN_PREFIX: &str = "forbidden:";
 
 /// Accept peers until `shutdown` flips.
 ///
 /// Each accepted connection's handshake (TLS when configured) runs on the
-/// connection's own task before it is served.
+/// connection's own task before it is served, within
+/// `peer.handshake_timeout_ms`; at most `peer.max_connections` run at once.
 pub(crate) async fn serve<S: StateMachine>(
     mut listener: Box<dyn Listener>,
     core: Arc<Core<S>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(core.peer.max_connections));
+    // Warn once per episode of a full table, not once per refused
+    // connection: a flood must not become a flood of log lines.
+    let mut full = false;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((handshake, peer)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        core.metrics.peer_refused("connection_limit");
+                        if !full {
+                            tracing::warn!(
+                                peer = %peer,
+                                max_connections = core.peer.max_connections,
+                                "peer connection limit reached: closing new peer connections until one ends (peer.max_connections)"
+                            );
+                        } else {
+                            tracing::debug!(peer = %peer, "closing peer connection: connection limit");
+                        }
+                        full = true;
+                        drop(handshake);
+                        continue;
+                    };
+                    full = false;
                     let core = core.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        match handshake.await {
-                            Ok(accepted) => {
+                        let _slot = slot;
+                        let within = core.peer_handshake_timeout();
+                        match tokio::time::timeout(within, handshake).await {
+                            Ok(Ok(accepted)) => {
                                 serve_stream(accepted.stream, accepted.identity, core, peer.to_string(), shutdown)
                                     .await
                             }
-                            Err(e) => tracing::warn!(peer = %peer, error = %e, "refused peer connection"),
+                            Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "refused peer connection"),
+                            Err(_) => {
+                                core.metrics.peer_refused("handshake_timeout");
+                                tracing::warn!(peer = %peer, within_ms = within.as_millis() as u64, "closing peer connection: no transport handshake in time (peer.handshake_timeout_ms)");
+                            }
                         }
                     });
                 }
@@ -106,9 +145,14 @@ pub(crate) async fn serve_stream<S: StateMachine>(
     peer: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, server_handshake(&mut stream, PROTOCOL_VERSION)).await;
-    match hello {
-        Ok(Ok(from)) => tracing::debug!(peer = %peer, from, "peer connected"),
+    let within = core.peer_handshake_timeout();
+    let hello = tokio::time::timeout(within, server_handshake(&mut stream, PROTOCOL_VERSION)).await;
+    let identity = match hello {
+        Ok(Ok(from)) => {
+            let bound = identity.bind(from);
+            tracing::debug!(peer = %peer, from, identity = %bound, "peer connected");
+            bound
+        }
         Ok(Err(HandshakeError::Incompatible(reason))) => {
             tracing::error!(peer = %peer, %reason, "refused peer: incompatible protocol");
             return;
@@ -123,10 +167,13 @@ pub(crate) async fn serve_stream<S: StateMachine>(
             return;
         }
         Err(_) => {
-            tracing::warn!(peer = %peer, "closing peer connection: no handshake within {HANDSHAKE_TIMEOUT:?}");
+            core.metrics.peer_refused("handshake_timeout");
+            tracing::warn!(peer = %peer, within_ms = within.as_millis() as u64, "closing peer connection: no hello in time (peer.handshake_timeout_ms)");
             return;
         }
-    }
+    };
+    let idle = std::time::Duration::from_millis(core.peer.idle_timeout_ms);
+    let frame_within = std::time::Duration::from_millis(core.peer.frame_timeout_ms);
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = tokio::io::BufReader::with_capacity(super::network::READ_BUFFER_BYTES, rd);
     let (tx, mut rx) = mpsc::channel::<ResponseFrame>(RESPONSE_QUEUE);
@@ -158,11 +205,20 @@ pub(crate) async fn serve_stream<S: StateMachine>(
     loop {
         let read = tokio::select! {
             _ = shutdown.changed() => break,
-            r = frame::read_frame::<RequestFrame, _>(&mut rd, &mut buf, max) => r,
+            r = frame::read_frame_timed::<RequestFrame, _>(&mut rd, &mut buf, max, idle, frame_within) => r,
         };
         let req = match read {
             Ok(r) => r,
             Err(FrameError::Closed) => break,
+            Err(e @ FrameError::TimedOut { phase, .. }) => {
+                core.metrics.peer_refused(if phase == "idle" {
+                    "idle_timeout"
+                } else {
+                    "frame_timeout"
+                });
+                tracing::info!(peer = %peer, identity = %identity, error = %e, "closing peer connection: timed out (peer.idle_timeout_ms / peer.frame_timeout_ms)");
+                break;
+            }
             Err(e @ (FrameError::TooLarge { .. } | FrameError::Malformed(_))) => {
                 core.metrics.rejected_frames.inc();
                 tracing::warn!(peer = %peer, error = %e, "closing peer connection: bad frame");
@@ -177,15 +233,20 @@ pub(crate) async fn serve_stream<S: StateMachine>(
         if let Some((claimed, kind)) = claimed_sender(&req.body) {
             if !identity.may_speak_for(claimed) {
                 core.metrics.refused_impersonations.inc();
+                core.metrics.peer_refused("impersonation");
+                let proven = match &identity {
+                    PeerIdentity::Nodes(_) => "the connection's certificate is",
+                    _ => "the connection is",
+                };
                 tracing::warn!(
                     peer = %peer,
                     claimed_node = claimed,
                     certificate = %identity,
                     request = kind,
-                    "refused peer request: it claims to come from node {claimed} but the connection's certificate is {identity}; closing the connection"
+                    "refused peer request: it claims to come from node {claimed} but {proven} {identity}; closing the connection"
                 );
                 let body = Response::Error(format!(
-                    "refused: {kind} claims to come from node {claimed} but your certificate is {identity}"
+                    "refused: {kind} claims to come from node {claimed} but {proven} {identity}"
                 ));
                 let _ = tx.send(ResponseFrame { id, body }).await;
                 break;
@@ -250,8 +311,9 @@ pub(crate) async fn serve_stream<S: StateMachine>(
             forwarded => {
                 let core = core.clone();
                 let tx = tx.clone();
+                let identity = identity.clone();
                 tokio::spawn(async move {
-                    let body = core.handle_forwarded(forwarded).await;
+                    let body = core.handle_forwarded(forwarded, &identity).await;
                     let _ = tx.send(ResponseFrame { id, body }).await;
                 });
                 continue;
