@@ -475,6 +475,17 @@ pub(super) async fn update_node(
             memory_mib: req.memory_mib.unwrap_or(node.budget.memory_mib),
         },
     };
+    // Bad fields are a 400 wherever the request lands (the state machine's
+    // own check, read only), before the question of who may forward it.
+    let command = Command::RegisterNode(spec);
+    if let Err(e) = api
+        .node
+        .local_state(|m| cairn_state::check(m, &command, &cairn_state::ApplyCtx::default()))
+    {
+        if e.refused_in_every_state() {
+            return Err(e.into());
+        }
+    }
     // A registration speaks for the node: a follower forwards it as itself,
     // and the leader admits it only from that node (docs/API.md, "Trust
     // model: the peer channel"). So another node's entry is changed on that
@@ -486,8 +497,8 @@ pub(super) async fn update_node(
         }
         .into());
     }
-    tracing::info!(node = id, capabilities = ?spec.capabilities, budget = ?spec.budget, "updating a node's registry entry");
-    execute(&api, Command::RegisterNode(spec)).await
+    tracing::info!(node = id, command = ?command, "updating a node's registry entry");
+    execute(&api, command).await
 }
 
 #[utoipa::path(delete, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = u64, Path, description = "node id")),
