@@ -15,6 +15,21 @@
 //! judged, it is running), stalled tasks (`UnassignTask`, then held
 //! back for one lease so the old holder has stopped before anyone else starts),
 //! and placement of pending tasks (`AssignTask`, see [`crate::scheduler`]).
+//!
+//! # Why a released task can be held back
+//! An agent counts its lease from when it *sent* a heartbeat this leader
+//! then confirmed, and only after applying the index the acknowledgement
+//! names. A task released by a decision that index already includes is
+//! gone from the agent's view before it renews. But a heartbeat can race
+//! the decision: it arrives after a pass read the detector (node silent
+//! for `down_after_ms`, judged `Down`) and is acknowledged before the
+//! `SetLiveness` applies, so its acknowledgement predates the release and
+//! the agent renews its lease on tasks about to go elsewhere (chaos seed
+//! 101 saw node 2 actuate 1.88 s after node 3 began). Every acknowledged
+//! heartbeat is in the detector before its acknowledgement is built, so,
+//! read after the decision applied, `last_heard + lease_ms` bounds every
+//! lease the released node can still hold: its tasks wait until then
+//! (normally already past, since `down_after_ms` > `lease_ms`).
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -74,7 +89,8 @@ pub struct CoordinatorStatus {
     pub nodes: Vec<NodeVerdict>,
     /// Pending tasks that fit nowhere, with the reason.
     pub unplaceable: BTreeMap<TaskId, String>,
-    /// Tasks held back after being taken from a stalled holder.
+    /// Tasks held back after being taken from a stalled holder or released
+    /// from a node judged `Down`, until that holder's lease has run out.
     pub held_back: Vec<TaskId>,
     /// Scheduling passes completed in this term.
     pub passes: u64,
@@ -103,6 +119,34 @@ struct Shared {
     config: AgentConfig,
     policy: Box<dyn PlacementPolicy>,
     run: Mutex<Option<Run>>,
+}
+
+impl Run {
+    /// After a `SetLiveness{node, Down}` applied (which released `tasks`):
+    /// hold them back until every lease `node`'s agent may still hold has
+    /// run out (see the module docs). `None` if nothing needs holding.
+    fn hold_back_released(&mut self, node: NodeId, tasks: &[TaskId], lease: Duration, now: Instant) -> Option<Instant> {
+        let until = self.detector.last_heard(node)? + lease;
+        if until <= now || tasks.is_empty() {
+            return None;
+        }
+        for task in tasks {
+            let at = self.held_back.entry(*task).or_insert(until);
+            *at = (*at).max(until);
+        }
+        Some(until)
+    }
+
+    /// What placement must skip at `now`: the `quiet` nodes and the tasks
+    /// still held back (forgetting those whose time is up).
+    fn exclusions(&mut self, quiet: BTreeSet<NodeId>, now: Instant) -> Exclusions {
+        self.held_back.retain(|_, until| *until > now);
+        self.status.held_back = self.held_back.keys().copied().collect();
+        Exclusions {
+            tasks: self.held_back.keys().copied().collect(),
+            nodes: quiet,
+        }
+    }
 }
 
 impl Shared {
@@ -251,9 +295,28 @@ impl Shared {
             run.status.nodes = views;
             run.status.judging = run.detector.judging(now);
         }
+        let lease = Duration::from_millis(cfg.lease_ms);
         for (node_id, liveness) in changes {
             tracing::info!(term, node = %node_id, %liveness, "coordinator changes liveness");
-            self.decide(term, Command::SetLiveness { node_id, liveness }).await?;
+            let applied = self.decide(term, Command::SetLiveness { node_id, liveness }).await?;
+            if applied && liveness == Liveness::Down {
+                let released: Vec<TaskId> = leased.iter().filter(|l| l.2 == node_id).map(|l| l.0).collect();
+                let now = Instant::now();
+                let held = self
+                    .lock()
+                    .as_mut()
+                    .filter(|r| r.term == term)
+                    .and_then(|r| r.hold_back_released(node_id, &released, lease, now));
+                if let Some(until) = held {
+                    tracing::info!(
+                        term,
+                        node = %node_id,
+                        tasks = ?released,
+                        hold_ms = until.saturating_duration_since(now).as_millis() as u64,
+                        "holding released tasks back: a heartbeat from the node arrived while it was being judged down"
+                    );
+                }
+            }
         }
 
         // 2. Stalled tasks.
@@ -290,12 +353,7 @@ impl Shared {
         let skip = {
             let mut guard = self.lock();
             let run = guard.get_or_insert_with(|| self.new_run(term, now));
-            run.held_back.retain(|_, until| *until > now);
-            run.status.held_back = run.held_back.keys().copied().collect();
-            Exclusions {
-                tasks: run.held_back.keys().copied().collect(),
-                nodes: quiet,
-            }
+            run.exclusions(quiet, now)
         };
         let now_ms = wall_clock_ms();
         let schedule = self
@@ -408,5 +466,75 @@ async fn supervise(shared: Arc<Shared>) {
             // Lost leadership or quorum mid-pass: the next tick re-checks.
             tracing::debug!(term, error = %e, "coordinator pass interrupted");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_millis(2000);
+
+    fn run(now: Instant) -> Run {
+        Run {
+            term: 7,
+            detector: FailureDetector::new(Duration::from_millis(1500), Duration::from_millis(3000), now),
+            progress: BTreeMap::new(),
+            held_back: BTreeMap::new(),
+            status: CoordinatorStatus::default(),
+        }
+    }
+
+    /// Chaos seed 101 (CI): node 2 was judged `Down` after 3 s of silence;
+    /// its next heartbeat arrived after the verdict was read and was
+    /// acknowledged before the `SetLiveness` applied, so its agent renewed
+    /// the lease on its task, which the same pass gave to node 3 at once.
+    /// The released task must wait until that heartbeat's lease is over.
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_racing_a_down_verdict_holds_the_released_task_back() {
+        let node = NodeId(2);
+        let task = TaskId(10);
+        let mut r = run(Instant::now());
+        r.detector.heartbeat(node, Instant::now());
+        tokio::time::advance(Duration::from_millis(3100)).await;
+        // The pass reads its verdict...
+        assert_eq!(r.detector.verdict(node, Instant::now()), Some(Liveness::Down));
+        // ... a heartbeat sent now arrives and is acknowledged (the agent
+        // may act until sent + LEASE) ...
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_millis(3)).await;
+        r.detector.heartbeat(node, Instant::now());
+        // ... and then the decision applies.
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let now = Instant::now();
+        let until = r.hold_back_released(node, &[task], LEASE, now);
+        assert!(until.is_some_and(|u| u > sent + LEASE), "held until {until:?}");
+        assert!(r.exclusions(BTreeSet::new(), now).tasks.contains(&task));
+        tokio::time::advance(LEASE - Duration::from_millis(10)).await;
+        assert!(
+            r.exclusions(BTreeSet::new(), Instant::now()).tasks.contains(&task),
+            "placed before the racing heartbeat's lease ran out"
+        );
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert!(r.exclusions(BTreeSet::new(), Instant::now()).tasks.is_empty());
+    }
+
+    /// The usual case: a node silent for `down_after` holds no lease any
+    /// more, and its tasks move at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_node_s_tasks_are_not_held_back() {
+        let node = NodeId(2);
+        let mut r = run(Instant::now());
+        r.detector.heartbeat(node, Instant::now());
+        tokio::time::advance(Duration::from_millis(3100)).await;
+        assert_eq!(r.detector.verdict(node, Instant::now()), Some(Liveness::Down));
+        assert_eq!(r.hold_back_released(node, &[TaskId(1)], LEASE, Instant::now()), None);
+        assert!(r.exclusions(BTreeSet::new(), Instant::now()).tasks.is_empty());
+        // Never heard since takeover: the previous leader's leases ended
+        // within the takeover grace.
+        assert_eq!(
+            r.hold_back_released(NodeId(3), &[TaskId(2)], LEASE, Instant::now()),
+            None
+        );
     }
 }

@@ -58,6 +58,12 @@ impl FailureDetector {
         now.saturating_duration_since(last)
     }
 
+    /// When `node`'s latest recorded heartbeat arrived, if it sent one
+    /// since takeover.
+    pub fn last_heard(&self, node: NodeId) -> Option<Instant> {
+        self.last_heard.get(&node).copied()
+    }
+
     /// Whether `node` has heartbeated since takeover.
     pub fn heard_from(&self, node: NodeId) -> bool {
         self.last_heard.contains_key(&node)

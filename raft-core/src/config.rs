@@ -10,6 +10,7 @@
 //! | `write_timeout_ms` | 5000 | a write that cannot commit for 5 s reports "outcome unknown" instead of hanging |
 //! | `snapshot_every_entries` | 10000 | a snapshot of a mission state is small (< 1 MiB); this bounds replay on restart to seconds |
 //! | `logs_kept_after_snapshot` | 1000 | lets a briefly lagging follower catch up from the log, not a snapshot |
+//! | `snapshots.max_incoming_bytes` | 1 GiB | incoming snapshot chunks are staged on disk (`snapshot-incoming/*.part`) until the last arrives; this bounds them, all peer connections together, so a peer streaming without end cannot fill the SD card. A mission snapshot is well under 1 MiB in practice, and installing one reads it into memory, so a legitimate snapshot near 1 GiB would fail on a Pi anyway. A chunk past it is refused, its transfer dropped, logged and counted (`cairn_peer_refused_total{reason="snapshot_over_budget"}`) |
 //! | `log.max_entry_bytes` | 1 MiB | the largest encoded command one log entry may carry (the entry adds at most [`ENTRY_HEADER_MAX_BYTES`]); a larger write is refused before it is proposed ([`crate::Error::EntryTooLarge`]). The admin API's body limit is the same number: a command encodes smaller than its JSON (postcard has no field names or quotes) except for long arrays of short floats, so an API write is refused for its size as a body (413 `body_too_large`) before it could be as an entry. 16 times under `max_frame_bytes`, so an entry always fits a replication frame |
 //! | `log.max_append_bytes` | 2 MiB | the most bytes of entries one AppendEntries carries (at least one entry, whatever its size): openraft bounds a batch by count only (`max_payload_entries`, 300), and 300 large entries would not fit a frame, so the follower could never catch up. 2 MiB is two maximum entries or thousands of ordinary ones, sent in ~0.2 s on the rover's 100 Mbit/s LAN (well inside one RPC deadline); with 32 batches in flight per follower it bounds a catching-up follower's queue to 64 MiB |
 //! | `peer.max_connections` | 64 | peer connections served at once (handshaking ones included); a cluster needs a few per peer, so 64 serves a dozen nodes with room, while a flood of held connections costs at most 64 × (read buffer + the frame being received) instead of memory without bound. A connection over the cap is closed at once, logged and counted (`cairn_peer_refused_total{reason="connection_limit"}`) |
@@ -128,6 +129,10 @@ pub struct SnapshotSettings {
     pub snapshot_every_entries: u64,
     /// Entries kept in the log behind a snapshot.
     pub logs_kept_after_snapshot: u64,
+    /// The most bytes of incoming snapshots this node stages on disk at
+    /// once, over all peer connections; a chunk past it is refused and its
+    /// transfer dropped.
+    pub max_incoming_bytes: u64,
 }
 
 impl Default for SnapshotSettings {
@@ -135,6 +140,7 @@ impl Default for SnapshotSettings {
         Self {
             snapshot_every_entries: 10_000,
             logs_kept_after_snapshot: 1000,
+            max_incoming_bytes: 1 << 30,
         }
     }
 }
@@ -330,6 +336,12 @@ impl RaftNodeConfig {
         }
         if self.snapshots.snapshot_every_entries == 0 {
             return bad("snapshots.snapshot_every_entries", "must be at least 1".into());
+        }
+        if self.snapshots.max_incoming_bytes < (1 << 20) {
+            return bad(
+                "snapshots.max_incoming_bytes",
+                "must be at least 1 MiB (one snapshot chunk)".into(),
+            );
         }
         if self.max_frame_bytes < (2 << 20) {
             return bad(

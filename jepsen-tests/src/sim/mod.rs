@@ -101,6 +101,7 @@ const CONVERGE_MAX_MS: u64 = 30_000;
 const SNAPSHOTS: SnapshotSettings = SnapshotSettings {
     snapshot_every_entries: 64,
     logs_kept_after_snapshot: 16,
+    max_incoming_bytes: 1 << 30,
 };
 
 /// What a simulation does to the cluster.

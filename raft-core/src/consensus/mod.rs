@@ -22,6 +22,7 @@ pub(crate) mod protocol;
 pub(crate) mod recovery;
 pub(crate) mod server;
 pub(crate) mod sm_store;
+pub(crate) mod staging;
 pub(crate) mod watch;
 
 use std::fmt;

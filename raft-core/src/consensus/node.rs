@@ -269,6 +269,9 @@ pub(crate) struct Core<S: StateMachine> {
     pub(crate) max_frame_bytes: usize,
     /// Connection cap and timeouts of the peer port.
     pub(crate) peer: crate::config::PeerLimits,
+    /// `snapshots.max_incoming_bytes`: what incoming snapshot transfers
+    /// may stage on disk, all connections together.
+    pub(crate) snapshot_staging: Arc<super::staging::StagingBudget>,
     /// `log.max_entry_bytes`: the largest encoded command a proposal may carry.
     max_entry_bytes: usize,
     write_timeout: Duration,
@@ -1100,6 +1103,7 @@ impl<S: StateMachine> RaftNode<S> {
             data_dir: config.data_dir.clone(),
             max_frame_bytes: config.max_frame_bytes,
             peer: config.peer.clone(),
+            snapshot_staging: super::staging::StagingBudget::new(config.snapshots.max_incoming_bytes),
             max_entry_bytes: config.log.max_entry_bytes,
             write_timeout: Duration::from_millis(t.write_timeout_ms),
             election_timeout_max: Duration::from_millis(t.election_timeout_ms_max),

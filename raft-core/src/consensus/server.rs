@@ -24,7 +24,6 @@
 //! silence between frames have deadlines (`peer.*_timeout_ms`); frames are
 //! read incrementally ([`crate::frame`]).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn_state::StateMachine;
@@ -43,6 +42,8 @@ use super::protocol::RequestFrame;
 use super::protocol::Response;
 use super::protocol::ResponseFrame;
 use super::protocol::PROTOCOL_VERSION;
+use super::staging::Staged;
+use super::staging::StagingError;
 use super::Snapshot;
 use super::SnapshotMeta;
 use super::Vote;
@@ -129,9 +130,7 @@ pub(crate) async fn serve<S: StateMachine>(
 struct Incoming {
     vote: Vote,
     meta: SnapshotMeta,
-    path: PathBuf,
-    file: tokio::fs::File,
-    received: u64,
+    staged: Staged,
 }
 
 /// Serve one peer connection until it closes or misbehaves.
@@ -323,9 +322,8 @@ pub(crate) async fn serve_stream<S: StateMachine>(
             break;
         }
     }
-    if let Some(inc) = incoming.take() {
-        let _ = tokio::fs::remove_file(&inc.path).await;
-    }
+    // An unfinished transfer's file goes with it (`Staged` removes it).
+    drop(incoming);
     // The append pipe's task holds a sender of the writer's queue: end it
     // first, or the writer (and this task, and the node's storage it keeps
     // open through `core`) would wait for each other for ever.
@@ -361,49 +359,45 @@ async fn receive_chunk<S: StateMachine>(
     data: Vec<u8>,
     done: bool,
 ) -> Result<Option<Vote>, String> {
-    use tokio::io::AsyncReadExt;
-
     if offset == 0 {
-        if let Some(old) = incoming.take() {
-            let _ = tokio::fs::remove_file(&old.path).await;
-        }
-        let dir = core.data_dir.join("snapshot-incoming");
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
-        let path = dir.join(format!("{}.part", rand::random::<u64>()));
-        let file = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
+        // A new transfer replaces this connection's unfinished one.
+        *incoming = None;
+        let dir = core.data_dir.join(super::node::SNAPSHOT_STAGING_DIR);
+        let staged = Staged::begin(&dir, core.snapshot_staging.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         *incoming = Some(Incoming {
             vote,
             meta: meta.clone(),
-            path,
-            file,
-            received: 0,
+            staged,
         });
     }
     let Some(inc) = incoming.as_mut() else {
         return Err(format!("snapshot chunk at offset {offset} without a start"));
     };
-    if inc.received != offset || inc.meta != meta || inc.vote != vote {
-        let expected = inc.received;
-        if let Some(old) = incoming.take() {
-            let _ = tokio::fs::remove_file(&old.path).await;
-        }
+    if inc.staged.received() != offset || inc.meta != meta || inc.vote != vote {
+        let expected = inc.staged.received();
+        *incoming = None;
         return Err(format!(
             "snapshot chunk out of order: expected offset {expected}, got {offset}"
         ));
     }
-    inc.file.write_all(&data).await.map_err(|e| e.to_string())?;
-    inc.received += data.len() as u64;
+    if let Err(e) = inc.staged.append(&data).await {
+        // Over the node's budget (or a write failed): the transfer ends
+        // here and its bytes are released; the leader starts again later.
+        *incoming = None;
+        if matches!(e, StagingError::OverBudget { .. }) {
+            core.metrics.peer_refused("snapshot_over_budget");
+        }
+        return Err(e.to_string());
+    }
     if !done {
         return Ok(None);
     }
-    let Some(mut inc) = incoming.take() else {
+    let Some(inc) = incoming.take() else {
         return Err("snapshot state lost".into());
     };
-    inc.file.flush().await.map_err(|e| e.to_string())?;
-    let mut file = tokio::fs::File::open(&inc.path).await.map_err(|e| e.to_string())?;
-    let mut bytes = Vec::with_capacity(inc.received as usize);
-    file.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
-    let _ = tokio::fs::remove_file(&inc.path).await;
+    let bytes = inc.staged.finish().await.map_err(|e| e.to_string())?;
     let snapshot = Snapshot {
         meta: inc.meta,
         snapshot: bytes.into(),
