@@ -28,6 +28,7 @@ use cairn::api::DeclareParamRequest;
 use cairn::api::InitRequest;
 use cairn::client::Client;
 use cairn::client::ClientOptions;
+use cairn::client::Timeouts;
 use cairn::config::NodeConfig;
 use cairn::daemon::Daemon;
 use cairn::raft::Member;
@@ -42,7 +43,8 @@ use reqwest::Method;
 #[command(
     name = "cairn",
     version,
-    about = "Raft-replicated mission coordinator for a rover's computers"
+    about = "Raft-replicated mission coordinator for a rover's computers",
+    after_help = cli::EXIT_CODES_HELP
 )]
 struct Cli {
     /// Admin API endpoints to talk to, tried in order (comma-separated)
@@ -61,9 +63,20 @@ struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// Per-request timeout in milliseconds.
-    #[arg(long, global = true, default_value_t = 10_000)]
-    timeout_ms: u64,
+    /// How long an endpoint may take to connect and answer as a cairn node
+    /// (ms); a dead, frozen or foreign endpoint is skipped after this.
+    #[arg(long, global = true, env = "CAIRN_DIAL_TIMEOUT_MS", default_value_t = 2_000)]
+    dial_timeout_ms: u64,
+    /// How long one request may take once its endpoint answered (ms).
+    /// `--timeout-ms` is its old name (deprecated, still accepted).
+    #[arg(
+        long,
+        global = true,
+        alias = "timeout-ms",
+        env = "CAIRN_COMMAND_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    command_timeout_ms: u64,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -93,7 +106,7 @@ enum Cmd {
     },
     /// Status of every endpoint (leader, term, indexes, members with lag)
     /// and of the cluster: exit 0 with a leader that has a quorum ("can
-    /// lose N more"), 2 if nodes answered but there is none, 1 if no
+    /// lose N more"), 2 if nodes answered but there is none, 3 if no
     /// endpoint answered.
     Status,
     /// Parameters.
@@ -482,7 +495,7 @@ async fn main() -> ExitCode {
             if e.downcast_ref::<cli::ops::Diverged>().is_some() || e.downcast_ref::<Unhealthy>().is_some() {
                 ExitCode::from(2)
             } else {
-                ExitCode::FAILURE
+                ExitCode::from(cli::exit_code(&e))
             }
         }
     }
@@ -495,9 +508,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.ca_cert.clone(),
         cli.client_config.clone(),
     )?;
-    let client = Client::with_options(
+    let client = Client::with_timeouts(
         settings.endpoints.clone(),
-        Duration::from_millis(cli.timeout_ms),
+        Timeouts {
+            dial: Duration::from_millis(cli.dial_timeout_ms),
+            command: Duration::from_millis(cli.command_timeout_ms),
+        },
         ClientOptions {
             token: settings.token.clone(),
             ca_cert: settings.ca_cert.clone(),
@@ -575,6 +591,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             let ep = first_endpoint(&client)?;
+            // The error names the endpoint already.
             client
                 .call_one::<_, serde_json::Value>(
                     &ep,
@@ -582,8 +599,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "/v1/cluster/init",
                     Some(&InitRequest { members: map }),
                 )
-                .await
-                .with_context(|| format!("cluster init via {ep}"))?;
+                .await?;
             println!("cluster initialised with {} voter(s) via {ep}", members.len());
         }
         Cmd::Node {
@@ -802,7 +818,8 @@ async fn member_add(
                         format!("whether node {id} was added is unknown (the member list could not be read: {read:#})")
                     }
                 };
-                anyhow::bail!("adding node {id} failed: {e}; {now}");
+                // The request's own failure gives the exit code.
+                return Err(cli::Failed::like(&e, format!("adding node {id} failed: {e}; {now}")).into());
             }
             Err(e) => return Err(e.into()),
         };
@@ -868,16 +885,20 @@ async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result
                     anyhow::bail!("node {id} was not promoted: {e}; the membership shows it still a learner")
                 }
                 Ok(Membership::Absent) => anyhow::bail!("node {id} was not promoted: {e}; it is not a member"),
-                Ok(Membership::Changing) => anyhow::bail!(
+                Ok(Membership::Changing) => return Err(cli::Failed::unknown(format!(
                     "the outcome of promoting node {id} is unknown: {e}; a membership change is still under way (the new voter set needs a majority of its voters to answer); `cairn status` shows when it is done"
-                ),
-                Err(read) => anyhow::bail!(
+                )).into()),
+                Err(read) => return Err(cli::Failed::unknown(format!(
                     "the outcome of promoting node {id} is unknown: {e}; the membership could not be read ({read:#}): check `cairn member list`"
-                ),
+                )).into()),
             }
         }
         Err(e @ cairn::client::ClientError::Api { status: 409, .. }) if e.to_string().contains("not ready to vote") => {
-            anyhow::bail!("{e}; `cairn member promote {id} --force` promotes it anyway")
+            return Err(cli::Failed::like(
+                &e,
+                format!("{e}; `cairn member promote {id} --force` promotes it anyway"),
+            )
+            .into());
         }
         Err(e) => return Err(e.into()),
     }
@@ -969,7 +990,11 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
                 Ok(s)
             }
             Ok(None) => Err("empty response".to_string()),
-            Err(cairn::client::ClientError::Unreachable { .. }) => Err("unreachable (not running?)".to_string()),
+            Err(cairn::client::ClientError::Unreachable { tried, .. }) => {
+                let why = tried.strip_prefix(&format!("{ep}: ")).unwrap_or(&tried);
+                Err(format!("unreachable: {why}"))
+            }
+            Err(cairn::client::ClientError::Api { body, .. }) => Err(format!("{} ({})", body.message, body.code)),
             Err(e) => Err(e.to_string()),
         };
         rows.push((ep, r));
@@ -991,7 +1016,7 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
         }
     }
     if rows.iter().all(|(_, r)| r.is_err()) {
-        anyhow::bail!("no endpoint answered; is a node running? try --endpoints");
+        return Err(cli::Failed::unavailable("no endpoint answered; is a node running? try --endpoints").into());
     }
     health.map(|_| ()).map_err(|line| Unhealthy(line).into())
 }

@@ -150,3 +150,210 @@ async fn t103_a_node_says_which_build_it_runs() {
         assert!(metrics.contains(family), "no {family} in /metrics");
     }
 }
+
+/// Everything a finished CLI run said, for assertion messages.
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The CLI with these endpoints and arguments, outside any cluster.
+fn cli_alone(endpoints: &str, args: &[&str]) -> std::process::Output {
+    let home = tempfile::TempDir::new().expect("temp home");
+    std::process::Command::new(crate::harness::cairn_bin())
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("CAIRN_TOKEN")
+        .env_remove("CAIRN_ENDPOINTS")
+        .env_remove("CAIRN_CA_CERT")
+        .output()
+        .expect("run cairn cli")
+}
+
+/// A frozen endpoint (SIGSTOP: its kernel still completes the TCP
+/// handshake, then nothing answers) is skipped after the dial timeout
+/// (2 s by default), not after the whole request timeout: it used to cost
+/// 10 s per call, so a read listing it first took over 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t104_a_frozen_first_endpoint_is_skipped_within_the_dial_timeout() {
+    let c = ProcCluster::start(3).await;
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let frozen = (1..=3).find(|i| *i != leader).unwrap();
+    let mut eps = vec![c.api_addr(frozen).to_string()];
+    eps.extend((1..=3).filter(|i| *i != frozen).map(|i| c.api_addr(i).to_string()));
+    c.pause(frozen);
+    let started = std::time::Instant::now();
+    let out = c.cli_command(&eps.join(",")).args(["param", "list"]).output().unwrap();
+    let took = started.elapsed();
+    c.resume(frozen);
+    tracing::info!(?took, "param list with a frozen first endpoint");
+    eprintln!("t104: param list with a frozen first endpoint took {took:?}");
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("drive.max_speed_mps"),
+        "{}",
+        said(&out)
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?} past a frozen endpoint: {}",
+        said(&out)
+    );
+}
+
+/// Exit codes tell the failures apart (documented in `cairn --help`):
+/// 3 unavailable, 4 refused by the cluster, 5 timeout / outcome unknown.
+/// Every runtime error used to exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t105_exit_codes_tell_failures_apart() {
+    let help = cli_alone("127.0.0.1:1", &["--help"]);
+    let help_text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{}", said(&help));
+    for line in ["3  unavailable", "4  refused by the cluster", "5  timeout"] {
+        assert!(help_text.contains(line), "no {line:?} in --help: {help_text}");
+    }
+
+    tracing::info!("no endpoint reachable: 3");
+    let out = cli_alone("127.0.0.1:1", &["param", "list"]);
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
+    let out = cli_alone("127.0.0.1:1", &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
+
+    tracing::info!("usage: 2 (clap)");
+    let out = cli_alone("127.0.0.1:1", &["param", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+
+    let c = ProcCluster::start(3).await;
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    tracing::info!("refused by the cluster (400, 404): 4, nothing changed");
+    let out = c.cli(&["param", "set", "drive.max_speed_mps", "99"]);
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+    let out = c.cli(&["member", "remove", "99"]);
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+
+    tracing::info!("both followers frozen: a write through the leader cannot commit: 5");
+    let followers: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    for f in &followers {
+        c.pause(*f);
+    }
+    let out = c
+        .cli_command(c.api_addr(leader))
+        .args([
+            "--command-timeout-ms",
+            "1500",
+            "param",
+            "declare",
+            "t105.x",
+            "bool",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let read = c
+        .cli_command(c.api_addr(leader))
+        .args(["--command-timeout-ms", "1500", "param", "list"])
+        .output()
+        .unwrap();
+    for f in &followers {
+        c.resume(*f);
+    }
+    assert_eq!(out.status.code(), Some(5), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("outcome is unknown"),
+        "{}",
+        said(&out)
+    );
+    tracing::info!("a read that cannot complete on a reachable leader is not \"no endpoint reachable\"");
+    assert!(!read.status.success(), "{}", said(&read));
+    assert!(
+        !String::from_utf8_lossy(&read.stderr).contains("no endpoint reachable"),
+        "{}",
+        said(&read)
+    );
+}
+
+/// A plain HTTP server that answers every request with an HTML 404 (as a
+/// web server on a wrong port would), for at most `max` connections.
+async fn html_server(max: usize) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncReadExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        for _ in 0..max {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await;
+                let body = "<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>";
+                let resp = format!(
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Errors name their root cause once: no address or OS error repeated, no
+/// HTML from a server that is not cairn (which no longer stops fail-over),
+/// and before `cluster init` the nodes say so instead of "no node running".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t106_errors_name_their_cause_once() {
+    tracing::info!("nothing listens: the address and the OS error once each, one line");
+    let out = cli_alone("127.0.0.1:1", &["param", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(err.matches("127.0.0.1:1").count(), 1, "{}", said(&out));
+    assert!(err.matches("os error 111").count() <= 1, "{}", said(&out));
+    assert!(err.contains("Connection refused"), "{}", said(&out));
+    assert_eq!(err.trim().lines().count(), 1, "{}", said(&out));
+
+    tracing::info!("some other HTTP server first: fail-over goes on, and no HTML is printed");
+    let (html, server) = html_server(50).await;
+    let out = cli_alone(&html, &["param", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
+    assert!(err.contains("not as a cairn node"), "{}", said(&out));
+    assert!(!err.contains("<html") && !err.contains("<h1"), "{}", said(&out));
+    assert_eq!(err.matches(&html).count(), 1, "{}", said(&out));
+
+    let c = ProcCluster::start(3).await;
+    c.wait_leader(Duration::from_secs(15)).await;
+    let out = c.cli_with_endpoints(&html, &["param", "list"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("drive.max_speed_mps"),
+        "{}",
+        said(&out)
+    );
+    server.abort();
+
+    tracing::info!("a refusal names the endpoint once");
+    let out = c.cli(&["cluster", "init", "--member", &c.member_arg(1)]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("already part of an initialized cluster"), "{}", said(&out));
+    assert_eq!(err.matches(c.api_addr(1)).count(), 1, "{}", said(&out));
+    drop(c);
+
+    tracing::info!("before cluster init: the nodes run, and say they are part of no cluster");
+    let c = ProcCluster::start_uninit(3).await;
+    let all: Vec<&str> = (1..=3).map(|i| c.api_addr(i)).collect();
+    let out = c.cli_command(&all.join(",")).args(["param", "list"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
+    assert!(!err.contains("is a node running"), "{}", said(&out));
+    assert!(err.contains("cairn cluster init"), "{}", said(&out));
+}
