@@ -276,6 +276,10 @@ enum ClusterCmd {
         /// A voter: ID=RAFT_ADDR,API_ADDR (repeat for each).
         #[arg(long = "member", required = true)]
         members: Vec<String>,
+        /// Return only once a leader is elected (within --command-timeout-ms;
+        /// exit 5 if none is by then).
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -319,7 +323,8 @@ enum MemberCmd {
     },
     /// List members.
     List,
-    /// Hand leadership to another voter.
+    /// Hand leadership to another voter, and wait (within
+    /// --command-timeout-ms) until it leads; exit 5 if it does not by then.
     TransferLeader {
         /// The voter to lead.
         to: u64,
@@ -581,7 +586,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             stopped?;
         }
         Cmd::Cluster {
-            cmd: ClusterCmd::Init { members },
+            cmd: ClusterCmd::Init { members, wait },
         } => {
             let mut map = BTreeMap::new();
             for m in &members {
@@ -597,10 +602,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     &ep,
                     Method::POST,
                     "/v1/cluster/init",
-                    Some(&InitRequest { members: map }),
+                    Some(&InitRequest { members: map.clone() }),
                 )
                 .await?;
-            println!("cluster initialised with {} voter(s) via {ep}", members.len());
+            let voters: Vec<u64> = map.keys().copied().collect();
+            let leader = if wait {
+                let (leader, term) = wait_for_leader(&client, None)
+                    .await
+                    .map_err(|waited| {
+                        cli::Failed::unknown(format!(
+                            "cluster initialised with {} voter(s) via {ep}, but no leader was elected within {waited} ms; `cairn status` shows when one is",
+                            voters.len()
+                        ))
+                    })?;
+                Some((leader, term))
+            } else {
+                None
+            };
+            if cli.output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "endpoint": ep, "voters": voters,
+                        "leader": leader.map(|(l, _)| l), "term": leader.map(|(_, t)| t),
+                    })
+                );
+            } else {
+                match leader {
+                    Some((l, term)) => println!(
+                        "cluster initialised with {} voter(s) via {ep}; node {l} leads (term {term})",
+                        voters.len()
+                    ),
+                    None => println!("cluster initialised with {} voter(s) via {ep}", voters.len()),
+                }
+            }
         }
         Cmd::Node {
             cmd: NodeCmd::List { stale },
@@ -647,7 +682,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Certs { cmd } => cli::certs(cli.output == Output::Json, cmd)?,
         Cmd::Openapi => println!("{}", cairn::api::openapi_json_string()),
         Cmd::Backup(args) => cli::ops::backup(&client, cli.output == Output::Json, args).await?,
-        Cmd::Restore(args) => cli::ops::restore(args).await?,
+        Cmd::Restore(args) => cli::ops::restore(cli.output == Output::Json, args).await?,
         Cmd::Recover(args) => cli::ops::recover(cli.output == Output::Json, args).await?,
         Cmd::Sim { cmd } => cli::sim::sim(cli.output == Output::Json, cmd).await?,
         Cmd::Check {
@@ -706,6 +741,30 @@ fn systemd_ready(daemon: &Daemon) -> Option<tokio::task::JoinHandle<()>> {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
         }
     }))
+}
+
+/// Polls `GET /v1/status` (first answering endpoint) until it names a
+/// leader (`Some(to)`: that one), within the client's command timeout.
+/// `Ok((leader, term))`, or `Err(ms waited)`.
+async fn wait_for_leader(client: &Client, to: Option<u64>) -> Result<(u64, u64), u128> {
+    const POLL: Duration = Duration::from_millis(100);
+    let budget = client.timeouts().command;
+    let started = tokio::time::Instant::now();
+    // Bounded by time and by count.
+    for _ in 0..(budget.as_millis() / POLL.as_millis() + 1) {
+        if let Ok(Some(s)) = client.call::<(), Status>(Method::GET, "/v1/status", None).await {
+            match (s.leader, to) {
+                (Some(l), None) => return Ok((l, s.term)),
+                (Some(l), Some(t)) if l == t => return Ok((l, s.term)),
+                _ => {}
+            }
+        }
+        if started.elapsed() + POLL > budget {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(started.elapsed().as_millis())
 }
 
 fn first_endpoint(client: &Client) -> anyhow::Result<String> {
@@ -785,6 +844,7 @@ async fn membership_of(client: &Client, id: u64) -> anyhow::Result<Membership> {
 
 async fn member_add(
     client: &Client,
+    out: Output,
     id: u64,
     raft_addr: String,
     api_addr: String,
@@ -823,6 +883,13 @@ async fn member_add(
             }
             Err(e) => return Err(e.into()),
         };
+        if out == Output::Json && (wait.is_none() || progress.caught_up) {
+            println!(
+                "{}",
+                serde_json::json!({ "id": id, "learner": true, "caught_up": progress.caught_up, "progress": progress })
+            );
+            return Ok(());
+        }
         if wait.is_none() {
             println!(
                 "node {id} added as a learner, not waiting for it to catch up ({})",
@@ -845,7 +912,14 @@ async fn member_add(
     }
 }
 
-async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result<()> {
+async fn member_promote(client: &Client, out: Output, id: u64, force: bool) -> anyhow::Result<()> {
+    let json = out == Output::Json;
+    let voter_json = |already: bool, note: Option<String>| {
+        println!(
+            "{}",
+            serde_json::json!({ "id": id, "voter": true, "already_voter": already, "note": note })
+        );
+    };
     let path = if force {
         format!("/v1/members/{id}/promote?force=true")
     } else {
@@ -855,6 +929,7 @@ async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result
         .call::<_, cairn::raft::Promotion>(Method::POST, &path, NONE)
         .await
     {
+        Ok(Some(p)) if p.already_voter && json => voter_json(true, None),
         Ok(Some(p)) if p.already_voter => println!("node {id} already is a voter; nothing changed"),
         Ok(Some(p)) => {
             if !p.progress.caught_up {
@@ -863,7 +938,11 @@ async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result
                     p.progress.describe()
                 );
             }
-            println!("node {id} is now a voter");
+            if json {
+                voter_json(false, None);
+            } else {
+                println!("node {id} is now a voter");
+            }
         }
         Ok(None) => anyhow::bail!("the leader answered without the promotion's outcome"),
         Err(e) if ambiguous(&e) => {
@@ -878,6 +957,10 @@ async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result
                 now = membership_of(client, id).await;
             }
             match now {
+                Ok(Membership::Voter) if json => voter_json(
+                    false,
+                    Some(format!("the request reported \"{e}\", but the membership shows the promotion applied")),
+                ),
                 Ok(Membership::Voter) => {
                     println!("node {id} is now a voter (the request reported \"{e}\", but the membership shows the promotion applied)")
                 }
@@ -917,17 +1000,21 @@ async fn member(client: &Client, out: Output, cmd: MemberCmd) -> anyhow::Result<
             // Only the leader adds and promotes (others answer 503).
             let client = client.leader_first().await;
             let wait = (!no_wait).then(|| Duration::from_millis(wait_timeout_ms));
-            member_add(&client, id, raft_addr, api_addr, wait).await?;
+            member_add(&client, out, id, raft_addr, api_addr, wait).await?;
         }
         MemberCmd::Promote { id, force } => {
             let client = client.leader_first().await;
-            member_promote(&client, id, force).await?;
+            member_promote(&client, out, id, force).await?;
         }
         MemberCmd::Remove { id } => {
-            client
+            let r = client
                 .call::<_, serde_json::Value>(Method::DELETE, &format!("/v1/members/{id}"), NONE)
                 .await?;
-            println!("node {id} removed");
+            if out == Output::Json {
+                println!("{}", serde_json::json!({ "id": id, "removed": true, "response": r }));
+            } else {
+                println!("node {id} removed");
+            }
         }
         MemberCmd::TransferLeader { to } => {
             client
@@ -937,7 +1024,16 @@ async fn member(client: &Client, out: Output, cmd: MemberCmd) -> anyhow::Result<
                     Some(&serde_json::json!({ "to": to })),
                 )
                 .await?;
-            println!("leadership transfer to node {to} requested");
+            let (leader, term) = wait_for_leader(client, Some(to)).await.map_err(|waited| {
+                cli::Failed::unknown(format!(
+                    "leadership transfer to node {to} was requested, but node {to} did not lead within {waited} ms; it may still take over: check `cairn status`"
+                ))
+            })?;
+            if out == Output::Json {
+                println!("{}", serde_json::json!({ "to": to, "leader": leader, "term": term }));
+            } else {
+                println!("node {leader} now leads (term {term})");
+            }
         }
         MemberCmd::List => {
             let members: Vec<MemberStatus> = client.call(Method::GET, "/v1/members", NONE).await?.unwrap_or_default();

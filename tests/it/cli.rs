@@ -357,3 +357,255 @@ async fn t106_errors_name_their_cause_once() {
     assert!(!err.contains("is a node running"), "{}", said(&out));
     assert!(err.contains("cairn cluster init"), "{}", said(&out));
 }
+
+/// stdout as JSON, or a failure showing everything the command said.
+fn json_out(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "{}", said(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", said(out)))
+}
+
+/// `cairn sim run` on a free port, killed when dropped.
+struct Sim {
+    addr: String,
+    out: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Sim {
+    async fn start(dir: &std::path::Path, json: bool) -> Self {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let out = dir.join("sim.out");
+        let mut cmd = std::process::Command::new(crate::harness::cairn_bin());
+        if json {
+            cmd.args(["-o", "json"]);
+        }
+        let child = cmd
+            .args(["sim", "run", "--sim-addr", &addr, "--status-interval-ms", "0"])
+            .env("RUST_LOG", "error")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cairn sim run");
+        let sim = Self { addr, out, child };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !sim.cli(&["sim", "status"]).status.success() {
+            assert!(std::time::Instant::now() < deadline, "cairn sim run never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sim
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--sim-addr", &self.addr]);
+        cli_alone("127.0.0.1:1", &all)
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `-o json` is honoured by every command: `cluster init`, `member *`,
+/// `restore` and `sim *` printed their human lines regardless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t107_every_command_prints_json_with_o_json() {
+    let mut c = ProcCluster::start_uninit(3).await;
+    let all: Vec<String> = (1..=3).map(|i| c.api_addr(i).to_string()).collect();
+    let members: Vec<String> = (1..=3).map(|i| c.member_arg(i)).collect();
+    let mut args = vec!["-o", "json", "cluster", "init", "--wait"];
+    for m in &members {
+        args.extend(["--member", m.as_str()]);
+    }
+    let v = json_out(&c.cli_command(&all.join(",")).args(&args).output().unwrap());
+    assert_eq!(v["voters"], serde_json::json!([1, 2, 3]), "{v}");
+    assert!(v["leader"].as_u64().is_some(), "{v}");
+
+    let v = json_out(&c.cli(&["-o", "json", "member", "list"]));
+    assert_eq!(v.as_array().map(Vec::len), Some(3), "{v}");
+
+    tracing::info!("member add / promote / transfer-leader / remove");
+    c.add_stopped(4, vec![]);
+    c.restart(4).await;
+    let (raft4, api4) = (c.raft_addr(4).to_string(), c.api_addr(4).to_string());
+    let v = json_out(&c.cli(&[
+        "-o",
+        "json",
+        "member",
+        "add",
+        "4",
+        "--raft-addr",
+        &raft4,
+        "--api-addr",
+        &api4,
+    ]));
+    assert_eq!(v["caught_up"], true, "{v}");
+    let v = json_out(&c.cli(&["-o", "json", "member", "promote", "4"]));
+    assert_eq!(v["voter"], true, "{v}");
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let to = (1..=3).find(|i| *i != leader).unwrap();
+    let v = json_out(&c.cli(&["-o", "json", "member", "transfer-leader", &to.to_string()]));
+    assert_eq!(v["leader"].as_u64(), Some(to), "{v}");
+    let v = json_out(&c.cli(&["-o", "json", "member", "remove", "4"]));
+    assert_eq!(v["removed"], true, "{v}");
+
+    tracing::info!("backup, then restore it offline");
+    let file = c.dir().join("t107.backup");
+    let file = file.to_str().unwrap();
+    let out = c.cli(&["backup", file]);
+    assert!(out.status.success(), "{}", said(&out));
+    let restored = c.dir().join("restored");
+    let v = json_out(&c.cli(&[
+        "-o",
+        "json",
+        "restore",
+        file,
+        "--id",
+        "9",
+        "--data-dir",
+        restored.to_str().unwrap(),
+        "--raft-addr",
+        "127.0.0.1:1",
+        "--api-addr",
+        "127.0.0.1:2",
+    ]));
+    assert_eq!(v["node_id"], 9, "{v}");
+    assert!(v["index"].as_u64().is_some(), "{v}");
+
+    tracing::info!("sim run / status / fault / estop");
+    let sim = Sim::start(c.dir(), true).await;
+    let v = json_out(&sim.cli(&["-o", "json", "sim", "status"]));
+    assert!(v.is_object(), "{v}");
+    let v = json_out(&sim.cli(&["-o", "json", "sim", "fault", "lidar", "dropout:0.5"]));
+    assert_eq!(v, serde_json::json!({"device": "lidar", "fault": "dropout:0.5"}));
+    let v = json_out(&sim.cli(&["-o", "json", "sim", "estop", "on"]));
+    assert_eq!(v["engaged"], true, "{v}");
+    let first = sim.stdout().lines().next().unwrap_or_default().to_string();
+    let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("sim run's first line {first:?}: {e}"));
+    assert!(v["listening"].as_str().is_some(), "{v}");
+}
+
+/// Human output in the words people type: `sim fault` said `range:
+/// Failed` for `lidar failed` and `Dropout { probability: 0.5 }`; policy
+/// mode `gps-only` came back as `gpsonly`; a sensor report's time was
+/// `1796572828374` ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t108_human_output_uses_the_users_words_and_readable_times() {
+    let c = ProcCluster::start(1).await;
+    c.wait_leader(Duration::from_secs(10)).await;
+    let sim = Sim::start(c.dir(), false).await;
+    let out = sim.cli(&["sim", "fault", "lidar", "dropout:0.5"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "lidar: dropout:0.5",
+        "{}",
+        said(&out)
+    );
+    let out = sim.cli(&["sim", "fault", "lidar", "failed"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "lidar: failed",
+        "{}",
+        said(&out)
+    );
+
+    let out = c.cli(&["policy", "set", "imu", "degraded", "gps-only", "0.5"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let out = c.cli(&["policy", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("gps-only") && !text.contains("gpsonly"), "{}", said(&out));
+
+    let out = c.cli(&["sensor", "report", "imu", "degraded"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("gps-only"),
+        "{}",
+        said(&out)
+    );
+    let out = c.cli(&["sensor", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("imu"))
+        .unwrap_or_else(|| panic!("no imu row: {}", said(&out)));
+    // e.g. `imu     degraded  2026-12-07T12:57:38Z (0s ago)`
+    let year = row.split_whitespace().nth(2).unwrap_or_default();
+    assert!(
+        year.len() == 20 && year.ends_with('Z') && year.as_bytes()[10] == b'T',
+        "not RFC 3339: {row}"
+    );
+    assert!(row.contains("s ago)"), "no age: {row}");
+    assert!(text.contains("gps-only"), "{}", said(&out));
+}
+
+/// `cluster init --wait` returns once a leader is known and names it (it
+/// returned before any leader existed); `transfer-leader` confirms the new
+/// leader, or says it did not lead in time (it only said "requested").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t109_init_waits_for_a_leader_and_transfer_confirms_it() {
+    let c = ProcCluster::start_uninit(3).await;
+    let all: Vec<String> = (1..=3).map(|i| c.api_addr(i).to_string()).collect();
+    let members: Vec<String> = (1..=3).map(|i| c.member_arg(i)).collect();
+    let mut args = vec!["cluster", "init", "--wait"];
+    for m in &members {
+        args.extend(["--member", m.as_str()]);
+    }
+    let out = c.cli_command(&all.join(",")).args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", said(&out));
+    let leader: u64 = text
+        .split("node ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no leader named: {}", said(&out)));
+    assert!(text.contains("leads (term"), "{}", said(&out));
+    let s = c.status(1).await;
+    assert!(
+        s["leader"].as_u64().is_some(),
+        "a leader was named, yet node 1 knows none: {s}"
+    );
+
+    let to = (1..=3).find(|i| *i != leader).unwrap();
+    let out = c.cli(&["member", "transfer-leader", &to.to_string()]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("node {to} now leads")),
+        "{}",
+        said(&out)
+    );
+    assert_eq!(c.wait_leader(Duration::from_secs(10)).await, to);
+
+    tracing::info!("to a frozen voter: not in time, said so, exit 5");
+    let frozen = (1..=3).find(|i| *i != to).unwrap();
+    c.pause(frozen);
+    let out = c
+        .cli_command(c.api_addr(to))
+        .args([
+            "--command-timeout-ms",
+            "2000",
+            "member",
+            "transfer-leader",
+            &frozen.to_string(),
+        ])
+        .output()
+        .unwrap();
+    c.resume(frozen);
+    assert_eq!(out.status.code(), Some(5), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not lead within"),
+        "{}",
+        said(&out)
+    );
+}
