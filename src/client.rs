@@ -5,6 +5,13 @@
 //! leader here, retry elsewhere"), is skipped. A bearer token, when given,
 //! goes with every request; with a CA certificate the client speaks HTTPS
 //! and trusts only that CA.
+//!
+//! Two timeouts, like etcdctl's `--dial-timeout` and `--command-timeout`:
+//! before its first request an endpoint must answer `GET /version` as a
+//! cairn node within the dial timeout (a frozen process, whose kernel still
+//! accepts the TCP connection, or some other HTTP server is skipped after
+//! that, not after the command timeout); each request then has the
+//! command timeout.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,14 +21,42 @@ use serde::Serialize;
 
 use crate::error::ErrorBody;
 
+/// Why no endpoint gave an answer, the worst case over the endpoints
+/// tried (ordered: a timeout beats "unavailable", which beats "down").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unanswered {
+    /// Not reachable: nothing listens, it did not answer within the dial
+    /// timeout, or it is not a cairn node.
+    Down,
+    /// Reachable, but it cannot serve this now (503: no leader, no quorum).
+    Unavailable,
+    /// The request was sent but no answer came in time, or the connection
+    /// broke before one, or the node said "outcome unknown" (504): a write
+    /// may or may not have been applied.
+    Unknown,
+}
+
+/// The message of [`ClientError::Unreachable`].
+fn unanswered_text(why: &Unanswered, tried: &str) -> String {
+    match why {
+        Unanswered::Down => format!("no endpoint reachable ({tried}); is a node running? try --endpoints"),
+        Unanswered::Unavailable => format!("no endpoint could serve the request now ({tried})"),
+        Unanswered::Unknown => {
+            format!("no answer in time ({tried}); if this was a write, its outcome is unknown: read before retrying")
+        }
+    }
+}
+
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No endpoint answered.
-    #[error("no endpoint reachable ({tried}); is a node running? try --endpoints")]
+    /// No endpoint answered (`why` says how it went).
+    #[error("{}", unanswered_text(.why, .tried))]
     Unreachable {
         /// What was tried, with each failure.
         tried: String,
+        /// The worst failure among them.
+        why: Unanswered,
     },
     /// The node answered with an error.
     #[error("{endpoint}: {} ({})", body.message, body.code)]
@@ -55,6 +90,29 @@ pub enum ClientError {
 /// the server is closing.
 const POOL_IDLE: Duration = Duration::from_secs(5);
 
+/// The dial timeout unless told otherwise (etcdctl's default too), capped
+/// by the request timeout.
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client's two timeouts.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Connecting to an endpoint and its first answer (`GET /version`).
+    pub dial: Duration,
+    /// One request, once the endpoint answered.
+    pub command: Duration,
+}
+
+impl Timeouts {
+    /// `command` per request, and the default dial timeout (at most `command`).
+    pub fn with_command(command: Duration) -> Self {
+        Self {
+            dial: DEFAULT_DIAL_TIMEOUT.min(command),
+            command,
+        }
+    }
+}
+
 /// Optional client settings.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
@@ -87,6 +145,9 @@ pub struct Client {
     /// sequence that grows with every write (see docs/API.md).
     client_id: u64,
     next_seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    timeouts: Timeouts,
+    /// Endpoints that answered as a cairn node (shared by clones).
+    dialled: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 fn normalise(e: &str, https: bool) -> String {
@@ -103,15 +164,19 @@ fn normalise(e: &str, https: bool) -> String {
 impl Client {
     /// A plain-HTTP client without a token trying `endpoints` in order
     /// (`host:port` or URLs).
+    /// (`host:port` or URLs), `timeout` per request (and the default dial
+    /// timeout, at most `timeout`).
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Self {
+        let timeouts = Timeouts::with_command(timeout);
         let endpoints = endpoints.iter().map(|e| normalise(e, false)).collect();
         let http = reqwest::Client::builder()
-            .timeout(timeout)
+            .timeout(timeouts.command)
+            .connect_timeout(timeouts.dial)
             .pool_idle_timeout(POOL_IDLE)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let stream_http = reqwest::Client::builder()
-            .connect_timeout(timeout)
+            .connect_timeout(timeouts.dial)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self {
@@ -121,16 +186,27 @@ impl Client {
             token: None,
             client_id: rand::random(),
             next_seq: Default::default(),
+            timeouts,
+            dialled: Default::default(),
         }
     }
 
-    /// A client with a token and/or a CA to trust.
+    /// A client with a token and/or a CA to trust; `timeout` per request
+    /// (and the default dial timeout, at most `timeout`).
     pub fn with_options(endpoints: Vec<String>, timeout: Duration, opts: ClientOptions) -> Result<Self, ClientError> {
+        Self::with_timeouts(endpoints, Timeouts::with_command(timeout), opts)
+    }
+
+    /// A client with both timeouts given.
+    pub fn with_timeouts(endpoints: Vec<String>, timeouts: Timeouts, opts: ClientOptions) -> Result<Self, ClientError> {
         let https = opts.ca_cert.is_some();
         let endpoints = endpoints.iter().map(|e| normalise(e, https)).collect();
         let setup = |e: reqwest::Error| ClientError::Setup { reason: e.to_string() };
-        let mut b = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(POOL_IDLE);
-        let mut sb = reqwest::Client::builder().connect_timeout(timeout);
+        let mut b = reqwest::Client::builder()
+            .timeout(timeouts.command)
+            .connect_timeout(timeouts.dial)
+            .pool_idle_timeout(POOL_IDLE);
+        let mut sb = reqwest::Client::builder().connect_timeout(timeouts.dial);
         if let Some(ca) = &opts.ca_cert {
             let pem = std::fs::read(ca).map_err(|e| ClientError::Setup {
                 reason: format!("cannot read ca certificate {}: {e}", ca.display()),
@@ -148,12 +224,96 @@ impl Client {
             token: opts.token.filter(|t| !t.is_empty()),
             client_id: rand::random(),
             next_seq: Default::default(),
+            timeouts,
+            dialled: Default::default(),
         })
     }
 
     /// The configured endpoints.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// The dial and command timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Checks, once per endpoint, that it is a cairn node that answers:
+    /// `GET /version` within the dial timeout. A frozen process (SIGSTOP:
+    /// its kernel still completes the TCP handshake) or another HTTP
+    /// server is then skipped after the dial timeout instead of holding
+    /// every request for the command timeout. No token goes with it.
+    async fn dial(&self, endpoint: &str) -> Result<(), ClientError> {
+        if self.dialled.lock().is_ok_and(|d| d.contains(endpoint)) {
+            return Ok(());
+        }
+        let down = |reason: String| ClientError::Unreachable {
+            tried: format!("{endpoint}: {reason}"),
+            why: Unanswered::Down,
+        };
+        let dial_ms = self.timeouts.dial.as_millis();
+        let resp = self
+            .http
+            .get(format!("{endpoint}/version"))
+            .timeout(self.timeouts.dial)
+            .send()
+            .await
+            .map_err(|e| {
+                down(if e.is_timeout() {
+                    format!("no answer within the dial timeout ({dial_ms} ms; frozen or overloaded?)")
+                } else {
+                    format!("cannot connect ({})", root_cause(&e))
+                })
+            })?;
+        let status = resp.status();
+        let content_type = content_type(&resp);
+        let text = resp.text().await.map_err(|e| {
+            down(if e.is_timeout() {
+                format!("no answer within the dial timeout ({dial_ms} ms; frozen or overloaded?)")
+            } else {
+                format!("the answer broke off ({})", root_cause(&e))
+            })
+        })?;
+        let json: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+        let cairn = match &json {
+            // This build's and newer: the build info.
+            Some(v) if status.is_success() => v.get("version").is_some(),
+            // An older node without /version: a cairn error body.
+            Some(v) => serde_json::from_value::<ErrorBody>(v.clone()).is_ok(),
+            None => status == reqwest::StatusCode::NOT_FOUND && text.is_empty(),
+        };
+        if !cairn {
+            return Err(down(not_cairn(status, &content_type)));
+        }
+        if let Ok(mut d) = self.dialled.lock() {
+            d.insert(endpoint.to_string());
+        }
+        Ok(())
+    }
+
+    /// A failed send as [`ClientError::Unreachable`] for `endpoint`.
+    fn send_error(&self, endpoint: &str, e: &reqwest::Error) -> ClientError {
+        let (reason, why) = if e.is_connect() {
+            (format!("cannot connect ({})", root_cause(e)), Unanswered::Down)
+        } else if e.is_timeout() {
+            (
+                format!(
+                    "no answer within the command timeout ({} ms)",
+                    self.timeouts.command.as_millis()
+                ),
+                Unanswered::Unknown,
+            )
+        } else {
+            (
+                format!("the connection broke before an answer ({})", root_cause(e)),
+                Unanswered::Unknown,
+            )
+        };
+        ClientError::Unreachable {
+            tried: format!("{endpoint}: {reason}"),
+            why,
+        }
     }
 
     fn request(&self, http: &reqwest::Client, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
@@ -183,6 +343,7 @@ impl Client {
         body: Option<&B>,
         tag: Option<(u64, u64)>,
     ) -> Result<Option<T>, ClientError> {
+        self.dial(endpoint).await?;
         let mut req = self.request(&self.http, method, format!("{endpoint}{path}"));
         if let Some(b) = body {
             req = req.json(b);
@@ -192,16 +353,12 @@ impl Client {
                 .header(crate::api::CLIENT_ID_HEADER, client_id)
                 .header(crate::api::CLIENT_SEQ_HEADER, seq);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            tried: format!("{endpoint}: {e}"),
-        })?;
+        let resp = req.send().await.map_err(|e| self.send_error(endpoint, &e))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| ClientError::Protocol {
-            endpoint: endpoint.to_string(),
-            reason: e.to_string(),
-        })?;
+        let content_type = content_type(&resp);
+        let text = resp.text().await.map_err(|e| self.send_error(endpoint, &e))?;
         if !status.is_success() {
-            return Err(api_error(endpoint, status, text));
+            return Err(api_error(endpoint, status, &content_type, text));
         }
         if text.trim().is_empty() {
             return Ok(None);
@@ -230,19 +387,52 @@ impl Client {
             (self.client_id, seq)
         });
         let mut tried = Vec::new();
+        let mut why = Unanswered::Down;
+        // The first endpoint that was reached but could not serve.
+        let mut reached = None;
         for ep in &self.endpoints {
             match self.call_one_tagged(ep, method.clone(), path, body, tag).await {
-                Err(ClientError::Unreachable { tried: t }) => tried.push(t),
-                Err(ClientError::Api { status: 503, body, .. }) => tried.push(format!("{ep}: {}", body.message)),
+                Err(ClientError::Unreachable { tried: t, why: w }) => {
+                    tried.push(t);
+                    why = why.max(w);
+                    if w != Unanswered::Down {
+                        reached.get_or_insert(ep);
+                    }
+                }
+                Err(ClientError::Api { status: 503, body, .. }) => {
+                    tried.push(format!("{ep}: {}", body.message));
+                    why = why.max(Unanswered::Unavailable);
+                    reached.get_or_insert(ep);
+                }
                 Err(ClientError::Api { status: 504, body, .. }) if tag.is_some() => {
-                    tried.push(format!("{ep}: {}", body.message))
+                    tried.push(format!("{ep}: {}", body.message));
+                    why = why.max(Unanswered::Unknown);
+                    reached.get_or_insert(ep);
                 }
                 other => return other,
             }
         }
+        if let Some(ep) = reached {
+            if self.uninitialised(ep).await {
+                tried.push(format!(
+                    "{ep} is part of no cluster yet: bootstrap one with `cairn cluster init`"
+                ));
+            }
+        }
         Err(ClientError::Unreachable {
             tried: tried.join("; "),
+            why,
         })
+    }
+
+    /// Whether `endpoint` says it is part of no cluster (no members): the
+    /// reason for its 503s before `cluster init`.
+    async fn uninitialised(&self, endpoint: &str) -> bool {
+        matches!(
+            self.call_one::<(), cairn_raft::Status>(endpoint, reqwest::Method::GET, "/v1/status", None)
+                .await,
+            Ok(Some(s)) if s.members.is_empty()
+        )
     }
 
     /// This client with the leader's API endpoint tried first: asks the
@@ -292,34 +482,47 @@ impl Client {
     /// that answers; one that is down or answers 503 is skipped.
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let mut tried = Vec::new();
+        let mut why = Unanswered::Down;
         for ep in &self.endpoints {
-            let resp = match self
-                .request(&self.http, reqwest::Method::GET, format!("{ep}{path}"))
-                .send()
-                .await
-            {
+            let sent = match self.dial(ep).await {
+                Ok(()) => self
+                    .request(&self.http, reqwest::Method::GET, format!("{ep}{path}"))
+                    .send()
+                    .await
+                    .map_err(|e| self.send_error(ep, &e)),
+                Err(e) => Err(e),
+            };
+            let resp = match sent {
                 Ok(r) => r,
-                Err(e) => {
-                    tried.push(format!("{ep}: {e}"));
+                Err(ClientError::Unreachable { tried: t, why: w }) => {
+                    tried.push(t);
+                    why = why.max(w);
                     continue;
                 }
+                Err(other) => return Err(other),
             };
             let status = resp.status();
-            let protocol = |e: reqwest::Error| ClientError::Protocol {
-                endpoint: ep.clone(),
-                reason: e.to_string(),
-            };
+            let content_type = content_type(&resp);
             if status.is_success() {
-                return resp.bytes().await.map(|b| b.to_vec()).map_err(protocol);
+                return resp
+                    .bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .map_err(|e| self.send_error(ep, &e));
             }
-            let text = resp.text().await.map_err(protocol)?;
-            match api_error(ep, status, text) {
-                ClientError::Api { status: 503, body, .. } => tried.push(format!("{ep}: {}", body.message)),
+            let text = resp.text().await.map_err(|e| self.send_error(ep, &e))?;
+            match api_error(ep, status, &content_type, text) {
+                ClientError::Api { status: 503, body, .. } => {
+                    tried.push(format!("{ep}: {}", body.message));
+                    why = why.max(Unanswered::Unavailable);
+                }
+                ClientError::Protocol { reason, .. } => tried.push(format!("{ep}: {reason}")),
                 other => return Err(other),
             }
         }
         Err(ClientError::Unreachable {
             tried: tried.join("; "),
+            why,
         })
     }
 
@@ -347,19 +550,28 @@ impl Client {
                 Some(n) => format!("{ep}/v1/watch?from={n}"),
                 None => format!("{ep}/v1/watch"),
             };
+            if let Err(e) = self.dial(ep).await {
+                failures.push(match e {
+                    ClientError::Unreachable { tried, .. } => tried,
+                    other => other.to_string(),
+                });
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
             let resp = match self.request(&self.stream_http, reqwest::Method::GET, path).send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    failures.push(format!("{ep}: {e}"));
+                    failures.push(format!("{ep}: {}", root_cause(&e)));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
             };
             let status = resp.status();
             if !status.is_success() {
+                let content_type = content_type(&resp);
                 let text = resp.text().await.unwrap_or_default();
-                let err = api_error(ep, status, text);
-                if status.as_u16() == 503 {
+                let err = api_error(ep, status, &content_type, text);
+                if status.as_u16() == 503 || matches!(err, ClientError::Protocol { .. }) {
                     failures.push(err.to_string());
                     continue;
                 }
@@ -400,7 +612,7 @@ impl Client {
                         break;
                     }
                     Err(e) => {
-                        failures.push(format!("{ep}: {e}"));
+                        failures.push(format!("{ep}: {}", root_cause(&e)));
                         break;
                     }
                 }
@@ -408,21 +620,57 @@ impl Client {
         }
         Err(ClientError::Unreachable {
             tried: failures.into_iter().rev().take(3).collect::<Vec<_>>().join("; "),
+            why: Unanswered::Down,
         })
     }
 }
 
-fn api_error(endpoint: &str, status: reqwest::StatusCode, text: String) -> ClientError {
-    let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or(ErrorBody {
-        code: status.as_str().to_string(),
-        message: text,
-        field: None,
-        retryable: status.is_server_error(),
-    });
-    ClientError::Api {
-        endpoint: endpoint.to_string(),
-        status: status.as_u16(),
-        body,
+/// A response's content type, for saying what a non-cairn answer was.
+fn content_type(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// What a non-cairn answer was, without its body (an HTML page says
+/// nothing useful on a terminal).
+fn not_cairn(status: reqwest::StatusCode, content_type: &str) -> String {
+    let what = if content_type.is_empty() {
+        String::new()
+    } else {
+        format!(" ({content_type})")
+    };
+    format!("answered HTTP {status}{what}, not as a cairn node: is this a cairn admin API address?")
+}
+
+/// The innermost cause of a reqwest error, once: reqwest's own message
+/// repeats the URL (the endpoint is named already) and some layers repeat
+/// their cause in their own message.
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        last = s.to_string();
+        cur = s.source();
+    }
+    last
+}
+
+/// A cairn error answer, or, if the body is not one, a protocol error
+/// saying what came instead (not the body).
+fn api_error(endpoint: &str, status: reqwest::StatusCode, content_type: &str, text: String) -> ClientError {
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => ClientError::Api {
+            endpoint: endpoint.to_string(),
+            status: status.as_u16(),
+            body,
+        },
+        Err(_) => ClientError::Protocol {
+            endpoint: endpoint.to_string(),
+            reason: not_cairn(status, content_type),
+        },
     }
 }
 

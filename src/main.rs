@@ -28,6 +28,7 @@ use cairn::api::DeclareParamRequest;
 use cairn::api::InitRequest;
 use cairn::client::Client;
 use cairn::client::ClientOptions;
+use cairn::client::Timeouts;
 use cairn::config::NodeConfig;
 use cairn::daemon::Daemon;
 use cairn::raft::Member;
@@ -42,7 +43,8 @@ use reqwest::Method;
 #[command(
     name = "cairn",
     version,
-    about = "Raft-replicated mission coordinator for a rover's computers"
+    about = "Raft-replicated mission coordinator for a rover's computers",
+    after_help = cli::EXIT_CODES_HELP
 )]
 struct Cli {
     /// Admin API endpoints to talk to, tried in order (comma-separated)
@@ -61,9 +63,20 @@ struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// Per-request timeout in milliseconds.
-    #[arg(long, global = true, default_value_t = 10_000)]
-    timeout_ms: u64,
+    /// How long an endpoint may take to connect and answer as a cairn node
+    /// (ms); a dead, frozen or foreign endpoint is skipped after this.
+    #[arg(long, global = true, env = "CAIRN_DIAL_TIMEOUT_MS", default_value_t = 2_000)]
+    dial_timeout_ms: u64,
+    /// How long one request may take once its endpoint answered (ms).
+    /// `--timeout-ms` is its old name (deprecated, still accepted).
+    #[arg(
+        long,
+        global = true,
+        alias = "timeout-ms",
+        env = "CAIRN_COMMAND_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    command_timeout_ms: u64,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -93,7 +106,7 @@ enum Cmd {
     },
     /// Status of every endpoint (leader, term, indexes, members with lag)
     /// and of the cluster: exit 0 with a leader that has a quorum ("can
-    /// lose N more"), 2 if nodes answered but there is none, 1 if no
+    /// lose N more"), 2 if nodes answered but there is none, 3 if no
     /// endpoint answered.
     Status,
     /// Parameters.
@@ -263,6 +276,10 @@ enum ClusterCmd {
         /// A voter: ID=RAFT_ADDR,API_ADDR (repeat for each).
         #[arg(long = "member", required = true)]
         members: Vec<String>,
+        /// Return only once a leader is elected (within --command-timeout-ms;
+        /// exit 5 if none is by then).
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -306,7 +323,8 @@ enum MemberCmd {
     },
     /// List members.
     List,
-    /// Hand leadership to another voter.
+    /// Hand leadership to another voter, and wait (within
+    /// --command-timeout-ms) until it leads; exit 5 if it does not by then.
     TransferLeader {
         /// The voter to lead.
         to: u64,
@@ -482,7 +500,7 @@ async fn main() -> ExitCode {
             if e.downcast_ref::<cli::ops::Diverged>().is_some() || e.downcast_ref::<Unhealthy>().is_some() {
                 ExitCode::from(2)
             } else {
-                ExitCode::FAILURE
+                ExitCode::from(cli::exit_code(&e))
             }
         }
     }
@@ -495,9 +513,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.ca_cert.clone(),
         cli.client_config.clone(),
     )?;
-    let client = Client::with_options(
+    let client = Client::with_timeouts(
         settings.endpoints.clone(),
-        Duration::from_millis(cli.timeout_ms),
+        Timeouts {
+            dial: Duration::from_millis(cli.dial_timeout_ms),
+            command: Duration::from_millis(cli.command_timeout_ms),
+        },
         ClientOptions {
             token: settings.token.clone(),
             ca_cert: settings.ca_cert.clone(),
@@ -565,7 +586,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             stopped?;
         }
         Cmd::Cluster {
-            cmd: ClusterCmd::Init { members },
+            cmd: ClusterCmd::Init { members, wait },
         } => {
             let mut map = BTreeMap::new();
             for m in &members {
@@ -575,16 +596,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             let ep = first_endpoint(&client)?;
+            // The error names the endpoint already.
             client
                 .call_one::<_, serde_json::Value>(
                     &ep,
                     Method::POST,
                     "/v1/cluster/init",
-                    Some(&InitRequest { members: map }),
+                    Some(&InitRequest { members: map.clone() }),
                 )
-                .await
-                .with_context(|| format!("cluster init via {ep}"))?;
-            println!("cluster initialised with {} voter(s) via {ep}", members.len());
+                .await?;
+            let voters: Vec<u64> = map.keys().copied().collect();
+            let leader = if wait {
+                let (leader, term) = wait_for_leader(&client, None)
+                    .await
+                    .map_err(|waited| {
+                        cli::Failed::unknown(format!(
+                            "cluster initialised with {} voter(s) via {ep}, but no leader was elected within {waited} ms; `cairn status` shows when one is",
+                            voters.len()
+                        ))
+                    })?;
+                Some((leader, term))
+            } else {
+                None
+            };
+            if cli.output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "endpoint": ep, "voters": voters,
+                        "leader": leader.map(|(l, _)| l), "term": leader.map(|(_, t)| t),
+                    })
+                );
+            } else {
+                match leader {
+                    Some((l, term)) => println!(
+                        "cluster initialised with {} voter(s) via {ep}; node {l} leads (term {term})",
+                        voters.len()
+                    ),
+                    None => println!("cluster initialised with {} voter(s) via {ep}", voters.len()),
+                }
+            }
         }
         Cmd::Node {
             cmd: NodeCmd::List { stale },
@@ -631,7 +682,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Certs { cmd } => cli::certs(cli.output == Output::Json, cmd)?,
         Cmd::Openapi => println!("{}", cairn::api::openapi_json_string()),
         Cmd::Backup(args) => cli::ops::backup(&client, cli.output == Output::Json, args).await?,
-        Cmd::Restore(args) => cli::ops::restore(args).await?,
+        Cmd::Restore(args) => cli::ops::restore(cli.output == Output::Json, args).await?,
         Cmd::Recover(args) => cli::ops::recover(cli.output == Output::Json, args).await?,
         Cmd::Sim { cmd } => cli::sim::sim(cli.output == Output::Json, cmd).await?,
         Cmd::Check {
@@ -690,6 +741,30 @@ fn systemd_ready(daemon: &Daemon) -> Option<tokio::task::JoinHandle<()>> {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
         }
     }))
+}
+
+/// Polls `GET /v1/status` (first answering endpoint) until it names a
+/// leader (`Some(to)`: that one), within the client's command timeout.
+/// `Ok((leader, term))`, or `Err(ms waited)`.
+async fn wait_for_leader(client: &Client, to: Option<u64>) -> Result<(u64, u64), u128> {
+    const POLL: Duration = Duration::from_millis(100);
+    let budget = client.timeouts().command;
+    let started = tokio::time::Instant::now();
+    // Bounded by time and by count.
+    for _ in 0..(budget.as_millis() / POLL.as_millis() + 1) {
+        if let Ok(Some(s)) = client.call::<(), Status>(Method::GET, "/v1/status", None).await {
+            match (s.leader, to) {
+                (Some(l), None) => return Ok((l, s.term)),
+                (Some(l), Some(t)) if l == t => return Ok((l, s.term)),
+                _ => {}
+            }
+        }
+        if started.elapsed() + POLL > budget {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(started.elapsed().as_millis())
 }
 
 fn first_endpoint(client: &Client) -> anyhow::Result<String> {
@@ -769,6 +844,7 @@ async fn membership_of(client: &Client, id: u64) -> anyhow::Result<Membership> {
 
 async fn member_add(
     client: &Client,
+    out: Output,
     id: u64,
     raft_addr: String,
     api_addr: String,
@@ -802,10 +878,18 @@ async fn member_add(
                         format!("whether node {id} was added is unknown (the member list could not be read: {read:#})")
                     }
                 };
-                anyhow::bail!("adding node {id} failed: {e}; {now}");
+                // The request's own failure gives the exit code.
+                return Err(cli::Failed::like(&e, format!("adding node {id} failed: {e}; {now}")).into());
             }
             Err(e) => return Err(e.into()),
         };
+        if out == Output::Json && (wait.is_none() || progress.caught_up) {
+            println!(
+                "{}",
+                serde_json::json!({ "id": id, "learner": true, "caught_up": progress.caught_up, "progress": progress })
+            );
+            return Ok(());
+        }
         if wait.is_none() {
             println!(
                 "node {id} added as a learner, not waiting for it to catch up ({})",
@@ -828,7 +912,14 @@ async fn member_add(
     }
 }
 
-async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result<()> {
+async fn member_promote(client: &Client, out: Output, id: u64, force: bool) -> anyhow::Result<()> {
+    let json = out == Output::Json;
+    let voter_json = |already: bool, note: Option<String>| {
+        println!(
+            "{}",
+            serde_json::json!({ "id": id, "voter": true, "already_voter": already, "note": note })
+        );
+    };
     let path = if force {
         format!("/v1/members/{id}/promote?force=true")
     } else {
@@ -838,6 +929,7 @@ async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result
         .call::<_, cairn::raft::Promotion>(Method::POST, &path, NONE)
         .await
     {
+        Ok(Some(p)) if p.already_voter && json => voter_json(true, None),
         Ok(Some(p)) if p.already_voter => println!("node {id} already is a voter; nothing changed"),
         Ok(Some(p)) => {
             if !p.progress.caught_up {
@@ -846,7 +938,11 @@ async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result
                     p.progress.describe()
                 );
             }
-            println!("node {id} is now a voter");
+            if json {
+                voter_json(false, None);
+            } else {
+                println!("node {id} is now a voter");
+            }
         }
         Ok(None) => anyhow::bail!("the leader answered without the promotion's outcome"),
         Err(e) if ambiguous(&e) => {
@@ -861,6 +957,10 @@ async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result
                 now = membership_of(client, id).await;
             }
             match now {
+                Ok(Membership::Voter) if json => voter_json(
+                    false,
+                    Some(format!("the request reported \"{e}\", but the membership shows the promotion applied")),
+                ),
                 Ok(Membership::Voter) => {
                     println!("node {id} is now a voter (the request reported \"{e}\", but the membership shows the promotion applied)")
                 }
@@ -868,16 +968,20 @@ async fn member_promote(client: &Client, id: u64, force: bool) -> anyhow::Result
                     anyhow::bail!("node {id} was not promoted: {e}; the membership shows it still a learner")
                 }
                 Ok(Membership::Absent) => anyhow::bail!("node {id} was not promoted: {e}; it is not a member"),
-                Ok(Membership::Changing) => anyhow::bail!(
+                Ok(Membership::Changing) => return Err(cli::Failed::unknown(format!(
                     "the outcome of promoting node {id} is unknown: {e}; a membership change is still under way (the new voter set needs a majority of its voters to answer); `cairn status` shows when it is done"
-                ),
-                Err(read) => anyhow::bail!(
+                )).into()),
+                Err(read) => return Err(cli::Failed::unknown(format!(
                     "the outcome of promoting node {id} is unknown: {e}; the membership could not be read ({read:#}): check `cairn member list`"
-                ),
+                )).into()),
             }
         }
         Err(e @ cairn::client::ClientError::Api { status: 409, .. }) if e.to_string().contains("not ready to vote") => {
-            anyhow::bail!("{e}; `cairn member promote {id} --force` promotes it anyway")
+            return Err(cli::Failed::like(
+                &e,
+                format!("{e}; `cairn member promote {id} --force` promotes it anyway"),
+            )
+            .into());
         }
         Err(e) => return Err(e.into()),
     }
@@ -896,17 +1000,21 @@ async fn member(client: &Client, out: Output, cmd: MemberCmd) -> anyhow::Result<
             // Only the leader adds and promotes (others answer 503).
             let client = client.leader_first().await;
             let wait = (!no_wait).then(|| Duration::from_millis(wait_timeout_ms));
-            member_add(&client, id, raft_addr, api_addr, wait).await?;
+            member_add(&client, out, id, raft_addr, api_addr, wait).await?;
         }
         MemberCmd::Promote { id, force } => {
             let client = client.leader_first().await;
-            member_promote(&client, id, force).await?;
+            member_promote(&client, out, id, force).await?;
         }
         MemberCmd::Remove { id } => {
-            client
+            let r = client
                 .call::<_, serde_json::Value>(Method::DELETE, &format!("/v1/members/{id}"), NONE)
                 .await?;
-            println!("node {id} removed");
+            if out == Output::Json {
+                println!("{}", serde_json::json!({ "id": id, "removed": true, "response": r }));
+            } else {
+                println!("node {id} removed");
+            }
         }
         MemberCmd::TransferLeader { to } => {
             client
@@ -916,7 +1024,16 @@ async fn member(client: &Client, out: Output, cmd: MemberCmd) -> anyhow::Result<
                     Some(&serde_json::json!({ "to": to })),
                 )
                 .await?;
-            println!("leadership transfer to node {to} requested");
+            let (leader, term) = wait_for_leader(client, Some(to)).await.map_err(|waited| {
+                cli::Failed::unknown(format!(
+                    "leadership transfer to node {to} was requested, but node {to} did not lead within {waited} ms; it may still take over: check `cairn status`"
+                ))
+            })?;
+            if out == Output::Json {
+                println!("{}", serde_json::json!({ "to": to, "leader": leader, "term": term }));
+            } else {
+                println!("node {leader} now leads (term {term})");
+            }
         }
         MemberCmd::List => {
             let members: Vec<MemberStatus> = client.call(Method::GET, "/v1/members", NONE).await?.unwrap_or_default();
@@ -969,7 +1086,11 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
                 Ok(s)
             }
             Ok(None) => Err("empty response".to_string()),
-            Err(cairn::client::ClientError::Unreachable { .. }) => Err("unreachable (not running?)".to_string()),
+            Err(cairn::client::ClientError::Unreachable { tried, .. }) => {
+                let why = tried.strip_prefix(&format!("{ep}: ")).unwrap_or(&tried);
+                Err(format!("unreachable: {why}"))
+            }
+            Err(cairn::client::ClientError::Api { body, .. }) => Err(format!("{} ({})", body.message, body.code)),
             Err(e) => Err(e.to_string()),
         };
         rows.push((ep, r));
@@ -991,7 +1112,7 @@ async fn status(client: &Client, out: Output) -> anyhow::Result<()> {
         }
     }
     if rows.iter().all(|(_, r)| r.is_err()) {
-        anyhow::bail!("no endpoint answered; is a node running? try --endpoints");
+        return Err(cli::Failed::unavailable("no endpoint answered; is a node running? try --endpoints").into());
     }
     health.map(|_| ()).map_err(|line| Unhealthy(line).into())
 }

@@ -23,6 +23,98 @@ pub mod sim;
 const NONE: Option<&()> = None;
 
 // ---------------------------------------------------------------------------
+// Exit codes
+
+/// `cairn --help`'s list of exit codes (also in docs/API.md, "CLI").
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  failure not listed below (bad file, unexpected answer, ...)
+  2  usage error; `status`: nodes answered but none leads with a quorum;
+     `check consistency`: replicas diverged
+  3  unavailable: no endpoint reachable, or none could serve the request
+     (no leader, no quorum, cluster not initialised)
+  4  refused by the cluster (a 4xx answer: invalid input, not found,
+     conflict, unauthorised); nothing changed
+  5  timeout: no answer in time, or a write's outcome is unknown";
+
+/// Exit code 3: unavailable.
+pub const EXIT_UNAVAILABLE: u8 = 3;
+/// Exit code 4: refused by the cluster.
+pub const EXIT_REFUSED: u8 = 4;
+/// Exit code 5: timeout, outcome unknown.
+pub const EXIT_UNKNOWN: u8 = 5;
+
+/// A failure the CLI itself words, with its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failed {
+    /// The exit code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
+impl Failed {
+    /// Exit 3.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_UNAVAILABLE,
+            message: message.into(),
+        }
+    }
+
+    /// Exit 5.
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_UNKNOWN,
+            message: message.into(),
+        }
+    }
+
+    /// With the exit code `e` has.
+    pub fn like(e: &cairn::client::ClientError, message: impl Into<String>) -> Self {
+        Self {
+            code: client_exit_code(e),
+            message: message.into(),
+        }
+    }
+}
+
+/// The exit code of a failed call.
+pub fn client_exit_code(e: &cairn::client::ClientError) -> u8 {
+    use cairn::client::ClientError as E;
+    use cairn::client::Unanswered;
+    match e {
+        E::Unreachable {
+            why: Unanswered::Down | Unanswered::Unavailable,
+            ..
+        } => EXIT_UNAVAILABLE,
+        E::Unreachable {
+            why: Unanswered::Unknown,
+            ..
+        } => EXIT_UNKNOWN,
+        E::Api { status: 503, .. } => EXIT_UNAVAILABLE,
+        E::Api { status: 504, .. } => EXIT_UNKNOWN,
+        E::Api { status: 400..=499, .. } => EXIT_REFUSED,
+        _ => 1,
+    }
+}
+
+/// The exit code of a failed command: the first typed cause in its chain.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(f) = cause.downcast_ref::<Failed>() {
+            return f.code;
+        }
+        if let Some(c) = cause.downcast_ref::<cairn::client::ClientError>() {
+            return client_exit_code(c);
+        }
+    }
+    1
+}
+
+// ---------------------------------------------------------------------------
 // Client settings: flag > env (both via clap) > client config file > default
 
 /// The client config file (TOML).
@@ -131,6 +223,64 @@ fn variant(v: &Value) -> String {
     }
 }
 
+/// A Rust variant name as people write it: `GpsOnly` is `gps-only`
+/// (as `cairn policy set` takes it), `Failed` is `failed`.
+pub(crate) fn kebab(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.extend(ch.to_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// A time in ms since the Unix epoch as RFC 3339 (UTC, whole seconds) and
+/// how long ago it was: `2026-12-07T12:57:38Z (12s ago)`.
+pub(crate) fn when(ms: u64) -> String {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
+        return format!("{ms} ms since the epoch");
+    };
+    let stamp = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(ms);
+    let age = if now_ms >= ms {
+        format!("{} ago", span((now_ms - ms) / 1000))
+    } else {
+        format!("in {}", span((ms - now_ms) / 1000))
+    };
+    format!("{stamp} ({age})")
+}
+
+/// Seconds as the two largest units: `12s`, `5m 3s`, `2h 10m`, `3d 4h`.
+fn span(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
 fn stale_q(stale: bool) -> &'static str {
     if stale {
         "?consistency=stale"
@@ -168,7 +318,7 @@ pub async fn node_list(client: &Client, out_json: bool, stale: bool) -> anyhow::
             let caps: Vec<String> = n["capabilities"].as_array().into_iter().flatten().map(s).collect();
             vec![
                 s(&n["id"]),
-                s(&n["liveness"]).to_lowercase(),
+                kebab(&s(&n["liveness"])),
                 format!(
                     "{}/{}",
                     s(&n["load"]["cpu_millicores"]),
@@ -404,7 +554,7 @@ pub async fn task(client: &Client, out_json: bool, cmd: TaskCmd) -> anyhow::Resu
                     vec![
                         s(&t["id"]),
                         s(&t["spec"]["kind"]),
-                        s(&t["state"]).to_lowercase(),
+                        kebab(&s(&t["state"])),
                         s(&t["lease"]["node_id"]),
                         format!("{}%", s(&t["progress_percent"])),
                         s(&t["spec"]["priority"]),
@@ -446,7 +596,7 @@ pub async fn task(client: &Client, out_json: bool, cmd: TaskCmd) -> anyhow::Resu
                 &[
                     vec!["id".into(), s(&r["id"])],
                     vec!["kind".into(), s(&r["spec"]["kind"])],
-                    vec!["state".into(), s(&r["state"]).to_lowercase()],
+                    vec!["state".into(), kebab(&s(&r["state"]))],
                     vec!["node".into(), s(&r["lease"]["node_id"])],
                     vec!["epoch".into(), s(&r["lease"]["epoch"])],
                     vec!["progress".into(), format!("{}%", s(&r["progress_percent"]))],
@@ -470,7 +620,7 @@ pub async fn task(client: &Client, out_json: bool, cmd: TaskCmd) -> anyhow::Resu
             let r = r.unwrap_or_default();
             println!(
                 "task {id}: {} (committed at index {})",
-                s(&r["response"]["TaskChanged"]["state"]).to_lowercase(),
+                kebab(&s(&r["response"]["TaskChanged"]["state"])),
                 s(&r["index"])
             );
         }
@@ -547,7 +697,7 @@ pub async fn mission(client: &Client, out_json: bool, cmd: MissionCmd) -> anyhow
                 return print_json(&r);
             }
             let p = &r["plan"];
-            let status = variant(&p["status"]).to_lowercase();
+            let status = kebab(&variant(&p["status"]));
             println!(
                 "plan {:?} (version {}, frame {}): {status}",
                 s(&p["name"]),
@@ -557,7 +707,7 @@ pub async fn mission(client: &Client, out_json: bool, cmd: MissionCmd) -> anyhow
             let e = &r["effective"];
             println!(
                 "effective mode: {} (speed factor {}, max {} m/s)",
-                variant(&e["mode"]).to_lowercase(),
+                kebab(&variant(&e["mode"])),
                 s(&e["speed_factor"]),
                 s(&e["max_speed_mps"])
             );
@@ -569,7 +719,7 @@ pub async fn mission(client: &Client, out_json: bool, cmd: MissionCmd) -> anyhow
                     vec![
                         s(&g["id"]),
                         variant(&g["kind"]),
-                        s(&g["status"]).to_lowercase(),
+                        kebab(&s(&g["status"])),
                         s(&g["tolerance"]["position_m"]),
                     ]
                 })
@@ -686,16 +836,16 @@ pub async fn sensor(client: &Client, out_json: bool, cmd: SensorCmd) -> anyhow::
                 .map(|(name, rep)| {
                     vec![
                         name.clone(),
-                        s(&rep["health"]).to_lowercase(),
-                        s(&rep["reported_at_ms"]),
+                        kebab(&s(&rep["health"])),
+                        rep["reported_at_ms"].as_u64().map(when).unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
-            table(&["SENSOR", "HEALTH", "REPORTED AT (ms)"], &rows);
+            table(&["SENSOR", "HEALTH", "REPORTED"], &rows);
             let e = &r["effective"];
             println!(
                 "\neffective mode: {} (speed factor {}, max {} m/s)",
-                variant(&e["mode"]).to_lowercase(),
+                kebab(&variant(&e["mode"])),
                 s(&e["speed_factor"]),
                 s(&e["max_speed_mps"])
             );
@@ -712,8 +862,8 @@ pub async fn sensor(client: &Client, out_json: bool, cmd: SensorCmd) -> anyhow::
             let e = &r["response"]["HealthChanged"]["effective"];
             println!(
                 "{sensor} is {}; effective mode now {} (max {} m/s)",
-                health.to_lowercase(),
-                variant(&e["mode"]).to_lowercase(),
+                kebab(health_name(&health)?),
+                kebab(&variant(&e["mode"])),
                 s(&e["max_speed_mps"])
             );
         }
@@ -766,8 +916,8 @@ pub async fn policy(client: &Client, out_json: bool, cmd: PolicyCmd) -> anyhow::
                 .map(|p| {
                     vec![
                         s(&p["sensor"]),
-                        s(&p["health"]).to_lowercase(),
-                        s(&p["mode"]).to_lowercase(),
+                        kebab(&s(&p["health"])),
+                        kebab(&s(&p["mode"])),
                         s(&p["speed_factor"]),
                     ]
                 })

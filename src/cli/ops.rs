@@ -122,9 +122,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn time_text(ms: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| format!("{ms} ms since the epoch"))
+    super::when(ms)
 }
 
 pub async fn backup(client: &Client, out_json: bool, args: BackupArgs) -> anyhow::Result<()> {
@@ -156,7 +154,7 @@ pub async fn backup(client: &Client, out_json: bool, args: BackupArgs) -> anyhow
     Ok(())
 }
 
-pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+pub async fn restore(out_json: bool, args: RestoreArgs) -> anyhow::Result<()> {
     let target = args.node.resolve(true)?;
     let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let backup = Backup::decode(&bytes)?;
@@ -168,6 +166,17 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let report = tokio::task::spawn_blocking(move || cairn::raft::restore_backup::<Mission>(&dir, id, m, &b))
         .await
         .context("restore task")??;
+    if out_json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "node_id": report.node_id, "index": report.index, "term": report.term,
+                "data_dir": target.data_dir, "member": member,
+                "taken_by": backup.taken_by, "taken_at_ms": backup.taken_at_ms,
+            })
+        );
+        return Ok(());
+    }
     println!(
         "restored the backup of index {} (taken by node {} at {}) into {} as node {}, the only voter of a new cluster",
         report.index,

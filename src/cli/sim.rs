@@ -98,11 +98,19 @@ pub async fn sim(json: bool, cmd: SimCmd) -> anyhow::Result<()> {
             Ok(())
         }
         SimCmd::Fault { at, device, fault } => {
-            let device = if device == "lidar" { "range" } else { device.as_str() };
-            let device: DeviceKind = device.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            // The name the user typed (`lidar`), not the HAL's (`range`).
+            let word = device.to_ascii_lowercase();
+            let kind = if word == "lidar" { "range" } else { word.as_str() };
+            let kind: DeviceKind = kind
+                .parse()
+                .map_err(|_| anyhow::anyhow!("unknown device {device:?}: expected imu | gps | lidar | odometry"))?;
             let fault = parse_fault(&fault)?;
-            connect(at.addr).await?.inject_fault(device, fault).await?;
-            println!("{device}: {fault:?}");
+            connect(at.addr).await?.inject_fault(kind, fault).await?;
+            if json {
+                println!("{}", serde_json::json!({ "device": word, "fault": fault_name(&fault) }));
+            } else {
+                println!("{word}: {}", fault_name(&fault));
+            }
             Ok(())
         }
         SimCmd::Estop { at, state } => {
@@ -112,7 +120,12 @@ pub async fn sim(json: bool, cmd: SimCmd) -> anyhow::Result<()> {
                 other => anyhow::bail!("e-stop state {other:?}: expected on | off"),
             };
             connect(at.addr).await?.set_estop(engaged).await?;
-            println!("e-stop {}", if engaged { "engaged" } else { "released" });
+            let state = if engaged { "engaged" } else { "released" };
+            if json {
+                println!("{}", serde_json::json!({ "estop": state, "engaged": engaged }));
+            } else {
+                println!("e-stop {state}");
+            }
             Ok(())
         }
     }
@@ -175,7 +188,13 @@ async fn run(
     .await
     .with_context(|| format!("binding the world to {addr}"))?;
     let status = server.status_reader();
-    println!("world listening on {}", server.local_addr()?);
+    let listening = server.local_addr()?;
+    if json {
+        // One JSON object per line (NDJSON), then the status lines.
+        println!("{}", serde_json::json!({ "listening": listening.to_string() }));
+    } else {
+        println!("world listening on {listening}");
+    }
     if status_interval_ms > 0 {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(status_interval_ms));

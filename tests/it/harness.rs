@@ -42,8 +42,11 @@ pub struct Options {
     pub extra_args: Vec<String>,
 }
 
+/// The binary under test: this build's, or `CAIRN_TEST_BIN` (to run the
+/// tests against another build, e.g. to see a new test fail on the old one).
 pub fn cairn_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cairn")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("CAIRN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cairn").to_string()))
 }
 
 fn free_port() -> u16 {
@@ -85,6 +88,29 @@ impl ProcCluster {
     }
 
     pub async fn start_with(n: u64, opts: Options) -> Self {
+        let c = Self::start_uninit_with(n, opts).await;
+        let members: BTreeMap<String, Value> = c
+            .procs
+            .iter()
+            .map(|(id, p)| {
+                (
+                    id.to_string(),
+                    serde_json::json!({"raft_addr": p.raft_addr, "api_addr": p.api_addr}),
+                )
+            })
+            .collect();
+        c.post(1, "/v1/cluster/init", &serde_json::json!({ "members": members }))
+            .await
+            .expect("cluster init");
+        c
+    }
+
+    /// `n` healthy processes that are part of no cluster yet (no `cluster init`).
+    pub async fn start_uninit(n: u64) -> Self {
+        Self::start_uninit_with(n, Options::default()).await
+    }
+
+    async fn start_uninit_with(n: u64, opts: Options) -> Self {
         init_tracing();
         let dir = TempDir::new().unwrap();
         let certs = dir.path().join("certs");
@@ -154,19 +180,6 @@ impl ProcCluster {
         for id in 1..=n {
             c.wait_healthy(id).await;
         }
-        let members: BTreeMap<String, Value> = c
-            .procs
-            .iter()
-            .map(|(id, p)| {
-                (
-                    id.to_string(),
-                    serde_json::json!({"raft_addr": p.raft_addr, "api_addr": p.api_addr}),
-                )
-            })
-            .collect();
-        c.post(1, "/v1/cluster/init", &serde_json::json!({ "members": members }))
-            .await
-            .expect("cluster init");
         c
     }
 
