@@ -187,9 +187,11 @@ enum Cmd {
 
 #[derive(clap::Args, Clone)]
 struct SimArgs {
-    /// What the simulations do: `faults` (partitions, holds, crashes) or
+    /// What the simulations do: `faults` (partitions, holds, crashes),
     /// `power-cut` (issue 25: the slow-disk leader loses power, a crash
-    /// drops its unflushed writes). Applies to `--seed` and the fresh
+    /// drops its unflushed writes) or `slow-follower` (issue 20: one
+    /// follower's disk an SD card with 2 s stalls; no leader change, reads
+    /// keep completing). Applies to `--seed` and the fresh
     /// seeds; the regression list names each seed's own.
     #[arg(long, default_value = "faults", value_parser = cairn_jepsen::sim::Scenario::parse)]
     scenario: cairn_jepsen::sim::Scenario,
@@ -240,6 +242,7 @@ fn sim(args: &SimArgs) -> anyhow::Result<bool> {
             let fresh = match args.scenario {
                 sim::Scenario::Faults => sim::fresh(first, args.seeds),
                 sim::Scenario::PowerCut => sim::fresh_power_cuts(first, args.seeds),
+                sim::Scenario::SlowFollower => sim::fresh_slow_followers(first, args.seeds),
             };
             specs.extend(fresh.into_iter().map(with_timing));
             specs

@@ -23,6 +23,9 @@
 //! flush) and the followers' fast, writes quickly through every host, and
 //! repeatedly cuts the leader's power while followers hold entries it has
 //! not flushed, restarting it at once or within 500 ms.
+//! [`Scenario::SlowFollower`] (issue 20) gives one follower an SD card's
+//! disk with 2 s stalls, the last with the other followers crashed, and
+//! requires no leader change and linearizable reads that keep completing.
 //!
 //! # Determinism
 //! A seed fixes the fault schedule, the client's targets, turmoil's network
@@ -119,6 +122,16 @@ pub enum Scenario {
     /// it holds unflushed entries, and restarts at once (half the cuts) or
     /// after up to 500 ms. No other faults.
     PowerCut,
+    /// Issue 20 item 3: one follower on a slow SD card. Every host runs on
+    /// a [`SimulatedDisk`]; once a leader is elected, one of its followers
+    /// gets flush delays drawn log-normal (p50 5 ms, p99 80 ms, capped at
+    /// 500 ms, the process tier's `sd-card` model) and every 3-4 s a 2 s
+    /// stall of its whole disk; the others flush in 1 ms. Clients write
+    /// every 15 ms and read linearizably (read index) every 20 ms through
+    /// every host. No other faults: the leader must never change, reads
+    /// through the healthy hosts must keep completing, and writes must go
+    /// on through the healthy quorum.
+    SlowFollower,
 }
 
 impl Scenario {
@@ -127,6 +140,7 @@ impl Scenario {
         match self {
             Scenario::Faults => "faults",
             Scenario::PowerCut => "power-cut",
+            Scenario::SlowFollower => "slow-follower",
         }
     }
 
@@ -135,7 +149,8 @@ impl Scenario {
         match name {
             "faults" => Ok(Scenario::Faults),
             "power-cut" => Ok(Scenario::PowerCut),
-            other => Err(format!("unknown scenario `{other}` (faults, power-cut)")),
+            "slow-follower" => Ok(Scenario::SlowFollower),
+            other => Err(format!("unknown scenario `{other}` (faults, power-cut, slow-follower)")),
         }
     }
 }
@@ -179,6 +194,18 @@ impl SimSpec {
         }
     }
 
+    /// The slow-follower scenario's defaults: 3 nodes, 12 s of load (about
+    /// three 2 s stalls of the slow follower's disk), 2 s of quiet.
+    pub fn slow_follower(seed: u64) -> Self {
+        Self {
+            scenario: Scenario::SlowFollower,
+            seed,
+            nodes: 3,
+            fault_ms: 12_000,
+            heal_ms: 2_000,
+        }
+    }
+
     /// The defaults of `scenario`.
     pub fn of(scenario: Scenario, seed: u64, nodes: u64) -> Self {
         match scenario {
@@ -186,6 +213,10 @@ impl SimSpec {
             Scenario::PowerCut => Self {
                 nodes,
                 ..Self::power_cut(seed)
+            },
+            Scenario::SlowFollower => Self {
+                nodes,
+                ..Self::slow_follower(seed)
             },
         }
     }
@@ -241,6 +272,60 @@ pub struct SimReport {
     /// The final whole-state check: the applied index every replica
     /// reported its state at, and whether their state hashes agreed.
     pub final_state: Option<String>,
+    /// The slow-follower scenario's figures ([`Scenario::SlowFollower`]).
+    pub slow: Option<SlowFigures>,
+}
+
+/// What the slow-follower scenario measured.
+#[derive(Clone, Debug, Default)]
+pub struct SlowFigures {
+    /// The follower on the slow disk.
+    pub host: u64,
+    /// Its 2 s disk stalls.
+    pub stalls: usize,
+    /// Times a node other than the first leader led a later term.
+    pub leader_changes: usize,
+    /// Linearizable reads through the healthy hosts: completed, failed.
+    pub reads_ok: usize,
+    /// See [`SlowFigures::reads_ok`].
+    pub reads_failed: usize,
+    /// Their latencies (simulated ms): p50, p99, max.
+    pub read_ms: (u64, u64, u64),
+    /// The longest stretch of the load phase without a completed read
+    /// through a healthy host, ms.
+    pub read_gap_ms: u64,
+    /// Reads through the slow host itself (they wait for its own apply,
+    /// hence its disk): completed, failed.
+    pub slow_host_reads: (usize, usize),
+    /// Writes acknowledged while the slow disk was stalled.
+    pub acked_during_stalls: usize,
+}
+
+impl SlowFigures {
+    /// What the scenario requires, or why it failed.
+    fn verdict(&self) -> Result<(), String> {
+        let mut bad = Vec::new();
+        if self.leader_changes > 0 {
+            bad.push(format!("{} leader changes", self.leader_changes));
+        }
+        if self.reads_failed > 0 {
+            bad.push(format!("{} reads through healthy hosts failed", self.reads_failed));
+        }
+        if self.read_gap_ms > SLOW_MAX_READ_GAP_MS {
+            bad.push(format!(
+                "no read completed through a healthy host for {} ms (at most {SLOW_MAX_READ_GAP_MS})",
+                self.read_gap_ms
+            ));
+        }
+        if self.stalls > 0 && self.acked_during_stalls == 0 {
+            bad.push("no write acknowledged during the stalls".into());
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("slow follower n{}: {}", self.host, bad.join(", ")))
+        }
+    }
 }
 
 impl SimReport {
@@ -263,6 +348,7 @@ impl SimReport {
             power_cuts: 0,
             entries_dropped: 0,
             final_state: None,
+            slow: None,
         }
     }
 
@@ -286,6 +372,24 @@ impl SimReport {
                 " power-cut ({} cuts dropped {} unflushed entries)",
                 self.power_cuts, self.entries_dropped
             ),
+            Scenario::SlowFollower => match &self.slow {
+                Some(f) => format!(
+                    " slow-follower (n{} slow, {} stalls of 2 s; {} leader changes; healthy-host reads {} ok, {} failed, p50/p99/max {}/{}/{} ms, longest gap {} ms; slow-host reads {} ok, {} failed; {} writes acked during stalls)",
+                    f.host,
+                    f.stalls,
+                    f.leader_changes,
+                    f.reads_ok,
+                    f.reads_failed,
+                    f.read_ms.0,
+                    f.read_ms.1,
+                    f.read_ms.2,
+                    f.read_gap_ms,
+                    f.slow_host_reads.0,
+                    f.slow_host_reads.1,
+                    f.acked_during_stalls
+                ),
+                None => " slow-follower (no leader to slow down)".into(),
+            },
         };
         let state = match &self.final_state {
             Some(s) => format!(", {s}"),
@@ -363,6 +467,22 @@ struct Shared {
     max_term: u64,
     /// Set by the driver after convergence: hosts report their whole state.
     want_final: bool,
+    /// Set by the driver while hosts' readers are to read (the load phase
+    /// of the slow-follower scenario).
+    reading: bool,
+    /// Linearizable reads completed or failed since the driver last took
+    /// them.
+    reads: Vec<ReadDone>,
+}
+
+/// One linearizable read through a host.
+struct ReadDone {
+    host: u64,
+    /// Simulated ms when it completed.
+    at_ms: u64,
+    /// How long it took, simulated ms.
+    took_ms: u64,
+    ok: bool,
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
@@ -398,7 +518,7 @@ fn members(nodes: u64) -> BTreeMap<u64, Member> {
 
 /// One simulated host: the node, its client and its reporter. Runs until
 /// the host is crashed (turmoil drops the whole runtime, node included).
-async fn host(id: u64, nodes: u64, dir: PathBuf, wal_sync: WalSync, shared: SharedRef) -> turmoil::Result {
+async fn host(id: u64, nodes: u64, dir: PathBuf, wal_sync: WalSync, read: bool, shared: SharedRef) -> turmoil::Result {
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
     let mut config = RaftNodeConfig::new(id, format!("0.0.0.0:{PORT}"), dir);
     config.snapshots = SNAPSHOTS;
@@ -422,6 +542,9 @@ async fn host(id: u64, nodes: u64, dir: PathBuf, wal_sync: WalSync, shared: Shar
     }
     tokio::spawn(client(id, node.clone(), shared.clone()));
     tokio::spawn(track_term(node.clone(), shared.clone()));
+    if read {
+        tokio::spawn(reader(id, node.clone(), shared.clone()));
+    }
 
     let mut next_applied = 0;
     let mut sample_no: u64 = 0;
@@ -550,6 +673,33 @@ async fn client(id: u64, node: Arc<RaftNode<Ledger>>, shared: SharedRef) {
                 }
             });
         }
+    }
+}
+
+/// The host's reader (slow-follower scenario): while the driver says so, a
+/// linearizable read (read index, forwarded to the leader when this host
+/// does not lead) every [`READ_EVERY_MS`], one at a time; each bounded by
+/// the node's own write timeout.
+async fn reader(id: u64, node: Arc<RaftNode<Ledger>>, shared: SharedRef) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(READ_EVERY_MS)).await;
+        if !lock(&shared).reading {
+            continue;
+        }
+        let started = now_ms();
+        let res = node
+            .read(cairn_raft::Consistency::Linearizable, |l| l.entries.len())
+            .await;
+        if let Err(e) = &res {
+            tracing::debug!(node = id, error = %e, "linearizable read failed");
+        }
+        let at_ms = now_ms();
+        lock(&shared).reads.push(ReadDone {
+            host: id,
+            at_ms,
+            took_ms: at_ms - started,
+            ok: res.is_ok(),
+        });
     }
 }
 
@@ -684,6 +834,137 @@ struct PowerCuts {
 /// Followers' flush delay in the power-cut scenario: a fast disk.
 const FAST_FLUSH_MS: u64 = 1;
 
+/// Slow-follower scenario: a read through every host this often.
+const READ_EVERY_MS: u64 = 20;
+/// ... and the longest the load phase may go without a read completing
+/// through a healthy host (the leader lease is 350 ms; a read waits at
+/// most that long for a quorum).
+const SLOW_MAX_READ_GAP_MS: u64 = 500;
+/// How long one stall of the slow disk lasts.
+const STALL_MS: u64 = 2_000;
+
+/// The slow-follower scenario's disk model ([`Scenario::SlowFollower`]).
+struct SlowDisk {
+    /// The follower chosen, and the leader and term when it was chosen.
+    host: Option<(u64, u64, u64)>,
+    /// The stall in progress ends at this simulated ms.
+    stall_until: u64,
+    next_stall_ms: u64,
+    stalls: usize,
+    /// The healthy followers crashed for the last stall (so the quorum
+    /// needs the slow follower), and when they come back.
+    partners_down: Option<(Vec<u64>, u64)>,
+    /// Writes acknowledged during stalls.
+    acked_during_stalls: usize,
+}
+
+impl SlowDisk {
+    fn new() -> Self {
+        Self {
+            host: None,
+            stall_until: 0,
+            next_stall_ms: 0,
+            stalls: 0,
+            partners_down: None,
+            acked_during_stalls: 0,
+        }
+    }
+
+    fn stalled(&self, ms: u64) -> bool {
+        ms < self.stall_until
+    }
+
+    /// One simulated ms of the load phase: pick the slow follower once a
+    /// leader is known, then set its flush delay for the writes queued in
+    /// this ms (an SD card's, or what is left of a stall: every write
+    /// queued during a stall completes no earlier than its end). The
+    /// third stall is taken with the other followers crashed: a quorum
+    /// then needs the slow follower, so reads must confirm leadership
+    /// through its heartbeats (writes wait for its disk; that is not
+    /// checked). They restart 500 ms after the stall.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        rng: &mut StdRng,
+        disks: &[SimulatedDisk],
+        leader: Option<(u64, u64)>,
+        f: &mut Faults,
+        shared: &SharedRef,
+        ms: u64,
+    ) {
+        let Some((slow, _, _)) = self.host else {
+            if let Some((l, term)) = leader {
+                if ms >= 500 {
+                    let slow = (1..=disks.len() as u64).find(|n| *n != l).unwrap_or(l);
+                    self.host = Some((slow, l, term));
+                    self.next_stall_ms = ms + rng.random_range(1_000..2_000);
+                    f.note(
+                        ms,
+                        format!("n{slow}'s disk is now an SD card (leader n{l}, term {term})"),
+                    );
+                }
+            }
+            return;
+        };
+        if let Some((down, back_at)) = &self.partners_down {
+            if ms >= *back_at {
+                for n in down {
+                    sim.bounce(host_name(*n));
+                    f.crashed.remove(n);
+                    f.note(ms, format!("restart n{n}"));
+                }
+                self.partners_down = None;
+            }
+        }
+        if ms >= self.next_stall_ms {
+            self.stall_until = ms + STALL_MS;
+            self.stalls += 1;
+            self.next_stall_ms = self.stall_until + rng.random_range(1_000..1_500);
+            f.note(ms, format!("n{slow}'s disk stalls for {STALL_MS} ms"));
+            if self.stalls == 3 {
+                let l = leader.map(|(l, _)| l);
+                let down: Vec<u64> = (1..=disks.len() as u64)
+                    .filter(|n| *n != slow && Some(*n) != l)
+                    .collect();
+                for n in &down {
+                    sim.crash(host_name(*n));
+                    f.crashed.insert(*n);
+                    forget_writes(shared, *n);
+                    f.note(ms, format!("crash n{n}: a quorum now needs the stalled n{slow}"));
+                }
+                self.partners_down = Some((down, self.stall_until + 500));
+            }
+        }
+        let delay = if self.stalled(ms) {
+            Duration::from_millis(self.stall_until - ms)
+        } else {
+            Duration::from_secs_f64(sd_card_ms(rng) / 1000.0)
+        };
+        disks[(slow - 1) as usize].set_flush_delay(delay);
+    }
+}
+
+/// A cheap SD card's flush delay, ms: log-normal with p50 5 ms and p99
+/// 80 ms, capped at 500 ms (the process tier's `sd-card` model, without
+/// its random stalls: the scenario schedules those).
+fn sd_card_ms(rng: &mut StdRng) -> f64 {
+    // Box–Muller: a standard normal; sigma = ln(80/5) / z(0.99).
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    (5.0 * (z * (16f64.ln() / 2.326)).exp()).min(500.0)
+}
+
+/// Percentile `p` (0-100) of sorted `v`; 0 when empty.
+fn percentile(v: &[u64], p: usize) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    let i = (v.len() * p).div_ceil(100).saturating_sub(1).min(v.len() - 1);
+    v[i]
+}
+
 impl PowerCuts {
     fn new(rng: &mut StdRng) -> Self {
         Self {
@@ -757,6 +1038,52 @@ impl PowerCuts {
             self.down = Some((l, ms + down_ms));
         }
         self.slow_ms = rng.random_range(15..=60);
+    }
+}
+
+/// The slow-follower scenario's figures from the reads of the load phase
+/// (`from`..`until` simulated ms).
+fn slow_figures(
+    host: u64,
+    slow: &SlowDisk,
+    leader_changes: usize,
+    reads: &[ReadDone],
+    from: u64,
+    until: u64,
+) -> SlowFigures {
+    let healthy: Vec<&ReadDone> = reads.iter().filter(|r| r.host != host).collect();
+    let mut took: Vec<u64> = healthy.iter().filter(|r| r.ok).map(|r| r.took_ms).collect();
+    took.sort_unstable();
+    let mut done: Vec<u64> = healthy
+        .iter()
+        .filter(|r| r.ok && r.at_ms <= until)
+        .map(|r| r.at_ms)
+        .collect();
+    done.sort_unstable();
+    let mut gap = 0;
+    let mut last = from;
+    for at in done.iter().copied().chain(std::iter::once(until)) {
+        gap = gap.max(at.saturating_sub(last));
+        last = last.max(at);
+    }
+    let at_slow = reads.iter().filter(|r| r.host == host);
+    SlowFigures {
+        host,
+        stalls: slow.stalls,
+        leader_changes,
+        reads_ok: took.len(),
+        reads_failed: healthy.iter().filter(|r| !r.ok).count(),
+        read_ms: (
+            percentile(&took, 50),
+            percentile(&took, 99),
+            took.last().copied().unwrap_or(0),
+        ),
+        read_gap_ms: gap,
+        slow_host_reads: (
+            at_slow.clone().filter(|r| r.ok).count(),
+            at_slow.filter(|r| !r.ok).count(),
+        ),
+        acked_during_stalls: slow.acked_during_stalls,
     }
 }
 
@@ -837,6 +1164,7 @@ fn run_inner(spec: &SimSpec) -> SimReport {
         Scenario::Faults => ([2, 10, 30, 80][rng.random_range(0..4)], WRITE_EVERY_MS),
         // A LAN: the leader's slow disk, not the network, is the point.
         Scenario::PowerCut => ([2, 5, 10][rng.random_range(0..3)], POWER_CUT_WRITE_EVERY_MS),
+        Scenario::SlowFollower => ([2, 5, 10][rng.random_range(0..3)], WRITE_EVERY_MS),
     };
     // Owned here, so they outlive each host's crashes.
     let disks: Vec<SimulatedDisk> = (1..=spec.nodes)
@@ -859,15 +1187,23 @@ fn run_inner(spec: &SimSpec) -> SimReport {
         let nodes = spec.nodes;
         let wal_sync = match spec.scenario {
             Scenario::Faults => WalSync::Inline,
-            Scenario::PowerCut => WalSync::SimulatedDisk(disks[(id - 1) as usize].clone()),
+            Scenario::PowerCut | Scenario::SlowFollower => WalSync::SimulatedDisk(disks[(id - 1) as usize].clone()),
         };
+        let read = spec.scenario == Scenario::SlowFollower;
         sim.host(host_name(id), move || {
-            host(id, nodes, dir.clone(), wal_sync.clone(), shared.clone())
+            host(id, nodes, dir.clone(), wal_sync.clone(), read, shared.clone())
         });
     }
     // Drawn only in its scenario: the faults scenario's seeds keep their
     // schedules.
     let mut power = (spec.scenario == Scenario::PowerCut).then(|| PowerCuts::new(&mut rng));
+    let mut slow = (spec.scenario == Scenario::SlowFollower).then(SlowDisk::new);
+    // Slow-follower scenario: every read, when reading began, the stalls,
+    // and every (leader, term) seen after the slow follower was chosen.
+    let mut reads: Vec<ReadDone> = Vec::new();
+    let mut reading_from: Option<u64> = None;
+    let mut stall_spans: Vec<(u64, u64)> = Vec::new();
+    let mut leaders_seen: BTreeSet<(u64, u64)> = BTreeSet::new();
 
     let mut checker = Checker::new(false);
     let mut faults = Faults::default();
@@ -917,6 +1253,20 @@ fn run_inner(spec: &SimSpec) -> SimReport {
                         power.step(&mut sim, &mut rng, &disks, led, &mut faults, &shared, ms);
                     }
                 }
+                Scenario::SlowFollower => {
+                    if let Some(slow) = &mut slow {
+                        let led = leader.map(|l| (l, leader_term));
+                        let stalls = slow.stalls;
+                        slow.step(&mut sim, &mut rng, &disks, led, &mut faults, &shared, ms);
+                        if slow.stalls > stalls {
+                            stall_spans.push((ms, slow.stall_until));
+                        }
+                        if reading_from.is_none() && slow.host.is_some() {
+                            reading_from = Some(ms);
+                            lock(&shared).reading = true;
+                        }
+                    }
+                }
             }
         } else if ms == heal_at {
             repair_links(&mut sim, &mut faults);
@@ -924,6 +1274,7 @@ fn run_inner(spec: &SimSpec) -> SimReport {
                 sim.bounce(host_name(a));
             }
             faults.note(ms, "heal: repair all links, restart crashed nodes".into());
+            lock(&shared).reading = false;
         }
         if ms % SAMPLE_EVERY_MS != 0 {
             continue;
@@ -931,9 +1282,15 @@ fn run_inner(spec: &SimSpec) -> SimReport {
         let (samples, acks, idle) = {
             let mut s = lock(&shared);
             let idle = s.in_flight.values().all(|n| *n == 0) && s.queue.values().all(VecDeque::is_empty);
+            reads.append(&mut s.reads);
             (std::mem::take(&mut s.samples), std::mem::take(&mut s.acks), idle)
         };
         for (at, ack) in acks {
+            if let Some(slow) = &mut slow {
+                if stall_spans.iter().any(|(a, b)| (*a..*b).contains(&at)) {
+                    slow.acked_during_stalls += 1;
+                }
+            }
             report.acked += 1;
             max_acked = max_acked.max(ack.index);
             checker.acked(at, ack);
@@ -967,6 +1324,14 @@ fn run_inner(spec: &SimSpec) -> SimReport {
             if s.leading && s.term >= leader_term {
                 leader = Some(s.node);
                 leader_term = s.term;
+            }
+            if let Some(SlowDisk {
+                host: Some((_, l, t)), ..
+            }) = &slow
+            {
+                if s.leading && (s.node, s.term) != (*l, *t) && leaders_seen.insert((s.node, s.term)) {
+                    faults.note(s.at_ms, format!("leader change: n{} leads term {}", s.node, s.term));
+                }
             }
             logs.insert(s.node, s.log);
         }
@@ -1041,6 +1406,19 @@ fn run_inner(spec: &SimSpec) -> SimReport {
         report.power_cuts = power.cuts;
         report.entries_dropped = power.dropped;
     }
+    if let Some(slow) = &slow {
+        if let (Some((host, _, _)), Some(from)) = (slow.host, reading_from) {
+            let figures = slow_figures(host, slow, leaders_seen.len(), &reads, from, heal_at);
+            if let Err(e) = figures.verdict() {
+                if report.error.is_none() {
+                    report.error = Some(e);
+                }
+            }
+            report.slow = Some(figures);
+        } else if report.error.is_none() {
+            report.error = Some("slow follower: no leader was elected to slow a follower of".into());
+        }
+    }
     // Stop every host (and close its RocksDB) before the data dirs go.
     drop(sim);
     drop(dirs);
@@ -1053,6 +1431,12 @@ pub fn fresh(first: u64, count: u64) -> Vec<SimSpec> {
     (0..count)
         .map(|i| SimSpec::new(first + i, if i % 2 == 0 { 3 } else { 5 }))
         .collect()
+}
+
+/// Fresh seeds `first..first + count` of the slow-follower scenario (3
+/// nodes).
+pub fn fresh_slow_followers(first: u64, count: u64) -> Vec<SimSpec> {
+    (0..count).map(|i| SimSpec::slow_follower(first + i)).collect()
 }
 
 /// Fresh seeds `first..first + count` of the power-cut scenario (3 nodes).
@@ -1138,6 +1522,10 @@ mod tests {
         assert_eq!(
             parse_regressions("4 3 power-cut # issue 25\n").expect("parses"),
             vec![SimSpec::power_cut(4)]
+        );
+        assert_eq!(
+            parse_regressions("1 3 slow-follower # issue 20\n").expect("parses"),
+            vec![SimSpec::slow_follower(1)]
         );
         assert!(parse_regressions("7\n").is_err());
         assert!(parse_regressions("7 3 x\n").is_err());

@@ -15,7 +15,9 @@
 //!   `CAIRN_SIM_SEEDS` (default 100) fresh seeds from
 //!   `CAIRN_SIM_FIRST_SEED` (default: the clock, printed), then
 //!   `CAIRN_SIM_POWER_CUT_SEEDS` (default 2) fresh seeds of the power-cut
-//!   scenario (issue 25) from the same first seed. Its closing line
+//!   scenario (issue 25) from the same first seed (the regression list
+//!   also holds three seeds of the slow-follower scenario, issue 20). Its
+//!   closing line
 //!   goes to `target/jepsen/sim-summary.txt`, which `.ci/run` prints.
 //! - `t30`: `--net netns` (root only, else skipped with the reason): the
 //!   nftables cut itself, then one 10 s partition run in namespaces.
