@@ -236,6 +236,11 @@ def main():
         if code not in (200, 201):
             fail(f"task: {code} {body}")
 
+    code, body = http("POST", api[leader], "/v1/params", {"name": "test.gain", "description": "a knob for this test",
+                                                           "kind": {"Float": {"min": 0, "max": 1}}, "value": {"Float": 0.5}})
+    if code not in (200, 201):
+        fail(f"declare param: {code} {body}")
+
     log(f"opening the dashboard served by the leader, http://{api[leader]}/")
     b = Browser()
     b.call("Page.navigate", url=f"http://{api[leader]}/")
@@ -249,6 +254,57 @@ def main():
               "document.querySelectorAll('#map circle.goal').length === 5 && "
               "document.querySelectorAll('#map circle.goal[data-status=Reached]').length >= 1 && "
               "!!document.querySelector('#map #trail') && !!document.querySelector('#map #truth')", 40)
+    log("issue 22: fault tolerance, per-node process CPU, version and uptime, back-filled events")
+    b.wait_js("the leader's fault tolerance: can lose 1 of 3 voters",
+              "document.querySelector('#fault-tolerance').dataset.tolerance === '1' && "
+              "document.querySelector('#fault-tolerance').textContent.includes('can lose 1 of 3')", 15)
+    b.wait_js("each node's own CPU, its build and its uptime",
+              "[...document.querySelectorAll('#nodes-table tbody tr[data-node]')].every(r => "
+              "r.children[5].textContent.endsWith('%') && r.children[9].textContent.startsWith('0.') && "
+              "r.children[9].textContent.includes('+') && /\\d s|min|h/.test(r.children[10].textContent))", 20)
+    events = b.js("document.querySelector('#events').textContent")
+    if 'plan "' not in events:
+        fail(f"the plan, loaded before the page opened, is not in the back-filled events: {events[:300]!r}")
+
+    log("drain: the page marks a draining node")
+    other = next(i for i in (1, 2, 3) if i != leader)
+    code, body = http("POST", api[leader], f"/v1/nodes/{other}/drain", {})
+    if code != 200:
+        fail(f"drain: {code} {body}")
+    b.wait_js(f"node {other} shown draining",
+              f"document.querySelector('#nodes-table tr[data-node=\"{other}\"]').dataset.draining === 'true' && "
+              f"document.querySelector('#nodes-table tr[data-node=\"{other}\"]').textContent.includes('draining')", 10)
+    code, body = http("POST", api[leader], f"/v1/nodes/{other}/undrain", {})
+    if code != 200:
+        fail(f"undrain: {code} {body}")
+    b.wait_js(f"node {other} no longer draining",
+              f"document.querySelector('#nodes-table tr[data-node=\"{other}\"]').dataset.draining === 'false'", 10)
+
+    log("parameters and policies: shown, and a parameter changed from the page with the token")
+    b.wait_js("the parameter and the default policies on the page",
+              "!!document.querySelector('#params-table tr[data-param=\"test.gain\"]') && "
+              "document.querySelector('#params-table tr[data-param=\"test.gain\"]').children[1].textContent === '0.5' && "
+              "!!document.querySelector('#policies-table tr[data-sensor=\"imu\"][data-health=\"Failed\"]')", 10)
+    b.js(f"S.token = {json.dumps(TOKEN)}; window.prompt = () => '0.75'; "
+         "document.querySelector('#params-table button[data-param=\"test.gain\"]').click(); true")
+    wait("test.gain = 0.75 in the cluster, set from the page",
+         lambda: http("GET", api[leader], "/v1/params/test.gain")[1].get("value") == {"Float": 0.75}, 10)
+    b.wait_js("the new value on the page",
+              "document.querySelector('#params-table tr[data-param=\"test.gain\"]').children[1].textContent === '0.75'", 10)
+    b.js("window.prompt = () => '7'; document.querySelector('#params-table button[data-param=\"test.gain\"]').click(); true")
+    b.wait_js("an out-of-bounds value refused, with the reason in the banner",
+              "!document.querySelector('#banner').hidden && document.querySelector('#banner').textContent.includes('test.gain not changed')", 10)
+    if http("GET", api[leader], "/v1/params/test.gain")[1].get("value") != {"Float": 0.75}:
+        fail("a refused value changed the parameter")
+
+    log("a failure no policy covers: the page says so")
+    code, body = http("PUT", api[leader], "/v1/sensors/thermal-cam", {"health": "Failed"})
+    if code != 200:
+        fail(f"sensor report: {code} {body}")
+    b.wait_js("'no policy covers this failure' beside thermal-cam",
+              "(() => { const r = document.querySelector('#sensors-table tr[data-sensor=\"thermal-cam\"]'); "
+              "return !!r && r.textContent.includes('no policy covers this failure') })()", 10)
+
     log("failing the IMU in the world: perception reports it, the policy degrades the rover")
     sim_fault("imu", "failed")
     b.wait_js("the degraded mode with its cause", "document.querySelector('#mode').dataset.mode === 'GpsOnly' && "
@@ -277,6 +333,8 @@ def main():
     log(f"banner: {banner}")
     b.wait_js("the killed node shown unreachable",
               f"document.querySelector('#members-table tr[data-node=\"{leader}\"]').textContent.includes('no')", 10)
+    b.wait_js("fault tolerance 0 with one voter of three down",
+              "document.querySelector('#fault-tolerance').dataset.tolerance === '0'", 15)
     b.wait_js("the leader change in recent events",
               "document.querySelector('#events').textContent.includes('leader changed')", 15)
     time.sleep(3)  # a little more trail after the failover

@@ -8,6 +8,7 @@ const REFRESH_MS = 5000;       // full re-read, in case a change event was misse
 const REQUEST_TIMEOUT_MS = 2500;
 const TRAIL_MAX = 600;         // pose trail points kept (a minute at 10 Hz)
 const EVENTS_MAX = 200;
+const BACKFILL_ENTRIES = 1000; // log entries replayed into "Recent events" when the page opens
 const STATES = ["Pending", "Assigned", "Running", "Succeeded", "Failed", "Cancelled"];
 const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled"]);
 
@@ -20,10 +21,12 @@ const S = {
   status: null,                // /v1/status of the current node
   leaderStatus: null,          // /v1/status of the leader (it knows the lag)
   leader: null, term: null, leaderChanges: 0,
-  nodes: [], tasks: [], mission: null, sensors: null,
+  nodes: [], tasks: [], mission: null, sensors: null, params: null, policies: null,
   stats: {},                   // node id -> {payload, at}
   pose: null, trail: [], world: null, lastFence: null, lastCollisions: null,
   events: [],
+  lastIndex: null,             // highest log index seen on /v1/watch (resume point)
+  backfill: true,              // the first watch replays recent history
   token: null,
   streams: null,               // AbortController of the open streams
   switching: false,
@@ -100,8 +103,11 @@ async function get(ep, path) {
   return r.json();
 }
 
-function event(text, kind) {
-  S.events.unshift({ at: Date.now(), text, kind: kind || "" });
+// `at`: when it happened (a replayed change's leader timestamp), else now.
+function event(text, kind, at) {
+  const e = { at: at ?? Date.now(), text, kind: kind || "" };
+  const i = S.events.findIndex((x) => x.at <= e.at);
+  S.events.splice(i < 0 ? S.events.length : i, 0, e);
   S.events.length = Math.min(S.events.length, EVENTS_MAX);
   renderEvents();
 }
@@ -243,16 +249,28 @@ function openStreams() {
   const run = async (path, handler) => {
     while (!ctrl.signal.aborted) {
       try {
-        await sse(path, ctrl.signal, handler);
+        await sse(path(), ctrl.signal, handler);
       } catch (e) {
         if (ctrl.signal.aborted) return;
+        // History compacted into a snapshot: watch from now on.
+        if (String(e.message || e).includes("HTTP 410")) { S.backfill = false; S.lastIndex = null; }
         poll();
         await new Promise((res) => setTimeout(res, 1000));
       }
     }
   };
-  run("/v1/watch", onChange);
-  run("/v1/telemetry?topic=rover.pose&topic=sim.world&topic=node.stats", onTelemetry);
+  run(watchPath, onChange);
+  run(() => "/v1/telemetry?topic=rover.pose&topic=sim.world&topic=node.stats", onTelemetry);
+}
+
+// Resume where the last stream stopped (no gap, no duplicate, on any
+// node); the first stream replays the last BACKFILL_ENTRIES log entries so
+// "Recent events" does not start at page load.
+function watchPath() {
+  if (S.lastIndex != null) return `/v1/watch?from=${S.lastIndex + 1}`;
+  const applied = S.status && S.status.applied_index;
+  if (S.backfill && applied) return `/v1/watch?from=${Math.max(1, applied - BACKFILL_ENTRIES)}`;
+  return "/v1/watch";
 }
 
 // ---------------------------------------------------------------------------
@@ -267,13 +285,17 @@ function refreshSoon() {
 async function refreshAll() {
   const ep = S.current;
   const q = "consistency=stale";
-  const [nodes, tasks, mission, sensors] = await Promise.all([
+  const [nodes, tasks, mission, sensors, params, policies] = await Promise.all([
     get(ep, `/v1/nodes?${q}`).catch(() => null),
     get(ep, `/v1/tasks?${q}`).catch(() => null),
     get(ep, `/v1/mission?${q}`).catch(() => null),
     get(ep, `/v1/sensors?${q}`).catch(() => null),
+    get(ep, `/v1/params?${q}`).catch(() => null),
+    get(ep, `/v1/policies?${q}`).catch(() => null),
   ]);
   if (nodes) S.nodes = nodes;
+  if (params) S.params = params;
+  if (policies) S.policies = Array.isArray(policies) ? policies : Object.values(policies);
   if (tasks) { noticeReassignments(tasks); S.tasks = tasks; }
   if (mission) S.mission = mission;
   if (sensors) S.sensors = sensors;
@@ -293,20 +315,30 @@ function noticeReassignments(tasks) {
 
 function onChange(name, ch) {
   if (name !== "change") return;
+  if (typeof ch.index === "number") S.lastIndex = Math.max(S.lastIndex ?? 0, ch.index);
   const cmd = ch.command || {};
+  // A replayed change (history) has no response; it happened at the
+  // leader's timestamp, and is shown at that time.
+  const replayed = ch.response == null;
+  const at = replayed && typeof ch.timestamp_ms === "number" ? ch.timestamp_ms : undefined;
+  const ev = (text, kind) => event(text, kind, at);
   const ok = ch.response && ch.response.Ok;
+  if (ch.response && ch.response.Err) return refreshSoon(); // refused: nothing changed
   const [verb] = Object.keys(cmd);
   const body = cmd[verb] || {};
-  if (verb === "ReassignTask") event(`task ${body.task_id} reassigned to node ${body.node_id}`, "warn");
-  else if (verb === "AssignTask" && ok && ok.TaskAssigned) event(`task ${body.task_id} assigned to node ${body.node_id} (epoch ${ok.TaskAssigned.epoch})`);
-  else if (verb === "SetLiveness") event(`node ${body.node_id} is ${String(body.liveness).toLowerCase()}`, body.liveness === "Up" ? "" : "bad");
+  if (verb === "ReassignTask") ev(`task ${body.task_id} reassigned to node ${body.node_id}`, "warn");
+  else if (verb === "AssignTask" && ok && ok.TaskAssigned) ev(`task ${body.task_id} assigned to node ${body.node_id} (epoch ${ok.TaskAssigned.epoch})`);
+  else if (verb === "AssignTask" && replayed) ev(`task ${body.task_id} assigned to node ${body.node_id}`);
+  else if (verb === "SetLiveness") ev(`node ${body.node_id} is ${String(body.liveness).toLowerCase()}`, body.liveness === "Up" ? "" : "bad");
   else if (verb === "ReportSensorHealth") {
     const eff = ok && ok.HealthChanged && ok.HealthChanged.effective;
-    event(`sensor ${body.sensor}: ${body.health}${eff ? ` → mode ${kebab(eff.mode)}, speed ×${eff.speed_factor}` : ""}`, body.health === "Ok" ? "" : "warn");
-  } else if (verb === "CancelTask") event(`task ${body.task_id} cancel requested`);
-  else if (verb === "FinishTask") event(`task ${body.task_id} finished: ${JSON.stringify(body.outcome)}`);
-  else if (verb === "ReplacePlan") event(`plan "${body.name}" loaded (${(body.goals || []).length} goals)`);
-  else if (verb === "AbortPlan") event(`plan aborted: ${body.reason}`, "bad");
+    ev(`sensor ${body.sensor}: ${body.health}${eff ? ` → mode ${kebab(eff.mode)}, speed ×${eff.speed_factor}` : ""}`, body.health === "Ok" ? "" : "warn");
+  } else if (verb === "CancelTask") ev(`task ${body.task_id} cancel requested`);
+  else if (verb === "FinishTask") ev(`task ${body.task_id} finished: ${JSON.stringify(body.outcome)}`);
+  else if (verb === "ReplacePlan") ev(`plan "${body.name}" loaded (${(body.goals || []).length} goals)`);
+  else if (verb === "AbortPlan") ev(`plan aborted: ${body.reason}`, "bad");
+  else if (verb === "SetParam") ev(`parameter ${body.name} set to ${paramText(body.value)}`);
+  else if (verb === "SetPolicy") ev(`policy: ${body.sensor} ${body.health} → ${kebab(body.mode)} ×${body.speed_factor}`);
   refreshSoon();
 }
 
@@ -371,6 +403,20 @@ function renderCluster() {
   $("#term").textContent = S.term ?? "—";
   $("#indexes").textContent = st ? `${st.committed_index ?? "—"} / ${st.applied_index ?? "—"}` : "—";
   $("#leader-changes").textContent = S.leaderChanges;
+  // How many more voters may fail with writes still committing: the
+  // leader's own judgement (`fault_tolerance` of its /v1/status).
+  const ls = S.leaderStatus;
+  const ft = $("#fault-tolerance");
+  const voters = ((ls && ls.members) || []).filter((m) => m.voter).length;
+  if (ls && typeof ls.fault_tolerance === "number") {
+    ft.dataset.tolerance = String(ls.fault_tolerance);
+    ft.replaceChildren(ls.fault_tolerance > 0
+      ? pill("ok", `can lose ${ls.fault_tolerance} of ${voters} voters`)
+      : pill(ls.quorum ? "warn" : "bad", ls.quorum ? `no margin: one more voter down stops writes (${voters} voters)` : "no quorum: writes stop"));
+  } else {
+    ft.dataset.tolerance = "";
+    ft.textContent = S.leader != null ? "—" : "no leader";
+  }
   const lag = {};
   for (const m of (S.leaderStatus && S.leaderStatus.members) || []) lag[m.id] = m.lag;
   const rows = ((st && st.members) || []).map((m) => {
@@ -389,25 +435,121 @@ function renderCluster() {
   $("#members-table tbody").replaceChildren(...rows);
 }
 
+// "1 h 02 min", "3 min 05 s", "42 s".
+function duration(s) {
+  if (typeof s !== "number" || !isFinite(s) || s < 0) return "—";
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
+  const two = (v) => String(v).padStart(2, "0");
+  return h ? `${h} h ${two(m)} min` : m ? `${m} min ${two(sec)} s` : `${sec} s`;
+}
+
+function draining(id) {
+  const p = (S.params || []).find((x) => x.name === `cluster.drain.node.${id}`);
+  return !!(p && p.value && p.value.Bool === true);
+}
+
 function renderNodes() {
   const rows = (S.nodes || []).map((n) => {
     const s = S.stats[n.id];
     const p = (s && s.payload) || {};
-    const age = s ? `${Math.round((Date.now() - s.at) / 1000)} s` : "—";
+    const ageS = s ? (Date.now() - s.at) / 1000 : null;
+    const age = s ? `${Math.round(ageS)} s` : "—";
     const load = n.load && n.budget ? `${n.load.cpu_millicores}/${n.budget.cpu_millicores} mCPU · ${n.load.memory_mib}/${n.budget.memory_mib} MiB` : "—";
+    const live = el("span");
+    live.appendChild(pill(n.liveness, n.liveness));
+    if (draining(n.id)) live.appendChild(pill("warn", "draining"));
+    const version = typeof p.version === "string" ? p.version : "—";
     return row([
       n.id,
-      pill(n.liveness, n.liveness),
+      live,
       (n.capabilities || []).join(", ") || "—",
       load,
       p.cpu_percent != null ? num(p.cpu_percent) + " %" : "—",
+      p.process_cpu_percent != null ? num(p.process_cpu_percent) + " %" : "—",
       num(p.load1, 2),
       p.temperature_c != null ? num(p.temperature_c) + " °C" : "n/a",
       p.rss_mib != null ? num(p.rss_mib) + " MiB" : "—",
+      version,
+      typeof p.uptime_s === "number" ? duration(p.uptime_s + ageS) : "—",
       age,
-    ], { node: n.id });
+    ], { node: n.id, draining: draining(n.id) });
   });
-  $("#nodes-table tbody").replaceChildren(...(rows.length ? rows : [emptyRow(9, "no node registered yet")]));
+  $("#nodes-table tbody").replaceChildren(...(rows.length ? rows : [emptyRow(12, "no node registered yet")]));
+}
+
+// A parameter value as the operator types it: {"Float": 1.5} → "1.5".
+function paramText(v) {
+  if (v == null || typeof v !== "object") return String(v ?? "—");
+  const [k] = Object.keys(v);
+  return k === undefined ? "—" : String(v[k]);
+}
+
+function kindText(kind) {
+  if (typeof kind === "string") return kind.toLowerCase();
+  const [k] = Object.keys(kind || {});
+  const b = (kind || {})[k] || {};
+  if (k === "Int" || k === "Float") return `${k.toLowerCase()} ${b.min} … ${b.max}`;
+  if (k === "Str" || k === "String") return `string${b.max_len != null ? ` ≤ ${b.max_len} bytes` : ""}`;
+  if (k === "Enum") return `one of ${(b.choices || b.values || []).join(", ")}`;
+  return String(k ?? "—").toLowerCase();
+}
+
+// Parse what the operator typed into the parameter's kind, or throw.
+function paramValue(kind, text) {
+  const k = typeof kind === "string" ? kind : Object.keys(kind || {})[0];
+  const s = text.trim();
+  if (k === "Bool") {
+    if (s === "true" || s === "false") return { Bool: s === "true" };
+    throw new Error("type true or false");
+  }
+  if (k === "Int") {
+    if (!/^-?\d+$/.test(s)) throw new Error("type a whole number");
+    return { Int: Number(s) };
+  }
+  if (k === "Float") {
+    const f = Number(s);
+    if (s === "" || !isFinite(f)) throw new Error("type a number");
+    return { Float: f };
+  }
+  return { [k]: s };
+}
+
+async function editParam(name) {
+  const p = (S.params || []).find((x) => x.name === name);
+  if (!p) return;
+  if (!S.token) { showBanner("Changing a parameter needs the API token: press \"token\" and give it.", true); return; }
+  const text = prompt(`${name} (${kindText(p.kind)}): new value`, paramText(p.value));
+  if (text === null) return;
+  let value;
+  try { value = paramValue(p.kind, text); } catch (e) { showBanner(`${name}: ${e.message}`, true); return; }
+  try {
+    const r = await fetch(base(S.current) + `/v1/params/${encodeURIComponent(name)}`, {
+      method: "PUT", headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify({ value }), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS * 2),
+    });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) showBanner(`${name} not changed: ${body.message || body.error || `HTTP ${r.status}`}`, true);
+    else showBanner("", false);
+  } catch (e) {
+    showBanner(`${name}: ${e.message || e} (the change may or may not have been applied; the table shows what the cluster holds)`, true);
+  }
+  refreshAll();
+}
+
+function renderParams() {
+  const prow = (S.params || []).map((p) => {
+    const b = el("button", null, "edit");
+    b.type = "button";
+    b.dataset.param = p.name;
+    b.title = S.token ? "change it (a replicated write)" : "needs the API token";
+    const name = el("span", null, p.name);
+    if (p.description) name.title = p.description;
+    return row([name, paramText(p.value), kindText(p.kind), b], { param: p.name });
+  });
+  $("#params-table tbody").replaceChildren(...(prow.length ? prow : [emptyRow(4, "no parameters")]));
+  const qrow = (S.policies || []).map((q) =>
+    row([q.sensor, pill(q.health, q.health), kebab(q.mode), `×${q.speed_factor}`], { sensor: q.sensor, health: q.health }));
+  $("#policies-table tbody").replaceChildren(...(qrow.length ? qrow : [emptyRow(4, "no degradation policy: a failed sensor changes nothing")]));
 }
 
 function renderMode() {
@@ -430,9 +572,18 @@ function renderMode() {
   $("#speed").textContent = p ? `${num(p.speed_mps, 2)} m/s, reported mode ${p.mode} (node ${p.node_id})` : "no rover.pose yet";
   $("#pose-task").textContent = p && p.task_id != null ? `task ${p.task_id}` : "—";
   const sensors = (S.sensors && S.sensors.sensors) || {};
-  const srows = Object.keys(sensors).sort().map((k) =>
-    row([k, pill(sensors[k].health, sensors[k].health), clock(sensors[k].reported_at_ms)]));
-  $("#sensors-table tbody").replaceChildren(...(srows.length ? srows : [emptyRow(3, "no sensor reports")]));
+  // Which policy a sensor's health triggers; a sensor that is not Ok with
+  // no policy for its health changes nothing, and the page says so.
+  const policyFor = (name, health) => (S.policies || []).find((q) => q.sensor === name && q.health === health);
+  const srows = Object.keys(sensors).sort().map((k) => {
+    const h = sensors[k].health;
+    const q = policyFor(k, h);
+    const policy = h === "Ok" ? "—"
+      : q ? `${kebab(q.mode)} ×${q.speed_factor}`
+      : pill("warn", "no policy covers this failure");
+    return row([k, pill(h, h), clock(sensors[k].reported_at_ms), policy], { sensor: k });
+  });
+  $("#sensors-table tbody").replaceChildren(...(srows.length ? srows : [emptyRow(4, "no sensor reports")]));
 }
 
 function taskCard(t, s) {
@@ -597,7 +748,7 @@ function renderEvents() {
 }
 
 function renderAll() {
-  renderCluster(); renderNodes(); renderMode(); renderTasks(); renderMap();
+  renderCluster(); renderNodes(); renderMode(); renderTasks(); renderMap(); renderParams();
 }
 
 // ---------------------------------------------------------------------------
@@ -605,6 +756,8 @@ function renderAll() {
 document.addEventListener("click", (e) => {
   const b = e.target.closest("[data-cancel]");
   if (b) cancelTask(b.dataset.cancel);
+  const p = e.target.closest("[data-param]");
+  if (p && p.tagName === "BUTTON") editParam(p.dataset.param);
 });
 $("#token-btn").addEventListener("click", () => {
   const t = prompt("API token (kept in this tab only; empty to forget it):", "");

@@ -68,9 +68,12 @@ const SIM_WORLD: &[Field] = &[
 ];
 const NODE_STATS: &[Field] = &[
     ("cpu_percent", Kind::NumOrNull, false),
+    ("process_cpu_percent", Kind::NumOrNull, false),
     ("rss_mib", Kind::NumOrNull, false),
     ("temperature_c", Kind::NumOrNull, false),
     ("load1", Kind::NumOrNull, false),
+    ("uptime_s", Kind::NumOrNull, false),
+    ("version", Kind::StrOrNull, false),
 ];
 const PERCEPTION: &[Field] = &[
     ("speed_mps", Kind::NumOrNull, false),

@@ -1,11 +1,15 @@
 //! The `node.stats` topic: every daemon publishes its machine's load every
 //! `node_stats_interval_ms`, read from `/proc` and the first thermal zone.
 //!
-//! `{"cpu_percent": f64, "rss_mib": f64, "temperature_c": f64|null, "load1": f64}`:
-//! CPU busy share of the whole machine since the previous sample, this
-//! daemon's resident memory, the SoC temperature (null where the machine
-//! has no thermal zone, e.g. most containers) and the 1-minute load
-//! average. A value that cannot be read (not Linux) is null too.
+//! `{"cpu_percent": f64, "process_cpu_percent": f64, "rss_mib": f64,
+//! "temperature_c": f64|null, "load1": f64, "uptime_s": f64, "version": str}`:
+//! CPU busy share of the whole machine since the previous sample; this
+//! daemon's own CPU use over the same interval, in top's convention (100 %
+//! is one core busy); this daemon's resident memory, the SoC temperature
+//! (null where the machine has no thermal zone, e.g. most containers), the
+//! 1-minute load average, seconds since this daemon's stats publisher
+//! started (the daemon's uptime) and the build it runs (`version+commit`).
+//! A value that cannot be read (not Linux) is null too.
 
 use std::time::Duration;
 
@@ -17,6 +21,7 @@ use super::NODE_STATS_TOPIC;
 
 const PROC_STAT: &str = "/proc/stat";
 const PROC_SELF_STATUS: &str = "/proc/self/status";
+const PROC_SELF_STAT: &str = "/proc/self/stat";
 const PROC_LOADAVG: &str = "/proc/loadavg";
 const THERMAL_ZONE0: &str = "/sys/class/thermal/thermal_zone0/temp";
 
@@ -42,6 +47,32 @@ pub(crate) fn cpu_percent(prev: (u64, u64), now: (u64, u64)) -> Option<f64> {
     let total = now.1.checked_sub(prev.1)?;
     let busy = now.0.checked_sub(prev.0)?;
     (total > 0).then(|| (busy as f64 * 100.0 / total as f64).clamp(0.0, 100.0))
+}
+
+/// This process's CPU time, `utime + stime` of `/proc/self/stat`, in clock
+/// ticks (the unit of `/proc/stat`'s counters).
+pub(crate) fn parse_process_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces or
+    // parentheses itself: count fields from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After ')': state is field 3, so utime (14) and stime (15) are the
+    // 12th and 13th.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// This process's CPU use between two samples, percent of one core: its
+/// ticks over the machine's total ticks per core.
+pub(crate) fn process_cpu_percent(
+    prev: (u64, (u64, u64)),
+    now: (u64, (u64, u64)),
+    cores: usize,
+) -> Option<f64> {
+    let total = (now.1).1.checked_sub((prev.1).1)?;
+    let mine = now.0.checked_sub(prev.0)?;
+    (total > 0 && cores > 0).then(|| mine as f64 * 100.0 * cores as f64 / total as f64)
 }
 
 /// `VmRSS` of `/proc/self/status`, MiB.
@@ -77,7 +108,11 @@ pub(crate) fn start_node_stats(telemetry: Telemetry) -> Option<TaskGuard> {
         return None;
     }
     Some(TaskGuard::spawn(async move {
+        let started = std::time::Instant::now();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let build = format!("{}+{}", crate::version::VERSION, crate::version::COMMIT);
         let mut prev = read(PROC_STAT).await.as_deref().and_then(parse_cpu_times);
+        let mut prev_mine = read(PROC_SELF_STAT).await.as_deref().and_then(parse_process_ticks);
         let mut tick = tokio::time::interval(Duration::from_millis(every));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -88,15 +123,24 @@ pub(crate) fn start_node_stats(telemetry: Telemetry) -> Option<TaskGuard> {
                 (Some(p), Some(n)) => cpu_percent(p, n),
                 _ => None,
             };
+            let mine = read(PROC_SELF_STAT).await.as_deref().and_then(parse_process_ticks);
+            let process_cpu = match (prev_mine.zip(prev), mine.zip(now)) {
+                (Some(p), Some(n)) => process_cpu_percent(p, n, cores),
+                _ => None,
+            };
             prev = now.or(prev);
+            prev_mine = mine.or(prev_mine);
             let rss = read(PROC_SELF_STATUS).await.as_deref().and_then(parse_rss_mib);
             let load1 = read(PROC_LOADAVG).await.as_deref().and_then(parse_load1);
             let temperature = read(THERMAL_ZONE0).await.as_deref().and_then(parse_temperature_c);
             let payload = json!({
                 "cpu_percent": cpu.map(round2),
+                "process_cpu_percent": process_cpu.map(round2),
                 "rss_mib": rss.map(round2),
                 "temperature_c": temperature.map(round2),
                 "load1": load1,
+                "uptime_s": round2(started.elapsed().as_secs_f64()),
+                "version": build,
             });
             if let Err(e) = telemetry.publish(NODE_STATS_TOPIC, payload) {
                 tracing::debug!(error = %e, "node.stats not published");
@@ -121,6 +165,13 @@ mod tests {
         assert_eq!(parse_load1("0.52 0.58 0.59 1/467 12345\n"), Some(0.52));
         assert_eq!(parse_temperature_c("48312\n"), Some(48.312));
         assert_eq!(parse_temperature_c("n/a"), None);
+        // A command name with spaces and parentheses, as `/proc/self/stat` shows it.
+        let me = "4242 (cairn (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 70 30 0 0 20 0 9 0 5 1000 200";
+        assert_eq!(parse_process_ticks(me), Some(100));
+        assert_eq!(parse_process_ticks("garbage"), None);
+        // 2 cores, 200 machine ticks (100 per core) of which this process took 50: half a core.
+        assert_eq!(process_cpu_percent((100, (0, 1000)), (150, (0, 1200)), 2), Some(50.0));
+        assert_eq!(process_cpu_percent((100, (0, 1000)), (150, (0, 1000)), 2), None);
     }
 
     #[cfg(target_os = "linux")]
@@ -133,5 +184,6 @@ mod tests {
             .and_then(parse_rss_mib)
             .is_some());
         assert!(read(PROC_LOADAVG).await.as_deref().and_then(parse_load1).is_some());
+        assert!(read(PROC_SELF_STAT).await.as_deref().and_then(parse_process_ticks).is_some());
     }
 }
