@@ -387,6 +387,9 @@ def main_hostile():
         ("PATCH", "/v1/nodes/1", {"capabilities": [H("capability")]}),
         ("PUT", "/v1/sensors/" + urllib.parse.quote(H("sensor"), safe=""), {"health": "Failed"}),
         ("POST", "/v1/telemetry/rover.pose", {"x_m": 1.0, "y_m": 1.0, "heading_rad": 0.0, "speed_mps": 0.1, "mode": H("mode")}),
+        ("POST", "/v1/params", {"name": "hostile.text", "description": H("pdesc"),
+                                "kind": {"String": {"max_len": 256}}, "value": {"String": H("pvalue")}}),
+        ("PUT", "/v1/policies", {"sensor": H("policy"), "health": "Failed", "mode": "Stop", "speed_factor": 0.0}),
     ]
     for method, path, body in writes:
         code, answer = http(method, api[1], path, body)
@@ -421,7 +424,8 @@ def main_hostile():
     pwned = b.js("window.__pwned === 1")
     if injected or pwned:
         problems.append(f"data became markup: injected elements {injected}, onerror ran: {pwned}")
-    for sel, needle in (("#events", "INJ-event"), ("#nodes-table", "INJ-capability")):
+    for sel, needle in (("#events", "INJ-event"), ("#nodes-table", "INJ-capability"),
+                        ("#params-table", "INJ-pvalue"), ("#policies-table", "INJ-policy")):
         if needle not in b.js(f"document.querySelector('{sel}').textContent"):
             problems.append(f"{sel} does not show {needle} as text")
     if problems:
