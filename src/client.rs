@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::ErrorBody;
+use crate::wire::ErrorBody;
 
 /// Why no endpoint gave an answer, the worst case over the endpoints
 /// tried (ordered: a timeout beats "unavailable", which beats "down").
@@ -350,8 +350,8 @@ impl Client {
         }
         if let Some((client_id, seq)) = tag {
             req = req
-                .header(crate::api::CLIENT_ID_HEADER, client_id)
-                .header(crate::api::CLIENT_SEQ_HEADER, seq);
+                .header(crate::wire::CLIENT_ID_HEADER, client_id)
+                .header(crate::wire::CLIENT_SEQ_HEADER, seq);
         }
         let resp = req.send().await.map_err(|e| self.send_error(endpoint, &e))?;
         let status = resp.status();

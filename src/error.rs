@@ -22,8 +22,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use cairn_state::CommandError;
-use serde::Deserialize;
-use serde::Serialize;
 
 /// What went wrong in the daemon or an API call.
 #[derive(Debug, thiserror::Error)]
@@ -125,20 +123,7 @@ pub enum Error {
     },
 }
 
-/// The JSON body of every error response.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable kind, e.g. `bad_request`, `not_found`, `unauthorized`.
-    pub code: String,
-    /// Human-readable message, lowercase, one line.
-    pub message: String,
-    /// The request field at fault, when there is one (`body`, `value`,
-    /// `kind.Int.min`, `id`, `consistency`, `authorization`…).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub field: Option<String>,
-    /// Whether the same request may succeed if retried.
-    pub retryable: bool,
-}
+pub use crate::wire::ErrorBody;
 
 /// Status, code and field of a state-machine refusal.
 fn command_status(e: &CommandError) -> (StatusCode, &'static str, Option<String>) {

@@ -11,11 +11,13 @@
 //! - [`node`]: [`Node::builder`], the embedding facade.
 //! - [`config`]: the daemon's TOML configuration.
 //! - [`daemon`]: a Raft node plus its admin API.
+//! - [`drain`]: keeping new tasks off a node, leadership moved away.
 //! - [`api`]: the axum router.
 //! - [`client`]: an admin-API client with endpoint fail-over.
 //! - [`rover`]: the perception and control handlers a node runs from its
 //!   `[rover]` settings, on the simulated world or real hardware.
 //! - [`error`]: errors and their single mapping to HTTP statuses.
+//! - [`wire`]: the error body and headers both the API and its client read.
 //! - [`tls`]: the cluster CA, node certificates, mTLS between nodes, HTTPS.
 //! - [`otel`]: the `[tracing]` settings and, with the `otel` feature, the
 //!   OpenTelemetry (OTLP/HTTP) export of the write path's spans.
@@ -32,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 mod dashboard;
+pub mod drain;
 pub mod error;
 pub mod node;
 pub mod otel;
@@ -40,6 +43,7 @@ pub mod rover;
 pub mod telemetry;
 pub mod tls;
 pub mod version;
+pub mod wire;
 
 pub use cairn_hal as hal;
 

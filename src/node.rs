@@ -355,6 +355,21 @@ impl Node {
         Ok(self.raft().transfer_leader(to).await?)
     }
 
+    /// Drain node `id` (this one or another), as `cairn node drain` does
+    /// before a restart or an upgrade: the coordinator places no new task
+    /// on it (its running tasks go on), and if it leads, leadership moves
+    /// to another voter. [`Error::NotFound`] if `id` is neither a member
+    /// nor a registered node; unavailable if leadership did not move off
+    /// it in time (the mark is set by then). Idempotent.
+    pub async fn drain(&self, id: u64) -> Result<crate::drain::DrainResult, Error> {
+        crate::drain::set_draining(self.raft(), id, true).await
+    }
+
+    /// Let drained node `id` take new tasks again (`cairn node undrain`).
+    pub async fn undrain(&self, id: u64) -> Result<crate::drain::DrainResult, Error> {
+        crate::drain::set_draining(self.raft(), id, false).await
+    }
+
     /// Wait until a leader is known and return its id.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, Error> {
         Ok(self.raft().wait_for_leader(timeout).await?)

@@ -12,8 +12,8 @@ use axum::http::HeaderValue;
 use axum::response::IntoResponse;
 use axum::response::Response;
 
-use super::Api;
-use super::APPLIED_INDEX_HEADER;
+use super::state::Api;
+use super::state::APPLIED_INDEX_HEADER;
 use crate::error::Error;
 use crate::error::ErrorBody;
 

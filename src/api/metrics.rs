@@ -11,7 +11,7 @@ use cairn_state::TaskState;
 use prometheus::IntGaugeVec;
 use prometheus::Opts;
 
-use super::Api;
+use super::state::Api;
 
 fn gauge_vec(
     registry: &prometheus::Registry,

@@ -27,8 +27,8 @@ use serde::Deserialize;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::Api;
-use super::JsonBody;
+use super::extract::JsonBody;
+use super::state::Api;
 use crate::error::Error;
 use crate::telemetry::TelemetryMessage;
 use crate::telemetry::TelemetryOverview;
@@ -84,7 +84,7 @@ fn message_event(msg: &TelemetryMessage) -> Event {
         (status = 503, body = crate::error::ErrorBody, description = "the node's telemetry stream slots open to this client are taken (some are kept for token holders)")))]
 pub(super) async fn stream(
     State(api): State<Api>,
-    client: super::StreamClient,
+    client: super::middleware::StreamClient,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Error> {
     let filter = parse_filter(query.as_deref())?;

@@ -25,8 +25,8 @@ use serde::Deserialize;
 use serde::Serialize;
 use utoipa::IntoParams;
 
-use super::Api;
-use super::ApiQuery;
+use super::extract::ApiQuery;
+use super::state::Api;
 use crate::error::Error;
 
 /// Query of `GET /v1/watch`.
@@ -96,7 +96,7 @@ struct Stream {
         (status = 503, body = crate::error::ErrorBody, description = "the node's watch stream slots open to this client are taken (some are kept for token holders)")))]
 pub(super) async fn watch(
     State(api): State<Api>,
-    client: super::StreamClient,
+    client: super::middleware::StreamClient,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<WatchQuery>,
 ) -> Response {

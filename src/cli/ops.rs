@@ -12,10 +12,27 @@ use std::path::PathBuf;
 use anyhow::Context;
 use cairn::client::Client;
 use cairn::config::NodeConfig;
+use cairn::drain::DrainResult;
 use cairn::raft::Backup;
 use cairn::raft::Member;
 use cairn::state::Mission;
 use clap::Args;
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum CheckCmd {
+    /// Compare every member's replicated state at one applied index (like
+    /// `etcdctl endpoint hashkv`). Exits 0 if all are equal, 2 naming the
+    /// diverged member(s) if not, 1 if a member could not be compared.
+    Consistency {
+        /// Rounds to try for one index every member answers at.
+        #[arg(long, default_value_t = 6)]
+        attempts: u32,
+        /// Per round, how long a member may take to reach that index (ms).
+        #[arg(long, default_value_t = 2000)]
+        wait_ms: u64,
+    },
+}
 
 /// `cairn backup FILE`.
 #[derive(Args)]
@@ -122,7 +139,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn time_text(ms: u64) -> String {
-    super::when(ms)
+    super::out::when(ms)
 }
 
 pub async fn backup(client: &Client, out_json: bool, args: BackupArgs) -> anyhow::Result<()> {
@@ -256,7 +273,8 @@ pub async fn drain(client: &Client, out_json: bool, id: u64, draining: bool) -> 
         println!("node {id} takes new tasks again");
         return Ok(());
     }
-    match r["leader"].as_u64() {
+    let r: DrainResult = super::out::typed(r, "a drain's result")?;
+    match r.leader {
         Some(l) if l == id => {
             println!("node {id} takes no new tasks; it still leads: no other voter is up to take over")
         }

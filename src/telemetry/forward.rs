@@ -20,9 +20,9 @@ use cairn_state::Mission;
 use serde::Deserialize;
 use serde::Serialize;
 
-use super::lock;
-use super::PeerQueue;
-use super::Telemetry;
+use super::hub::PeerQueue;
+use super::hub::Telemetry;
+use super::queue::lock;
 use super::TelemetryMessage;
 
 /// Most messages in one batch: bounds a frame to 64 × the payload limit

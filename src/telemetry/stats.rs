@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::forward::TaskGuard;
-use super::Telemetry;
+use super::hub::Telemetry;
 use super::NODE_STATS_TOPIC;
 
 const PROC_STAT: &str = "/proc/stat";

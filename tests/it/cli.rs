@@ -236,6 +236,14 @@ async fn t105_exit_codes_tell_failures_apart() {
     tracing::info!("refused by the cluster (400, 404): 4, nothing changed");
     let out = c.cli(&["param", "set", "drive.max_speed_mps", "99"]);
     assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+    tracing::info!("a value that is not of the parameter's kind: 1, as when the CLI parsed it itself");
+    let out = c.cli(&["param", "set", "drive.max_speed_mps", "fast"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("error: \"fast\" is not a number: invalid float literal"),
+        "{}",
+        said(&out)
+    );
     let out = c.cli(&["member", "remove", "99"]);
     assert_eq!(out.status.code(), Some(4), "{}", said(&out));
 

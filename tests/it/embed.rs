@@ -26,7 +26,7 @@ async fn three_nodes(dir: &std::path::Path) -> Vec<Node> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t85_embedded_nodes_replicate_watch_and_hand_over_leadership() {
+async fn t186_embedded_nodes_replicate_watch_and_hand_over_leadership() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = three_nodes(dir.path()).await;
     nodes[0].wait_for_leader(Duration::from_secs(15)).await.unwrap();
@@ -115,6 +115,95 @@ async fn t85_embedded_nodes_replicate_watch_and_hand_over_leadership() {
             .await
             .unwrap_or_else(|e| panic!("write through node {} after the shutdown: {e}", n.id()));
     }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// An action that holds its task until it is stopped, so the task keeps
+/// showing the node it is leased to.
+struct Hold;
+
+impl cairn::ActionHandler for Hold {
+    fn run(&self, ctx: cairn::ActionContext) -> cairn::ActionFuture {
+        Box::pin(async move {
+            // Bounded: a test never runs this long.
+            tokio::select! {
+                _ = ctx.stopped() => cairn::ActionOutcome::Cancelled,
+                _ = tokio::time::sleep(Duration::from_secs(120)) => cairn::ActionOutcome::Succeeded,
+            }
+        })
+    }
+}
+
+/// `Node::drain` is a library operation (it used to live only in the HTTP
+/// handler): a program embedding cairn drains a node, and the coordinator
+/// places no new task on it; `Node::undrain` lifts the mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t187_embedded_drain_keeps_new_tasks_off_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let node = Node::builder()
+            .id(id)
+            .data_dir(dir.path().join(format!("n{id}")))
+            .capability("hold")
+            .handler("hold", std::sync::Arc::new(Hold))
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("start node {id}: {e}"));
+        nodes.push(node);
+    }
+    let members: Vec<_> = nodes.iter().map(|n| (n.id(), n.member())).collect();
+    nodes[0].initialize(members).await.expect("initialize");
+    nodes[0].wait_for_leader(Duration::from_secs(15)).await.unwrap();
+
+    tracing::info!("node 1 drains node 2 through the library");
+    let drained = nodes[0].drain(2).await.expect("drain node 2");
+    assert!(drained.draining && drained.node_id == 2, "{drained:?}");
+    assert_ne!(
+        drained.leader,
+        Some(2),
+        "leadership stays on a drained node: {drained:?}"
+    );
+    let unknown = nodes[0].drain(99).await;
+    assert!(
+        matches!(unknown, Err(cairn::Error::NotFound { .. })),
+        "draining an unknown node: {unknown:?}"
+    );
+
+    tracing::info!("new tasks go to nodes 1 and 3 only");
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let mut spec = cairn::TaskSpec::new("hold");
+        spec.required_capabilities.insert("hold".into());
+        ids.push(nodes[2].submit_task(spec).await.expect("submit"));
+    }
+    let mut holders = Vec::new();
+    // Bounded: every task is leased within 30 s (its agent heartbeats and
+    // the coordinator places it on its next pass).
+    for _ in 0..300 {
+        holders.clear();
+        for id in &ids {
+            let task = nodes[0].task(*id).await.expect("read task").expect("the task exists");
+            holders.push(task.lease.map(|l| l.node_id.0));
+        }
+        if holders.iter().all(Option::is_some) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(holders.iter().all(Option::is_some), "tasks not all leased: {holders:?}");
+    assert!(
+        !holders.contains(&Some(2)),
+        "a task went to drained node 2: {holders:?}"
+    );
+
+    tracing::info!("undrain lifts the mark");
+    let undrained = nodes[1].undrain(2).await.expect("undrain node 2");
+    assert!(!undrained.draining, "{undrained:?}");
+    let mark = nodes[2].params().get("cluster.drain.node.2").await.unwrap();
+    assert_eq!(mark.map(|p| p.value), Some(ParamValue::Bool(false)));
     for n in nodes {
         n.shutdown().await.unwrap();
     }

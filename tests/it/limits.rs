@@ -57,7 +57,7 @@ fn client_from(ip: IpAddr) -> reqwest::Client {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t61_anonymous_stream_flood_leaves_token_holders_a_stream() {
+async fn t161_anonymous_stream_flood_leaves_token_holders_a_stream() {
     let dir = tempfile::TempDir::new().unwrap();
     // The defaults: 64 streams of a kind, 16 kept for token holders, 8 per
     // anonymous address.
@@ -128,7 +128,7 @@ async fn t61_anonymous_stream_flood_leaves_token_holders_a_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t62_slowloris_is_closed_and_connections_are_bounded() {
+async fn t162_slowloris_is_closed_and_connections_are_bounded() {
     let dir = tempfile::TempDir::new().unwrap();
     tracing::info!("a stale snapshot staging file from a crash is removed when the node starts");
     let staging = dir.path().join("n1").join("snapshot-incoming");
@@ -192,7 +192,7 @@ async fn t62_slowloris_is_closed_and_connections_are_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t63_telemetry_of_known_topics_is_schema_checked_at_publish() {
+async fn t163_telemetry_of_known_topics_is_schema_checked_at_publish() {
     let dir = tempfile::TempDir::new().unwrap();
     let daemon = one_node(dir.path(), |_| {}).await;
     let base = format!("http://{}", daemon.api_addr());
@@ -255,13 +255,13 @@ async fn t63_telemetry_of_known_topics_is_schema_checked_at_publish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t64_backup_syncs_the_directory_after_the_rename() {
+async fn t164_backup_syncs_the_directory_after_the_rename() {
     let ok = std::process::Command::new("strace")
         .args(["-f", "-o", "/dev/null", "true"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("t64 skipped: strace is missing or may not trace here");
+        eprintln!("t164 skipped: strace is missing or may not trace here");
         return;
     }
     let dir = tempfile::TempDir::new().unwrap();

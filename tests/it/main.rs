@@ -23,7 +23,7 @@ use serde_json::json;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t10_three_processes_survive_leader_kill9() {
+async fn t110_three_processes_survive_leader_kill9() {
     let mut c = ProcCluster::start(3).await;
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     let via = (1..=3).find(|i| *i != leader).unwrap();
@@ -73,7 +73,7 @@ async fn t10_three_processes_survive_leader_kill9() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t20_cli_errors_are_one_clear_line() {
+async fn t120_cli_errors_are_one_clear_line() {
     let c = ProcCluster::start(3).await;
     c.wait_leader(Duration::from_secs(15)).await;
 
@@ -155,7 +155,7 @@ fn out_text(out: &std::process::Output) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t30_bad_input_changes_nothing() {
+async fn t130_bad_input_changes_nothing() {
     let c = ProcCluster::start(3).await;
     c.wait_leader(Duration::from_secs(15)).await;
     tracing::info!("one task and one plan exist, so unknown ids have neighbours");
@@ -218,6 +218,12 @@ async fn t30_bad_input_changes_nothing() {
         (Method::PUT, "/v1/params/drive.max_speed_mps", Some("{\"value\": {\"Float\": 99.0}}"), 400, "value"),
         (Method::PUT, "/v1/params/drive.max_speed_mps", Some("{\"value\": {\"Int\": 1}}"), 400, "value"),
         (Method::PUT, "/v1/params/no.such.param", Some("{\"value\": {\"Int\": 1}}"), 404, "name"),
+        // The value as text, parsed by the declared kind (what `cairn param set` sends).
+        (Method::PUT, "/v1/params/drive.max_speed_mps", Some("{\"text\": \"fast\"}"), 400, "text"),
+        (Method::PUT, "/v1/params/drive.max_speed_mps", Some("{\"text\": \"99\"}"), 400, "value"),
+        (Method::PUT, "/v1/params/drive.max_speed_mps", Some("{\"text\": \"1\", \"value\": {\"Float\": 1.0}}"), 400, "text"),
+        (Method::PUT, "/v1/params/drive.max_speed_mps", Some("{}"), 400, "value"),
+        (Method::PUT, "/v1/params/no.such.param", Some("{\"text\": \"1\"}"), 404, "name"),
         (Method::GET, "/v1/params/no.such.param", None, 404, "name"),
         (Method::GET, "/v1/tasks/999", None, 404, "id"),
         (Method::GET, "/v1/tasks/abc", None, 400, "id"),
@@ -273,7 +279,7 @@ async fn t30_bad_input_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t40_every_resource_through_the_cli() {
+async fn t140_every_resource_through_the_cli() {
     let c = ProcCluster::start(3).await;
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     let ok = |out: std::process::Output| {
@@ -372,11 +378,11 @@ async fn t40_every_resource_through_the_cli() {
             Method::POST,
             "/v1/tasks",
             Some("{\"kind\": \"traced\", \"required_capabilities\": [\"warp-drive\"]}"),
-            &[("x-request-id", "t40-forwarded-write")],
+            &[("x-request-id", "t140-forwarded-write")],
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(headers["x-request-id"], "t40-forwarded-write");
+    assert_eq!(headers["x-request-id"], "t140-forwarded-write");
     let (_, headers, _) = c.send(follower, Method::GET, "/v1/params", None, &[]).await;
     assert!(headers.contains_key("x-request-id"), "a generated id is returned");
     assert!(
@@ -384,7 +390,7 @@ async fn t40_every_resource_through_the_cli() {
         "reads say which index they reflect"
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !c.log(leader).contains("t40-forwarded-write") {
+    while !c.log(leader).contains("t140-forwarded-write") {
         assert!(
             tokio::time::Instant::now() < deadline,
             "leader log lacks the request id:\n{}",
@@ -461,7 +467,7 @@ async fn read_events(c: &ProcCluster, id: u64, from: u64, n: usize) -> (Vec<u64>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t50_watch_resumes_on_another_node_without_gaps_or_duplicates() {
+async fn t150_watch_resumes_on_another_node_without_gaps_or_duplicates() {
     let c = ProcCluster::start(3).await;
     c.wait_leader(Duration::from_secs(15)).await;
     tracing::info!("20 writes; remember their indexes");
@@ -543,7 +549,7 @@ async fn t50_watch_resumes_on_another_node_without_gaps_or_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t60_writes_need_the_token_and_refusals_change_nothing() {
+async fn t160_writes_need_the_token_and_refusals_change_nothing() {
     let token = "s3cret-token";
     let c = ProcCluster::start_with(
         3,
@@ -600,7 +606,7 @@ async fn t60_writes_need_the_token_and_refusals_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t65_reads_can_require_the_token() {
+async fn t165_reads_can_require_the_token() {
     let c = ProcCluster::start_with(
         1,
         Options {
@@ -623,7 +629,7 @@ async fn t65_reads_can_require_the_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t70_mtls_cluster_works_and_a_foreign_ca_node_is_refused() {
+async fn t170_mtls_cluster_works_and_a_foreign_ca_node_is_refused() {
     let mut c = ProcCluster::start_with(
         3,
         Options {
@@ -871,7 +877,7 @@ async fn t71_mtls_a_node_certificate_cannot_speak_for_another_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t80_tagged_write_retried_on_another_node_applies_once() {
+async fn t180_tagged_write_retried_on_another_node_applies_once() {
     let c = ProcCluster::start(3).await;
     c.wait_leader(Duration::from_secs(15)).await;
     let declare = json!({"name": "tagged", "kind": {"Int": {"min": 0, "max": 100}}, "value": {"Int": 1}});
@@ -938,7 +944,7 @@ async fn metric(c: &ProcCluster, id: u64, name: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t85_refused_writes_do_not_jam_a_paused_follower() {
+async fn t185_refused_writes_do_not_jam_a_paused_follower() {
     // Issue 17: a task with a 1,000,000-character kind is refused (400)
     // but was appended to the log whole. A follower frozen (SIGSTOP)
     // through ~25 of them never caught up, even after a restart: the

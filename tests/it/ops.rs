@@ -95,7 +95,7 @@ fn add_voter(c: &ProcCluster, via: u64, id: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t90_backup_restores_into_a_new_cluster_with_equal_data() {
+async fn t190_backup_restores_into_a_new_cluster_with_equal_data() {
     let mut c = ProcCluster::start(3).await;
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     write_mission_data(&c, leader, 50).await;
@@ -189,7 +189,7 @@ async fn t90_backup_restores_into_a_new_cluster_with_equal_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t91_force_new_cluster_from_the_last_survivor() {
+async fn t191_force_new_cluster_from_the_last_survivor() {
     let mut c = ProcCluster::start(3).await;
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     let survivor = (1..=3).find(|i| *i != leader).unwrap();
@@ -267,7 +267,7 @@ async fn t91_force_new_cluster_from_the_last_survivor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t92_wiped_node_is_removed_and_rejoins_fresh() {
+async fn t192_wiped_node_is_removed_and_rejoins_fresh() {
     let mut c = ProcCluster::start(3).await;
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     write_mission_data(&c, leader, 50).await;
@@ -397,7 +397,7 @@ async fn write_load(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t93_rolling_restart_under_load_fails_no_write() {
+async fn t193_rolling_restart_under_load_fails_no_write() {
     use std::sync::atomic::AtomicBool;
     use std::sync::atomic::AtomicU64;
     use std::sync::atomic::Ordering;
@@ -667,7 +667,7 @@ fn capabilities(entry: Option<&Value>) -> Vec<String> {
 /// (OPERATIONS.md's "canary first"), `cairn node update` changes an entry,
 /// and `cairn node remove` takes a stopped node out and refuses a live one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t95_registry_follows_config_and_nodes_update_and_remove() {
+async fn t195_registry_follows_config_and_nodes_update_and_remove() {
     let mut c = ProcCluster::start(3).await;
     c.wait_leader(Duration::from_secs(15)).await;
     wait_entry(&c, 1, 3, "appeared", |e| e.is_some_and(|e| e["liveness"] == "Up")).await;

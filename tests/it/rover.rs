@@ -149,7 +149,7 @@ async fn status(client: &mut WorldClient) -> WorldStatus {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t90_control_moves_to_another_node_after_kill9_and_the_rover_reaches_every_waypoint() {
+async fn t196_control_moves_to_another_node_after_kill9_and_the_rover_reaches_every_waypoint() {
     let sim = world().await;
     let mut client = WorldClient::connect(sim.addr).await.unwrap();
     let mut c = cluster(&sim).await;
@@ -224,7 +224,7 @@ async fn t90_control_moves_to_another_node_after_kill9_and_the_rover_reaches_eve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t91_sensor_failures_degrade_the_rover_through_the_cluster() {
+async fn t197_sensor_failures_degrade_the_rover_through_the_cluster() {
     let sim = world().await;
     let mut client = WorldClient::connect(sim.addr).await.unwrap();
     let c = cluster(&sim).await;
@@ -300,7 +300,7 @@ async fn t91_sensor_failures_degrade_the_rover_through_the_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t92_a_frozen_controller_wakes_up_deposed_and_is_kept_off_the_wheels() {
+async fn t198_a_frozen_controller_wakes_up_deposed_and_is_kept_off_the_wheels() {
     let sim = world().await;
     let mut client = WorldClient::connect(sim.addr).await.unwrap();
     let c = cluster(&sim).await;
@@ -369,7 +369,7 @@ async fn t92_a_frozen_controller_wakes_up_deposed_and_is_kept_off_the_wheels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t93_sim_cli_refuses_bad_faults_and_changes_nothing() {
+async fn t199_sim_cli_refuses_bad_faults_and_changes_nothing() {
     let sim = world().await;
     let addr = sim.addr.to_string();
     let cli = |args: &[&str]| {
