@@ -9,11 +9,37 @@ real rclpy node that
   3. sets a value out of bounds: successful=false with the state machine's
      reason, and nothing changes;
   4. changes the parameter through node 3's HTTP API and sees the change on
-     /parameter_events, published by every node's /cairn.
+     /parameter_events, published by every node's /cairn;
+
+and, with an rclpy test_msgs/action/Fibonacci server at /fibonacci that
+every node's `[[ros.actions]]` binds task kind `fibonacci` to,
+
+  5. runs a cairn task of kind `fibonacci` through it: the goal's order is
+     the parameter fibonacci.order, the server's feedback shows as the
+     task's progress, the result as Succeeded;
+  6. cancels such a task in cairn: the server gets cancel_goal for it and
+     the task ends Cancelled;
+  7. takeover trials (--takeover-trials N, default 3): kill -9 the node
+     whose goal is executing; the new holder's goal (same task, newer epoch
+     in the goal id) is accepted by the server and the orphaned goal is
+     cancelled by the new holder; the time from kill -9 to the new goal's
+     acceptance is printed with p50/p99 over the trials.
+
+and
+
+  8. lifecycle on takeover: a task of kind `managed` configures and
+     activates the rclpy lifecycle node /n<holder>/managed; kill -9 of the
+     holder has the new holder activate its own copy; a cairn cancel
+     deactivates and cleans it up;
+
+  9. subscribes late (transient-local) to /n1../n3/cairn/mode, /n2/cairn/max_speed
+     and /n3/cairn/tasks and gets the current values at once.
 
 Closes with "ros-interop: N passed, 0 failed", or fails loudly.
 """
 
+import argparse
+import faulthandler
 import json
 import os
 import shutil
@@ -22,11 +48,19 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 
-DEADLINE_S = 240
+ARGS = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+ARGS.add_argument("--takeover-trials", type=int, default=3,
+                  help="kill -9 trials of the node running a goal (default 3)")
+ARGS = ARGS.parse_args()
+if not 1 <= ARGS.takeover_trials <= 50:
+    raise SystemExit("--takeover-trials must be in 1..=50")
+# Each takeover trial: a takeover (~3-5 s), a cancel, a restart, a catch-up.
+DEADLINE_S = 240 + 40 * ARGS.takeover_trials
 DOMAIN_ID = 42
 os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
@@ -35,11 +69,23 @@ import rclpy  # noqa: E402  (after the environment is set)
 from rclpy.qos import qos_profile_parameter_events  # noqa: E402
 from rcl_interfaces.msg import Parameter, ParameterEvent, ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters, SetParameters  # noqa: E402
+from rclpy.action import ActionServer, CancelResponse  # noqa: E402
+from rclpy.callback_groups import ReentrantCallbackGroup  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import Node as LifecycleNode, TransitionCallbackReturn  # noqa: E402
+from test_msgs.action import Fibonacci  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from std_msgs.msg import Float64, String  # noqa: E402
 
 TOKEN = "ros-interop-" + os.urandom(6).hex()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("CAIRN_BIN", os.path.join(ROOT, "target", "debug", "cairn"))
 PARAM = "arm.grip_force_n"
+FIB_KIND = "fibonacci"
+MANAGED_KIND = "managed"
+FIB_ORDER = "fibonacci.order"
+# Seconds per Fibonacci step on the test server.
+STEP_S = 0.1
 
 procs = {}
 work = tempfile.mkdtemp(prefix="cairn-ros-interop.")
@@ -57,6 +103,8 @@ def fail(msg):
             with open(path) as f:
                 tail = f.read()[-3000:]
             print(f"--- n{i}.log (tail)\n{tail}", file=sys.stderr)
+    # Printed now: a hang in the cleanup must not hide it.
+    print(f"ros-interop FAILED: {msg}", file=sys.stderr, flush=True)
     raise SystemExit(f"ros-interop FAILED: {msg}")
 
 
@@ -109,7 +157,9 @@ def start_node(i):
     with open(config, "w") as f:
         f.write(f'id = {i}\nraft_addr = "{raft[i]}"\napi_addr = "{api[i]}"\n'
                 f'data_dir = "{os.path.join(work, f"n{i}")}"\n'
-                f'[ros]\nenabled = true\ndomain_id = {DOMAIN_ID}\nnamespace = "/n{i}"\n')
+                f'[ros]\nenabled = true\ndomain_id = {DOMAIN_ID}\nnamespace = "/n{i}"\n'
+                f'[[ros.actions]]\nkind = "{FIB_KIND}"\ntype = "test_msgs/action/Fibonacci"\nname = "/fibonacci"\n'
+                f'[[ros.lifecycle]]\nkind = "{MANAGED_KIND}"\nnode = "managed"\n')
     logf = open(os.path.join(work, f"n{i}.log"), "ab")
     env = dict(os.environ, RUST_LOG="warn,cairn=info,cairn_ros=info", CAIRN_API_TOKEN=TOKEN)
     procs[i] = subprocess.Popen([BIN, "node", "run", "--config", config],
@@ -142,6 +192,8 @@ def cleanup():
 
 
 def on_alarm(*_):
+    # Where it hung, for the CI log.
+    faulthandler.dump_traceback(all_threads=True)
     raise SystemExit(f"ros-interop FAILED: did not finish within {DEADLINE_S}s")
 
 
@@ -155,6 +207,298 @@ def call(node, client, request, what, timeout=10):
 
 def double(value):
     return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+
+
+def parse_goal_id(uuid):
+    """cairn's goal ids: CA 1E, a nonce, the task id (6 bytes), the epoch (7 bytes)."""
+    b = bytes(uuid)
+    if b[:2] != b"\xca\x1e":
+        return None
+    return {"task": int.from_bytes(b[3:9], "big"), "epoch": int.from_bytes(b[9:16], "big"), "nonce": b[2]}
+
+
+class Managed(LifecycleNode):
+    """A lifecycle node /n<i>/managed: the copy of a managed ROS 2 node on
+    node i's side (each Pi's navigation_node, say)."""
+
+    def __init__(self, i, server):
+        super().__init__("managed", namespace=f"/n{i}")
+        self.i = i
+        self.server = server
+
+    def _on(self, what):
+        with self.server.lock:
+            self.server.events.append({"t": time.monotonic(), "what": what, "node": self.i})
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state):
+        return self._on("configure")
+
+    def on_activate(self, state):
+        return self._on("activate")
+
+    def on_deactivate(self, state):
+        return self._on("deactivate")
+
+    def on_cleanup(self, state):
+        return self._on("cleanup")
+
+
+class FibServer:
+    """test_msgs/action/Fibonacci at /fibonacci, spun in a thread of its own;
+    records when each goal is accepted, asked to cancel, and how it ends."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.events = []
+        self.stopping = False
+        self.node = rclpy.create_node("fibonacci_server")
+        self.server = ActionServer(
+            self.node, Fibonacci, "/fibonacci", execute_callback=self.execute,
+            handle_accepted_callback=self.on_accepted, cancel_callback=self.on_cancel,
+            callback_group=ReentrantCallbackGroup())
+        self.executor = MultiThreadedExecutor(num_threads=8)
+        self.executor.add_node(self.node)
+        self.managed = {i: Managed(i, self) for i in (1, 2, 3)}
+        for m in self.managed.values():
+            self.executor.add_node(m)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def record(self, what, goal_handle):
+        uuid = bytes(goal_handle.goal_id.uuid)
+        with self.lock:
+            self.events.append({"t": time.monotonic(), "what": what, "uuid": uuid.hex(),
+                                "goal": parse_goal_id(uuid)})
+
+    def on_accepted(self, goal_handle):
+        self.record("accepted", goal_handle)
+        goal_handle.execute()
+
+    def on_cancel(self, goal_handle):
+        self.record("cancel", goal_handle)
+        return CancelResponse.ACCEPT
+
+    def execute(self, goal_handle):
+        seq = [0, 1]
+        for _ in range(1, goal_handle.request.order):
+            if self.stopping:
+                goal_handle.abort()
+                return Fibonacci.Result(sequence=seq)
+            if goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+                self.record("canceled", goal_handle)
+                return Fibonacci.Result(sequence=seq)
+            seq.append((seq[-1] + seq[-2]) % 2**31)
+            goal_handle.publish_feedback(Fibonacci.Feedback(sequence=seq))
+            time.sleep(STEP_S)
+        goal_handle.succeed()
+        self.record("succeeded", goal_handle)
+        return Fibonacci.Result(sequence=seq)
+
+    def find(self, what, pred=lambda e: True):
+        with self.lock:
+            return next((e for e in self.events if e["what"] == what and pred(e)), None)
+
+    def stop(self):
+        # Running goals end at their next step; the nodes go with the process.
+        self.stopping = True
+        self.executor.shutdown(timeout_sec=2)
+
+
+def alive():
+    return [i for i, p in procs.items() if p.poll() is None]
+
+
+def task(task_id):
+    for i in alive():
+        code, body = http("GET", api[i], f"/v1/tasks/{task_id}", timeout=2)
+        if code == 200:
+            return body
+    return None
+
+
+def submit_fib(kind=FIB_KIND):
+    code, body = None, "no node alive"
+    for i in alive():
+        code, body = http("POST", api[i], "/v1/tasks", {"kind": kind})
+        if code == 200:
+            return body["response"]["TaskCreated"]["task_id"]
+    fail(f"task submit: {code} {body}")
+
+
+def set_order(order):
+    i = alive()[0]
+    code, body = http("PUT", api[i], f"/v1/params/{FIB_ORDER}", {"value": {"Int": order}})
+    if code != 200:
+        fail(f"PUT {FIB_ORDER}={order}: {code} {body}")
+
+
+def cancel_task(task_id):
+    i = alive()[0]
+    code, body = http("POST", api[i], f"/v1/tasks/{task_id}/cancel")
+    if code != 200:
+        fail(f"cancel task {task_id}: {code} {body}")
+
+
+def percentile(values, p):
+    """Nearest rank."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+def actions(server):
+    log(f"task kind {FIB_KIND} bound to /fibonacci (test_msgs/action/Fibonacci) on every node")
+    i = alive()[0]
+    code, body = http("POST", api[i], "/v1/params", {
+        "name": FIB_ORDER, "description": "order of the fibonacci goal", "kind": {"Int": {"min": 0, "max": 100000}},
+        "value": {"Int": 30}})
+    if code not in (200, 201):
+        fail(f"declare {FIB_ORDER}: {code} {body}")
+
+    # 5. A task through the action server: feedback as progress, result as success.
+    task_id = submit_fib()
+    accepted = wait("the server to accept the task's goal",
+                    lambda: server.find("accepted", lambda e: e["goal"] and e["goal"]["task"] == task_id), 20)
+    progress = set()
+    notes = set()
+
+    def done():
+        t = task(task_id)
+        if t and t["state"] == "Running" and 0 < t["progress_percent"] < 100:
+            progress.add(t["progress_percent"])
+            if t.get("feedback") and "Note" in t["feedback"]:
+                notes.add(t["feedback"]["Note"])
+        return t if t and t["state"] in ("Succeeded", "Failed", "Cancelled") else None
+    t = wait(f"task {task_id} to end", done, 30)
+    if t["state"] != "Succeeded" or t["progress_percent"] != 100:
+        fail(f"task {task_id}: {t}")
+    if not server.find("succeeded", lambda e: e["uuid"] == accepted["uuid"]):
+        fail(f"task {task_id} succeeded in cairn, the server's goal did not")
+    if len(progress) < 2 or not notes:
+        fail(f"task {task_id}: progress seen while running {sorted(progress)}, notes {sorted(notes)}")
+    ok(f"task {task_id} ran as goal {accepted['uuid']} (epoch {accepted['goal']['epoch']}): "
+       f"progress {sorted(progress)} from the server's feedback (e.g. {sorted(notes)[-1]!r}), then Succeeded")
+
+    # 6. A cairn cancel reaches the server as cancel_goal.
+    set_order(100000)
+    task_id = submit_fib()
+    accepted = wait("the server to accept the goal",
+                    lambda: server.find("accepted", lambda e: e["goal"] and e["goal"]["task"] == task_id), 20)
+    wait("the server's feedback in the task", lambda: "fibonacci:" in str((task(task_id) or {}).get("feedback")), 10)
+    t0 = time.monotonic()
+    cancel_task(task_id)
+    c = wait("cancel_goal at the server", lambda: server.find("cancel", lambda e: e["uuid"] == accepted["uuid"]), 10)
+    t = wait(f"task {task_id} to end", lambda: (lambda t: t if t and t["state"] in (
+        "Succeeded", "Failed", "Cancelled") else None)(task(task_id)), 10)
+    if t["state"] != "Cancelled":
+        fail(f"task {task_id} after a cancel: {t}")
+    ok(f"cairn cancel of task {task_id}: cancel_goal at the server {1000 * (c['t'] - t0):.0f} ms later, task Cancelled")
+
+    # 7. kill -9 of the node running the goal.
+    times = []
+    for trial in range(1, ARGS.takeover_trials + 1):
+        task_id = submit_fib()
+        old = wait("the server to accept the goal",
+                   lambda: server.find("accepted", lambda e: e["goal"] and e["goal"]["task"] == task_id), 20)
+        t = wait("the task's lease", lambda: (lambda t: t if t and t.get("lease") else None)(task(task_id)), 5)
+        holder = t["lease"]["node_id"]
+        if t["lease"]["epoch"] != old["goal"]["epoch"]:
+            fail(f"goal epoch {old['goal']['epoch']} is not the lease's {t['lease']}")
+        was_leader = agreed_leader() == holder
+        procs[holder].kill()
+        t0 = time.monotonic()
+        procs[holder].wait()
+        new = wait(f"a newer holder's goal for task {task_id}",
+                   lambda: server.find("accepted", lambda e: e["goal"] and e["goal"]["task"] == task_id
+                                       and e["goal"]["epoch"] > old["goal"]["epoch"]), 30)
+        took = new["t"] - t0
+        fenced = wait("the orphaned goal cancelled by the new holder",
+                      lambda: server.find("cancel", lambda e: e["uuid"] == old["uuid"]), 10)
+        times.append(took)
+        log(f"trial {trial}: killed node {holder}{' (the leader)' if was_leader else ''} running task {task_id}; "
+            f"new goal (epoch {new['goal']['epoch']}) accepted after {1000 * took:.0f} ms, "
+            f"orphan cancelled after {1000 * (fenced['t'] - t0):.0f} ms")
+        cancel_task(task_id)
+        wait(f"task {task_id} cancelled", lambda: (task(task_id) or {}).get("state") == "Cancelled", 10)
+        start_node(holder)
+        wait("all three nodes agree on a leader", agreed_leader, 30)
+    ms = [1000 * t for t in times]
+    ok(f"takeover: kill -9 of the node running the goal -> new goal accepted by the server, "
+       f"{len(ms)} trials: p50 {percentile(ms, 50):.0f} ms, p99 {percentile(ms, 99):.0f} ms, "
+       f"min {min(ms):.0f} ms, max {max(ms):.0f} ms; the orphaned goal cancelled by the new holder each time")
+    print("ros-interop takeover ms: " + json.dumps([round(m) for m in ms]), flush=True)
+
+
+def lifecycle(server):
+    """8. Lifecycle on takeover: task kind `managed` keeps /n<holder>/managed
+    active; kill -9 of the holder -> the new holder activates its copy; a
+    cairn cancel deactivates and cleans it up."""
+    def event(what, node, after=0.0):
+        return server.find(what, lambda e: e.get("node") == node and e["t"] >= after)
+    t_submit = time.monotonic()
+    task_id = submit_fib(MANAGED_KIND)
+    t = wait("the managed task's lease", lambda: (lambda t: t if t and t.get("lease") else None)(task(task_id)), 20)
+    holder = t["lease"]["node_id"]
+    wait(f"/n{holder}/managed configured and activated",
+         lambda: event("configure", holder, t_submit) and event("activate", holder, t_submit), 20)
+    wait("the task's progress to say active", lambda: (task(task_id) or {}).get("progress_percent") == 50, 10)
+    others = [i for i in (1, 2, 3) if i != holder]
+    if any(event("activate", i, t_submit) for i in others):
+        fail("a lifecycle node other than the holder's was activated")
+    ok(f"task {task_id} ({MANAGED_KIND}) on node {holder}: /n{holder}/managed configured and activated")
+
+    procs[holder].kill()
+    t0 = time.monotonic()
+    procs[holder].wait()
+    j = wait("another node's copy activated",
+             lambda: next((i for i in others if event("activate", i, t0)), None), 30)
+    took = event("activate", j, t0)["t"] - t0
+    t = wait("the task's new lease", lambda: (lambda t: t if t and t.get("lease") and
+                                              t["lease"]["node_id"] == j else None)(task(task_id)), 10)
+    ok(f"kill -9 of node {holder}: node {j} (epoch {t['lease']['epoch']}) activated /n{j}/managed "
+       f"{1000 * took:.0f} ms later")
+
+    t1 = time.monotonic()
+    cancel_task(task_id)
+    wait(f"/n{j}/managed deactivated and cleaned up",
+         lambda: event("deactivate", j, t1) and event("cleanup", j, t1), 10)
+    wait(f"task {task_id} cancelled", lambda: (task(task_id) or {}).get("state") == "Cancelled", 10)
+    ok(f"cairn cancel: /n{j}/managed deactivated and cleaned up, task Cancelled")
+    start_node(holder)
+    wait("all three nodes agree on a leader", agreed_leader, 30)
+
+
+def state_topics(node):
+    """9. A subscriber that joins late gets the current mode, speed limit and
+    task board at once (latched: transient-local)."""
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                         reliability=ReliabilityPolicy.RELIABLE)
+    got = {}
+    for i in (1, 2, 3):
+        node.create_subscription(String, f"/n{i}/cairn/mode", lambda m, i=i: got.setdefault(("mode", i), m.data),
+                                 latched)
+    node.create_subscription(Float64, "/n2/cairn/max_speed", lambda m: got.setdefault("speed", m.data), latched)
+    node.create_subscription(String, "/n3/cairn/tasks", lambda m: got.setdefault("tasks", m.data), latched)
+    t0 = time.monotonic()
+    end = t0 + 15
+    want = {("mode", 1), ("mode", 2), ("mode", 3), "speed", "tasks"}
+    while time.monotonic() < end and not want <= set(got):
+        rclpy.spin_once(node, timeout_sec=0.1)
+    if not want <= set(got):
+        fail(f"late subscriber: got only {sorted(map(str, got))} within 15s")
+    modes = {got[("mode", i)] for i in (1, 2, 3)}
+    if modes != {"normal"}:
+        fail(f"late subscriber: modes {modes}")
+    code, body = http("GET", api[alive()[0]], "/v1/params/drive.max_speed_mps")
+    if code != 200 or body["value"] != {"Float": got["speed"]}:
+        fail(f"/n2/cairn/max_speed {got['speed']} vs drive.max_speed_mps {body}")
+    board = json.loads(got["tasks"])
+    if not any(t["kind"] == FIB_KIND for t in board):
+        fail(f"/n3/cairn/tasks: {got['tasks'][:300]}")
+    ok(f"late subscriber ({time.monotonic() - t0:.1f}s): mode {modes.pop()!r} from /n1 /n2 /n3/cairn/mode, "
+       f"max_speed {got['speed']} m/s, a board of {len(board)} tasks on /n3/cairn/tasks")
 
 
 def main():
@@ -240,6 +584,13 @@ def main():
         fail(f"/parameter_events: the change seen from {sorted(seen_from)} only ({len(events)} events)")
     ok(f"/parameter_events: the HTTP change seen from {sorted(seen_from)}")
 
+    server = FibServer()
+    try:
+        actions(server)
+        lifecycle(server)
+    finally:
+        server.stop()
+    state_topics(node)
     node.destroy_node()
     rclpy.shutdown()
     print(f"ros-interop: {passed} passed, 0 failed", flush=True)

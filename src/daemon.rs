@@ -97,6 +97,10 @@ impl Daemon {
             );
         }
         let coordinator = Coordinator::start(node.clone(), config.agent.clone()).map_err(agents_error)?;
+        // Before the agent: the task kinds bound to ROS 2 actions are
+        // handlers of this node's agent.
+        let mut ros = crate::ros::start(&config.ros, node.clone())?;
+        handlers.extend(crate::ros::action_handlers(&mut ros));
         let mut spec = config.node_spec();
         // The bound transport address (the configured one may use port 0).
         spec.addresses = vec![node.raft_addr().to_string()];
@@ -105,7 +109,6 @@ impl Daemon {
             agent = agent.handler(kind, handler);
         }
         let agent = agent.start().map_err(agents_error)?;
-        let ros = crate::ros::start(&config.ros, node.clone())?;
         tracing::info!(id = config.id, api = %api_addr, raft = %node.raft_addr(), "cairn node running");
         Ok(Self {
             node,

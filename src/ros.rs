@@ -26,6 +26,75 @@ pub struct RosSettings {
     /// Base name of the node. Default `cairn`.
     #[serde(default = "default_node_name")]
     pub node_name: String,
+    /// `[[ros.actions]]`: task kinds this node runs as ROS 2 actions.
+    #[serde(default)]
+    pub actions: Vec<RosActionSettings>,
+    /// `[[ros.lifecycle]]`: task kinds that keep a ROS 2 lifecycle node
+    /// active on the node holding the task.
+    #[serde(default)]
+    pub lifecycle: Vec<RosLifecycleSettings>,
+}
+
+/// `[[ros.lifecycle]]`: one task kind bound to a ROS 2 lifecycle node. The
+/// node holding a task of `kind` configures and activates the lifecycle
+/// node, keeps it active while it holds the task, and deactivates and
+/// cleans it up on a cairn cancel or when it loses the task's permit (see
+/// `cairn_ros::lifecycle`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosLifecycleSettings {
+    /// The cairn task kind, e.g. `nav-stack`.
+    pub kind: String,
+    /// The lifecycle node: relative to `namespace` (`navigation_node` →
+    /// `/pi1/navigation_node`, each Pi its own copy) or absolute.
+    pub node: String,
+    /// How long to wait for its services and for each transition. Default
+    /// 5000.
+    #[serde(default = "default_lifecycle_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_lifecycle_timeout_ms() -> u64 {
+    5_000
+}
+
+/// `[[ros.actions]]`: one task kind bound to a ROS 2 action server. The node
+/// that holds a task of `kind` sends the goal to the server, reports its
+/// feedback as the task's progress and its result as the task's outcome,
+/// and cancels the goal on a cairn cancel or when it loses the task's
+/// permit (see `cairn_ros::action`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosActionSettings {
+    /// The cairn task kind, e.g. `navigate`.
+    pub kind: String,
+    /// The action type: `nav2_msgs/action/NavigateToPose` or
+    /// `test_msgs/action/Fibonacci`.
+    #[serde(rename = "type")]
+    pub action_type: String,
+    /// The action's name: absolute (`/navigate_to_pose`) or relative to
+    /// `namespace` (`navigate_to_pose` → `/pi1/navigate_to_pose`).
+    pub name: String,
+    /// Prefix of the replicated parameters the goal fields come from
+    /// (`<params>.order` for Fibonacci, `<params>.behavior_tree` for
+    /// NavigateToPose). Default: the kind.
+    #[serde(default)]
+    pub params: Option<String>,
+    /// `header.frame_id` of the poses sent. Default `map`.
+    #[serde(default = "default_frame_id")]
+    pub frame_id: String,
+    /// How long to wait for the server to be discovered and to answer a
+    /// goal before the attempt fails. Default 10000.
+    #[serde(default = "default_server_timeout_ms")]
+    pub server_timeout_ms: u64,
+}
+
+fn default_frame_id() -> String {
+    "map".into()
+}
+
+fn default_server_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_namespace() -> String {
@@ -43,10 +112,18 @@ impl Default for RosSettings {
             domain_id: 0,
             namespace: default_namespace(),
             node_name: default_node_name(),
+            actions: Vec::new(),
+            lifecycle: Vec::new(),
         }
     }
 }
 
+#[cfg(feature = "ros")]
+pub use enabled::action_handlers;
+#[cfg(feature = "ros")]
+pub use enabled::bindings;
+#[cfg(feature = "ros")]
+pub use enabled::lifecycle_bindings;
 #[cfg(feature = "ros")]
 pub use enabled::start;
 #[cfg(feature = "ros")]
@@ -65,12 +142,20 @@ pub fn start(
     settings: &RosSettings,
     _node: std::sync::Arc<cairn_raft::RaftNode<cairn_state::Mission>>,
 ) -> Result<Option<RosHandle>, crate::error::Error> {
-    if settings.enabled {
+    if settings.enabled || !settings.actions.is_empty() || !settings.lifecycle.is_empty() {
         return Err(crate::error::Error::Config {
-            reason: "[ros] enabled = true needs a binary built with the `ros` feature (on by default)".into(),
+            reason: "[ros] needs a binary built with the `ros` feature (on by default)".into(),
         });
     }
     Ok(None)
+}
+
+/// Without the `ros` feature no task kind runs as a ROS 2 action.
+#[cfg(not(feature = "ros"))]
+pub fn action_handlers(
+    _ros: &mut Option<RosHandle>,
+) -> Vec<(String, std::sync::Arc<dyn cairn_agents::action::ActionHandler>)> {
+    Vec::new()
 }
 
 #[cfg(feature = "ros")]
@@ -82,11 +167,14 @@ mod enabled {
     use cairn_ros::CairnNode;
     use cairn_ros::SetParamError;
     use cairn_state::Command;
+    use cairn_state::GoalKind;
     use cairn_state::Mission;
     use cairn_state::Param;
     use cairn_state::ParamChange;
     use cairn_state::ParamValue;
     use cairn_state::Response;
+    use cairn_state::Task;
+    use cairn_state::TaskFilter;
     use futures::stream::BoxStream;
     use futures::StreamExt;
 
@@ -134,6 +222,51 @@ mod enabled {
             }
         }
 
+        fn state(&self) -> Option<cairn_ros::RoverState> {
+            let status = self.node.status();
+            let (mode, max_speed_mps, plan, task_board_json) = self.node.local_state(|m| {
+                let effective = m.effective();
+                let plan = m.plan();
+                let poses = plan
+                    .goals
+                    .iter()
+                    .filter_map(|g| match &g.kind {
+                        GoalKind::Waypoint { pose }
+                        | GoalKind::PickUp { pose, .. }
+                        | GoalKind::Deliver { pose, .. }
+                        | GoalKind::ScienceSample { pose, .. } => {
+                            Some([pose.position.x, pose.position.y, pose.position.z, pose.heading_rad])
+                        }
+                        GoalKind::SearchArea { .. } => None,
+                    })
+                    .collect();
+                (
+                    effective.mode.to_string(),
+                    effective.max_speed_mps,
+                    cairn_ros::PlanPoses {
+                        frame_id: plan.frame_id.clone(),
+                        poses,
+                    },
+                    task_board(m),
+                )
+            });
+            Some(cairn_ros::RoverState {
+                mode,
+                max_speed_mps,
+                plan,
+                cluster: cairn_ros::ClusterState {
+                    node_id: status.id,
+                    leader: status.leader,
+                    term: status.term,
+                    voters: status.members.iter().filter(|m| m.voter).map(|m| m.id).collect(),
+                    learners: status.members.iter().filter(|m| !m.voter).map(|m| m.id).collect(),
+                    quorum: status.quorum,
+                    fault_tolerance: status.fault_tolerance,
+                },
+                task_board_json,
+            })
+        }
+
         fn param_changes(&self) -> BoxStream<'static, ParamChange> {
             let node = self.node.clone();
             let from = node.status().applied_index.unwrap_or(0) + 1;
@@ -169,18 +302,168 @@ mod enabled {
         }
     }
 
+    /// The task board as JSON: unfinished tasks first (by id), then the
+    /// latest finished ones, at most [`cairn_ros::state::MAX_BOARD_TASKS`].
+    pub(super) fn task_board(m: &Mission) -> String {
+        let tasks = m.tasks(&TaskFilter::default());
+        let (mut open, mut done): (Vec<&Task>, Vec<&Task>) = tasks.into_iter().partition(|t| !t.state.is_terminal());
+        done.reverse();
+        open.extend(done);
+        let board: Vec<serde_json::Value> = open
+            .into_iter()
+            .take(cairn_ros::state::MAX_BOARD_TASKS)
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id.0,
+                    "kind": t.spec.kind,
+                    "state": t.state.to_string(),
+                    "node": t.lease.map(|l| l.node_id.0),
+                    "epoch": t.lease.map(|l| l.epoch.0),
+                    "progress": t.progress_percent,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(board).to_string()
+    }
+
+    /// The `[[ros.actions]]` bindings, checked: a supported type, a kind
+    /// bound once, a timeout above zero.
+    pub fn bindings(settings: &RosSettings) -> Result<Vec<cairn_ros::ActionBinding>, String> {
+        let mut out: Vec<cairn_ros::ActionBinding> = Vec::new();
+        for a in &settings.actions {
+            let at = |what: String| format!("[[ros.actions]] kind {:?}: {what}", a.kind);
+            if a.kind.is_empty() {
+                return Err("[[ros.actions]]: kind is empty".to_owned());
+            }
+            if out.iter().any(|b| b.kind == a.kind) {
+                return Err(at("bound twice".to_owned()));
+            }
+            let action_type = a.action_type.parse::<cairn_ros::ActionType>().map_err(at)?;
+            if a.server_timeout_ms == 0 {
+                return Err(at("server_timeout_ms must be above 0".to_owned()));
+            }
+            let mut b = cairn_ros::ActionBinding::new(a.kind.clone(), action_type, a.name.clone());
+            if let Some(p) = &a.params {
+                b.params = p.clone();
+            }
+            b.frame_id = a.frame_id.clone();
+            b.server_timeout = Duration::from_millis(a.server_timeout_ms);
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    /// The `[[ros.lifecycle]]` bindings, checked: a kind bound once (here
+    /// and in `[[ros.actions]]`), a timeout above zero.
+    pub fn lifecycle_bindings(settings: &RosSettings) -> Result<Vec<cairn_ros::LifecycleBinding>, String> {
+        let mut out: Vec<cairn_ros::LifecycleBinding> = Vec::new();
+        for l in &settings.lifecycle {
+            let at = |what: &str| format!("[[ros.lifecycle]] kind {:?}: {what}", l.kind);
+            if l.kind.is_empty() {
+                return Err("[[ros.lifecycle]]: kind is empty".to_owned());
+            }
+            if out.iter().any(|b| b.kind == l.kind) || settings.actions.iter().any(|a| a.kind == l.kind) {
+                return Err(at("bound twice"));
+            }
+            if l.timeout_ms == 0 {
+                return Err(at("timeout_ms must be above 0"));
+            }
+            out.push(cairn_ros::LifecycleBinding {
+                kind: l.kind.clone(),
+                node: l.node.clone(),
+                timeout: Duration::from_millis(l.timeout_ms),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The handlers of the task kinds bound to ROS 2 actions, to register
+    /// with this node's agent (none if the ROS 2 node does not run).
+    pub fn action_handlers(
+        ros: &mut Option<cairn_ros::RosBridge>,
+    ) -> Vec<(String, Arc<dyn cairn_agents::action::ActionHandler>)> {
+        ros.as_mut().map(|r| r.take_action_handlers()).unwrap_or_default()
+    }
+
     /// Start the ROS 2 node if `[ros] enabled`.
     pub fn start(settings: &RosSettings, node: Arc<RaftNode<Mission>>) -> Result<Option<cairn_ros::RosBridge>, Error> {
         if !settings.enabled {
+            if !settings.actions.is_empty() || !settings.lifecycle.is_empty() {
+                return Err(Error::Config {
+                    reason: "[[ros.actions]] and [[ros.lifecycle]] need [ros] enabled = true".into(),
+                });
+            }
             return Ok(None);
         }
         let options = cairn_ros::RosOptions {
             domain_id: settings.domain_id,
             namespace: settings.namespace.clone(),
             node_name: settings.node_name.clone(),
+            actions: bindings(settings).map_err(|reason| Error::Config { reason })?,
+            lifecycle: lifecycle_bindings(settings).map_err(|reason| Error::Config { reason })?,
         };
         let bridge = cairn_ros::RosBridge::start(&options, Arc::new(RaftParams::new(node)))
             .map_err(|e| Error::Config { reason: e.to_string() })?;
         Ok(Some(bridge))
+    }
+}
+
+#[cfg(all(test, feature = "ros"))]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<RosSettings, String> {
+        toml::from_str::<RosSettings>(toml_text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn action_bindings_parse_with_defaults_and_are_checked() {
+        let s = parse(
+            "enabled = true\n[[actions]]\nkind = \"navigate\"\ntype = \"nav2_msgs/action/NavigateToPose\"\nname = \"navigate_to_pose\"\n\
+             [[actions]]\nkind = \"fib\"\ntype = \"test_msgs/action/Fibonacci\"\nname = \"/fibonacci\"\nparams = \"demo.fib\"\nserver_timeout_ms = 500\n",
+        )
+        .unwrap();
+        let b = bindings(&s).unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(
+            (b[0].kind.as_str(), b[0].params.as_str(), b[0].frame_id.as_str()),
+            ("navigate", "navigate", "map")
+        );
+        assert_eq!(b[0].action_type, cairn_ros::ActionType::NavigateToPose);
+        assert_eq!(b[0].server_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(
+            (b[1].params.as_str(), b[1].action_name.as_str()),
+            ("demo.fib", "/fibonacci")
+        );
+        assert_eq!(b[1].server_timeout, std::time::Duration::from_millis(500));
+
+        let unknown = parse("[[actions]]\nkind = \"x\"\ntype = \"nav2_msgs/action/Spin\"\nname = \"spin\"\n").unwrap();
+        assert!(bindings(&unknown)
+            .unwrap_err()
+            .contains("unsupported ros 2 action type"));
+        let twice = parse(
+            "[[actions]]\nkind = \"x\"\ntype = \"test_msgs/action/Fibonacci\"\nname = \"a\"\n\
+             [[actions]]\nkind = \"x\"\ntype = \"test_msgs/action/Fibonacci\"\nname = \"b\"\n",
+        )
+        .unwrap();
+        assert!(bindings(&twice).unwrap_err().contains("bound twice"));
+        assert!(parse("[[actions]]\nkind = \"x\"\ntype = \"t\"\nname = \"a\"\nfoo = 1\n").is_err());
+    }
+
+    #[test]
+    fn lifecycle_bindings_parse_and_kinds_are_bound_once() {
+        let s = parse("[[lifecycle]]\nkind = \"nav-stack\"\nnode = \"navigation_node\"\n").unwrap();
+        let b = lifecycle_bindings(&s).unwrap();
+        assert_eq!(
+            (b[0].kind.as_str(), b[0].node.as_str()),
+            ("nav-stack", "navigation_node")
+        );
+        assert_eq!(b[0].timeout, std::time::Duration::from_secs(5));
+        let both = parse(
+            "[[actions]]\nkind = \"x\"\ntype = \"test_msgs/action/Fibonacci\"\nname = \"a\"\n\
+             [[lifecycle]]\nkind = \"x\"\nnode = \"n\"\n",
+        )
+        .unwrap();
+        assert!(lifecycle_bindings(&both).unwrap_err().contains("bound twice"));
     }
 }

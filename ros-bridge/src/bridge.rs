@@ -4,29 +4,37 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use cairn_hal::action::ActionHandler;
 use cairn_state::Param;
 use cairn_state::ParamValue;
 use futures::StreamExt;
 use ros2_client::parameters::raw;
+use ros2_client::qos::Durability;
 use ros2_client::qos::History;
 use ros2_client::rcl_interfaces as rcl;
 use ros2_client::Context;
 use ros2_client::ContextOptions;
 use ros2_client::Message;
+use ros2_client::MessageTypeName;
 use ros2_client::Name;
 use ros2_client::Node;
 use ros2_client::NodeName;
 use ros2_client::NodeOptions;
+use ros2_client::Publisher;
 use ros2_client::QosProfile;
 use ros2_client::Server;
 use ros2_client::ServiceMapping;
 use ros2_client::ServiceTypeName;
 use tokio::task::JoinHandle;
 
+use crate::action::ActionBinding;
 use crate::convert;
 use crate::error::Error;
+use crate::lifecycle::LifecycleBinding;
+use crate::msgs;
 use crate::node::CairnNode;
 use crate::node::SetParamError;
+use crate::state;
 
 /// Names in one request that are answered; the rest are dropped with a
 /// warning. A ROS 2 request is one DDS sample of at most a few MB, but a
@@ -48,6 +56,10 @@ pub struct RosOptions {
     pub namespace: String,
     /// Base name of the node, e.g. `cairn`.
     pub node_name: String,
+    /// Task kinds run as ROS 2 actions on this node.
+    pub actions: Vec<ActionBinding>,
+    /// Task kinds that keep a ROS 2 lifecycle node active on this node.
+    pub lifecycle: Vec<LifecycleBinding>,
 }
 
 impl Default for RosOptions {
@@ -56,6 +68,8 @@ impl Default for RosOptions {
             domain_id: 0,
             namespace: "/".to_owned(),
             node_name: "cairn".to_owned(),
+            actions: Vec::new(),
+            lifecycle: Vec::new(),
         }
     }
 }
@@ -65,8 +79,11 @@ impl Default for RosOptions {
 pub struct RosBridge {
     fully_qualified_name: String,
     tasks: Vec<JoinHandle<()>>,
-    // Last: the tasks that use its entities are aborted first.
-    _node: Node,
+    /// The handlers of the bound task kinds, until taken.
+    action_handlers: Vec<(String, Arc<dyn ActionHandler>)>,
+    // Last: the tasks that use its entities are aborted first. Shared with
+    // the action handlers (they wait on it for servers to be discovered).
+    _node: Arc<Node>,
 }
 
 impl RosBridge {
@@ -215,6 +232,25 @@ impl RosBridge {
             }
         }));
 
+        tasks.push(state_topics(&mut node, &fqn, cairn.clone())?);
+
+        let mut action_handlers = Vec::new();
+        let mut give_node = Vec::new();
+        for binding in &options.actions {
+            let kind = binding.kind.clone();
+            let (handler, set_node) = crate::action::handler(&mut node, binding.clone())?;
+            tracing::info!(kind = %kind, action = %binding.action_name, r#type = %binding.action_type, "task kind bound to a ros 2 action");
+            action_handlers.push((kind, handler));
+            give_node.push(set_node);
+        }
+        for binding in &options.lifecycle {
+            let kind = binding.kind.clone();
+            let (handler, set_node) = crate::lifecycle::handler(&mut node, binding.clone())?;
+            tracing::info!(kind = %kind, lifecycle_node = %binding.node, "task kind bound to a ros 2 lifecycle node");
+            action_handlers.push((kind, handler));
+            give_node.push(set_node);
+        }
+
         // Discovery and the ROS 2 graph (`ros2 node list`).
         let spinner = node.spinner().map_err(|e| create("node spinner", e))?;
         tasks.push(tokio::spawn(async move {
@@ -222,12 +258,24 @@ impl RosBridge {
                 tracing::warn!(error = ?e, "ros 2 node spinner stopped");
             }
         }));
+        let node = Arc::new(node);
+        for set_node in give_node {
+            set_node(node.clone());
+        }
         tracing::info!(node = %fqn, domain_id = options.domain_id, "ros 2 parameter services up");
         Ok(Self {
             fully_qualified_name: fqn,
             tasks,
+            action_handlers,
             _node: node,
         })
+    }
+
+    /// The handlers of the task kinds bound to ROS 2 actions
+    /// ([`RosOptions::actions`]), to register with the node's agent; empty
+    /// once taken.
+    pub fn take_action_handlers(&mut self) -> Vec<(String, Arc<dyn ActionHandler>)> {
+        std::mem::take(&mut self.action_handlers)
     }
 
     /// The node's fully qualified name, e.g. `/cairn`.
@@ -242,6 +290,93 @@ impl Drop for RosBridge {
             task.abort();
         }
     }
+}
+
+/// Latched: reliable, transient-local, the last value kept for late joiners.
+fn latched() -> QosProfile {
+    QosProfile::publisher_default()
+        .durability(Durability::TransientLocal)
+        .history(History::KeepLast { depth: 1 })
+}
+
+fn publisher<M: serde::Serialize>(
+    node: &mut Node,
+    fqn: &str,
+    name: &str,
+    package: &str,
+    type_name: &str,
+) -> Result<Publisher<M>, Error> {
+    let topic_name = Name::new(fqn, name).map_err(|e| Error::InvalidName {
+        name: format!("{fqn}/{name}"),
+        reason: format!("{e:?}"),
+    })?;
+    let qos = latched();
+    let topic = node
+        .create_topic(&topic_name, MessageTypeName::new(package, type_name), &qos)
+        .map_err(|e| create("state topic", e))?;
+    node.create_publisher(&topic, Some(qos))
+        .map_err(|e| create("state publisher", e))
+}
+
+/// Publish `value` on `publisher` if it differs from `last` (or nothing was
+/// published yet).
+async fn publish_changed<M: serde::Serialize + PartialEq + Clone + std::fmt::Debug>(
+    publisher: &Publisher<M>,
+    last: &mut Option<M>,
+    value: M,
+    topic: &str,
+) {
+    if last.as_ref() == Some(&value) {
+        return;
+    }
+    match publisher.async_publish(value.clone()).await {
+        Ok(()) => *last = Some(value),
+        Err(e) => tracing::warn!(topic, error = ?e, "could not publish a ros 2 state topic"),
+    }
+}
+
+/// The state topics (see [`crate::state`]), published as they change.
+fn state_topics<C: CairnNode>(node: &mut Node, fqn: &str, cairn: Arc<C>) -> Result<JoinHandle<()>, Error> {
+    let mode = publisher::<msgs::StdString>(node, fqn, "mode", "std_msgs", "String")?;
+    let speed = publisher::<msgs::Float64>(node, fqn, "max_speed", "std_msgs", "Float64")?;
+    let plan = publisher::<msgs::Path>(node, fqn, "plan", "nav_msgs", "Path")?;
+    let cluster = publisher::<msgs::DiagnosticStatus>(node, fqn, "cluster", "diagnostic_msgs", "DiagnosticStatus")?;
+    let board = publisher::<msgs::StdString>(node, fqn, "tasks", "std_msgs", "String")?;
+    Ok(tokio::spawn(async move {
+        let (mut last_mode, mut last_speed, mut last_plan, mut last_cluster, mut last_board) =
+            (None, None, None, None, None);
+        let mut tick = tokio::time::interval(state::STATE_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(s) = cairn.state() else { continue };
+            publish_changed(&mode, &mut last_mode, msgs::StdString { data: s.mode }, "mode").await;
+            publish_changed(
+                &speed,
+                &mut last_speed,
+                msgs::Float64 { data: s.max_speed_mps },
+                "max_speed",
+            )
+            .await;
+            publish_changed(&plan, &mut last_plan, state::path(&s.plan), "plan").await;
+            publish_changed(
+                &cluster,
+                &mut last_cluster,
+                state::cluster_status(&s.cluster),
+                "cluster",
+            )
+            .await;
+            publish_changed(
+                &board,
+                &mut last_board,
+                msgs::StdString {
+                    data: s.task_board_json,
+                },
+                "tasks",
+            )
+            .await;
+        }
+    }))
 }
 
 fn create(what: &'static str, e: impl std::fmt::Debug) -> Error {

@@ -10,7 +10,19 @@
 //! - [`convert`]: pure mappings between cairn's parameters and
 //!   `rcl_interfaces` messages (values, descriptors, list, events).
 //! - [`bridge`]: [`RosBridge`], the DDS side (ros2-client on RustDDS, pure
-//!   Rust): the six parameter services and the event publisher.
+//!   Rust): the six parameter services and the event publisher, and the
+//!   action clients of the bound task kinds.
+//! - [`action`]: tasks as ROS 2 actions: a task kind bound to an action
+//!   server ([`ActionBinding`]) runs through a `cairn-hal` action handler
+//!   that sends the goal, maps feedback and result, and cancels the goal on
+//!   a cairn cancel or a lost permit.
+//! - [`lifecycle`]: lifecycle on takeover: a task kind that keeps a ROS 2
+//!   lifecycle node active on the node holding the task, and deactivates
+//!   it when the task is cancelled or the permit is lost.
+//! - [`state`]: the state topics (mode, speed limit, plan, cluster, task
+//!   board), latched for late subscribers.
+//! - [`msgs`]: the Rust types of the supported actions
+//!   (`test_msgs/action/Fibonacci`, `nav2_msgs/action/NavigateToPose`).
 //! - [`error`]: the crate's [`Error`].
 //!
 //! # Key decision
@@ -23,19 +35,30 @@
 //! refusal, and `/parameter_events` is fed from the applied changes, so a
 //! change from any source (HTTP, CLI, another node's ROS side) appears there.
 //!
-//! This crate depends on `cairn-state` (the domain types) and on nothing
+//! This crate depends on `cairn-state` (the domain types), `cairn-hal` (the
+//! action handler seam) and on nothing
 //! that does I/O in cairn: no Raft, no RocksDB, no facade (which depends on
 //! it). It needs no ROS installation to build or run.
 
 #![deny(missing_docs)]
 
+pub mod action;
 pub mod bridge;
 pub mod convert;
 pub mod error;
+pub mod lifecycle;
+pub mod msgs;
 pub mod node;
+pub mod state;
 
+pub use action::ActionBinding;
+pub use action::ActionType;
 pub use bridge::RosBridge;
 pub use bridge::RosOptions;
 pub use error::Error;
+pub use lifecycle::LifecycleBinding;
 pub use node::CairnNode;
 pub use node::SetParamError;
+pub use state::ClusterState;
+pub use state::PlanPoses;
+pub use state::RoverState;

@@ -7,6 +7,8 @@ use cairn_state::ParamChange;
 use cairn_state::ParamValue;
 use futures::stream::BoxStream;
 
+use crate::state::RoverState;
+
 /// Why a parameter was not set.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum SetParamError {
@@ -43,4 +45,11 @@ pub trait CairnNode: Send + Sync + 'static {
     /// source, in the order of the log. The stream ends only when the node
     /// stops.
     fn param_changes(&self) -> BoxStream<'static, ParamChange>;
+
+    /// The rover state the state topics publish, as this node has applied
+    /// it (a local read). `None`: publish nothing (the default, for nodes
+    /// that only serve parameters).
+    fn state(&self) -> Option<RoverState> {
+        None
+    }
 }
