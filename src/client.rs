@@ -19,6 +19,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use cairn_raft::RetryClass;
+
 use crate::wire::ErrorBody;
 
 /// Why no endpoint gave an answer, the worst case over the endpoints
@@ -390,26 +392,40 @@ impl Client {
         let mut why = Unanswered::Down;
         // The first endpoint that was reached but could not serve.
         let mut reached = None;
+        // The one retry policy's rule (cairn_raft::retry): after an unknown
+        // outcome only a tagged write, or a read, goes to the next endpoint.
+        // One attempt per endpoint bounds the loop.
+        let idempotent = tag.is_some() || !is_write;
         for ep in &self.endpoints {
-            match self.call_one_tagged(ep, method.clone(), path, body, tag).await {
+            let (class, w, message) = match self.call_one_tagged(ep, method.clone(), path, body, tag).await {
                 Err(ClientError::Unreachable { tried: t, why: w }) => {
-                    tried.push(t);
-                    why = why.max(w);
-                    if w != Unanswered::Down {
-                        reached.get_or_insert(ep);
-                    }
+                    let class = match w {
+                        Unanswered::Unknown => RetryClass::Unknown,
+                        Unanswered::Down | Unanswered::Unavailable => RetryClass::Safe,
+                    };
+                    (class, w, t)
                 }
-                Err(ClientError::Api { status: 503, body, .. }) => {
-                    tried.push(format!("{ep}: {}", body.message));
-                    why = why.max(Unanswered::Unavailable);
-                    reached.get_or_insert(ep);
-                }
-                Err(ClientError::Api { status: 504, body, .. }) if tag.is_some() => {
-                    tried.push(format!("{ep}: {}", body.message));
-                    why = why.max(Unanswered::Unknown);
-                    reached.get_or_insert(ep);
-                }
+                Err(ClientError::Api { status: 503, body, .. }) => (
+                    RetryClass::Safe,
+                    Unanswered::Unavailable,
+                    format!("{ep}: {}", body.message),
+                ),
+                // An untagged request's 504 is an answer (e.g. a state hash
+                // not reached in time): given back as it is.
+                Err(ClientError::Api { status: 504, body, .. }) if tag.is_some() => (
+                    RetryClass::Unknown,
+                    Unanswered::Unknown,
+                    format!("{ep}: {}", body.message),
+                ),
                 other => return other,
+            };
+            if !class.may_retry(idempotent) {
+                return Err(ClientError::Unreachable { tried: message, why: w });
+            }
+            tried.push(message);
+            why = why.max(w);
+            if w != Unanswered::Down {
+                reached.get_or_insert(ep);
             }
         }
         if let Some(ep) = reached {

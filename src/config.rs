@@ -231,6 +231,9 @@ impl NodeConfig {
         c.log = self.log.clone();
         c.peer = self.peer.clone();
         c.peer_dial_overrides = self.peer_dial_overrides.clone();
+        // The one place the process environment reaches the clock:
+        // test-only, for the chaos suite's clock jumps (docs/CHAOS.md).
+        c.clock = cairn_raft::WallClock::from_test_env();
         c
     }
 }

@@ -78,13 +78,6 @@ use crate::config::NodeConfig;
 use crate::daemon::Daemon;
 use crate::error::Error;
 
-/// Attempts of one [`Node`] write that meets no leader or an unknown
-/// outcome: five, with 100 ms doubling backoff (3.1 s in all), covers a
-/// leader failover (≈ 1 s) with room to spare; every attempt carries the
-/// same client tag, so the write applies at most once.
-const WRITE_ATTEMPTS: u32 = 5;
-const WRITE_BACKOFF_MS: u64 = 100;
-
 /// Deadline of each admin-API call [`Node::join`] makes; adding a learner
 /// waits until it caught up, which takes seconds on a large log.
 const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -393,26 +386,18 @@ impl Node {
 
     /// Replicate `command` (through the leader) and return the index it
     /// committed at with the state machine's answer. A refusal by the state
-    /// machine is [`Error::Command`] and changed nothing. Retries, with the
-    /// same client tag, when no leader is known or the outcome is unknown,
-    /// so it applies at most once.
+    /// machine is [`Error::Command`] and changed nothing. The write is
+    /// tagged, so Raft's one retry loop ([`cairn_raft::retry`]) retries it
+    /// within the write timeout when no leader is known or the outcome is
+    /// unknown, and it applies at most once; no second loop here (attempts
+    /// would multiply).
     pub async fn execute(&self, command: Command) -> Result<(u64, Response), Error> {
         let tag = ClientTag {
             client_id: self.client_id,
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed) + 1,
         };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.raft().write_tagged(tag, command.clone()).await {
-                Ok(out) => return Ok((out.index, out.response?)),
-                Err(e) if attempt < WRITE_ATTEMPTS && (e.is_retryable() || is_indeterminate(&e)) => {
-                    tracing::debug!(attempt, error = %e, "write not acknowledged; retrying with the same tag");
-                    tokio::time::sleep(Duration::from_millis(WRITE_BACKOFF_MS << (attempt - 1))).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let out = self.raft().write_tagged(tag, command).await?;
+        Ok((out.index, out.response?))
     }
 
     /// Read the replicated state with `consistency` (linearizable: sees
@@ -502,10 +487,6 @@ impl Node {
     pub async fn shutdown(self) -> Result<(), Error> {
         self.daemon.shutdown().await
     }
-}
-
-fn is_indeterminate(e: &cairn_raft::Error) -> bool {
-    matches!(e, cairn_raft::Error::Indeterminate { .. })
 }
 
 /// The replicated parameters, through [`Node::params`].

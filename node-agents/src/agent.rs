@@ -90,19 +90,26 @@ const PARAM_CHANNEL_CAPACITY: usize = cairn_state::limits::PARAM_EVENTS_KEPT;
 /// Cluster reports one handler may queue; health changes are rare and a
 /// dropped one is re-sent on the next change.
 const REPORT_QUEUE: usize = 32;
-/// Writes of one call: 5 attempts with 50 ms..1 s full-jitter backoff stay
-/// well inside one `down_after_ms`, so a caller never outlives the leader's
-/// patience with it.
+/// Writes of one call: 5 attempts with 50 ms..1 s jittered backoff, all
+/// within 5 s (one default `write_timeout_ms`, which each attempt shares:
+/// the loops do not multiply), so a caller never outlives the leader's
+/// patience with it by much.
 const WRITE_RETRY: Retry = Retry {
     max_attempts: 5,
+    deadline: Duration::from_secs(5),
     backoff: Backoff {
         base_ms: 50,
         max_ms: 1000,
     },
 };
-/// A result is worth more patience: 20 rounds of `WRITE_RETRY` (about a
-/// minute); past that the coordinator's stall detection takes the task back.
-const FINISH_ROUNDS: u32 = 20;
+/// A result is worth more patience: about a minute (what 20 rounds of
+/// `WRITE_RETRY` used to take); past that the coordinator's stall
+/// detection takes the task back.
+const FINISH_RETRY: Retry = Retry {
+    max_attempts: 100,
+    deadline: Duration::from_secs(60),
+    ..WRITE_RETRY
+};
 /// Re-read the whole state this often even without change events (covers a
 /// lagged event stream and time-based conditions).
 const RECONCILE_EVERY: Duration = Duration::from_millis(250);
@@ -467,17 +474,22 @@ impl Shared {
         self.write_indexed(what, command).await.map(|(_, response)| response)
     }
 
-    /// [`Shared::write`], also returning the log index the write got. Every
-    /// attempt carries the same client tag, so a retry after a timeout
-    /// (outcome unknown) applies at most once.
+    /// [`Shared::write`], also returning the log index the write got.
     async fn write_indexed(&self, what: &'static str, command: Command) -> Result<(u64, Response), Error> {
-        self.write_rounds(what, command, 1).await
+        self.write_retried(what, command, WRITE_RETRY).await
     }
 
-    /// Up to `rounds` rounds of [`WRITE_RETRY`], all under one client tag
-    /// (one write, however many attempts); stops at a refusal by the state
-    /// machine ([`Error::Command`]).
-    async fn write_rounds(&self, what: &'static str, command: Command, rounds: u32) -> Result<(u64, Response), Error> {
+    /// One write on `retry`, through the breaker. Every attempt carries the
+    /// same client tag (one write, however many attempts), so a retry
+    /// after an unknown outcome (a timeout) applies at most once; each
+    /// attempt's own leader-chasing shares the loop's deadline. Stops at a
+    /// refusal by the state machine ([`Error::Command`]).
+    async fn write_retried(
+        &self,
+        what: &'static str,
+        command: Command,
+        retry: Retry,
+    ) -> Result<(u64, Response), Error> {
         let seed = self.seed();
         let mut rng = StdRng::seed_from_u64(seed);
         let mut lane = self.lanes.take(seed).await;
@@ -486,27 +498,8 @@ impl Shared {
             client_id: lane.client_id,
             seq: lane.seq,
         };
-        let mut last = None;
-        for _ in 0..rounds.max(1) {
-            match self.write_retried(what, &command, tag, &mut rng).await {
-                Ok(out) => return Ok(out),
-                Err(Error::Command(e)) => return Err(Error::Command(e)),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or(Error::Raft(cairn_raft::Error::NoLeader)))
-    }
-
-    /// One round of [`WRITE_RETRY`] through the breaker, every attempt under `tag`.
-    async fn write_retried(
-        &self,
-        what: &'static str,
-        command: &Command,
-        tag: cairn_state::ClientTag,
-        rng: &mut StdRng,
-    ) -> Result<(u64, Response), Error> {
-        WRITE_RETRY
-            .run(what, rng, || {
+        retry
+            .run_tagged(what, &mut rng, |deadline| {
                 let command = command.clone();
                 async move {
                     let now = Instant::now();
@@ -517,7 +510,7 @@ impl Shared {
                             retry_in_ms: wait.as_millis() as u64,
                         });
                     }
-                    let res = self.node.write_tagged(tag, command).await;
+                    let res = self.node.write_tagged_by(tag, command, deadline).await;
                     let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
                     match res {
                         Ok(out) => {
@@ -526,7 +519,9 @@ impl Shared {
                             out.response.map(|r| (index, r)).map_err(Error::Command)
                         }
                         Err(e) => {
-                            if e.is_retryable() {
+                            // No leader, not reached, or no answer in time:
+                            // the leader path failed.
+                            if e.retry_class() != cairn_raft::RetryClass::Permanent {
                                 breaker.on_failure(Instant::now());
                             } else {
                                 breaker.on_success();
@@ -799,9 +794,9 @@ impl Shared {
             epoch: t.epoch,
             outcome,
         };
-        // One tag for every round: a round that ended in a timeout may have
-        // applied, and the next round must find that out, not finish twice.
-        match self.write_rounds("finish task", command, FINISH_ROUNDS).await {
+        // One tag for every attempt: an attempt that ended in a timeout may
+        // have applied, and the next must find that out, not finish twice.
+        match self.write_retried("finish task", command, FINISH_RETRY).await {
             Ok(_) => Ok(()),
             Err(Error::Command(e)) => {
                 self.note_refusal(t.id, &e);

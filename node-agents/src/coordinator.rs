@@ -355,7 +355,9 @@ impl Shared {
             let run = guard.get_or_insert_with(|| self.new_run(term, now));
             run.exclusions(quiet, now)
         };
-        let now_ms = wall_clock_ms();
+        // The clock the leader stamps proposals with (shifted in clock-jump
+        // tests): back-offs are decided against those stamps.
+        let now_ms = self.node.wall_clock_ms();
         let schedule = self
             .node
             .local_state(|m| scheduler::plan(m, now_ms, self.policy.as_ref(), &skip));
@@ -376,12 +378,6 @@ impl Shared {
         });
         Ok(())
     }
-}
-
-/// The same clock the leader stamps proposals with (and its test-only
-/// offset): back-offs are decided against those stamps.
-fn wall_clock_ms() -> u64 {
-    cairn_raft::wall_clock_ms()
 }
 
 /// The coordinator supervisor of one node. Dropping it stops it.

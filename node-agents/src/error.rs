@@ -1,10 +1,13 @@
 //! Errors of cairn-agents.
 
+use cairn_raft::RetryClass;
+
 /// What went wrong in the coordinator or an agent.
 ///
 /// Recoverable: [`Error::Raft`] when the raft error is retryable,
-/// [`Error::CircuitOpen`] and [`Error::RetriesExhausted`] (the caller tries
-/// again on its next tick). [`Error::Config`] is refused at start. A refusal
+/// [`Error::CircuitOpen`] and [`Error::RetriesExhausted`] of those (the
+/// caller tries again on its next tick); after an unknown outcome only a
+/// tagged write may be retried ([`Error::retry_class`]). [`Error::Config`] is refused at start. A refusal
 /// by the state machine ([`Error::Command`]) is an answer, not a fault: e.g.
 /// a stale epoch means this node was deposed and must stop.
 #[derive(Debug, thiserror::Error)]
@@ -50,14 +53,22 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether trying again (later, or elsewhere) may succeed.
+    /// Whether trying again (later, or elsewhere) is safe for any request:
+    /// not after an unknown outcome (see [`Error::retry_class`]).
     pub fn is_retryable(&self) -> bool {
+        self.retry_class() == RetryClass::Safe
+    }
+
+    /// How the one retry policy ([`cairn_raft::retry`]) treats this error.
+    pub fn retry_class(&self) -> RetryClass {
         match self {
-            Error::Raft(e) => e.is_retryable() || matches!(e, cairn_raft::Error::NotLeader { .. }),
-            Error::CircuitOpen { .. } => true,
-            Error::RetriesExhausted { .. } => true,
-            Error::Protocol { .. } => true,
-            Error::Config { .. } | Error::Command(_) => false,
+            Error::Raft(e) => e.retry_class(),
+            // Not attempted.
+            Error::CircuitOpen { .. } => RetryClass::Safe,
+            // The caller tries again on its next tick, as for its last error.
+            Error::RetriesExhausted { last, .. } => last.retry_class(),
+            Error::Protocol { .. } => RetryClass::Safe,
+            Error::Config { .. } | Error::Command(_) => RetryClass::Permanent,
         }
     }
 }

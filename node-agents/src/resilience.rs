@@ -13,6 +13,8 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
+use cairn_raft::RetryPolicy;
+
 use crate::error::Error;
 
 /// Exponential backoff with full jitter (AWS architecture blog, "Exponential
@@ -40,42 +42,84 @@ impl Backoff {
     }
 }
 
-/// Bounded retries of one operation.
+/// Bounded retries of one operation, on cairn-raft's one retry policy
+/// ([`cairn_raft::retry`]): one deadline and a number of attempts bound
+/// the loop, and an attempt whose outcome is unknown (a write that timed
+/// out after it was sent) is retried only by [`Retry::run_tagged`], whose
+/// caller puts the same client tag on every attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retry {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
-    /// Delay between attempts.
+    /// Time for all attempts and the waits between them.
+    pub deadline: Duration,
+    /// Delay between attempts (the policy's equal jitter within its caps).
     pub backoff: Backoff,
 }
 
 impl Retry {
-    /// Runs `op` until it succeeds, fails with an error that is not
-    /// retryable, or `max_attempts` are spent.
-    pub async fn run<T, F, Fut>(&self, what: &'static str, rng: &mut impl Rng, mut op: F) -> Result<T, Error>
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            deadline: self.deadline,
+            backoff_min: Duration::from_millis(self.backoff.base_ms),
+            backoff_max: Duration::from_millis(self.backoff.max_ms),
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails with an error that is not safe to
+    /// retry, or the attempts or the deadline are spent. `op` gets the
+    /// loop's deadline (pass it on to an inner loop, so the two share it).
+    /// For requests without a client tag: an unknown outcome ends the loop.
+    pub async fn run<T, F, Fut>(&self, what: &'static str, rng: &mut impl Rng, op: F) -> Result<T, Error>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(Instant) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let mut attempt = 0;
+        self.run_as(what, false, rng, op).await
+    }
+
+    /// [`Retry::run`] for a request that carries the same client tag on
+    /// every attempt: an unknown outcome is retried too (the tag makes the
+    /// retry return the first outcome instead of applying twice).
+    pub async fn run_tagged<T, F, Fut>(&self, what: &'static str, rng: &mut impl Rng, op: F) -> Result<T, Error>
+    where
+        F: FnMut(Instant) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        self.run_as(what, true, rng, op).await
+    }
+
+    async fn run_as<T, F, Fut>(
+        &self,
+        what: &'static str,
+        tagged: bool,
+        rng: &mut impl Rng,
+        mut op: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Instant) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let policy = self.policy();
+        let mut tries = policy.start_seeded(Instant::now() + policy.deadline, rng.random());
         loop {
-            match op().await {
+            let e = match op(tries.deadline()).await {
                 Ok(v) => return Ok(v),
-                Err(e) if !e.is_retryable() => return Err(e),
-                Err(e) => {
-                    attempt += 1;
-                    if attempt >= self.max_attempts {
-                        return Err(Error::RetriesExhausted {
-                            what,
-                            attempts: attempt,
-                            last: Box::new(e),
-                        });
-                    }
-                    let delay = self.backoff.delay(attempt - 1, rng);
-                    tracing::debug!(what, attempt, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
-                    tokio::time::sleep(delay).await;
-                }
+                Err(e) => e,
+            };
+            let class = e.retry_class();
+            if !class.may_retry(tagged) {
+                return Err(e);
             }
+            if !tries.retry(class, tagged).await {
+                return Err(Error::RetriesExhausted {
+                    what,
+                    attempts: tries.made(),
+                    last: Box::new(e),
+                });
+            }
+            tracing::debug!(what, attempt = tries.made(), error = %e, "retrying");
         }
     }
 }
@@ -203,6 +247,7 @@ mod tests {
     async fn retry_stops_at_success_at_a_fatal_error_and_at_the_bound() {
         let retry = Retry {
             max_attempts: 4,
+            deadline: Duration::from_secs(60),
             backoff: Backoff {
                 base_ms: 100,
                 max_ms: 1000,
@@ -211,7 +256,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut calls = 0;
         let out = retry
-            .run("flaky", &mut rng, || {
+            .run("flaky", &mut rng, |_| {
                 calls += 1;
                 let n = calls;
                 async move {
@@ -228,7 +273,7 @@ mod tests {
 
         let mut calls = 0;
         let err = retry
-            .run("fatal", &mut rng, || {
+            .run("fatal", &mut rng, |_| {
                 calls += 1;
                 async {
                     Err::<(), _>(Error::Command(cairn_state::CommandError::NodeDown {
@@ -242,7 +287,7 @@ mod tests {
 
         let started = Instant::now();
         let err = retry
-            .run("down", &mut rng, || async {
+            .run("down", &mut rng, |_| async {
                 Err::<(), _>(Error::Raft(cairn_raft::Error::NoLeader))
             })
             .await
@@ -252,6 +297,88 @@ mod tests {
             started.elapsed() <= Duration::from_millis(100 + 200 + 400),
             "bounded total delay"
         );
+
+        // One deadline bounds the loop whatever the attempts left.
+        let short = Retry {
+            max_attempts: 1000,
+            deadline: Duration::from_millis(500),
+            ..retry
+        };
+        let started = Instant::now();
+        let err = short
+            .run("down", &mut rng, |_| async {
+                Err::<(), _>(Error::Raft(cairn_raft::Error::NoLeader))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::RetriesExhausted { .. }), "{err}");
+        assert!(
+            started.elapsed() <= Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Issue 18: an agent path retried an untagged write after `Timeout`,
+    /// whose outcome is unknown (it may have been applied).
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_outcome_is_retried_only_under_a_tag() {
+        let retry = Retry {
+            max_attempts: 5,
+            deadline: Duration::from_secs(60),
+            backoff: Backoff {
+                base_ms: 50,
+                max_ms: 1000,
+            },
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut calls = 0;
+        let err = retry
+            .run("untagged write", &mut rng, |_| {
+                calls += 1;
+                async {
+                    Err::<(), _>(Error::Raft(cairn_raft::Error::Indeterminate {
+                        reason: "connection lost after sending".into(),
+                    }))
+                }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 1, "an untagged write with an unknown outcome was retried: {err}");
+        let mut calls = 0;
+        let err = retry
+            .run("untagged write", &mut rng, |_| {
+                calls += 1;
+                async {
+                    Err::<(), _>(Error::Raft(cairn_raft::Error::Timeout {
+                        what: "request",
+                        after_ms: 5000,
+                    }))
+                }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 1, "an untagged write that timed out was retried: {err}");
+
+        let mut calls = 0;
+        let out = retry
+            .run_tagged("tagged write", &mut rng, |_| {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n == 1 {
+                        Err(Error::Raft(cairn_raft::Error::Timeout {
+                            what: "request",
+                            after_ms: 5000,
+                        }))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, 2, "a tagged write is retried after an unknown outcome");
     }
 
     #[tokio::test(start_paused = true)]

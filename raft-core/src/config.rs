@@ -285,6 +285,10 @@ pub struct RaftNodeConfig {
     /// Connection cap and timeouts of the peer port.
     #[serde(default)]
     pub peer: PeerLimits,
+    /// The wall clock this node stamps proposals with (the system clock;
+    /// tests shift it). Not a setting of the file.
+    #[serde(skip)]
+    pub clock: crate::clock::WallClock,
 }
 
 fn default_max_frame_bytes() -> usize {
@@ -306,6 +310,7 @@ impl RaftNodeConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             log: LogLimits::default(),
             peer: PeerLimits::default(),
+            clock: crate::clock::WallClock::SYSTEM,
         }
     }
 
@@ -348,6 +353,10 @@ impl RaftNodeConfig {
                 "max_frame_bytes",
                 "must be at least 2 MiB (a 1 MiB snapshot chunk plus headers)".into(),
             );
+        }
+        // A frame's length prefix is a u32 (`crate::frame`).
+        if u32::try_from(self.max_frame_bytes).is_err() {
+            return bad("max_frame_bytes", format!("must be at most {} (4 GiB)", u32::MAX));
         }
         let p = &self.peer;
         if p.max_connections == 0 || p.max_connections > 65_536 {
@@ -394,5 +403,21 @@ impl RaftNodeConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_cap_beyond_the_u32_length_prefix_is_refused() {
+        let mut c = RaftNodeConfig::new(1, "127.0.0.1:0", "/tmp/x");
+        c.validate().expect("defaults are valid");
+        c.max_frame_bytes = u32::MAX as usize;
+        c.validate().expect("the largest u32 is a valid cap");
+        c.max_frame_bytes = u32::MAX as usize + 1;
+        let err = c.validate().expect_err("the prefix cannot say it").to_string();
+        assert!(err.contains("max_frame_bytes"), "{err}");
     }
 }

@@ -2,11 +2,15 @@
 
 use std::io;
 
+use crate::retry::RetryClass;
+
 /// What went wrong in a Raft node operation.
 ///
 /// Recoverable errors (retry, possibly elsewhere) are [`Error::NoLeader`],
-/// [`Error::Unavailable`] and [`Error::Timeout`]; [`Error::Fatal`] and
-/// [`Error::Storage`] mean the node must stop.
+/// [`Error::Unavailable`] and [`Error::Unreachable`]; after
+/// [`Error::Timeout`] and [`Error::Indeterminate`] the outcome is unknown
+/// and only a tagged request may be retried ([`Error::retry_class`]);
+/// [`Error::Fatal`] and [`Error::Storage`] mean the node must stop.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A configuration value is unusable.
@@ -194,16 +198,25 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying (possibly on another node) may succeed.
+    /// Whether retrying (possibly on another node) is safe for any request:
+    /// the request was definitely not applied. An unknown outcome
+    /// ([`Error::Timeout`], [`Error::Indeterminate`]) is not: see
+    /// [`Error::retry_class`] and [`crate::retry`].
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
+        self.retry_class() == RetryClass::Safe
+    }
+
+    /// How the one retry policy ([`crate::retry`]) treats this error.
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
             Error::NoLeader
-                | Error::Unavailable { .. }
-                | Error::Unreachable { .. }
-                | Error::Timeout { .. }
-                | Error::HashNotReached { .. }
-                | Error::Busy { .. }
-        )
+            | Error::NotLeader { .. }
+            | Error::Unavailable { .. }
+            | Error::Unreachable { .. }
+            | Error::HashNotReached { .. }
+            | Error::Busy { .. } => RetryClass::Safe,
+            Error::Timeout { .. } | Error::Indeterminate { .. } => RetryClass::Unknown,
+            _ => RetryClass::Permanent,
+        }
     }
 }

@@ -87,6 +87,13 @@ where
         )
         .into());
     }
+    // `take` bounds the read: never more than announced, which is within
+    // the cap.
+    debug_assert!(
+        buf.len() == len && len <= max_frame_bytes,
+        "frame of {} bytes, announced {len}",
+        buf.len()
+    );
     Ok(postcard::from_bytes(buf)?)
 }
 
@@ -138,8 +145,13 @@ pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>, max_frame_bytes: u
             max: max_frame_bytes,
         });
     }
+    // The length prefix is a u32: a cap beyond it would wrap the prefix
+    // (config validation keeps `max_frame_bytes` far below).
+    debug_assert!(u32::try_from(body.len()).is_ok(), "frame of {} bytes", body.len());
+    let start = out.len();
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&body);
+    debug_assert_eq!(out.len() - start, 4 + body.len());
     Ok(())
 }
 

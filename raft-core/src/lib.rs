@@ -5,6 +5,7 @@
 //! (postcard) transport over persistent, pipelined TCP connections.
 //!
 //! # Layout
+//! - [`clock`]: the wall clock a node stamps proposals with ([`WallClock`]).
 //! - [`config`]: [`RaftNodeConfig`] and the rover-LAN timing defaults.
 //! - [`backup`]: the backup file format ([`Backup`]); [`restore_backup`]
 //!   and [`force_new_cluster`] rewrite a stopped node's data dir.
@@ -14,6 +15,8 @@
 //! - [`transport`]: the [`Dialer`] and [`Listener`] seams where tests put
 //!   faults, proxies or a simulated network.
 //! - [`metrics`]: per-node Prometheus metrics (fsync latency among them).
+//! - [`retry`]: the one retry policy of the write path ([`RetryPolicy`]):
+//!   an unknown outcome is retried only under a client tag.
 //! - [`trace`]: the request id carried to the leader on forwarded requests.
 //!
 //! Key decisions: openraft is confined to `consensus` so the pinned alpha
@@ -23,16 +26,19 @@
 #![deny(missing_docs)]
 
 pub mod backup;
+pub mod clock;
 pub mod config;
 mod consensus;
 pub mod error;
 pub mod frame;
 pub mod metrics;
+pub mod retry;
 mod storage;
 pub mod trace;
 pub mod transport;
 
 pub use backup::Backup;
+pub use clock::WallClock;
 pub use config::LogLimits;
 pub use config::PeerLimits;
 pub use config::RaftNodeConfig;
@@ -43,7 +49,6 @@ pub use config::WalSync;
 pub use config::APPEND_HEADER_MAX_BYTES;
 pub use config::ENTRY_HEADER_MAX_BYTES;
 pub use consensus::client::NativeClient;
-pub use consensus::node::wall_clock_ms;
 pub use consensus::node::AppChannel;
 pub use consensus::node::AppHandler;
 pub use consensus::node::Consistency;
@@ -67,6 +72,8 @@ pub use consensus::watch::Watch;
 pub use consensus::Member;
 pub use consensus::NodeId;
 pub use error::Error;
+pub use retry::RetryClass;
+pub use retry::RetryPolicy;
 pub use transport::Accepted;
 pub use transport::Acceptor;
 pub use transport::Dialer;

@@ -105,7 +105,19 @@ impl StateMachine for Mission {
     type Response = Result<Response, CommandError>;
 
     fn apply(&mut self, command: &Command, ctx: &ApplyCtx) -> Self::Response {
-        crate::apply::apply(self, command, ctx)
+        let response = crate::apply::apply(self, command, ctx);
+        // Debug and test builds check every invariant after every apply,
+        // not only when a snapshot is decoded: a transition that breaks
+        // one is caught at the command that did it. O(state) per apply,
+        // so not in release builds.
+        #[cfg(debug_assertions)]
+        if let Err(broken) = self.check_invariants() {
+            panic!(
+                "invariant broken after applying {command:?} at index {}: {broken}",
+                ctx.index
+            );
+        }
+        response
     }
 
     fn check(&self, command: &Command, ctx: &ApplyCtx) -> Result<(), Refusal<Self::Response>> {
@@ -519,5 +531,29 @@ impl Mission {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod invariant_tests {
+    use super::*;
+
+    /// A state that breaks an invariant is caught by the next apply (debug
+    /// and test builds), whatever the command.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "invariant broken after applying")]
+    fn apply_checks_the_invariants_in_debug_builds() {
+        let mut m = Mission::default();
+        let ctx = ApplyCtx {
+            index: 1,
+            term: 1,
+            timestamp_ms: 1_000,
+        };
+        let created = m.apply(&Command::CreateTask(crate::TaskSpec::new("blink")), &ctx);
+        assert!(created.is_ok(), "{created:?}");
+        // Corrupt it: the task's id is no longer below the counter.
+        m.next_task_id = 1;
+        let _ = m.apply(&Command::CancelTask { task_id: TaskId(999) }, &ctx);
     }
 }

@@ -17,11 +17,12 @@ use crate::harness::Options;
 use crate::harness::ProcCluster;
 
 /// The cairn hello of node `from`, framed: a 4-byte big-endian length, then
-/// postcard of `{ magic: b"cairn-rp", version: 1, from }` (the version and
-/// the id as varints; both under 128 here).
+/// postcard of `{ magic: b"cairn-rp", version: 2, from }` (the version and
+/// the id as varints; both under 128 here). The version is the peer
+/// protocol's (`PROTOCOL_VERSION` in raft-core's `consensus/protocol.rs`).
 fn hello(from: u8) -> Vec<u8> {
     let mut body = b"cairn-rp".to_vec();
-    body.extend([1u8, from]);
+    body.extend([2u8, from]);
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend(body);
     frame

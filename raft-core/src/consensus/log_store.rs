@@ -711,6 +711,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 appended.push((entry, bytes.len()));
             }
         }
+        // openraft appends a contiguous run of indexes; the tail cache, the
+        // sync queue and `truncate_after` rely on it.
+        debug_assert!(
+            appended
+                .windows(2)
+                .all(|w| w[0].0.log_id.index + 1 == w[1].0.log_id.index),
+            "appended a non-contiguous batch: {:?}",
+            appended.iter().map(|(e, _)| e.log_id.index).collect::<Vec<_>>()
+        );
         if !span.is_disabled() {
             span.record("entries", appended.len());
             if let (Some((first, _)), Some((last, _))) = (appended.first(), appended.last()) {

@@ -8,8 +8,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::SystemTime;
-use std::time::UNIX_EPOCH;
 
 use cairn_state::Admission;
 use cairn_state::ApplyCtx;
@@ -36,7 +34,6 @@ use super::protocol::AdminRequest;
 use super::protocol::ForwardError;
 use super::protocol::Request;
 use super::protocol::Response;
-use super::server::FORBIDDEN_PREFIX;
 use super::sm_store::ChangeEvent;
 use super::sm_store::Shared;
 pub use super::sm_store::StateHash;
@@ -52,6 +49,7 @@ use crate::config::RaftNodeConfig;
 use crate::config::WalSync;
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
+use crate::retry::RetryPolicy;
 use crate::transport::Acceptor;
 use crate::transport::Dialer;
 use crate::transport::Listener;
@@ -104,7 +102,7 @@ fn command_name<C: std::fmt::Debug>(command: &C) -> String {
 }
 
 /// How many times a write chases a moving leader before giving up.
-const FORWARD_ATTEMPTS: usize = 5;
+const FORWARD_ATTEMPTS: u32 = 5;
 
 /// How a read is served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -277,6 +275,8 @@ pub(crate) struct Core<S: StateMachine> {
     write_timeout: Duration,
     election_timeout_max: Duration,
     forward: ForwardPool,
+    /// The wall clock proposals are stamped with.
+    clock: crate::clock::WallClock,
     last_stamp_ms: AtomicU64,
     app_handlers: std::sync::RwLock<HashMap<AppChannel, AppHandler>>,
     /// When this node last accepted an append from a leader (the
@@ -286,28 +286,6 @@ pub(crate) struct Core<S: StateMachine> {
 
 fn forward_err(leader: Option<(NodeId, Member)>) -> ForwardError {
     ForwardError::NotLeader { leader }
-}
-
-/// How a leader says, over the peer protocol, that a forwarded or native
-/// write was over its entry limit: a [`ForwardError::Failed`] with this
-/// message, which [`classify`] turns back into [`Error::EntryTooLarge`]. A
-/// new [`ForwardError`] variant would change the peer protocol's encoding
-/// (a version bump, no rolling upgrade) for a case the forwarding node
-/// already catches itself unless the nodes' limits differ.
-const ENTRY_TOO_LARGE_PREFIX: &str = "entry too large:";
-
-fn entry_too_large(bytes: usize, limit: usize) -> ForwardError {
-    ForwardError::Failed {
-        message: format!("{ENTRY_TOO_LARGE_PREFIX} {bytes} {limit}"),
-    }
-}
-
-/// [`Error::EntryTooLarge`] if `message` is what [`entry_too_large`] sent.
-fn parse_entry_too_large(message: &str) -> Option<Error> {
-    let mut numbers = message.strip_prefix(ENTRY_TOO_LARGE_PREFIX)?.split_whitespace();
-    let bytes = numbers.next()?.parse().ok()?;
-    let limit = numbers.next()?.parse().ok()?;
-    Some(Error::EntryTooLarge { bytes, limit })
 }
 
 /// What the leader's check decided about a proposal before proposing it
@@ -324,33 +302,11 @@ enum PreCheck {
     RefuseIfFresh(Applied),
 }
 
-/// This node's wall clock, ms since the Unix epoch: what the leader stamps
-/// proposals with and the coordinator schedules back-offs by.
-///
-/// **Test only**: `CAIRN_CLOCK_OFFSET_MS` (signed, read once per process)
-/// shifts it, so the chaos suite can start a node whose clock jumped
-/// (docs/CHAOS.md, "Clock jumps"). Nothing else reads the variable; leases
-/// and timeouts use monotonic time and are not shifted.
-pub fn wall_clock_ms() -> u64 {
-    static OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let offset = *OFFSET_MS.get_or_init(|| {
-        std::env::var("CAIRN_CLOCK_OFFSET_MS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    });
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-        .saturating_add_signed(offset)
-}
-
 impl<S: StateMachine> Core<S> {
     /// Leader's timestamp for a proposal: wall clock, but never going back
     /// while this node leads (NTP steps must not reorder deadlines).
     fn stamp(&self) -> u64 {
-        let now = wall_clock_ms();
+        let now = self.clock.now_ms();
         let prev = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
         prev.max(now)
     }
@@ -391,7 +347,10 @@ impl<S: StateMachine> Core<S> {
         // Checked again here (the forwarding node checked with its own
         // limit): native clients and nodes configured differently.
         if proposal.command.len() > self.max_entry_bytes {
-            return Err(entry_too_large(proposal.command.len(), self.max_entry_bytes));
+            return Err(ForwardError::EntryTooLarge {
+                bytes: proposal.command.len() as u64,
+                limit: self.max_entry_bytes as u64,
+            });
         }
         proposal.proposed_at_ms = self.stamp();
         let started = std::time::Instant::now();
@@ -513,6 +472,7 @@ impl<S: StateMachine> Core<S> {
         let deadline = tokio::time::Instant::now() + self.write_timeout;
         let unconfirmed = || {
             ForwardError::Unavailable {
+            leader: self.id,
             message: format!(
                 "the state machine refused the write, but this node could not confirm its state is current within {:?}; nothing was written",
                 self.write_timeout
@@ -540,9 +500,10 @@ impl<S: StateMachine> Core<S> {
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(forward_err(f.leader_id.zip(f.leader_node)))
             }
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
-                Err(ForwardError::Unavailable { message: q.to_string() })
-            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => Err(ForwardError::Unavailable {
+                leader: self.id,
+                message: q.to_string(),
+            }),
             Err(e) => Err(ForwardError::Failed { message: e.to_string() }),
         }
     }
@@ -564,6 +525,9 @@ impl<S: StateMachine> Core<S> {
     async fn admin_local(&self, req: AdminRequest) -> Result<(), ForwardError> {
         let map = |e: RaftError<super::TypeConfig, ClientWriteError<super::TypeConfig>>| match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward_err(f.leader_id.zip(f.leader_node)),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                ForwardError::Membership { reason: e.to_string() }
+            }
             other => ForwardError::Failed {
                 message: other.to_string(),
             },
@@ -585,8 +549,8 @@ impl<S: StateMachine> Core<S> {
             }
             AdminRequest::Promote { id } => {
                 if !self.members().contains_key(&id) {
-                    return Err(ForwardError::Failed {
-                        message: format!("node {id} is not a member; add it as a learner first"),
+                    return Err(ForwardError::Membership {
+                        reason: format!("node {id} is not a member; add it as a learner first"),
                     });
                 }
                 self.raft
@@ -598,8 +562,8 @@ impl<S: StateMachine> Core<S> {
                 let m = self.raft.metrics().borrow_watched().membership_config.clone();
                 let is_voter = m.voter_ids().any(|v| v == id);
                 if !m.nodes().any(|(n, _)| *n == id) {
-                    return Err(ForwardError::Failed {
-                        message: format!("node {id} is not a member of the cluster"),
+                    return Err(ForwardError::Membership {
+                        reason: format!("node {id} is not a member of the cluster"),
                     });
                 }
                 if id == self.id {
@@ -623,8 +587,8 @@ impl<S: StateMachine> Core<S> {
             AdminRequest::TransferLeader { to } => {
                 let m = self.raft.metrics().borrow_watched().membership_config.clone();
                 if !m.voter_ids().any(|v| v == to) {
-                    return Err(ForwardError::Failed {
-                        message: format!("node {to} is not a voter; only voters can lead"),
+                    return Err(ForwardError::Membership {
+                        reason: format!("node {to} is not a voter; only voters can lead"),
                     });
                 }
                 self.raft
@@ -683,6 +647,7 @@ impl<S: StateMachine> Core<S> {
                 .current_leader
                 .and_then(|l| self.members().get(&l).cloned().map(|n| (l, n)))),
             Err(_) => Err(ForwardError::Unavailable {
+                leader: self.id,
                 message: format!("leadership did not move to node {target} within {wait:?}"),
             }),
         }
@@ -692,8 +657,8 @@ impl<S: StateMachine> Core<S> {
     /// index) and wait, bounded, until it moved.
     async fn step_down_for_removal(&self, m: &super::StoredMembership) -> ForwardError {
         let Some(target) = self.best_successor(m) else {
-            return ForwardError::Failed {
-                message: format!("node {} is the only voter that is up; it cannot be removed", self.id),
+            return ForwardError::Membership {
+                reason: format!("node {} is the only voter that is up; it cannot be removed", self.id),
             };
         };
         tracing::info!(
@@ -746,8 +711,8 @@ impl<S: StateMachine> Core<S> {
             reason,
             "refused a forwarded write: {why}"
         );
-        Err(ForwardError::Failed {
-            message: format!("{FORBIDDEN_PREFIX} {what} from {sender} refused: {why}"),
+        Err(ForwardError::Forbidden {
+            reason: format!("{what} from {sender} refused: {why}"),
         })
     }
 
@@ -808,12 +773,17 @@ impl<S: StateMachine> Core<S> {
     }
 
     /// Run `local` here, or forward `request` to the leader, following the
-    /// leader as it moves (bounded attempts), all within one write timeout:
-    /// retries, forwards and the waits for an election share it, so a
-    /// caller never waits much longer than `write_timeout_ms` (jepsen F4:
-    /// a 3 s timeout gave waits over 4 s).
+    /// leader as it moves, on the one retry policy ([`crate::retry`]):
+    /// bounded attempts, all within one deadline (the write timeout, or
+    /// `outer` if sooner) that retries, forwards and the waits for an
+    /// election share, so a caller never waits much longer than
+    /// `write_timeout_ms` (jepsen F4: a 3 s timeout gave waits over 4 s).
+    /// An attempt whose outcome is unknown is retried only if the request
+    /// is `idempotent` (a tagged write, a read).
     async fn on_leader<T, F, Fut>(
         &self,
+        outer: Option<tokio::time::Instant>,
+        idempotent: bool,
         local: F,
         request: impl Fn() -> Request,
         unpack: impl Fn(Response) -> Option<Result<T, ForwardError>>,
@@ -822,119 +792,118 @@ impl<S: StateMachine> Core<S> {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, ForwardError>>,
     {
-        let deadline = tokio::time::Instant::now() + self.write_timeout;
-        let timed_out = |what| Error::Timeout {
+        let policy = RetryPolicy {
+            max_attempts: FORWARD_ATTEMPTS,
+            deadline: self.write_timeout,
+            // Give an election time to finish before the next attempt.
+            backoff_min: self.election_timeout_max / 2,
+            backoff_max: self.election_timeout_max * 2,
+        };
+        let mut tries = match outer {
+            Some(outer) => policy.start_by(outer),
+            None => policy.start(),
+        };
+        loop {
+            let remaining = tries.remaining();
+            let err = if remaining.is_zero() {
+                // Nothing of this attempt was sent (`retry` admits none
+                // past the deadline; only `outer` can be already past).
+                Error::NoLeader
+            } else {
+                match self.leader_attempt(remaining, &local, &request, &unpack).await {
+                    Ok(v) => return Ok(v),
+                    Err(Failure::Judge(e)) => e,
+                    Err(Failure::Final(e)) => return Err(e),
+                }
+            };
+            if !tries.retry(err.retry_class(), idempotent).await {
+                return Err(err);
+            }
+        }
+    }
+
+    /// One attempt of [`Core::on_leader`].
+    async fn leader_attempt<T, F, Fut>(
+        &self,
+        remaining: Duration,
+        local: &F,
+        request: &impl Fn() -> Request,
+        unpack: &impl Fn(Response) -> Option<Result<T, ForwardError>>,
+    ) -> Result<T, Failure>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ForwardError>>,
+    {
+        // A follower that knows the leader forwards at once, instead of
+        // first asking its own Raft core (a round trip through the core
+        // task per write, only to hear "forward to the leader").
+        let here = match self.other_leader() {
+            Some(leader) => Err(ForwardError::NotLeader { leader: Some(leader) }),
+            // Here it may have been proposed: out of time, the outcome
+            // is unknown.
+            None => tokio::time::timeout(remaining, local())
+                .await
+                .map_err(|_| self.timed_out("request"))?,
+        };
+        let (leader, member) = match here {
+            Ok(v) => return Ok(v),
+            Err(ForwardError::NotLeader {
+                leader: Some((leader, member)),
+            }) => (leader, member),
+            Err(e) => return Err(Failure::Judge(e.into())),
+        };
+        self.metrics.forwarded_writes.inc();
+        let req = match crate::trace::current_request_id() {
+            Some(request_id) => Request::Traced {
+                request_id,
+                inner: Box::new(request()),
+            },
+            None => request(),
+        };
+        let res = self.forward.call(leader, &member.raft_addr, req, remaining).await;
+        let err = match res {
+            Ok(resp) => match unpack(resp) {
+                Some(Ok(v)) => return Ok(v),
+                Some(Err(e)) => e.into(),
+                None => {
+                    return Err(Failure::Final(Error::Unavailable {
+                        leader,
+                        reason: "unexpected response".into(),
+                    }))
+                }
+            },
+            // Definitely not delivered: safe to retry.
+            Err(e @ CallError::Unreachable { .. }) => Error::Unavailable {
+                leader,
+                reason: e.to_string(),
+            },
+            // Maybe delivered: only the caller can decide.
+            Err(CallError::Timeout { .. }) => return Err(self.timed_out("forwarded request")),
+            // Sent, then the connection broke: it may have been applied, so
+            // only a tagged write is retried (jepsen F1).
+            Err(e @ CallError::Network { .. }) => Error::Indeterminate {
+                reason: format!("forwarded to leader {leader}, then {e}"),
+            },
+        };
+        Err(Failure::Judge(err))
+    }
+
+    /// Out of time with the request possibly sent: the whole deadline is
+    /// spent (the attempt had all that remained), so nothing is retried.
+    fn timed_out(&self, what: &'static str) -> Failure {
+        Failure::Final(Error::Timeout {
             what,
             after_ms: self.write_timeout.as_millis() as u64,
-        };
-        let mut last = Error::NoLeader;
-        for attempt in 0..FORWARD_ATTEMPTS {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if remaining.is_zero() {
-                // Nothing of this attempt was sent: `last` says why the
-                // earlier ones failed, and it is as retryable as they were.
-                break;
-            }
-            // A follower that knows the leader forwards at once, instead of
-            // first asking its own Raft core (a round trip through the core
-            // task per write, only to hear "forward to the leader").
-            let here = match self.other_leader() {
-                Some(leader) => Err(ForwardError::NotLeader { leader: Some(leader) }),
-                // Here it may have been proposed: out of time, the outcome
-                // is unknown.
-                None => tokio::time::timeout(remaining, local())
-                    .await
-                    .map_err(|_| timed_out("request"))?,
-            };
-            match here {
-                Ok(v) => return Ok(v),
-                Err(ForwardError::Failed { message }) => return Err(classify(message, self.write_timeout)),
-                Err(ForwardError::Indeterminate { message }) => return Err(Error::Indeterminate { reason: message }),
-                Err(ForwardError::Unavailable { message }) => {
-                    last = Error::Unavailable {
-                        leader: self.id,
-                        reason: message,
-                    };
-                }
-                Err(ForwardError::NotLeader { leader: None }) => {
-                    last = Error::NoLeader;
-                }
-                Err(ForwardError::NotLeader {
-                    leader: Some((leader, member)),
-                }) => {
-                    self.metrics.forwarded_writes.inc();
-                    let req = match crate::trace::current_request_id() {
-                        Some(request_id) => Request::Traced {
-                            request_id,
-                            inner: Box::new(request()),
-                        },
-                        None => request(),
-                    };
-                    let res = self.forward.call(leader, &member.raft_addr, req, remaining).await;
-                    match res {
-                        Ok(resp) => match unpack(resp) {
-                            Some(Ok(v)) => return Ok(v),
-                            Some(Err(ForwardError::Failed { message })) => {
-                                return Err(classify(message, self.write_timeout))
-                            }
-                            Some(Err(ForwardError::NotLeader { .. })) => last = Error::NoLeader,
-                            Some(Err(ForwardError::Indeterminate { message })) => {
-                                return Err(Error::Indeterminate { reason: message })
-                            }
-                            Some(Err(ForwardError::Unavailable { message })) => {
-                                last = Error::Unavailable {
-                                    leader,
-                                    reason: message,
-                                }
-                            }
-                            None => {
-                                return Err(Error::Unavailable {
-                                    leader,
-                                    reason: "unexpected response".into(),
-                                })
-                            }
-                        },
-                        // Definitely not delivered: safe to retry.
-                        Err(e @ CallError::Unreachable { .. }) => {
-                            last = Error::Unavailable {
-                                leader,
-                                reason: e.to_string(),
-                            }
-                        }
-                        // Maybe delivered: only the caller can decide.
-                        Err(CallError::Timeout { .. }) => return Err(timed_out("forwarded request")),
-                        // Sent, then the connection broke: it may have been
-                        // applied, so this must not look retryable (jepsen F1).
-                        Err(e @ CallError::Network { .. }) => {
-                            return Err(Error::Indeterminate {
-                                reason: format!("forwarded to leader {leader}, then {e}"),
-                            })
-                        }
-                    }
-                }
-            }
-            // Give an election time to finish before the next attempt.
-            let wait = self.election_timeout_max / 2 * (attempt as u32 + 1);
-            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + wait)).await;
-        }
-        Err(last)
+        })
     }
 }
 
-pub(crate) fn classify(message: String, _write_timeout: Duration) -> Error {
-    if let Some(too_large) = parse_entry_too_large(&message) {
-        return too_large;
-    }
-    if let Some(reason) = message.strip_prefix(FORBIDDEN_PREFIX) {
-        return Error::Forbidden {
-            reason: reason.trim().to_owned(),
-        };
-    }
-    if message.contains("not a member") || message.contains("not a voter") {
-        Error::Membership { reason: message }
-    } else {
-        Error::Fatal { reason: message }
-    }
+/// How one attempt of [`Core::on_leader`] failed.
+enum Failure {
+    /// The retry policy decides whether to try again.
+    Judge(Error),
+    /// Given back to the caller at once.
+    Final(Error),
 }
 
 /// A running Raft node replicating the state machine `S`.
@@ -1111,6 +1080,7 @@ impl<S: StateMachine> RaftNode<S> {
                 net,
                 peers: tokio::sync::Mutex::new(HashMap::new()),
             },
+            clock: config.clock,
             last_stamp_ms: AtomicU64::new(0),
             app_handlers: std::sync::RwLock::new(HashMap::new()),
             leader_contact: Arc::new(LeaderContact::new()),
@@ -1191,16 +1161,35 @@ impl<S: StateMachine> RaftNode<S> {
     /// after a timeout the caller cannot know whether it applied; use
     /// [`RaftNode::write_tagged`] when retries must be safe.
     pub async fn write(&self, command: S::Command) -> Result<WriteOutcome<S::Response>, Error> {
-        self.propose(None, command).await
+        self.propose(None, command, None).await
     }
 
     /// Replicate a command at most once per `tag`: retrying with the same tag
     /// returns the first outcome instead of applying again.
+    /// Within the write timeout, a tagged write is also retried after an
+    /// attempt whose outcome is unknown (see [`crate::retry`]).
     pub async fn write_tagged(&self, tag: ClientTag, command: S::Command) -> Result<WriteOutcome<S::Response>, Error> {
-        self.propose(Some(tag), command).await
+        self.propose(Some(tag), command, None).await
     }
 
-    async fn propose(&self, tag: Option<ClientTag>, command: S::Command) -> Result<WriteOutcome<S::Response>, Error> {
+    /// [`RaftNode::write_tagged`] inside a caller's own retry loop: it
+    /// ends by `deadline` (or the write timeout, if sooner), so the two
+    /// loops share one deadline instead of multiplying.
+    pub async fn write_tagged_by(
+        &self,
+        tag: ClientTag,
+        command: S::Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<WriteOutcome<S::Response>, Error> {
+        self.propose(Some(tag), command, Some(deadline)).await
+    }
+
+    async fn propose(
+        &self,
+        tag: Option<ClientTag>,
+        command: S::Command,
+        outer: Option<tokio::time::Instant>,
+    ) -> Result<WriteOutcome<S::Response>, Error> {
         let proposal = Proposal {
             tag,
             proposed_at_ms: 0,
@@ -1211,6 +1200,8 @@ impl<S: StateMachine> RaftNode<S> {
         let core = &self.core;
         let (index, applied) = core
             .on_leader(
+                outer,
+                tag.is_some(),
                 || core.propose_local(proposal.clone()),
                 || Request::ClientWrite(proposal.clone()),
                 Response::into_client_write,
@@ -1232,15 +1223,11 @@ impl<S: StateMachine> RaftNode<S> {
         };
         match self.core.propose_local(proposal).await {
             Ok((index, applied)) => decode_applied(index, applied),
+            // Never forwarded: "not the leader" even if none is known.
             Err(ForwardError::NotLeader { leader }) => Err(Error::NotLeader {
                 leader: leader.map(|(id, _)| id),
             }),
-            Err(ForwardError::Failed { message }) => Err(classify(message, self.core.write_timeout)),
-            Err(ForwardError::Indeterminate { message }) => Err(Error::Indeterminate { reason: message }),
-            Err(ForwardError::Unavailable { message }) => Err(Error::Unavailable {
-                leader: self.core.id,
-                reason: message,
-            }),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -1308,6 +1295,12 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
+    /// This node's wall clock now, ms since the Unix epoch: what it stamps
+    /// proposals with when it leads ([`RaftNodeConfig::clock`]).
+    pub fn wall_clock_ms(&self) -> u64 {
+        self.core.clock.now_ms()
+    }
+
     /// The current leader's id and term as this node knows them.
     pub fn leader(&self) -> Option<(NodeId, u64)> {
         let st = self.status();
@@ -1346,7 +1339,10 @@ impl<S: StateMachine> RaftNode<S> {
         if consistency == Consistency::Linearizable {
             let core = &self.core;
             let index = core
+                // A read index changes nothing: idempotent.
                 .on_leader(
+                    None,
+                    true,
                     || core.read_index_local(),
                     || Request::ReadIndex,
                     Response::into_read_index,
@@ -1373,7 +1369,11 @@ impl<S: StateMachine> RaftNode<S> {
 
     async fn admin(&self, req: AdminRequest) -> Result<(), Error> {
         let core = &self.core;
+        // Membership changes carry no tag: not retried after an unknown
+        // outcome.
         core.on_leader(
+            None,
+            false,
             || core.admin_local(req.clone()),
             || Request::Admin(req.clone()),
             |r| match r {
@@ -1431,14 +1431,8 @@ impl<S: StateMachine> RaftNode<S> {
         tracing::info!(to = target, "stepping down: transferring leadership");
         match core.hand_over(target).await {
             Ok(leader) => Ok(leader.map(|(id, _)| id)),
-            Err(ForwardError::Unavailable { message }) => Err(Error::Unavailable {
-                leader: core.id,
-                reason: message,
-            }),
-            Err(ForwardError::Failed { message } | ForwardError::Indeterminate { message }) => {
-                Err(Error::Membership { reason: message })
-            }
             Err(ForwardError::NotLeader { leader }) => Ok(leader.map(|(id, _)| id)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -1478,10 +1472,9 @@ impl<S: StateMachine> RaftNode<S> {
             let replica = self.core.shared.read();
             (replica.last_applied, replica.machine.snapshot())
         };
-        let taken_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        // The true time, not the node's (possibly shifted) clock: a
+        // backup's age is read by operators.
+        let taken_at_ms = crate::clock::WallClock::SYSTEM.now_ms();
         Ok(crate::backup::Backup {
             index: last.map(|l| l.index).unwrap_or(0),
             term: last.map(|l| super::term_of(&l)).unwrap_or(0),

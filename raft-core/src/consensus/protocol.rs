@@ -29,7 +29,11 @@ use super::VoteResponse;
 /// Version of the peer protocol: the frames, [`Request`], [`Response`] and
 /// the openraft messages inside them. Bump it on any change of their
 /// encoding (postcard is positional: a new variant or field is a change).
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+///
+/// v2: [`ForwardError`] carries structured variants (`EntryTooLarge`,
+/// `Forbidden`, `Membership`; `Unavailable` names its node) instead of
+/// prefixed text in `Failed`.
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// First bytes of every [`Hello`], so a foreign program (or an old cairn
 /// without the handshake) is told apart from a cairn of another version.
@@ -129,7 +133,9 @@ impl Response {
     }
 }
 
-/// An error a peer reports about a forwarded request.
+/// An error a peer reports about a forwarded request: each variant says
+/// what it means, and [`From<ForwardError> for Error`](crate::Error) is
+/// the one place that turns it into the caller's error.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum ForwardError {
     /// The receiver is not the leader (either); it may know who is.
@@ -138,10 +144,18 @@ pub(crate) enum ForwardError {
     /// out, or its entry was discarded by a leader change after being
     /// appended): the caller must not assume either.
     Indeterminate { message: String },
-    /// Definitely not done, and worth retrying (e.g. no quorum for a read).
-    Unavailable { message: String },
-    /// Anything else, as text (the receiver logged the details).
+    /// Definitely not done, and worth retrying (e.g. no quorum for a read);
+    /// `leader` is the node that says so.
+    Unavailable { leader: NodeId, message: String },
+    /// Raft failed on the receiver (it is stopping, or its storage failed).
     Failed { message: String },
+    /// The command is over the receiver's `log.max_entry_bytes`.
+    EntryTooLarge { bytes: u64, limit: u64 },
+    /// The sender may not say this (a node speaks only for itself).
+    Forbidden { reason: String },
+    /// A membership change was refused (not a member, not a voter, the
+    /// last voter that is up).
+    Membership { reason: String },
 }
 
 impl ForwardError {
@@ -152,6 +166,31 @@ impl ForwardError {
             Self::Indeterminate { .. } => "indeterminate",
             Self::Unavailable { .. } => "unavailable",
             Self::Failed { .. } => "failed",
+            Self::EntryTooLarge { .. } => "entry_too_large",
+            Self::Forbidden { .. } => "forbidden",
+            Self::Membership { .. } => "membership",
+        }
+    }
+}
+
+impl From<ForwardError> for crate::Error {
+    fn from(e: ForwardError) -> Self {
+        use crate::Error;
+        match e {
+            ForwardError::NotLeader { leader: None } => Error::NoLeader,
+            ForwardError::NotLeader { leader: Some((id, _)) } => Error::NotLeader { leader: Some(id) },
+            ForwardError::Indeterminate { message } => Error::Indeterminate { reason: message },
+            ForwardError::Unavailable { leader, message } => Error::Unavailable {
+                leader,
+                reason: message,
+            },
+            ForwardError::Failed { message } => Error::Fatal { reason: message },
+            ForwardError::EntryTooLarge { bytes, limit } => Error::EntryTooLarge {
+                bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            },
+            ForwardError::Forbidden { reason } => Error::Forbidden { reason },
+            ForwardError::Membership { reason } => Error::Membership { reason },
         }
     }
 }

@@ -15,8 +15,7 @@
 //! machine's [`cairn_state::StateMachine::speaker`] says the sender may say
 //! it (a node speaks only for itself; cluster decisions come only from the
 //! leader's own coordinator); otherwise it is refused with
-//! [`super::protocol::ForwardError::Failed`] carrying
-//! [`FORBIDDEN_PREFIX`], logged and counted. Read-index requests and
+//! [`super::protocol::ForwardError::Forbidden`], logged and counted. Read-index requests and
 //! membership changes name no node: any member may forward them.
 //!
 //! Resources: at most `peer.max_connections` connections are served at
@@ -58,11 +57,6 @@ const RESPONSE_QUEUE: usize = 256;
 /// Appends of one connection handed to Raft ahead of their answers (the
 /// leader keeps at most 32 in flight per follower).
 const APPEND_PIPELINE_DEPTH: usize = 64;
-
-/// The prefix of the message a leader refuses a forwarded write with when
-/// the sending node may not say it; the forwarding node turns it into
-/// [`crate::Error::Forbidden`].
-pub(crate) const FORBIDDEN_PREFIX: &str = "forbidden:";
 
 /// Accept peers until `shutdown` flips.
 ///

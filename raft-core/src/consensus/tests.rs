@@ -16,7 +16,7 @@ use crate::storage::open_db;
 
 #[path = "../../tests/it/kv.rs"]
 #[allow(dead_code)]
-mod kv;
+pub(crate) mod kv;
 
 async fn open(dir: &std::path::Path) -> (LogStore, StateMachineStore<kv::Kv>) {
     let db = open_db(dir).expect("open db");
