@@ -65,11 +65,7 @@ pub(crate) fn parse_process_ticks(stat: &str) -> Option<u64> {
 
 /// This process's CPU use between two samples, percent of one core: its
 /// ticks over the machine's total ticks per core.
-pub(crate) fn process_cpu_percent(
-    prev: (u64, (u64, u64)),
-    now: (u64, (u64, u64)),
-    cores: usize,
-) -> Option<f64> {
+pub(crate) fn process_cpu_percent(prev: (u64, (u64, u64)), now: (u64, (u64, u64)), cores: usize) -> Option<f64> {
     let total = (now.1).1.checked_sub((prev.1).1)?;
     let mine = now.0.checked_sub(prev.0)?;
     (total > 0 && cores > 0).then(|| mine as f64 * 100.0 * cores as f64 / total as f64)
@@ -184,6 +180,10 @@ mod tests {
             .and_then(parse_rss_mib)
             .is_some());
         assert!(read(PROC_LOADAVG).await.as_deref().and_then(parse_load1).is_some());
-        assert!(read(PROC_SELF_STAT).await.as_deref().and_then(parse_process_ticks).is_some());
+        assert!(read(PROC_SELF_STAT)
+            .await
+            .as_deref()
+            .and_then(parse_process_ticks)
+            .is_some());
     }
 }
