@@ -667,6 +667,12 @@ impl Cluster {
         self.faultfs_note.as_deref()
     }
 
+    /// The fsync delay every fault filesystem started with (`None`: none
+    /// were asked for).
+    pub fn faultfs_base_delay(&self) -> Option<String> {
+        self.spec.faultfs.as_ref().map(|f| f.delay.clone())
+    }
+
     /// One control request to node `id`'s faultfs (`cut`, `on`, `delay
     /// SPEC`, ...); `Err` unless it answered `ok …`.
     pub async fn faultfs_request(&self, id: u64, line: &str) -> Result<String, String> {

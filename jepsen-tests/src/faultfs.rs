@@ -38,7 +38,8 @@
 //! # Control protocol
 //! One line per request on the Unix socket, one line back (`ok …` or
 //! `error …`): `ping`, `cut` (drop unsynced data, power off; answers what
-//! was dropped), `on`, `delay SPEC`, `eio PER_MILLE`, `stats`.
+//! was dropped), `on`, `delay SPEC`, `stall MS` (every fsync begun in the
+//! next MS ms ends no earlier), `eio PER_MILLE`, `stats`.
 
 use std::collections::BTreeMap;
 use std::collections::BinaryHeap;
@@ -507,6 +508,13 @@ impl Core {
         d.stall_until = None;
     }
 
+    /// Stall the whole device for `ms` from now: every fsync begun until
+    /// then ends no earlier (the `sd-card` model's 2 s stall, on demand).
+    pub fn stall(&self, ms: u64) {
+        let mut d = self.delays.lock().unwrap_or_else(|e| e.into_inner());
+        d.stall_until = Some(Instant::now() + Duration::from_millis(ms));
+    }
+
     /// Fail this many fsyncs per thousand with EIO.
     pub fn set_eio(&self, per_mille: u32) {
         self.lock().eio_per_mille = per_mille.min(1000);
@@ -541,6 +549,13 @@ impl Core {
                     format!("ok eio {n}/1000")
                 }
                 Err(_) => "error eio wants a number per thousand".into(),
+            },
+            (Some("stall"), Some(ms)) => match ms.parse::<u64>() {
+                Ok(ms) if ms <= 60_000 => {
+                    self.stall(ms);
+                    format!("ok stall {ms}ms")
+                }
+                _ => "error stall wants a duration in ms, at most 60000".into(),
             },
             (Some("stats"), None) => format!("ok {}", serde_json::to_string(&self.stats()).unwrap_or_default()),
             _ => format!("error unknown request {line:?}"),
@@ -1512,13 +1527,23 @@ mod tests {
         assert!(t.elapsed() < Duration::from_millis(100), "I/O waited for an fsync");
         syncing.join().unwrap().unwrap();
         assert_eq!(ask("delay none").as_deref(), Ok("ok delay none"));
+        // A stall on demand holds every fsync begun during it to its end.
+        assert_eq!(ask("stall 200").as_deref(), Ok("ok stall 200ms"));
+        let t = Instant::now();
+        f2.sync_data().unwrap();
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(150),
+            "fsync took {took:?} in a 200 ms stall"
+        );
+        assert!(ask("stall 1h").is_err(), "a malformed stall was taken");
         // EIO on fsync, when asked for.
         assert_eq!(ask("eio 1000").as_deref(), Ok("ok eio 1000/1000"));
         assert!(f2.sync_data().is_err(), "fsync did not fail with eio 1000");
         assert_eq!(ask("eio 0").as_deref(), Ok("ok eio 0/1000"));
         let stats = core.stats();
         assert!(
-            stats.cuts == 1 && stats.fsyncs >= 6 && stats.fsyncs_failed >= 1,
+            stats.cuts == 1 && stats.fsyncs >= 7 && stats.fsyncs_failed >= 1,
             "{stats:?}"
         );
         drop(f2);

@@ -4,7 +4,7 @@
 //! ```text
 //! cairn-jepsen run --seed 7 --nodes 3 --duration 20s --nemesis kill,partition,pause
 //! cairn-jepsen run --seed 100 --runs 20 --nemesis all        # seeds 100..119
-//! cairn-jepsen profile short | long | regressions | power | power-ci | freeze
+//! cairn-jepsen profile short | long | regressions | power | power-ci | disk | freeze
 //! cairn-jepsen check target/jepsen/seed7-n3-…/
 //! cairn-jepsen node --config n1.json     # what each node process runs
 //! cairn-jepsen sim --seeds 20            # simulation tier: regressions, then 20 fresh seeds
@@ -133,10 +133,12 @@ enum Cmd {
     },
     /// A named list of runs: regressions, short (CI), long (`--runs`,
     /// default 100), power (`--runs` leader power-cut runs of 10 s),
-    /// power-ci (CI's two power runs), freeze (`--runs` log-hygiene runs
-    /// of 25 s: a follower frozen through large and refused writes).
+    /// power-ci (CI's disk runs: power cuts, slow disks, failing fsyncs),
+    /// disk (`--runs` runs of 12 s mixing power cuts, slow disks and
+    /// failing fsyncs), freeze (`--runs` log-hygiene runs of 25 s: a
+    /// follower frozen through large and refused writes).
     Profile {
-        /// regressions | short | long | power | power-ci | freeze
+        /// regressions | short | long | power | power-ci | disk | freeze
         name: String,
         /// Runs of the long profile.
         #[arg(long, default_value_t = 100)]
@@ -417,9 +419,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<bool> {
                 "long" => profile::long(runs, first_seed),
                 "power" => profile::power(runs, first_seed, 10),
                 "power-ci" => profile::power_ci(),
+                "disk" => profile::disk(runs, first_seed, 12),
                 "freeze" => profile::freeze(runs, first_seed),
                 other => {
-                    anyhow::bail!("unknown profile {other:?}; use regressions, short, long, power, power-ci or freeze")
+                    anyhow::bail!(
+                        "unknown profile {other:?}; use regressions, short, long, power, power-ci, disk or freeze"
+                    )
                 }
             };
             (specs, common)

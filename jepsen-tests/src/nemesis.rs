@@ -77,11 +77,27 @@ pub enum NemesisKind {
     /// the voters stay the same; anything else fails the run. The ghost is
     /// removed when healing. Not in `all`.
     Ghost,
+    /// Slow disks (issue 20): the SD-card fsync model (p50 5 ms, p99 80 ms,
+    /// capped at 500 ms) on one follower's disk (half the faults), the
+    /// leader's (3 in 10) or every disk (2 in 10), half the time with a 2 s
+    /// stall of the device at the start; back to the base speed when
+    /// healing. Nothing is cut: every acknowledged write must stay, reads
+    /// and writes go on. Root and FUSE, like the power nemeses. Not in
+    /// `all`.
+    SlowDisk,
+    /// Failing disks (issue 20): every fsync of the leader's (or a random
+    /// node's) disk fails with `EIO`. When healing the node is power-cut
+    /// (after a failed fsync its page cache cannot be trusted, the
+    /// "fsyncgate" lesson: only what reached the disk counts), its disk
+    /// mended and the node restarted. Root and FUSE. Not in `all`.
+    DiskEio,
 }
 
 impl NemesisKind {
     /// Every kind, as the command line knows them.
-    pub const KNOWN: [NemesisKind; 14] = [
+    pub const KNOWN: [NemesisKind; 16] = [
+        NemesisKind::SlowDisk,
+        NemesisKind::DiskEio,
         NemesisKind::Freeze,
         NemesisKind::Power,
         NemesisKind::PowerLeader,
@@ -126,11 +142,18 @@ impl NemesisKind {
             NemesisKind::PowerAll => "power-all",
             NemesisKind::Freeze => "freeze",
             NemesisKind::Ghost => "ghost",
+            NemesisKind::SlowDisk => "slow-disk",
+            NemesisKind::DiskEio => "disk-eio",
         }
     }
 
     /// Whether it needs every data dir on a fault filesystem.
     pub fn needs_faultfs(self) -> bool {
+        self.is_power() || matches!(self, NemesisKind::SlowDisk | NemesisKind::DiskEio)
+    }
+
+    /// Whether it cuts power (a run of it without a cut proves nothing).
+    pub fn is_power(self) -> bool {
         matches!(
             self,
             NemesisKind::Power | NemesisKind::PowerLeader | NemesisKind::PowerAll
@@ -251,7 +274,48 @@ pub enum Fault {
     /// Add [`GHOST_ID`] (not running) as a learner and try to promote it;
     /// remove it when healing.
     GhostMember,
+    /// The SD-card fsync model on some disks, from a device stall of
+    /// `stall_ms` (0: none); the base speed again when healing.
+    SlowDisk {
+        /// Whose disks.
+        whose: Disks,
+        /// A device stall at the start, ms.
+        stall_ms: u64,
+    },
+    /// Every fsync of one disk fails with `EIO`; healing power-cuts the
+    /// node, mends the disk and restarts it.
+    DiskEio {
+        /// The leader's disk (else a random node's).
+        leader: bool,
+    },
 }
+
+/// Whose disks a disk fault slows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disks {
+    /// The leader's.
+    Leader,
+    /// One follower's: a quorum without it remains.
+    Follower,
+    /// Every node's.
+    All,
+}
+
+impl fmt::Display for Disks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Disks::Leader => "the leader",
+            Disks::Follower => "a follower",
+            Disks::All => "every node",
+        })
+    }
+}
+
+/// The slow-disk nemesis's fsync model (see [`crate::faultfs::DelaySpec`]).
+pub const SLOW_DISK_SPEC: &str = "sd-card";
+/// The device stall the slow-disk nemesis begins half its faults with.
+const SLOW_DISK_STALL_MS: u64 = 2000;
 
 impl Fault {
     /// The family a fault belongs to, for "was any of it injected".
@@ -269,6 +333,8 @@ impl Fault {
             Fault::PowerLeader { .. } | Fault::PowerRandom { .. } | Fault::PowerAll { .. } => "power",
             Fault::FreezeFollower => "freeze",
             Fault::GhostMember => "ghost",
+            Fault::SlowDisk { .. } => "slow-disk",
+            Fault::DiskEio { .. } => "disk-eio",
         }
     }
 }
@@ -363,6 +429,17 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
         NemesisKind::PowerAll => Fault::PowerAll { restart_ms: 0 },
         NemesisKind::Freeze => Fault::FreezeFollower,
         NemesisKind::Ghost => Fault::GhostMember,
+        NemesisKind::SlowDisk => Fault::SlowDisk {
+            whose: match rng.random_range(0..10) {
+                0..=4 => Disks::Follower,
+                5..=7 => Disks::Leader,
+                _ => Disks::All,
+            },
+            stall_ms: if rng.random_bool(0.5) { SLOW_DISK_STALL_MS } else { 0 },
+        },
+        NemesisKind::DiskEio => Fault::DiskEio {
+            leader: rng.random_bool(0.6),
+        },
         NemesisKind::Disk => match rng.random_range(0..3) {
             0 => Fault::FillDiskLeader,
             1 => Fault::FillDiskRandom,
@@ -419,6 +496,12 @@ struct Active {
     /// A node whose disk is full, and its log's length when it filled.
     full_disk: Option<(u64, u64)>,
     clock_jumped: Vec<u64>,
+    /// Disks the slow-disk nemesis slowed, and the leader when it did (a
+    /// slow follower alone must not move leadership).
+    slow_disks: Vec<u64>,
+    slow_follower_leader: Option<u64>,
+    /// A node whose fsyncs fail, and its log's length when they began.
+    eio: Option<(u64, u64)>,
 }
 
 /// Carries out a schedule against a cluster.
@@ -433,6 +516,8 @@ pub struct Nemesis {
     families: std::collections::BTreeMap<&'static str, (usize, usize, String)>,
     membership_lies: Vec<String>,
     ghosts: usize,
+    /// Slow-follower faults during which the leader changed.
+    slow_follower_leader_changes: usize,
 }
 
 impl Nemesis {
@@ -447,6 +532,7 @@ impl Nemesis {
             families: std::collections::BTreeMap::new(),
             membership_lies: Vec::new(),
             ghosts: 0,
+            slow_follower_leader_changes: 0,
         }
     }
 
@@ -480,6 +566,12 @@ impl Nemesis {
     /// Ghost members the ghost nemesis tried to add and promote.
     pub fn ghosts(&self) -> usize {
         self.ghosts
+    }
+
+    /// Slow-follower faults during which leadership moved (the leader
+    /// before and after differ; issue 20's goal is none).
+    pub fn slow_follower_leader_changes(&self) -> usize {
+        self.slow_follower_leader_changes
     }
 
     /// Power cuts carried out (nodes cut, counted per node).
@@ -802,6 +894,8 @@ impl Nemesis {
                     .event("start", format!("{filled}; kill -9 and restart: {what}"));
             }
             Fault::GhostMember => self.ghost(cluster).await,
+            Fault::SlowDisk { whose, stall_ms } => self.slow_disk(cluster, whose, stall_ms).await,
+            Fault::DiskEio { leader } => self.disk_eio(cluster, leader).await,
             Fault::RemoveVoter | Fault::ReplaceWiped => {
                 let Some(via) = self.leader_or_random(cluster).await else {
                     return Ok(());
@@ -858,6 +952,10 @@ impl Nemesis {
                     .event("heal", format!("node {id} restarting on the true clock"));
             }
         }
+        self.heal_slow_disks(cluster).await;
+        if let Some((id, log_at)) = self.active.eio.take() {
+            self.heal_eio(cluster, id, log_at).await?;
+        }
         cluster.heal().await?;
         if let Some(id) = self.active.removed.take() {
             self.readd(cluster, id).await;
@@ -866,6 +964,191 @@ impl Nemesis {
             self.remove_ghost(cluster).await;
         }
         self.rec.event("heal", "all links pass, all nodes running");
+        Ok(())
+    }
+
+    /// A disk fault needs the fault filesystems; without them the fault is
+    /// recorded as not injected (the run is then inconclusive).
+    fn need_faultfs(&mut self, cluster: &Cluster, what: &str) -> bool {
+        if cluster.has_faultfs() {
+            return true;
+        }
+        let why = format!(
+            "{what} not injected: no fault filesystem ({})",
+            cluster.faultfs_note().unwrap_or("not asked for")
+        );
+        self.rec.event("error", why.clone());
+        self.not_injected.push(why);
+        false
+    }
+
+    /// Give `whose` disks the SD-card model, from a device stall of
+    /// `stall_ms`.
+    async fn slow_disk(&mut self, cluster: &Cluster, whose: Disks, stall_ms: u64) {
+        if !self.need_faultfs(cluster, "slow disk") {
+            return;
+        }
+        let leader = cluster.leader().await;
+        let targets: Vec<u64> = match whose {
+            Disks::All => cluster.ids(),
+            Disks::Leader => leader.into_iter().collect(),
+            Disks::Follower => {
+                let followers: Vec<u64> = Self::up(cluster).into_iter().filter(|i| Some(*i) != leader).collect();
+                if leader.is_none() || followers.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![followers[self.rng.random_range(0..followers.len())]]
+                }
+            }
+        };
+        if targets.is_empty() {
+            return;
+        }
+        let mut failed = Vec::new();
+        for t in &targets {
+            let mut asks = vec![format!("delay {SLOW_DISK_SPEC}")];
+            if stall_ms > 0 {
+                asks.push(format!("stall {stall_ms}"));
+            }
+            for ask in asks {
+                if let Err(e) = cluster.faultfs_request(*t, &ask).await {
+                    failed.push(format!("n{t} `{ask}`: {e}"));
+                }
+            }
+        }
+        self.active.slow_disks = targets.clone();
+        if !failed.is_empty() {
+            let why = format!("slow disk not injected: {}", failed.join("; "));
+            self.rec.event("error", why.clone());
+            self.not_injected.push(why);
+            return;
+        }
+        if whose == Disks::Follower {
+            self.active.slow_follower_leader = leader;
+        }
+        let stall = if stall_ms > 0 {
+            format!(", from a {stall_ms} ms device stall")
+        } else {
+            String::new()
+        };
+        self.rec.event(
+            "start",
+            format!(
+                "slow disk on {whose} {}: fsyncs now {SLOW_DISK_SPEC} (p50 5 ms, p99 80 ms){stall} (leader {})",
+                fmt_set(&targets),
+                leader.map_or("none".to_string(), |l| l.to_string())
+            ),
+        );
+    }
+
+    /// Every disk the slow-disk nemesis slowed back to the base speed, and
+    /// whether leadership moved under a slow follower.
+    async fn heal_slow_disks(&mut self, cluster: &Cluster) {
+        let slowed = std::mem::take(&mut self.active.slow_disks);
+        if slowed.is_empty() {
+            return;
+        }
+        let base = cluster.faultfs_base_delay().unwrap_or_else(|| "none".to_string());
+        let mut failed = Vec::new();
+        for id in &slowed {
+            if let Err(e) = cluster.faultfs_request(*id, &format!("delay {base}")).await {
+                failed.push(format!("n{id}: {e}"));
+            }
+        }
+        if !failed.is_empty() {
+            self.rec
+                .event("error", format!("disks not back to {base}: {}", failed.join("; ")));
+        }
+        if let Some(before) = self.active.slow_follower_leader.take() {
+            let after = cluster.leader().await;
+            if after != Some(before) {
+                self.slow_follower_leader_changes += 1;
+                self.rec.event(
+                    "info",
+                    format!(
+                        "leadership moved from {before} to {} while follower {}'s disk was slow",
+                        after.map_or("none".to_string(), |l| l.to_string()),
+                        fmt_set(&slowed)
+                    ),
+                );
+            }
+        }
+        self.rec
+            .event("heal", format!("disks {} back to {base}", fmt_set(&slowed)));
+    }
+
+    /// Fail every fsync of the leader's (or a random node's) disk.
+    async fn disk_eio(&mut self, cluster: &Cluster, leader: bool) {
+        if !self.need_faultfs(cluster, "disk EIO") {
+            return;
+        }
+        let target = if leader {
+            self.leader_or_random(cluster).await
+        } else {
+            let up = Self::up(cluster);
+            (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+        };
+        let Some(t) = target else { return };
+        if let Err(e) = cluster.faultfs_request(t, "eio 1000").await {
+            let why = format!("disk EIO on node {t} not injected: {e}");
+            self.rec.event("error", why.clone());
+            self.not_injected.push(why);
+            return;
+        }
+        self.active.eio = Some((t, cluster.log_len(t)));
+        let what = if leader && cluster.leader().await == Some(t) {
+            "leader"
+        } else {
+            "node"
+        };
+        self.rec
+            .event("start", format!("disk EIO: every fsync of {what} {t}'s disk fails"));
+    }
+
+    /// Record how node `id` took its failing disk (fail-stop, its Raft core
+    /// stopped, or carried on), then power-cut it, mend its disk and
+    /// restart it: whatever its failed fsyncs did not make durable is gone.
+    async fn heal_eio(&mut self, cluster: &mut Cluster, id: u64, log_at: u64) -> Result<(), Error> {
+        let crashed = cluster.exited(id);
+        let status = if crashed { None } else { cluster.status(id).await };
+        let log = cluster.log_since(id, log_at);
+        let eio_lines = log
+            .lines()
+            .filter(|l| l.contains("fsync failed") || l.contains("os error 5") || l.contains("Input/output error"))
+            .count();
+        let how = if crashed {
+            "had exited (fail-stop)".to_string()
+        } else if let Some(s) = status {
+            format!(
+                "kept answering (role {}, applied {})",
+                s["role"].as_str().unwrap_or("?"),
+                s["applied_index"]
+            )
+        } else {
+            "was up but its status failed (Raft core stopped)".to_string()
+        };
+        let cut = match cluster.power_cut(&[id]).await {
+            Ok(answers) => answers
+                .first()
+                .map_or(String::new(), |(_, a)| a.trim_start_matches("ok cut: ").to_string()),
+            Err(e) => {
+                let why = format!("power cut after disk EIO on node {id} not injected: {e}");
+                self.rec.event("error", why.clone());
+                self.not_injected.push(why);
+                String::new()
+            }
+        };
+        if let Err(e) = cluster.faultfs_request(id, "eio 0").await {
+            self.rec
+                .event("error", format!("node {id}'s disk still fails fsyncs: {e}"));
+        }
+        cluster.restart_all(&[id]).await?;
+        self.rec.event(
+            "heal",
+            format!(
+                "disk of node {id} mended; node {id} {how}, {eio_lines} log lines on failed fsyncs; power-cut ({cut}) and restarted"
+            ),
+        );
         Ok(())
     }
 
@@ -1188,6 +1471,23 @@ mod tests {
         for f in [Fault::FillDiskLeader, Fault::FillDiskRandom, Fault::FillDiskRestart] {
             assert!(s.iter().any(|s| s.fault == f), "{f:?} never scheduled: {s:?}");
         }
+    }
+
+    #[test]
+    fn slow_disks_cover_a_follower_the_leader_and_all_with_and_without_stalls() {
+        let kinds = [NemesisKind::SlowDisk, NemesisKind::DiskEio];
+        let s = schedule(203, 3, &kinds, Duration::from_secs(2), Duration::from_secs(300));
+        for whose in [Disks::Follower, Disks::Leader, Disks::All] {
+            for stall_ms in [0, SLOW_DISK_STALL_MS] {
+                let f = Fault::SlowDisk { whose, stall_ms };
+                assert!(s.iter().any(|s| s.fault == f), "{f:?} never scheduled");
+            }
+        }
+        for leader in [true, false] {
+            assert!(s.iter().any(|s| s.fault == Fault::DiskEio { leader }));
+        }
+        assert_eq!(parse_kinds("slow-disk,disk-eio").unwrap(), kinds.to_vec());
+        assert!(kinds.iter().all(|k| k.needs_faultfs() && !k.is_power()));
     }
 
     #[test]

@@ -113,9 +113,10 @@ pub fn short() -> Vec<RunSpec> {
     ]
 }
 
-/// The power cuts CI runs (root and FUSE; see [`crate::faultfs`]): the
+/// The disk faults CI runs (root and FUSE; see [`crate::faultfs`]): the
 /// leader cut and restarted at once while its disk is the slow one
-/// (issue 25), then every node cut at once.
+/// (issue 25), every node cut at once, SD-card disks with stalls on a
+/// follower, the leader or all nodes, and failing fsyncs (issue 20).
 pub fn power_ci() -> Vec<RunSpec> {
     vec![
         RunSpec {
@@ -132,8 +133,49 @@ pub fn power_ci() -> Vec<RunSpec> {
             nemeses: vec![NemesisKind::PowerAll],
             note: "power cuts of every node at once".into(),
         },
+        RunSpec {
+            // Seed 204's three faults: the leader's disk, a follower's and
+            // every disk, each from a 2 s stall (checked by a test below).
+            seed: 204,
+            nodes: 3,
+            duration: Duration::from_secs(14),
+            nemeses: vec![NemesisKind::SlowDisk],
+            note: "SD-card disks with 2 s stalls: a follower's, the leader's, every node's".into(),
+        },
+        RunSpec {
+            // A random node's disk (here a follower's), then the leader's.
+            seed: 204,
+            nodes: 3,
+            duration: Duration::from_secs(12),
+            nemeses: vec![NemesisKind::DiskEio],
+            note: "failing fsyncs, then a power cut and a mended disk".into(),
+        },
     ]
 }
+
+/// `runs` runs of `secs` s (3 nodes, seeds from `first_seed`) mixing the
+/// three disk families of issue 20: power cuts (the leader, a random node,
+/// every node; at once or after up to 500 ms), SD-card slow disks with
+/// stalls, and failing fsyncs.
+pub fn disk(runs: usize, first_seed: u64, secs: u64) -> Vec<RunSpec> {
+    (0..runs as u64)
+        .map(|i| RunSpec {
+            seed: first_seed + i,
+            nodes: 3,
+            duration: Duration::from_secs(secs),
+            nemeses: DISK_FAMILIES.to_vec(),
+            note: "disk profile: power cuts, slow disks, failing fsyncs".into(),
+        })
+        .collect()
+}
+
+/// The disk fault families together (issue 20).
+const DISK_FAMILIES: [NemesisKind; 4] = [
+    NemesisKind::Power,
+    NemesisKind::PowerAll,
+    NemesisKind::SlowDisk,
+    NemesisKind::DiskEio,
+];
 
 /// The log-hygiene runs (issue 17): a follower frozen (`SIGSTOP`) through
 /// a burst of writes just under the entry limit and writes the state
@@ -167,9 +209,10 @@ pub fn power(runs: usize, first_seed: u64, secs: u64) -> Vec<RunSpec> {
 
 /// The long profile: `runs` runs of 30 s, all fault families, sizes 3 and 5
 /// alternating, seeds from `first_seed`. Where a fault filesystem can be
-/// mounted (root, FUSE), every third run is a power run instead: leader
-/// power cuts with the leader's disk the slow one and immediate restarts,
-/// mixed with cuts of random nodes and of all nodes (`power-leader,power`).
+/// mounted (root, FUSE), every third run is a disk run instead (3 nodes):
+/// the three disk families of issue 20 mixed, power cuts of the leader, a
+/// random node or every node, SD-card slow disks with stalls, failing
+/// fsyncs (see [`disk`]).
 pub fn long(runs: usize, first_seed: u64) -> Vec<RunSpec> {
     let power = crate::faultfs::unavailable().is_none();
     (0..runs as u64)
@@ -179,8 +222,8 @@ pub fn long(runs: usize, first_seed: u64) -> Vec<RunSpec> {
                     seed: first_seed + i,
                     nodes: 3,
                     duration: Duration::from_secs(30),
-                    nemeses: vec![NemesisKind::Power, NemesisKind::PowerLeader],
-                    note: "long profile: power cuts".into(),
+                    nemeses: DISK_FAMILIES.to_vec(),
+                    note: "long profile: power cuts, slow disks, failing fsyncs".into(),
                 };
             }
             RunSpec {
@@ -257,6 +300,8 @@ pub async fn run_all(specs: &[RunSpec], launcher: &Launcher, tweak: impl Fn(&mut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nemesis::Disks;
+    use crate::nemesis::Fault;
 
     #[test]
     fn the_checked_in_regression_list_parses() {
@@ -283,5 +328,46 @@ mod tests {
             assert!(s.iter().any(|r| r.nemeses.contains(&k)), "{k} is never exercised in CI");
         }
         assert!(s.iter().any(|r| r.nodes == 5));
+    }
+
+    #[test]
+    fn ci_and_the_long_profile_cover_every_disk_family() {
+        let ci = power_ci();
+        for k in [NemesisKind::PowerAll, NemesisKind::SlowDisk, NemesisKind::DiskEio] {
+            assert!(ci.iter().any(|r| r.nemeses.contains(&k)), "{k} is never run in CI");
+        }
+        // The slow-disk run slows a follower's disk, the leader's and every
+        // disk, each from a stall; the failing-disk run fails the leader's.
+        let slow = ci.iter().find(|r| r.nemeses == [NemesisKind::SlowDisk]).unwrap();
+        let steps = crate::nemesis::schedule(
+            slow.seed,
+            slow.nodes,
+            &slow.nemeses,
+            Duration::from_secs(2),
+            slow.duration,
+        );
+        for whose in [Disks::Follower, Disks::Leader, Disks::All] {
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| s.fault == Fault::SlowDisk { whose, stall_ms: 2000 }),
+                "{whose:?}: {steps:?}"
+            );
+        }
+        let eio = ci.iter().find(|r| r.nemeses == [NemesisKind::DiskEio]).unwrap();
+        let steps = crate::nemesis::schedule(eio.seed, eio.nodes, &eio.nemeses, Duration::from_secs(2), eio.duration);
+        assert!(
+            steps.iter().any(|s| s.fault == Fault::DiskEio { leader: true }),
+            "{steps:?}"
+        );
+        if crate::faultfs::unavailable().is_none() {
+            let long = long(100, 1000);
+            for k in [NemesisKind::Power, NemesisKind::SlowDisk, NemesisKind::DiskEio] {
+                assert!(
+                    long.iter().any(|r| r.nemeses.contains(&k)),
+                    "{k} is not in the long profile"
+                );
+            }
+        }
     }
 }

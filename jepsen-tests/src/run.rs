@@ -198,7 +198,7 @@ impl RunConfig {
     pub fn reproduce(&self) -> String {
         let kinds: Vec<&str> = self.nemeses.iter().map(|k| k.name()).collect();
         format!(
-            "cargo run -p cairn-jepsen -- run --seed {} --nodes {} --duration {}s --nemesis {}",
+            "cargo run --bin cairn-jepsen -- run --seed {} --nodes {} --duration {}s --nemesis {}",
             self.seed,
             self.nodes,
             self.duration.as_secs(),
@@ -312,6 +312,14 @@ pub struct RunReport {
     /// the load had any.
     #[serde(default)]
     pub hygiene: String,
+    /// The votes the nodes logged (stored, read back at start) and whether
+    /// any went back ([`crate::checker::votes`]).
+    #[serde(default)]
+    pub votes: String,
+    /// What the disk nemeses did: slow-follower faults under which
+    /// leadership moved (empty without a disk nemesis).
+    #[serde(default)]
+    pub disks: String,
     /// Each node's state hash once all applied the same index (empty if
     /// they never did).
     #[serde(default)]
@@ -369,6 +377,12 @@ impl RunReport {
         }
         if !self.hygiene.is_empty() {
             s.push_str(&format!("\n  log hygiene: {}", self.hygiene));
+        }
+        if !self.votes.is_empty() {
+            s.push_str(&format!("\n  votes: {}", self.votes));
+        }
+        if !self.disks.is_empty() {
+            s.push_str(&format!("\n  disks: {}", self.disks));
         }
         s.push_str(&format!("\n  state hashes: {}", hash_summary(&self.state_hashes)));
         for r in &self.reasons {
@@ -790,7 +804,19 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         }
     }
     let (disk_stop_tx, disk_stop_rx) = watch::channel(false);
-    let disk_follower = cluster.has_faultfs().then(|| {
+    // The slow-disk nemesis chooses the slow disks itself: a disk that
+    // follows the leader would undo its choice when leadership moves.
+    let follow_leader = !cfg.nemeses.contains(&NemesisKind::SlowDisk);
+    if cluster.has_faultfs() && !follow_leader {
+        rec.event(
+            "info",
+            format!(
+                "disk: every disk at {} but while the slow-disk nemesis slows it",
+                cfg.disks.base
+            ),
+        );
+    }
+    let disk_follower = (cluster.has_faultfs() && follow_leader).then(|| {
         let disks: Vec<(u64, String, PathBuf)> = nodes
             .iter()
             .filter_map(|(id, api)| cluster.faultfs_socket(*id).map(|s| (*id, api.clone(), s)))
@@ -903,6 +929,33 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
     checks.anomalies.extend(hygiene_anomalies);
     reasons.extend(hygiene_unproven.into_iter().map(|why| format!("inconclusive: {why}")));
     checks.anomalies.extend(consistency_check(&cluster).await);
+    let mut vote_lines = 0;
+    for id in cluster.ids() {
+        let (found, lines) = crate::checker::votes::check(id, &cluster.log_since(id, 0));
+        vote_lines += lines;
+        checks.anomalies.extend(found);
+    }
+    let votes_summary = format!(
+        "{vote_lines} vote lines on {} nodes (stored, or read back at start); {} went back",
+        cluster.ids().len(),
+        checks
+            .anomalies
+            .iter()
+            .filter(|a| a.kind == crate::checker::AnomalyKind::VoteWentBack)
+            .count()
+    );
+    let disks_summary = if cfg.nemeses.contains(&NemesisKind::SlowDisk) {
+        let slow_followers = events
+            .iter()
+            .filter(|e| e.phase == "start" && e.what.starts_with("slow disk on a follower"))
+            .count();
+        format!(
+            "{slow_followers} slow-follower faults, leadership moved under {}",
+            nemesis.slow_follower_leader_changes()
+        )
+    } else {
+        String::new()
+    };
     checks
         .anomalies
         .extend(nemesis.membership_lies().iter().map(|lie| crate::checker::Anomaly {
@@ -920,7 +973,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
     if cfg.nemeses.contains(&NemesisKind::Ghost) && nemesis.ghosts() == 0 {
         reasons.push("inconclusive: the ghost nemesis was asked for but never found a leader to try".into());
     }
-    if cfg.nemeses.iter().any(|k| k.needs_faultfs()) && nemesis.power_cuts() == 0 && nemesis.not_injected().is_empty() {
+    if cfg.nemeses.iter().any(|k| k.is_power()) && nemesis.power_cuts() == 0 && nemesis.not_injected().is_empty() {
         reasons.push("inconclusive: a power nemesis was asked for but no power cut happened".into());
     }
 
@@ -987,6 +1040,11 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         inserts: insert_summary,
         net: match cluster.faultfs_note() {
             Some(n) => format!("{}; fault filesystems NOT mounted: {n}", cluster.net_note()),
+            None if cluster.has_faultfs() && !follow_leader => format!(
+                "{}; data dirs on fault filesystems (fsync {}, slowed by the slow-disk nemesis)",
+                cluster.net_note(),
+                cfg.disks.base,
+            ),
             None if cluster.has_faultfs() => format!(
                 "{}; data dirs on fault filesystems (fsync {}, slow disk {:?} {})",
                 cluster.net_note(),
@@ -998,6 +1056,8 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         },
         tasks: task_summary,
         hygiene: hygiene_summary,
+        votes: votes_summary,
+        disks: disks_summary,
         state_hashes: converged.state_hashes,
         checks,
         verdict,

@@ -66,6 +66,10 @@ pub enum AnomalyKind {
     /// not running (caught up, promoted), or changed the voters while
     /// reporting a refusal (the ghost nemesis).
     DishonestMembership,
+    /// A node's vote went back: it read from disk at start, or stored, a
+    /// vote older than one it had stored before (a vote lost to a power
+    /// cut; with it the node could vote twice in one term).
+    VoteWentBack,
 }
 
 /// One finding.

@@ -15,6 +15,7 @@ pub mod hygiene;
 pub mod inserts;
 pub mod linear;
 pub mod tasks;
+pub mod votes;
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;

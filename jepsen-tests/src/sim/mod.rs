@@ -224,7 +224,7 @@ impl SimSpec {
     /// The one-line command that replays this simulation.
     pub fn replay_command(&self) -> String {
         format!(
-            "cargo run -p cairn-jepsen -- sim --scenario {} --seed {} --nodes {} --fault-ms {} --heal-ms {}",
+            "cargo run --bin cairn-jepsen -- sim --scenario {} --seed {} --nodes {} --fault-ms {} --heal-ms {}",
             self.scenario.name(),
             self.seed,
             self.nodes,

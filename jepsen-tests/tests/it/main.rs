@@ -23,9 +23,9 @@
 //!   nftables cut itself, then one 10 s partition run in namespaces.
 //! - `t31`: a node restarted on a full disk (root only): it must fail
 //!   with `ENOSPC`, and the run pass once the disk is freed.
-//! - `t32`: power cuts (root, FUSE): the leader cut while its disk is the
-//!   slow one and restarted at once, then every node cut at once; both
-//!   must pass. Its closing line goes to `target/jepsen/power-summary.txt`.
+//! - `t32`: disk faults (root, FUSE): the leader cut while its disk is the
+//!   slow one and restarted at once, every node cut at once, SD-card slow
+//!   disks with stalls, failing fsyncs; all must pass. Its closing line goes to `target/jepsen/power-summary.txt`.
 //! - `t90`: the long profile, only with `CAIRN_JEPSEN_LONG=1`
 //!   (`CAIRN_JEPSEN_RUNS`, default 20, sets its length).
 //!
@@ -359,9 +359,11 @@ fn t31_full_disk_restart() {
 /// otherwise): every data dir on its own fault filesystem; the leader,
 /// its disk the slow one (fsyncs 15–60 ms, the others' 0–1 ms), cut and
 /// restarted at once, 8 writers with inserts; then every node cut at once.
-/// Both must pass: no acknowledged write or insert lost, state hashes
-/// equal. A cut that did not happen makes a run inconclusive, which fails
-/// here too.
+/// Then SD-card disks with 2 s stalls (a follower's, the leader's, every
+/// node's), and failing fsyncs followed by a power cut (issue 20). All
+/// must pass: no acknowledged write or insert lost, state hashes equal,
+/// no vote went back. A fault that did not happen makes a run
+/// inconclusive, which fails here too.
 #[test]
 fn t32_power_cuts() {
     let dir = cluster::workspace_root().join("target").join("jepsen");
@@ -376,7 +378,7 @@ fn t32_power_cuts() {
     let started = std::time::Instant::now();
     let outcome = runtime().block_on(profile::run_all(&profile::power_ci(), &launcher(), |_| {}));
     let line = format!(
-        "power: {} in {:.0} s (leader power cuts with a slow leader disk; all-node power cuts)",
+        "power: {} in {:.0} s (leader power cuts with a slow leader disk; all-node power cuts; slow disks; failing fsyncs)",
         outcome.closing_line(),
         started.elapsed().as_secs_f64()
     );
@@ -405,9 +407,20 @@ fn t32_power_cuts() {
         "no power cut of all nodes: {:?}",
         events(1)
     );
+    let started_with = |i: usize, what: &str| events(i).iter().any(|e| e.phase == "start" && e.what.starts_with(what));
+    assert!(started_with(2, "slow disk on "), "no slow disk: {:?}", events(2));
+    assert!(started_with(3, "disk EIO: "), "no failing disk: {:?}", events(3));
+    assert!(
+        events(3)
+            .iter()
+            .any(|e| e.phase == "heal" && e.what.contains("power-cut") && e.what.contains("restarted")),
+        "a failing disk was never cut and mended: {:?}",
+        events(3)
+    );
     for r in &outcome.reports {
         assert!(r.inserts.contains("none lost"), "inserts: {}", r.inserts);
         assert!(r.summary().contains("state hashes: equal"), "{}", r.summary());
+        assert!(r.votes.ends_with("0 went back"), "votes: {}", r.votes);
     }
 }
 

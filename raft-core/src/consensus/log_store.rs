@@ -455,6 +455,19 @@ fn sync_loop(
     tracing::debug!("wal sync thread exits: log store dropped");
 }
 
+/// One line per vote the node stored (after its synced write returned) or
+/// read back at start: rare (elections only), and what the chaos suite
+/// checks for a vote that went back across a power cut (docs/CHAOS.md,
+/// "Votes never go back").
+fn log_vote(vote: &Vote, what: &'static str) {
+    tracing::info!(
+        term = vote.leader_id().term,
+        leader = vote.leader_id().node_id,
+        committed = vote.is_committed(),
+        "{what}"
+    );
+}
+
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> io::Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
@@ -588,7 +601,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.get_meta(KEY_VOTE).await
+        let vote: Option<Vote> = self.get_meta(KEY_VOTE).await?;
+        if let Some(v) = &vote {
+            log_vote(v, "vote read from disk");
+        }
+        Ok(vote)
     }
 
     /// What replication reads for one AppendEntries: the entries of
@@ -663,7 +680,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         // A vote must be on disk before the node acts on it (Raft §5.2).
-        self.put_meta(KEY_VOTE, vote, true).await
+        self.put_meta(KEY_VOTE, vote, true).await?;
+        log_vote(vote, "vote stored");
+        Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {

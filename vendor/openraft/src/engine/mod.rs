@@ -47,6 +47,7 @@ pub(crate) mod time_state;
 #[cfg(test)]
 mod tests {
     mod append_entries_test;
+    mod cairn_heartbeat_test;
     mod elect_test;
     mod handle_pre_vote_req_test;
     mod handle_pre_vote_resp_test;
