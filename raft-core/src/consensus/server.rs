@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use openraft::vote::RaftLeaderId;
 
 use super::network::AbortOnDrop;
-use super::node::Core;
+use super::node::core::Core;
 use super::protocol::server_handshake;
 use super::protocol::HandshakeError;
 use super::protocol::Request;
@@ -356,7 +356,7 @@ async fn receive_chunk<S: StateMachine>(
     if offset == 0 {
         // A new transfer replaces this connection's unfinished one.
         *incoming = None;
-        let dir = core.data_dir.join(super::node::SNAPSHOT_STAGING_DIR);
+        let dir = core.data_dir.join(super::staging::SNAPSHOT_STAGING_DIR);
         let staged = Staged::begin(&dir, core.snapshot_staging.clone())
             .await
             .map_err(|e| e.to_string())?;
