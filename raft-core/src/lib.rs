@@ -17,6 +17,8 @@
 //! - [`metrics`]: per-node Prometheus metrics (fsync latency among them).
 //! - [`retry`]: the one retry policy of the write path ([`RetryPolicy`]):
 //!   an unknown outcome is retried only under a client tag.
+//! - [`sync`]: a poison-tolerant [`sync::lock`] and a task aborted on
+//!   drop ([`sync::AbortOnDrop`]), shared by the crates above this one.
 //! - [`trace`]: the request id carried to the leader on forwarded requests.
 //!
 //! Key decisions: openraft is confined to `consensus` so the pinned alpha
@@ -34,6 +36,7 @@ pub mod frame;
 pub mod metrics;
 pub mod retry;
 mod storage;
+pub mod sync;
 pub mod trace;
 pub mod transport;
 

@@ -50,7 +50,6 @@ use serde::Deserialize;
 use serde::Serialize;
 
 pub(crate) use forward::start_forwarder;
-pub(crate) use forward::TaskGuard;
 pub(crate) use stats::start_node_stats;
 
 pub use hub::PeerInfo;
