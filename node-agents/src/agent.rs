@@ -355,7 +355,7 @@ struct Shared {
 /// Client sessions for the agent's writes. A write whose outcome is
 /// unknown (a timeout after it was proposed) may be retried only under the
 /// same client tag, which makes the retry return the first outcome instead
-/// of applying twice (docs/ARCHITECTURE.md, "Retries"). A session takes one
+/// of applying twice (docs/API.md, "Retries"). A session takes one
 /// write at a time (a newer sequence number retires the older), and the
 /// agent writes from several tasks at once, so it holds a few sessions
 /// ("lanes"), each behind a lock held for one write and its retries.

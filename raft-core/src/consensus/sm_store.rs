@@ -448,7 +448,7 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         let request_ids = last.map(|l| self.in_flight.take_upto(l)).unwrap_or_default();
         // Debug level: disabled (and free) at the default `info` filter.
         // Followers' batches name the index range only: the log entry does
-        // not carry request ids (docs/ARCHITECTURE.md, "Tracing").
+        // not carry request ids (docs/DECISIONS.md, "Tracing").
         let span = tracing::debug_span!(
             "raft.apply",
             first,

@@ -124,7 +124,7 @@ impl<S: StateMachine> RaftNode<S> {
             // with a shorter log; restored in its old term it would append
             // new entries under log ids the followers hold for others, and
             // acknowledged writes would be lost with the replicas split for
-            // good (issue 25; docs/ARCHITECTURE.md, "Departures from
+            // good (issue 25; docs/DECISIONS.md, "Departures from
             // textbook Raft"). An election costs the restart about one
             // election timeout.
             enable_leader_restore: Some(false),

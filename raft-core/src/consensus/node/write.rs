@@ -163,8 +163,8 @@ impl<S: StateMachine> Core<S> {
             // A retryable write refused by this state: a retry of it may
             // still be in flight to the log, or arrive after the state
             // changed, and must find the outcome recorded in the session
-            // table; so the log decides (docs/ARCHITECTURE.md, "Refused
-            // writes").
+            // table; so the log decides (docs/DECISIONS.md, "Refused
+            // writes and log hygiene").
             PreCheck::Propose
         } else {
             PreCheck::RefuseIfFresh(Applied::Response(bytes))
