@@ -23,68 +23,17 @@ use cairn_raft::RetryClass;
 
 use crate::wire::ErrorBody;
 
-/// Why no endpoint gave an answer, the worst case over the endpoints
-/// tried (ordered: a timeout beats "unavailable", which beats "down").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Unanswered {
-    /// Not reachable: nothing listens, it did not answer within the dial
-    /// timeout, or it is not a cairn node.
-    Down,
-    /// Reachable, but it cannot serve this now (503: no leader, no quorum).
-    Unavailable,
-    /// The request was sent but no answer came in time, or the connection
-    /// broke before one, or the node said "outcome unknown" (504): a write
-    /// may or may not have been applied.
-    Unknown,
-}
+mod error;
+mod watch;
 
-/// The message of [`ClientError::Unreachable`].
-fn unanswered_text(why: &Unanswered, tried: &str) -> String {
-    match why {
-        Unanswered::Down => format!("no endpoint reachable ({tried}); is a node running? try --endpoints"),
-        Unanswered::Unavailable => format!("no endpoint could serve the request now ({tried})"),
-        Unanswered::Unknown => {
-            format!("no answer in time ({tried}); if this was a write, its outcome is unknown: read before retrying")
-        }
-    }
-}
-
-/// Why a client call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// No endpoint answered (`why` says how it went).
-    #[error("{}", unanswered_text(.why, .tried))]
-    Unreachable {
-        /// What was tried, with each failure.
-        tried: String,
-        /// The worst failure among them.
-        why: Unanswered,
-    },
-    /// The node answered with an error.
-    #[error("{endpoint}: {} ({})", body.message, body.code)]
-    Api {
-        /// Which node said it.
-        endpoint: String,
-        /// HTTP status.
-        status: u16,
-        /// The error body.
-        body: ErrorBody,
-    },
-    /// The response did not parse.
-    #[error("{endpoint}: unexpected response: {reason}")]
-    Protocol {
-        /// Which node.
-        endpoint: String,
-        /// Why.
-        reason: String,
-    },
-    /// The client could not be set up (CA file, token).
-    #[error("client setup: {reason}")]
-    Setup {
-        /// Why.
-        reason: String,
-    },
-}
+use error::api_error;
+use error::content_type;
+use error::not_cairn;
+pub use error::root_cause;
+pub use error::ClientError;
+pub use error::Unanswered;
+pub use watch::parse_sse;
+pub use watch::SseEvent;
 
 /// Idle pooled connections are dropped after this: well under the node's
 /// `api.header_read_timeout_ms` (10 s by default), after which the server
@@ -123,17 +72,6 @@ pub struct ClientOptions {
     /// CA certificate (PEM) to trust; implies HTTPS for endpoints given
     /// without a scheme.
     pub ca_cert: Option<PathBuf>,
-}
-
-/// One server-sent event of `GET /v1/watch`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SseEvent {
-    /// `change` or `error`.
-    pub event: String,
-    /// The event id (a log index for changes).
-    pub id: Option<String>,
-    /// The JSON data.
-    pub data: String,
 }
 
 /// Admin API client over a list of endpoints.
@@ -540,195 +478,5 @@ impl Client {
             tried: tried.join("; "),
             why,
         })
-    }
-
-    /// Follow `GET /v1/watch` from index `from`, calling `on_event` for each
-    /// event until it returns `false`. A dropped stream is resumed from the
-    /// last delivered index + 1 on the next endpoint, so no change is missed
-    /// or repeated; an `error` event or an API error ends the watch.
-    pub async fn watch(
-        &self,
-        from: Option<u64>,
-        mut on_event: impl FnMut(&SseEvent) -> bool,
-    ) -> Result<(), ClientError> {
-        // Bounded: a cluster that keeps dropping the stream is reported,
-        // not retried forever.
-        const MAX_RESUMES: usize = 100;
-        let mut next = from;
-        let mut failures = Vec::new();
-        let mut i = 0usize;
-        while failures.len() < MAX_RESUMES {
-            let Some(ep) = self.endpoints.get(i % self.endpoints.len().max(1)) else {
-                break;
-            };
-            i += 1;
-            let path = match next {
-                Some(n) => format!("{ep}/v1/watch?from={n}"),
-                None => format!("{ep}/v1/watch"),
-            };
-            if let Err(e) = self.dial(ep).await {
-                failures.push(match e {
-                    ClientError::Unreachable { tried, .. } => tried,
-                    other => other.to_string(),
-                });
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            let resp = match self.request(&self.stream_http, reqwest::Method::GET, path).send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    failures.push(format!("{ep}: {}", root_cause(&e)));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            let status = resp.status();
-            if !status.is_success() {
-                let content_type = content_type(&resp);
-                let text = resp.text().await.unwrap_or_default();
-                let err = api_error(ep, status, &content_type, text);
-                if status.as_u16() == 503 || matches!(err, ClientError::Protocol { .. }) {
-                    failures.push(err.to_string());
-                    continue;
-                }
-                return Err(err);
-            }
-            let mut resp = resp;
-            let mut buf = String::new();
-            loop {
-                match resp.chunk().await {
-                    Ok(Some(bytes)) => {
-                        buf.push_str(&String::from_utf8_lossy(&bytes));
-                        while let Some(end) = buf.find("\n\n") {
-                            let block: String = buf.drain(..end + 2).collect();
-                            let Some(ev) = parse_sse(&block) else { continue };
-                            if ev.event == "error" {
-                                let body = serde_json::from_str::<ErrorBody>(&ev.data).unwrap_or(ErrorBody {
-                                    code: "error".into(),
-                                    message: ev.data.clone(),
-                                    field: None,
-                                    retryable: false,
-                                });
-                                return Err(ClientError::Api {
-                                    endpoint: ep.clone(),
-                                    status: 200,
-                                    body,
-                                });
-                            }
-                            if let Some(id) = ev.id.as_deref().and_then(|i| i.parse::<u64>().ok()) {
-                                next = Some(id + 1);
-                            }
-                            if !on_event(&ev) {
-                                return Ok(());
-                            }
-                        }
-                    }
-                    Ok(None) => {
-                        failures.push(format!("{ep}: stream closed"));
-                        break;
-                    }
-                    Err(e) => {
-                        failures.push(format!("{ep}: {}", root_cause(&e)));
-                        break;
-                    }
-                }
-            }
-        }
-        Err(ClientError::Unreachable {
-            tried: failures.into_iter().rev().take(3).collect::<Vec<_>>().join("; "),
-            why: Unanswered::Down,
-        })
-    }
-}
-
-/// A response's content type, for saying what a non-cairn answer was.
-fn content_type(resp: &reqwest::Response) -> String {
-    resp.headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
-        .unwrap_or_default()
-}
-
-/// What a non-cairn answer was, without its body (an HTML page says
-/// nothing useful on a terminal).
-fn not_cairn(status: reqwest::StatusCode, content_type: &str) -> String {
-    let what = if content_type.is_empty() {
-        String::new()
-    } else {
-        format!(" ({content_type})")
-    };
-    format!("answered HTTP {status}{what}, not as a cairn node: is this a cairn admin API address?")
-}
-
-/// The innermost cause of a reqwest error, once: reqwest's own message
-/// repeats the URL (the endpoint is named already) and some layers repeat
-/// their cause in their own message.
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        last = s.to_string();
-        cur = s.source();
-    }
-    last
-}
-
-/// A cairn error answer, or, if the body is not one, a protocol error
-/// saying what came instead (not the body).
-fn api_error(endpoint: &str, status: reqwest::StatusCode, content_type: &str, text: String) -> ClientError {
-    match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(body) => ClientError::Api {
-            endpoint: endpoint.to_string(),
-            status: status.as_u16(),
-            body,
-        },
-        Err(_) => ClientError::Protocol {
-            endpoint: endpoint.to_string(),
-            reason: not_cairn(status, content_type),
-        },
-    }
-}
-
-/// Parse one SSE block (lines up to a blank line); comments and keep-alives
-/// give `None`.
-pub fn parse_sse(block: &str) -> Option<SseEvent> {
-    let mut event = String::from("message");
-    let mut id = None;
-    let mut data: Vec<&str> = Vec::new();
-    for line in block.lines() {
-        if line.starts_with(':') || line.is_empty() {
-            continue;
-        }
-        let (k, v) = line.split_once(':').unwrap_or((line, ""));
-        let v = v.strip_prefix(' ').unwrap_or(v);
-        match k {
-            "event" => event = v.to_string(),
-            "id" => id = Some(v.to_string()),
-            "data" => data.push(v),
-            _ => {}
-        }
-    }
-    if data.is_empty() {
-        return None;
-    }
-    Some(SseEvent {
-        event,
-        id,
-        data: data.join("\n"),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sse_blocks_parse_and_keepalives_are_skipped() {
-        assert_eq!(parse_sse(":\n\n"), None);
-        let ev = parse_sse("event: change\nid: 7\ndata: {\"index\":7}\n\n").unwrap();
-        assert_eq!(ev.event, "change");
-        assert_eq!(ev.id.as_deref(), Some("7"));
-        assert_eq!(ev.data, "{\"index\":7}");
     }
 }

@@ -29,7 +29,7 @@ pub struct NodeConfig {
     /// Data directory (RocksDB).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// Raft timings (see docs/ARCHITECTURE.md for the defaults' reasons).
+    /// Raft timings (see docs/DECISIONS.md, "Raft timings for a rover LAN", for the defaults' reasons).
     #[serde(default)]
     pub timings: RaftTimings,
     /// Snapshot policy.

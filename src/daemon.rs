@@ -21,7 +21,7 @@ pub struct Daemon {
     agent: Agent,
     telemetry: crate::telemetry::Telemetry,
     /// The telemetry forwarder and `node.stats` publisher (stop on drop).
-    telemetry_tasks: Vec<crate::telemetry::TaskGuard>,
+    telemetry_tasks: Vec<cairn_raft::sync::AbortOnDrop>,
     /// The ROS 2 node, if `[ros] enabled` (stops on drop).
     ros: Option<crate::ros::RosHandle>,
 }

@@ -81,7 +81,7 @@ pub use cairn_state::Response;
 pub use cairn_state::RetryPolicy;
 
 /// A native client of a cairn cluster (peer transport, straight to the
-/// leader): for programs that write a lot. See docs/ARCHITECTURE.md,
+/// leader): for programs that write a lot. See docs/DECISIONS.md,
 /// "Native client".
 pub type MissionClient = NativeClient<Mission>;
 pub use cairn_state::Task;

@@ -20,8 +20,8 @@ use tokio::sync::watch;
 
 use crate::config::RoverSettings;
 use crate::error::Error;
-use crate::telemetry::TaskGuard;
 use crate::telemetry::Telemetry;
+use cairn_raft::sync::AbortOnDrop;
 
 pub use cairn_hal::rover::DRIVE_CAPABILITY;
 pub use cairn_hal::rover::NAVIGATE;
@@ -113,10 +113,10 @@ pub(crate) fn start_publishers(
     telemetry: &Telemetry,
     rover: &RoverHandlers,
     node: Arc<RaftNode<Mission>>,
-) -> Vec<TaskGuard> {
+) -> Vec<AbortOnDrop> {
     let mut tasks = Vec::new();
     if let Some(rx) = &rover.control_samples {
-        tasks.push(TaskGuard::spawn(publish_samples(
+        tasks.push(AbortOnDrop::spawn(publish_samples(
             telemetry.clone(),
             rx.clone(),
             "rover.pose",
@@ -125,7 +125,7 @@ pub(crate) fn start_publishers(
         )));
     }
     if let Some(rx) = &rover.perception_samples {
-        tasks.push(TaskGuard::spawn(publish_samples(
+        tasks.push(AbortOnDrop::spawn(publish_samples(
             telemetry.clone(),
             rx.clone(),
             "rover.perception",
@@ -134,7 +134,7 @@ pub(crate) fn start_publishers(
         )));
     }
     if let Some(addr) = rover.sim {
-        tasks.push(TaskGuard::spawn(publish_world(telemetry.clone(), node, addr)));
+        tasks.push(AbortOnDrop::spawn(publish_world(telemetry.clone(), node, addr)));
     }
     tasks
 }

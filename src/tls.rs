@@ -281,7 +281,7 @@ impl Acceptor for TlsPeerAcceptor {
 pub struct TlsApiListener {
     rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
-    _accept: tokio::task::JoinHandle<()>,
+    _accept: cairn_raft::sync::AbortOnDrop,
 }
 
 impl TlsApiListener {
@@ -290,7 +290,7 @@ impl TlsApiListener {
         let local = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let (tx, rx) = tokio::sync::mpsc::channel(API_ACCEPT_QUEUE);
-        let accept = tokio::spawn(async move {
+        let accept = cairn_raft::sync::AbortOnDrop::spawn(async move {
             loop {
                 let (tcp, peer) = match listener.accept().await {
                     Ok(x) => x,
@@ -318,12 +318,6 @@ impl TlsApiListener {
             local,
             _accept: accept,
         })
-    }
-}
-
-impl Drop for TlsApiListener {
-    fn drop(&mut self) {
-        self._accept.abort();
     }
 }
 

@@ -48,6 +48,8 @@ use cairn_hal::action::ParamUpdate;
 use cairn_hal::action::ParamVal;
 use cairn_hal::action::Permit;
 use cairn_hal::action::PlanView;
+use cairn_raft::sync::lock;
+use cairn_raft::sync::AbortOnDrop;
 use cairn_raft::RaftNode;
 use cairn_state::Command;
 use cairn_state::CommandError;
@@ -282,10 +284,10 @@ impl Agent {
             node_id: s.node_id,
             registered,
             lease_valid: s.lease.borrow().allows(Instant::now()),
-            running: s.lock_runners().iter().map(|(t, r)| (*t, r.epoch)).collect(),
+            running: lock(&s.runners).iter().map(|(t, r)| (*t, r.epoch)).collect(),
             heartbeats_confirmed: s.heartbeats_confirmed.load(Ordering::Relaxed),
             stale_reports: s.stale_reports.load(Ordering::Relaxed),
-            registry_error: s.lock_registry_refused().as_ref().map(|(_, e)| e.clone()),
+            registry_error: lock(&s.registry_refused).as_ref().map(|(_, e)| e.clone()),
         }
     }
 
@@ -295,7 +297,7 @@ impl Agent {
         for t in &self.tasks {
             t.abort();
         }
-        let runners = std::mem::take(&mut *self.shared.lock_runners());
+        let runners = std::mem::take(&mut *lock(&self.shared.runners));
         for r in runners.values() {
             r.task.abort();
         }
@@ -353,7 +355,7 @@ struct Shared {
 /// Client sessions for the agent's writes. A write whose outcome is
 /// unknown (a timeout after it was proposed) may be retried only under the
 /// same client tag, which makes the retry return the first outcome instead
-/// of applying twice (docs/ARCHITECTURE.md, "Retries"). A session takes one
+/// of applying twice (docs/API.md, "Retries"). A session takes one
 /// write at a time (a newer sequence number retires the older), and the
 /// agent writes from several tasks at once, so it holds a few sessions
 /// ("lanes"), each behind a lock held for one write and its retries.
@@ -430,20 +432,8 @@ struct MyTask {
 }
 
 impl Shared {
-    fn lock_runners(&self) -> std::sync::MutexGuard<'_, BTreeMap<TaskId, RunnerHandle>> {
-        self.runners.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_finished(&self) -> std::sync::MutexGuard<'_, BTreeSet<(TaskId, Epoch)>> {
-        self.finished.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_registry_refused(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
-        self.registry_refused.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn seed(&self) -> u64 {
-        self.rng.lock().unwrap_or_else(|p| p.into_inner()).random()
+        lock(&self.rng).random()
     }
 
     fn observe(&self, task_id: TaskId, epoch: Epoch, may_actuate: bool) {
@@ -503,7 +493,7 @@ impl Shared {
                 let command = command.clone();
                 async move {
                     let now = Instant::now();
-                    let acquired = self.breaker.lock().unwrap_or_else(|p| p.into_inner()).try_acquire(now);
+                    let acquired = lock(&self.breaker).try_acquire(now);
                     if let Err(wait) = acquired {
                         return Err(Error::CircuitOpen {
                             what,
@@ -511,7 +501,7 @@ impl Shared {
                         });
                     }
                     let res = self.node.write_tagged_by(tag, command, deadline).await;
-                    let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut breaker = lock(&self.breaker);
                     match res {
                         Ok(out) => {
                             breaker.on_success();
@@ -664,12 +654,12 @@ impl Shared {
         if needs_registration {
             self.register();
         } else if matches!(entry, Some((Liveness::Up | Liveness::Suspect, _))) {
-            *self.lock_registration() = Registration::default();
+            *lock(&self.registration) = Registration::default();
         }
 
         // Tasks.
         let current: BTreeMap<TaskId, &MyTask> = mine.iter().map(|t| (t.id, t)).collect();
-        let mut runners = self.lock_runners();
+        let mut runners = lock(&self.runners);
         runners.retain(|_, r| !r.task.is_finished());
         for (id, r) in runners.iter() {
             match current.get(id) {
@@ -683,7 +673,7 @@ impl Shared {
                 }
             }
         }
-        let mut finished = self.lock_finished();
+        let mut finished = lock(&self.finished);
         finished.retain(|(t, e)| current.get(t).is_some_and(|m| m.epoch == *e));
         for task in &mine {
             if finished.contains(&(task.id, task.epoch)) {
@@ -726,20 +716,16 @@ impl Shared {
         }
     }
 
-    fn lock_registration(&self) -> std::sync::MutexGuard<'_, Registration> {
-        self.registration.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Registers this node in the background, unless an attempt runs, the
     /// backoff since the last one has not passed, or this node has not yet
     /// applied the last successful one (its state is behind, not wrong).
     fn register(self: &Arc<Self>) {
-        let refused_until = self.lock_registry_refused().as_ref().map(|(retry_at, _)| *retry_at);
+        let refused_until = lock(&self.registry_refused).as_ref().map(|(retry_at, _)| *retry_at);
         if refused_until.is_some_and(|at| Instant::now() < at) {
             return;
         }
         {
-            let reg = self.lock_registration();
+            let reg = lock(&self.registration);
             if reg.not_before.is_some_and(|at| Instant::now() < at) {
                 return;
             }
@@ -757,17 +743,17 @@ impl Shared {
                 .write_indexed("register node", Command::RegisterNode(shared.spec.clone()))
                 .await;
             let mut rng = StdRng::seed_from_u64(shared.seed());
-            let mut reg = shared.lock_registration();
+            let mut reg = lock(&shared.registration);
             match res {
                 Ok((index, _)) => {
                     shared.synced.store(true, Ordering::Release);
-                    *shared.lock_registry_refused() = None;
+                    *lock(&shared.registry_refused) = None;
                     tracing::info!(node = %shared.node_id, index, "node registered");
                     reg.applied_at = index;
                 }
                 Err(Error::Command(e)) => {
                     tracing::warn!(node = %shared.node_id, error = %e, retry_in_s = REGISTRY_RETRY.as_secs(), "the cluster refused this node's registration");
-                    *shared.lock_registry_refused() = Some((Instant::now() + REGISTRY_RETRY, e.to_string()));
+                    *lock(&shared.registry_refused) = Some((Instant::now() + REGISTRY_RETRY, e.to_string()));
                 }
                 Err(e) => tracing::warn!(node = %shared.node_id, error = %e, "registration failed; will retry"),
             }
@@ -781,10 +767,7 @@ impl Shared {
 
     fn jitter_ms(&self, t: &MyTask) -> u64 {
         let ceiling = t.retry.backoff_ms(t.attempts.saturating_add(1));
-        self.rng
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .random_range(0..=ceiling)
+        lock(&self.rng).random_range(0..=ceiling)
     }
 
     /// Reports the result, patiently: a lost result costs a re-run.
@@ -835,11 +818,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             continue;
         };
         let sent = Instant::now();
-        let acquired = shared
-            .hb_breaker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_acquire(sent);
+        let acquired = lock(&shared.hb_breaker).try_acquire(sent);
         if acquired.is_err() {
             continue;
         }
@@ -859,16 +838,12 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
         let ack = match ack {
             Ok(ack) => ack,
             Err(e) => {
-                shared
-                    .hb_breaker
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .on_failure(Instant::now());
+                lock(&shared.hb_breaker).on_failure(Instant::now());
                 tracing::debug!(node = %shared.node_id, leader, error = %e, "heartbeat not confirmed");
                 continue;
             }
         };
-        shared.hb_breaker.lock().unwrap_or_else(|p| p.into_inner()).on_success();
+        lock(&shared.hb_breaker).on_success();
         // Count the lease only once this node has applied what the leader
         // had: otherwise it could act on a task the cluster already moved.
         let left = (sent + timeout).saturating_duration_since(Instant::now());
@@ -951,15 +926,6 @@ async fn reconcile_loop(shared: Arc<Shared>) {
 
 /// Aborts a runner's children when the runner ends or is aborted.
 struct Children(Vec<JoinHandle<()>>);
-
-/// A task aborted when its owner is dropped.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -1068,7 +1034,7 @@ async fn run_task(
     // Owned by this runner: if the runner is dropped (the agent aborted,
     // the node shutting down), the handler goes with it instead of running
     // on detached, still believing its last permit, until the lease lapses.
-    let mut handler_task = AbortOnDrop(tokio::spawn(handler.run(ctx)));
+    let mut handler_task = AbortOnDrop::spawn(handler.run(ctx));
     let reporter = tokio::spawn(report_loop(
         shared.clone(),
         t.clone(),
@@ -1092,7 +1058,7 @@ async fn run_task(
             Permit::Revoked => None,
         };
         tokio::select! {
-            res = &mut handler_task.0 => break res.unwrap_or_else(|e| ActionOutcome::Failed {
+            res = &mut handler_task => break res.unwrap_or_else(|e| ActionOutcome::Failed {
                 reason: format!("handler crashed: {e}"),
             }),
             r = lease_rx.changed() => {
@@ -1119,7 +1085,7 @@ async fn run_task(
                 update_permit(lost || rejected.is_some(), &mut permit);
             }
             _ = sleep_until_opt(stop_by) => {
-                handler_task.0.abort();
+                handler_task.abort();
                 if permit != Permit::Revoked {
                     update_permit(true, &mut permit);
                 }
@@ -1165,7 +1131,7 @@ async fn run_task(
         tracing::info!(task = %t.id, epoch = %t.epoch, ?outcome, "handler ended without a permit; result not reported");
         return;
     }
-    shared.lock_finished().insert((t.id, t.epoch));
+    lock(&shared.finished).insert((t.id, t.epoch));
     tracing::info!(node = %shared.node_id, task = %t.id, epoch = %t.epoch, ?outcome, "task ended");
     let _ = shared.finish(&t, outcome).await;
 }

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use cairn_raft::sync::lock;
 use cairn_raft::Consistency;
 use cairn_raft::RaftNode;
 use cairn_state::Command;
@@ -150,10 +151,6 @@ impl Run {
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Run>> {
-        self.run.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn new_run(&self, term: u64, now: Instant) -> Run {
         Run {
             term,
@@ -175,7 +172,7 @@ impl Shared {
     /// Records a heartbeat for the run of `term`, starting it if the
     /// supervisor has not yet (a later start only lengthens the grace).
     fn record_heartbeat(&self, term: u64, node: NodeId, now: Instant) {
-        let mut run = self.lock();
+        let mut run = lock(&self.run);
         if run.as_ref().is_none_or(|r| r.term != term) {
             *run = Some(self.new_run(term, now));
         }
@@ -244,7 +241,7 @@ impl Shared {
     }
 
     fn count(&self, f: impl FnOnce(&mut CoordinatorStatus)) {
-        if let Some(r) = self.lock().as_mut() {
+        if let Some(r) = lock(&self.run).as_mut() {
             f(&mut r.status);
         }
     }
@@ -268,7 +265,7 @@ impl Shared {
         let mut changes = Vec::new();
         let mut quiet = BTreeSet::new();
         {
-            let mut guard = self.lock();
+            let mut guard = lock(&self.run);
             let run = guard.get_or_insert_with(|| self.new_run(term, now));
             // This node is running this pass: its own liveness is not in
             // doubt, whether or not its agent's heartbeats get confirmed.
@@ -302,8 +299,7 @@ impl Shared {
             if applied && liveness == Liveness::Down {
                 let released: Vec<TaskId> = leased.iter().filter(|l| l.2 == node_id).map(|l| l.0).collect();
                 let now = Instant::now();
-                let held = self
-                    .lock()
+                let held = lock(&self.run)
                     .as_mut()
                     .filter(|r| r.term == term)
                     .and_then(|r| r.hold_back_released(node_id, &released, lease, now));
@@ -323,7 +319,7 @@ impl Shared {
         let stall_after = Duration::from_millis(cfg.stall_after_ms);
         let mut stalled = Vec::new();
         {
-            let mut guard = self.lock();
+            let mut guard = lock(&self.run);
             let run = guard.get_or_insert_with(|| self.new_run(term, now));
             let judging = run.detector.judging(now);
             let live: BTreeSet<TaskId> = leased.iter().map(|l| l.0).collect();
@@ -342,7 +338,7 @@ impl Shared {
             tracing::warn!(term, task = %task_id, node = %holder, "task stalled; taking it back");
             if self.decide(term, Command::UnassignTask { task_id }).await? {
                 let until = Instant::now() + Duration::from_millis(cfg.lease_ms);
-                if let Some(r) = self.lock().as_mut() {
+                if let Some(r) = lock(&self.run).as_mut() {
                     r.held_back.insert(task_id, until);
                     r.progress.remove(&task_id);
                 }
@@ -351,7 +347,7 @@ impl Shared {
 
         // 3. Placement.
         let skip = {
-            let mut guard = self.lock();
+            let mut guard = lock(&self.run);
             let run = guard.get_or_insert_with(|| self.new_run(term, now));
             run.exclusions(quiet, now)
         };
@@ -413,7 +409,7 @@ impl Coordinator {
 
     /// What the coordinator is doing (empty when this node does not lead).
     pub fn status(&self) -> CoordinatorStatus {
-        match self.shared.lock().as_ref() {
+        match lock(&self.shared.run).as_ref() {
             Some(run) => run.status.clone(),
             None => CoordinatorStatus {
                 policy: self.shared.policy.name().to_owned(),
@@ -448,12 +444,12 @@ async fn supervise(shared: Arc<Shared>) {
             }
             if let Some(t) = term {
                 tracing::info!(term = t, "coordinator starts: this node leads");
-                let mut run = shared.lock();
+                let mut run = lock(&shared.run);
                 if run.as_ref().is_none_or(|r| r.term != t) {
                     *run = Some(shared.new_run(t, Instant::now()));
                 }
             } else {
-                *shared.lock() = None;
+                *lock(&shared.run) = None;
             }
             leading = term;
         }

@@ -17,6 +17,8 @@
 //! - [`metrics`]: per-node Prometheus metrics (fsync latency among them).
 //! - [`retry`]: the one retry policy of the write path ([`RetryPolicy`]):
 //!   an unknown outcome is retried only under a client tag.
+//! - [`sync`]: a poison-tolerant [`sync::lock`] and a task aborted on
+//!   drop ([`sync::AbortOnDrop`]), shared by the crates above this one.
 //! - [`trace`]: the request id carried to the leader on forwarded requests.
 //!
 //! Key decisions: openraft is confined to `consensus` so the pinned alpha
@@ -34,6 +36,7 @@ pub mod frame;
 pub mod metrics;
 pub mod retry;
 mod storage;
+pub mod sync;
 pub mod trace;
 pub mod transport;
 
@@ -49,7 +52,6 @@ pub use config::WalSync;
 pub use config::APPEND_HEADER_MAX_BYTES;
 pub use config::ENTRY_HEADER_MAX_BYTES;
 pub use consensus::client::NativeClient;
-pub use consensus::node::AppChannel;
 pub use consensus::node::AppHandler;
 pub use consensus::node::Consistency;
 pub use consensus::node::LogRecord;
@@ -61,6 +63,7 @@ pub use consensus::node::Role;
 pub use consensus::node::StateHash;
 pub use consensus::node::Status;
 pub use consensus::node::WriteOutcome;
+pub use consensus::protocol::AppChannel;
 pub use consensus::recovery::blank_log_entry;
 pub use consensus::recovery::force_new_cluster;
 pub use consensus::recovery::restore_backup;

@@ -55,7 +55,7 @@ const IN_FLIGHT_MAX: usize = 4096;
 
 impl InFlight {
     fn ids(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<str>>> {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.ids)
     }
 
     fn set_len(&self, len: usize) {

@@ -233,7 +233,7 @@ impl LinkControl {
 
     /// Block (`true`) or open (`false`) the link to `peer`.
     pub fn set_blocked(&self, peer: PeerId, blocked: bool) {
-        let mut set = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = crate::sync::lock(&self.blocked);
         if blocked {
             set.insert(peer);
         } else {
@@ -242,7 +242,7 @@ impl LinkControl {
     }
 
     fn is_blocked(blocked: &Mutex<BTreeSet<PeerId>>, peer: PeerId) -> bool {
-        blocked.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+        crate::sync::lock(blocked).contains(&peer)
     }
 }
 

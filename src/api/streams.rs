@@ -20,6 +20,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 
+use cairn_raft::sync::lock;
+
 use crate::error::Error;
 
 /// The stream limits of one kind of stream.
@@ -68,7 +70,7 @@ pub(crate) struct StreamPermit {
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = lock(&self.counts);
         c.total = c.total.saturating_sub(1);
         if let Some(client) = self.anonymous {
             c.anonymous = c.anonymous.saturating_sub(1);
@@ -96,7 +98,7 @@ impl StreamSlots {
     /// embedder's own server), authenticated or not.
     pub(crate) fn acquire(&self, client: Option<IpAddr>, authenticated: bool) -> Result<StreamPermit, Error> {
         let l = self.limits;
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = lock(&self.counts);
         if c.total >= l.max {
             return Err(Error::TooManyStreams {
                 node_wide: true,

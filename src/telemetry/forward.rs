@@ -22,8 +22,9 @@ use serde::Serialize;
 
 use super::hub::PeerQueue;
 use super::hub::Telemetry;
-use super::queue::lock;
 use super::TelemetryMessage;
+use cairn_raft::sync::lock;
+use cairn_raft::sync::AbortOnDrop;
 
 /// Most messages in one batch: bounds a frame to 64 × the payload limit
 /// (1 MiB at the default 16 KiB), far under the transport's frame limit.
@@ -48,24 +49,9 @@ struct BatchIn {
     messages: Vec<TelemetryMessage>,
 }
 
-/// A task aborted when this is dropped.
-pub(crate) struct TaskGuard(tokio::task::JoinHandle<()>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl TaskGuard {
-    pub(crate) fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
-        Self(tokio::spawn(f))
-    }
-}
-
 /// Install the receiving handler on `node` and start fanning `telemetry`'s
 /// publishes out to the other members. Stops when the guard is dropped.
-pub(crate) fn start_forwarder(node: Arc<RaftNode<Mission>>, telemetry: Telemetry) -> TaskGuard {
+pub(crate) fn start_forwarder(node: Arc<RaftNode<Mission>>, telemetry: Telemetry) -> AbortOnDrop {
     let hub = telemetry.clone();
     let metrics = node.metrics().clone();
     node.set_app_handler_on(
@@ -99,13 +85,13 @@ pub(crate) fn start_forwarder(node: Arc<RaftNode<Mission>>, telemetry: Telemetry
             })
         }),
     );
-    TaskGuard::spawn(supervise(node, telemetry))
+    AbortOnDrop::spawn(supervise(node, telemetry))
 }
 
 /// Keep one sender task per current member other than this node.
 async fn supervise(node: Arc<RaftNode<Mission>>, telemetry: Telemetry) {
     let me = node.id();
-    let mut senders: BTreeMap<u64, TaskGuard> = BTreeMap::new();
+    let mut senders: BTreeMap<u64, AbortOnDrop> = BTreeMap::new();
     let mut tick = tokio::time::interval(MEMBERS_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -121,7 +107,7 @@ async fn supervise(node: Arc<RaftNode<Mission>>, telemetry: Telemetry) {
         for (peer, queue) in telemetry.set_peers(&members) {
             tracing::debug!(peer, "telemetry fan-out to a new member");
             let task = send_loop(node.clone(), telemetry.clone(), peer, queue);
-            senders.insert(peer, TaskGuard::spawn(task));
+            senders.insert(peer, AbortOnDrop::spawn(task));
         }
     }
 }

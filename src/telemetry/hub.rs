@@ -19,7 +19,6 @@ use serde::Deserialize;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::queue::lock;
 use super::queue::DropOldest;
 use super::queue::RateMeter;
 use super::queue::TokenBucket;
@@ -29,6 +28,8 @@ use super::topic::TopicFilter;
 use super::TelemetryError;
 use super::TelemetryMessage;
 use super::TelemetrySettings;
+use cairn_raft::sync::lock;
+use cairn_raft::WallClock;
 
 /// Most subscribers one node serves at once (each holds a queue).
 pub const MAX_SUBSCRIBERS: usize = 64;
@@ -161,13 +162,6 @@ pub struct TelemetryOverview {
     pub received_refused: u64,
 }
 
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl HubState {
     /// Put `msg` into every matching subscriber's queue, counting what full
     /// queues drop against the dropped message's topic.
@@ -204,7 +198,7 @@ impl Telemetry {
     }
 
     fn build(node_id: u64, settings: TelemetrySettings) -> Self {
-        let incarnation = wall_clock_ms() ^ (u64::from(std::process::id()) << 48);
+        let incarnation = WallClock::SYSTEM.now_ms() ^ (u64::from(std::process::id()) << 48);
         Self {
             hub: Arc::new(Hub {
                 node_id,
@@ -244,7 +238,7 @@ impl Telemetry {
         }
         schema::check(topic, &payload)?;
         let now = Instant::now();
-        let wall_time_ms = wall_clock_ms();
+        let wall_time_ms = WallClock::SYSTEM.now_ms();
         let mut st = lock(&self.hub.state);
         let t = self.topic_entry(&mut st, topic, now)?;
         if !t.bucket.try_take(now) {

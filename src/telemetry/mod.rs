@@ -6,7 +6,7 @@
 //! and writing it through the Raft log would fsync every sample on every
 //! Pi's SD card and fill the Wi-Fi with replication. So it is never logged,
 //! never fsynced and never retried; what is *decided* (plan, tasks, modes)
-//! stays replicated. See docs/ARCHITECTURE.md ("Replicated state and
+//! stays replicated. See docs/DECISIONS.md ("Replicated state and
 //! telemetry").
 //!
 //! # Layout
@@ -50,7 +50,6 @@ use serde::Deserialize;
 use serde::Serialize;
 
 pub(crate) use forward::start_forwarder;
-pub(crate) use forward::TaskGuard;
 pub(crate) use stats::start_node_stats;
 
 pub use hub::PeerInfo;

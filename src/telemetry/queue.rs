@@ -1,8 +1,7 @@
-//! The pure parts of the hub: the bounded queue, the token bucket, the
-//! rate meter, and the lock every hub structure is behind.
+//! The pure parts of the hub: the bounded queue, the token bucket and the
+//! rate meter (every hub structure is behind `cairn_raft::sync::lock`).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -134,10 +133,4 @@ impl RateMeter {
             self.last_rate_hz
         }
     }
-}
-
-/// Locks `m`, whether or not a holder panicked.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Nothing under these locks can leave the data half-changed.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

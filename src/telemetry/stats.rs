@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::forward::TaskGuard;
 use super::hub::Telemetry;
 use super::NODE_STATS_TOPIC;
+use cairn_raft::sync::AbortOnDrop;
 
 const PROC_STAT: &str = "/proc/stat";
 const PROC_SELF_STATUS: &str = "/proc/self/status";
@@ -98,12 +98,12 @@ fn round2(v: f64) -> f64 {
 }
 
 /// Publish `node.stats` every `node_stats_interval_ms` (none if 0).
-pub(crate) fn start_node_stats(telemetry: Telemetry) -> Option<TaskGuard> {
+pub(crate) fn start_node_stats(telemetry: Telemetry) -> Option<AbortOnDrop> {
     let every = telemetry.settings().node_stats_interval_ms;
     if every == 0 {
         return None;
     }
-    Some(TaskGuard::spawn(async move {
+    Some(AbortOnDrop::spawn(async move {
         let started = std::time::Instant::now();
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let build = format!("{}+{}", crate::version::VERSION, crate::version::COMMIT);

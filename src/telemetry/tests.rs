@@ -5,11 +5,11 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::queue::lock;
 use super::queue::DropOldest;
 use super::queue::RateMeter;
 use super::queue::TokenBucket;
 use super::*;
+use cairn_raft::sync::lock;
 
 fn hub(settings: TelemetrySettings) -> Telemetry {
     Telemetry::new(1, settings).unwrap()

@@ -73,7 +73,7 @@ fn noisy(seed: u64) -> World {
 /// Started 3.6 m and 0.4 rad off, the filter must converge within 20 s
 /// and then stay within 0.5 m and 0.05 rad for the last 10 s.
 #[test]
-fn t10_ekf_converges_on_a_straight_line() {
+fn t510_ekf_converges_on_a_straight_line() {
     tracing::info!("a wrong initial guess, a straight drive at 1 m/s");
     let mut w = noisy(7);
     let mut ekf =
@@ -91,7 +91,7 @@ fn t10_ekf_converges_on_a_straight_line() {
 /// A circle of radius 3.3 m (1 m/s, 0.3 rad/s), two laps: within 0.5 m and
 /// 0.08 rad over the last lap.
 #[test]
-fn t11_ekf_converges_on_a_constant_rate_turn() {
+fn t511_ekf_converges_on_a_constant_rate_turn() {
     tracing::info!("a constant-rate turn, two laps");
     let mut w = noisy(11);
     let mut ekf =
@@ -110,7 +110,7 @@ fn t11_ekf_converges_on_a_constant_rate_turn() {
 /// 0.2 m of travel between fixes carrying 0.5 m of noise, hence much looser:
 /// within 1 m and 0.35 rad over the last 10 s of 40 s.
 #[test]
-fn t12_ekf_gps_only_recovers_heading_from_motion() {
+fn t512_ekf_gps_only_recovers_heading_from_motion() {
     tracing::info!("gps-only: odometry and gyro offered but ignored");
     let mut w = noisy(3);
     let mut ekf =
@@ -131,7 +131,7 @@ fn t12_ekf_gps_only_recovers_heading_from_motion() {
 
 /// Same seed, same estimate: the whole pipeline is deterministic.
 #[test]
-fn t13_ekf_run_is_reproducible() {
+fn t513_ekf_run_is_reproducible() {
     let go = || {
         let mut w = noisy(5);
         let mut ekf = Ekf::new(EkfConfig::default(), Pose2::default(), EkfMode::Full).unwrap_or_else(|e| panic!("{e}"));

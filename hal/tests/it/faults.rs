@@ -30,7 +30,7 @@ fn inject(w: &mut World, device: DeviceKind, fault: Fault) {
 }
 
 #[test]
-fn t20_dropout_misses_about_the_given_fraction() {
+fn t520_dropout_misses_about_the_given_fraction() {
     tracing::info!("30% dropout on the imu");
     let mut w = moving_world();
     inject(&mut w, DeviceKind::Imu, Fault::Dropout { probability: 0.3 });
@@ -52,7 +52,7 @@ fn t20_dropout_misses_about_the_given_fraction() {
 }
 
 #[test]
-fn t21_stuck_value_freezes_the_reading_not_the_stamp() {
+fn t521_stuck_value_freezes_the_reading_not_the_stamp() {
     let mut w = moving_world();
     inject(&mut w, DeviceKind::Gps, Fault::Stuck);
     let first = w.read_gps().unwrap_or_else(|e| panic!("{e}"));
@@ -72,7 +72,7 @@ fn t21_stuck_value_freezes_the_reading_not_the_stamp() {
 }
 
 #[test]
-fn t22_noise_burst_inflates_noise_then_expires() {
+fn t522_noise_burst_inflates_noise_then_expires() {
     let mut w = world(WorldConfig {
         seed: 9,
         obstacles: vec![Circle {
@@ -116,7 +116,7 @@ fn t22_noise_burst_inflates_noise_then_expires() {
 }
 
 #[test]
-fn t23_total_failure_fails_every_read_until_cleared() {
+fn t523_total_failure_fails_every_read_until_cleared() {
     let mut w = moving_world();
     inject(&mut w, DeviceKind::Odometry, Fault::Failed);
     for _ in 0..10 {
@@ -134,7 +134,7 @@ fn t23_total_failure_fails_every_read_until_cleared() {
 }
 
 #[test]
-fn t24_invalid_faults_are_refused() {
+fn t524_invalid_faults_are_refused() {
     let mut w = moving_world();
     assert!(matches!(
         w.inject_fault(DeviceKind::Imu, Fault::Dropout { probability: 1.5 }),

@@ -1,5 +1,5 @@
 //! Integration tests for cairn-hal: one binary, a module per area, tests
-//! named by priority (t10 first).
+//! named by priority (t510 first).
 
 mod ekf;
 mod faults;

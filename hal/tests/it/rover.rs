@@ -152,7 +152,7 @@ async fn speeds(client: &mut WorldClient, window: Duration) -> Vec<f64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t60_control_visits_every_waypoint_in_order_and_succeeds() {
+async fn t560_control_visits_every_waypoint_in_order_and_succeeds() {
     let (w, mut client) = world().await;
     let route = [(4.0, 0.0), (4.0, 4.0), (0.0, 4.0)];
     let run = start(control(&w), 3, plan(&route), normal(1.0));
@@ -182,7 +182,7 @@ async fn t60_control_visits_every_waypoint_in_order_and_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t61_imu_failure_leaves_gps_only_at_half_speed_and_the_rover_goes_on() {
+async fn t561_imu_failure_leaves_gps_only_at_half_speed_and_the_rover_goes_on() {
     let (w, mut client) = world().await;
     let run = start(control(&w), 1, plan(&[(40.0, 0.0)]), normal(1.0));
     wait_for(&mut client, LIMIT, "cruising", |s| s.velocity.linear_mps > 0.8).await;
@@ -216,7 +216,7 @@ async fn t61_imu_failure_leaves_gps_only_at_half_speed_and_the_rover_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t62_lidar_failure_stops_the_rover_within_a_metre() {
+async fn t562_lidar_failure_stops_the_rover_within_a_metre() {
     let (w, mut client) = world().await;
     let run = start(control(&w), 1, plan(&[(40.0, 0.0)]), normal(1.0));
     let at = wait_for(&mut client, LIMIT, "cruising", |s| s.velocity.linear_mps > 0.9).await;
@@ -248,7 +248,7 @@ async fn t62_lidar_failure_stops_the_rover_within_a_metre() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t63_a_deposed_controller_is_kept_off_the_wheels() {
+async fn t563_a_deposed_controller_is_kept_off_the_wheels() {
     let (w, mut client) = world().await;
     let old = start(control(&w), 5, plan(&[(40.0, 0.0)]), normal(1.0));
     wait_for(&mut client, LIMIT, "old controller driving", |s| {
@@ -276,7 +276,7 @@ async fn t63_a_deposed_controller_is_kept_off_the_wheels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t64_control_holds_without_a_permit_and_on_e_stop() {
+async fn t564_control_holds_without_a_permit_and_on_e_stop() {
     let (w, mut client) = world().await;
     let run = start(control(&w), 1, plan(&[(40.0, 0.0)]), normal(1.0));
     wait_for(&mut client, LIMIT, "driving", |s| s.velocity.linear_mps > 0.5).await;
@@ -307,7 +307,7 @@ async fn t64_control_holds_without_a_permit_and_on_e_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t65_perception_reports_sensor_health_changes_debounced() {
+async fn t565_perception_reports_sensor_health_changes_debounced() {
     let (w, mut client) = world().await;
     let handler: Arc<dyn ActionHandler> = Arc::new(
         PerceptionHandler::new(Arc::new(SimRover::new(w.addr)), PerceptionConfig::default())

@@ -29,7 +29,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t30_stale_epoch_rejected_and_counted_newer_accepted() {
+async fn t530_stale_epoch_rejected_and_counted_newer_accepted() {
     let world = RunningWorld::start(quiet_config(), ServerConfig::default()).await;
     let mut client = world.client().await;
 
@@ -80,7 +80,7 @@ async fn t30_stale_epoch_rejected_and_counted_newer_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t31_watchdog_stops_the_rover() {
+async fn t531_watchdog_stops_the_rover() {
     let server = ServerConfig {
         tick_ms: 10,
         watchdog_ms: 200,
@@ -115,7 +115,7 @@ async fn t31_watchdog_stops_the_rover() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t32_bad_frames_close_only_that_connection() {
+async fn t532_bad_frames_close_only_that_connection() {
     let world = RunningWorld::start(quiet_config(), ServerConfig::default()).await;
     let mut bystander = world.client().await;
     bystander.hello().await.unwrap_or_else(|e| panic!("{e}"));
@@ -158,7 +158,7 @@ async fn t32_bad_frames_close_only_that_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t33_sim_hal_reads_every_device_and_tracks_health() {
+async fn t533_sim_hal_reads_every_device_and_tracks_health() {
     let mut config = quiet_config();
     config.obstacles = vec![cairn_hal::Circle {
         x_m: 4.0,
@@ -261,7 +261,7 @@ async fn t33_sim_hal_reads_every_device_and_tracks_health() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t34_estop_stops_and_refuses_motion() {
+async fn t534_estop_stops_and_refuses_motion() {
     let world = RunningWorld::start(quiet_config(), ServerConfig::default()).await;
     let mut client = world.client().await;
     client.drive(cmd(1, 1.0)).await.unwrap_or_else(|e| panic!("{e}"));
@@ -282,7 +282,7 @@ async fn t34_estop_stops_and_refuses_motion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t35_sim_hal_reports_a_missing_world() {
+async fn t535_sim_hal_reports_a_missing_world() {
     tracing::info!("bind and drop a listener to get a port nobody serves");
     let addr = {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1,6 +1,6 @@
 //! The suite as CI runs it: real `cairn` processes under faults.
 //!
-//! - `t20`: the checked-in regression seeds first, then the short profile
+//! - `t620`: the checked-in regression seeds first, then the short profile
 //!   (every fault family, 3 and 5 nodes, and a follower frozen through
 //!   large and refused writes); fails on any run that does not
 //!   pass, printing each run's summary and where its history and logs are.
@@ -10,7 +10,7 @@
 //!   dropped from a replica, a deposed holder acting after its successor)
 //!   by the task checkers. The closing line over all its runs goes to
 //!   `target/jepsen/ci-summary.txt`, which `.ci/run` prints.
-//! - `t15`: the simulation tier (the Raft node itself under turmoil): the
+//! - `t615`: the simulation tier (the Raft node itself under turmoil): the
 //!   checked-in simulation regression seeds (`sim-regressions.txt`), then
 //!   `CAIRN_SIM_SEEDS` (default 100) fresh seeds from
 //!   `CAIRN_SIM_FIRST_SEED` (default: the clock, printed), then
@@ -19,14 +19,15 @@
 //!   also holds three seeds of the slow-follower scenario, issue 20). Its
 //!   closing line
 //!   goes to `target/jepsen/sim-summary.txt`, which `.ci/run` prints.
-//! - `t30`: `--net netns` (root only, else skipped with the reason): the
+//! - `t630`: `--net netns` (root only, else skipped with the reason): the
 //!   nftables cut itself, then one 10 s partition run in namespaces.
-//! - `t31`: a node restarted on a full disk (root only): it must fail
+//! - `t631`: a node restarted on a full disk (root only): it must fail
 //!   with `ENOSPC`, and the run pass once the disk is freed.
-//! - `t32`: disk faults (root, FUSE): the leader cut while its disk is the
+//! - `t632`: disk faults (root, FUSE): the leader cut while its disk is the
 //!   slow one and restarted at once, every node cut at once, SD-card slow
-//!   disks with stalls, failing fsyncs; all must pass. Its closing line goes to `target/jepsen/power-summary.txt`.
-//! - `t90`: the long profile, only with `CAIRN_JEPSEN_LONG=1`
+//!   disks with stalls, failing fsyncs; all must pass. Its closing line
+//!   goes to `target/jepsen/power-summary.txt`.
+//! - `t690`: the long profile, only with `CAIRN_JEPSEN_LONG=1`
 //!   (`CAIRN_JEPSEN_RUNS`, default 20, sets its length).
 //!
 //! Runs are serialised: each uses the whole (small) machine.
@@ -218,7 +219,7 @@ fn write_ci_summary(outcomes: &[&ProfileOutcome]) {
 }
 
 #[test]
-fn t20_regressions_then_short_profile() {
+fn t620_regressions_then_short_profile() {
     init_tracing();
     let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let launcher = launcher();
@@ -261,9 +262,9 @@ fn ns_can_connect(ns: &str, addr: std::net::SocketAddr) -> bool {
 /// nothing else, healing restores it, dropping the network deletes the
 /// namespaces; then one real 10 s partition run in namespaces must pass.
 #[test]
-fn t30_netns_partitions() {
+fn t630_netns_partitions() {
     if let Some(reason) = cairn_jepsen::netns::unavailable() {
-        eprintln!("t30_netns_partitions: skipped: {reason}");
+        eprintln!("t630_netns_partitions: skipped: {reason}");
         return;
     }
     init_tracing();
@@ -322,9 +323,9 @@ fn t30_netns_partitions() {
 /// is freed and the node restarted the run must pass (no acknowledged
 /// write lost, replicas' state hashes equal).
 #[test]
-fn t31_full_disk_restart() {
+fn t631_full_disk_restart() {
     if !cluster::small_disks_possible() {
-        eprintln!("t31_full_disk_restart: skipped: not root (the disk nemesis mounts a tmpfs per node)");
+        eprintln!("t631_full_disk_restart: skipped: not root (the disk nemesis mounts a tmpfs per node)");
         return;
     }
     init_tracing();
@@ -365,11 +366,11 @@ fn t31_full_disk_restart() {
 /// no vote went back. A fault that did not happen makes a run
 /// inconclusive, which fails here too.
 #[test]
-fn t32_power_cuts() {
+fn t632_power_cuts() {
     let dir = cluster::workspace_root().join("target").join("jepsen");
     let _ = std::fs::create_dir_all(&dir);
     if let Some(reason) = cairn_jepsen::faultfs::unavailable() {
-        println!("t32_power_cuts: skipped: {reason}");
+        println!("t632_power_cuts: skipped: {reason}");
         let _ = std::fs::write(dir.join("power-summary.txt"), format!("power: skipped: {reason}\n"));
         return;
     }
@@ -425,7 +426,7 @@ fn t32_power_cuts() {
 }
 
 #[test]
-fn t15_simulation_regressions_then_fresh_seeds() {
+fn t615_simulation_regressions_then_fresh_seeds() {
     let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let count = env("CAIRN_SIM_SEEDS").unwrap_or(100);
@@ -471,9 +472,9 @@ fn t15_simulation_regressions_then_fresh_seeds() {
 }
 
 #[test]
-fn t90_long_profile() {
+fn t690_long_profile() {
     if std::env::var_os("CAIRN_JEPSEN_LONG").is_none() {
-        eprintln!("t90_long_profile: skipped; set CAIRN_JEPSEN_LONG=1 (and CAIRN_JEPSEN_RUNS=N) to run it");
+        eprintln!("t690_long_profile: skipped; set CAIRN_JEPSEN_LONG=1 (and CAIRN_JEPSEN_RUNS=N) to run it");
         return;
     }
     init_tracing();

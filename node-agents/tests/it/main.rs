@@ -3,7 +3,7 @@
 //!
 //! Waits are bounded and generous (a loaded 2-core machine); the safety
 //! properties are checked from the recorded history, not from timings.
-//! `CAIRN_BENCH=1` also runs `t95_bench_failover`, which prints p50/p99.
+//! `CAIRN_BENCH=1` also runs `t395_bench_failover`, which prints p50/p99.
 
 mod harness;
 
@@ -68,7 +68,7 @@ async fn running_with_feedback(c: &Cluster, task: cairn_state::TaskId, not_on: O
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t10_killed_task_node_task_moves_and_completes() {
+async fn t310_killed_task_node_task_moves_and_completes() {
     let mut c = Cluster::start(3, camera_on_followers, BUDGET).await;
     let task = c.create("long", &["camera"], SMALL).await;
     let (victim, old_epoch) = running_with_feedback(&c, task, None).await;
@@ -114,7 +114,7 @@ async fn t10_killed_task_node_task_moves_and_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t20_killed_leader_new_coordinator_loses_and_duplicates_nothing() {
+async fn t320_killed_leader_new_coordinator_loses_and_duplicates_nothing() {
     let mut c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
     let leader = c.leader(Duration::from_secs(5)).await;
     let heavy = Resources {
@@ -169,7 +169,7 @@ async fn t20_killed_leader_new_coordinator_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t30_partitioned_holder_stops_within_lease_and_its_reports_are_stale() {
+async fn t330_partitioned_holder_stops_within_lease_and_its_reports_are_stale() {
     let config = AgentConfig::default();
     let c = Cluster::start_with(3, camera_on_followers, BUDGET, config.clone()).await;
     let task = c.create("long", &["camera"], SMALL).await;
@@ -254,7 +254,7 @@ async fn t30_partitioned_holder_stops_within_lease_and_its_reports_are_stale() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t40_capabilities_and_budgets_are_respected() {
+async fn t340_capabilities_and_budgets_are_respected() {
     let c = Cluster::start(
         3,
         |id, _| match id {
@@ -338,7 +338,7 @@ async fn t40_capabilities_and_budgets_are_respected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t50_cancel_ends_a_running_task_cancelled() {
+async fn t350_cancel_ends_a_running_task_cancelled() {
     let c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
     let task = c.create("endless", &["drive"], SMALL).await;
     let (node, epoch) = running_with_feedback(&c, task, None).await;
@@ -360,7 +360,7 @@ async fn t50_cancel_ends_a_running_task_cancelled() {
 type MapSeen = (u64, Option<ParamVal>, usize);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t60_running_handlers_get_degradation_and_params_in_order() {
+async fn t360_running_handlers_get_degradation_and_params_in_order() {
     let c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
     let task = c.create("endless", &["drive"], SMALL).await;
     let (node, _) = running_with_feedback(&c, task, None).await;
@@ -440,7 +440,7 @@ async fn t60_running_handlers_get_degradation_and_params_in_order() {
 /// dropped the handler and started it again about five times a second,
 /// forever, with the task stuck running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t70_a_refused_report_fails_the_task_with_the_reason_once() {
+async fn t370_a_refused_report_fails_the_task_with_the_reason_once() {
     let c = Cluster::start(3, |_, _| vec!["drive"], BUDGET).await;
     let spec = cairn_state::TaskSpec {
         kind: "bad-report".into(),
@@ -496,7 +496,7 @@ fn quick_config() -> AgentConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t72_an_agent_whose_node_lags_does_not_flood_the_log_with_registrations() {
+async fn t372_an_agent_whose_node_lags_does_not_flood_the_log_with_registrations() {
     // Issue 17, item 6: a follower that could not apply (it was jammed)
     // never saw its own registration, so its agent registered again on
     // every reconcile, ~4 times a second, each a log entry.
@@ -558,7 +558,7 @@ async fn t72_an_agent_whose_node_lags_does_not_flood_the_log_with_registrations(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t75_a_leader_without_a_quorum_does_not_judge_itself_down() {
+async fn t375_a_leader_without_a_quorum_does_not_judge_itself_down() {
     // Issue 17, item 6: without a quorum the leader's own agent could not
     // get its heartbeats confirmed, so the leader's coordinator judged its
     // own node Down and proposed that (committed if the quorum came back
@@ -610,7 +610,7 @@ async fn t75_a_leader_without_a_quorum_does_not_judge_itself_down() {
 
 /// Failover measurements; `CAIRN_BENCH=1 [CAIRN_BENCH_TRIALS=20]`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t95_bench_failover() {
+async fn t395_bench_failover() {
     if std::env::var("CAIRN_BENCH").is_err() {
         return;
     }
@@ -683,7 +683,7 @@ struct SpoofedHeartbeat {
 /// Without the fix the forwarded `SetLiveness` committed (`Ok`) and the
 /// spoofed heartbeat was acknowledged (`Ok`), keeping the node Up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t80_a_node_speaks_only_for_itself_on_the_peer_channel() {
+async fn t380_a_node_speaks_only_for_itself_on_the_peer_channel() {
     let mut c = Cluster::start(3, camera_on_followers, BUDGET).await;
     let leader = c.leader(Duration::from_secs(5)).await;
     let task = c.create("endless", &["camera"], SMALL).await;

@@ -150,7 +150,7 @@ impl<S: StateMachine> NativeClient<S> {
     /// The address to try next: the leader if one is known, else the next
     /// endpoint in turn.
     fn target(&self) -> String {
-        if let Some(l) = self.leader.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(l) = crate::sync::lock(&self.leader).clone() {
             return l;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
@@ -158,7 +158,7 @@ impl<S: StateMachine> NativeClient<S> {
     }
 
     fn set_leader(&self, addr: Option<String>) {
-        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = addr;
+        *crate::sync::lock(&self.leader) = addr;
     }
 
     /// One request on the one retry policy ([`crate::retry`]): bounded by

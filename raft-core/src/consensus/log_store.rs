@@ -42,263 +42,30 @@ use super::Entry;
 use super::LogId;
 use super::TypeConfig;
 use super::Vote;
-use crate::config::SimulatedDisk;
 use crate::config::WalSync;
 use crate::metrics::StorageMetrics;
 use crate::storage::blocking;
 use crate::storage::CF_LOG;
 use crate::storage::CF_META;
 
+mod rows;
+mod sim_disk;
+mod tail;
+
+pub(crate) use rows::decode;
+pub(crate) use rows::encode;
+pub(crate) use rows::index_key;
+pub(crate) use rows::read_range;
+use rows::read_range_limited;
+use rows::within_budget;
+use sim_disk::SimDiskQueue;
+use sim_disk::Written;
+use sim_disk::SYNC_QUEUE_BOUND;
+use tail::TailCache;
+
 pub(crate) const KEY_VOTE: &[u8] = b"vote";
 pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
 pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
-
-/// Callbacks waiting for the next fsync. Bounded so a stalled disk applies
-/// back-pressure to appends instead of growing memory: openraft keeps at most
-/// a few appends in flight, so 4096 is never reached in normal operation.
-const SYNC_QUEUE_BOUND: usize = 4096;
-
-/// The newest entries, kept in memory so replication (which reads what was
-/// just appended) needs neither RocksDB nor a blocking thread nor a decode.
-/// Bounded in entries and bytes, because a follower that lags far behind
-/// should read from RocksDB rather than pin memory on a 1 GiB Pi.
-const TAIL_CACHE_ENTRIES_MAX: usize = 4096;
-const TAIL_CACHE_BYTES_MAX: usize = 8 << 20;
-
-/// Invariant: holds a contiguous *suffix* of the log (or nothing), so any
-/// read starting at or after its first index is answered from it alone.
-#[derive(Default)]
-struct TailCache {
-    entries: std::collections::BTreeMap<u64, (Entry, usize)>,
-    bytes: usize,
-}
-
-impl TailCache {
-    fn insert(&mut self, entry: Entry, size: usize) {
-        let index = entry.log_id.index;
-        if let Some(last) = self.entries.keys().next_back() {
-            if *last + 1 != index {
-                // Not contiguous (should not happen after truncate): restart
-                // the suffix here rather than break the invariant.
-                self.clear();
-            }
-        }
-        self.bytes += size;
-        self.entries.insert(index, (entry, size));
-        while self.entries.len() > TAIL_CACHE_ENTRIES_MAX || self.bytes > TAIL_CACHE_BYTES_MAX {
-            match self.entries.pop_first() {
-                Some((_, (_, sz))) => self.bytes -= sz,
-                None => break,
-            }
-        }
-    }
-
-    fn truncate_from(&mut self, from: u64) {
-        let tail = self.entries.split_off(&from);
-        self.bytes -= tail.values().map(|(_, sz)| sz).sum::<usize>();
-    }
-
-    fn purge_upto(&mut self, upto: u64) {
-        let keep = self.entries.split_off(&(upto + 1));
-        self.entries = keep;
-        self.bytes = self.entries.values().map(|(_, sz)| sz).sum();
-    }
-
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.bytes = 0;
-    }
-
-    /// Entries of `[start, end)` if the cache covers the start, cut to at
-    /// most `max_bytes` of encoded entries (at least one).
-    fn read_limited(&self, start: u64, end: u64, max_bytes: usize) -> Option<Vec<Entry>> {
-        let first = *self.entries.keys().next()?;
-        if start < first {
-            return None;
-        }
-        if end <= start {
-            return Some(Vec::new());
-        }
-        let sized = self.entries.range(start..end).map(|(_, (e, size))| (e.clone(), *size));
-        Some(within_budget(start, sized, max_bytes))
-    }
-
-    /// Entries of `[start, end)` if the cache covers the start.
-    fn read(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
-        let first = *self.entries.keys().next()?;
-        if start < first {
-            return None;
-        }
-        let range = match end {
-            Some(end) if end <= start => return Some(Vec::new()),
-            Some(end) => self.entries.range(start..end),
-            None => self.entries.range(start..),
-        };
-        Some(range.map(|(_, (e, _))| e.clone()).collect())
-    }
-}
-
-/// What a write queued on the simulated disk reports when it is written.
-enum Written {
-    /// An append: openraft's callback.
-    Flushed(IOFlushed<TypeConfig>),
-    /// A synced write whose caller waits (vote, truncation, barrier).
-    Synced(tokio::sync::oneshot::Sender<io::Result<()>>),
-    /// A write nobody waits for (committed index, purge): it becomes
-    /// durable in its turn, or is lost with the rest at a crash.
-    Unsynced,
-}
-
-/// One write queued on the simulated disk.
-struct QueuedWrite {
-    /// When the disk has it on the platter (never before the previous one).
-    due: tokio::time::Instant,
-    batch: WriteBatch,
-    /// The log ids of the entries it appends (to drop them from
-    /// [`SimDiskQueue::pending`] once written) or, for a truncation, the
-    /// first index it removes.
-    appends: Vec<LogId>,
-    truncates_from: Option<u64>,
-    written: Written,
-}
-
-/// The power-loss model of [`WalSync::SimulatedDisk`], simulation only.
-///
-/// Every write of the log store (appends, vote, committed index,
-/// truncation, purge) is queued here in the order it was made, with a due
-/// time `flush delay` after it (never before the write ahead of it: one
-/// WAL, one order). A task on the node's runtime writes each to RocksDB,
-/// synced, when it is due, and only then reports it: an append's
-/// `IOFlushed` callback fires, a synced write's caller returns. Until then
-/// an appended entry is served to readers from [`Self::pending`] (never
-/// evicted, unlike the bounded tail cache), so it is readable as soon as
-/// `append` returns, as openraft requires. A crash in the simulation drops
-/// the host's runtime, and with it this queue and the task: what was not
-/// yet written never reaches the store, exactly what a power cut does to
-/// writes not yet fsynced. Production code paths (`GroupCommit`) do not
-/// use any of this.
-///
-/// One deviation from a real shared WAL: the state machine store persists
-/// snapshots with its own synced write, which on real RocksDB would also
-/// make every earlier log write durable; here it does not, so a snapshot
-/// may be ahead of the durable log after a crash (openraft handles that at
-/// startup by purging up to the snapshot).
-struct SimDiskQueue {
-    disk: SimulatedDisk,
-    /// The queue's sender and the due time of the last write queued; one
-    /// lock so due times and queue order agree.
-    tx: tokio::sync::Mutex<(tokio::time::Instant, tokio::sync::mpsc::Sender<QueuedWrite>)>,
-    /// Entries appended but not yet written to RocksDB, by index.
-    pending: std::sync::Mutex<std::collections::BTreeMap<u64, Entry>>,
-}
-
-impl SimDiskQueue {
-    fn start(db: &Arc<DB>, disk: SimulatedDisk) -> Arc<Self> {
-        let (tx, rx) = tokio::sync::mpsc::channel(SYNC_QUEUE_BOUND);
-        // A new boot: nothing is pending, the store holds what survived.
-        disk.set_appended_index(disk.durable_index());
-        let queue = Arc::new(Self {
-            disk,
-            tx: tokio::sync::Mutex::new((tokio::time::Instant::now(), tx)),
-            pending: std::sync::Mutex::default(),
-        });
-        // Weak references: when the store is dropped the DB closes at once
-        // (and a crash drops this task with the runtime anyway).
-        tokio::spawn(sim_disk_loop(Arc::downgrade(db), Arc::downgrade(&queue), rx));
-        queue
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Entry>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queue `batch`; it is written `flush delay` from now, after every
-    /// write queued before it.
-    async fn queue(
-        &self,
-        batch: WriteBatch,
-        appends: Vec<LogId>,
-        truncates_from: Option<u64>,
-        written: Written,
-    ) -> io::Result<()> {
-        let mut tx = self.tx.lock().await;
-        let due = (tokio::time::Instant::now() + self.disk.flush_delay()).max(tx.0);
-        tx.0 = due;
-        let write = QueuedWrite {
-            due,
-            batch,
-            appends,
-            truncates_from,
-            written,
-        };
-        tx.1.send(write)
-            .await
-            .map_err(|_| io::Error::other("simulated disk task has stopped"))
-    }
-
-    /// Queue a synced write and wait until it is written.
-    async fn queue_synced(&self, batch: WriteBatch, truncates_from: Option<u64>) -> io::Result<()> {
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        self.queue(batch, Vec::new(), truncates_from, Written::Synced(done_tx))
-            .await?;
-        done_rx
-            .await
-            .map_err(|_| io::Error::other("simulated disk task has stopped"))?
-    }
-}
-
-/// The simulated disk: writes each queued write when it is due.
-async fn sim_disk_loop(
-    db: std::sync::Weak<DB>,
-    queue: std::sync::Weak<SimDiskQueue>,
-    mut rx: tokio::sync::mpsc::Receiver<QueuedWrite>,
-) {
-    while let Some(write) = rx.recv().await {
-        tokio::time::sleep_until(write.due).await;
-        let Some(db) = db.upgrade() else { break };
-        let QueuedWrite {
-            batch,
-            appends,
-            truncates_from,
-            written,
-            ..
-        } = write;
-        let res = blocking(move || {
-            let mut opts = WriteOptions::default();
-            opts.set_sync(true);
-            db.write_opt(batch, &opts).map_err(io::Error::other)
-        })
-        .await;
-        if let (Ok(()), Some(queue)) = (&res, queue.upgrade()) {
-            let mut pending = queue.pending();
-            for id in &appends {
-                // Only this very entry: a truncation may have replaced it.
-                if pending.get(&id.index).is_some_and(|e| e.log_id == *id) {
-                    pending.remove(&id.index);
-                }
-            }
-            drop(pending);
-            if let Some(last) = appends.last() {
-                queue.disk.set_durable_index(last.index);
-            }
-            if let Some(from) = truncates_from {
-                let durable = queue.disk.durable_index();
-                queue.disk.set_durable_index(durable.min(from.saturating_sub(1)));
-            }
-        }
-        match written {
-            Written::Flushed(cb) => cb.io_completed(res),
-            Written::Synced(tx) => {
-                let _ = tx.send(res);
-            }
-            Written::Unsynced => {
-                if let Err(e) = res {
-                    tracing::error!(error = %e, "simulated disk: write failed");
-                }
-            }
-        }
-    }
-}
 
 /// RocksDB-backed [`RaftLogStorage`].
 #[derive(Clone)]
@@ -361,7 +128,7 @@ impl LogStore {
     }
 
     fn tail(&self) -> std::sync::MutexGuard<'_, TailCache> {
-        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.tail)
     }
 
     fn cf(&self, name: &str) -> io::Result<&rocksdb::ColumnFamily> {
@@ -467,99 +234,6 @@ fn log_vote(vote: &Vote, what: &'static str) {
         "{what}"
     );
 }
-
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> io::Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-pub(crate) fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
-fn key_index(key: &[u8]) -> io::Result<u64> {
-    let bytes: [u8; 8] = key
-        .try_into()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "log key is not 8 bytes"))?;
-    Ok(u64::from_be_bytes(bytes))
-}
-
-pub(crate) fn read_range(db: &DB, start: u64, end_exclusive: Option<u64>) -> io::Result<Vec<Entry>> {
-    let cf = db
-        .cf_handle(CF_LOG)
-        .ok_or_else(|| io::Error::other("column family log missing"))?;
-    let from = index_key(start);
-    let mut out = Vec::new();
-    for item in db.iterator_cf(cf, rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward)) {
-        let (key, value) = item.map_err(io::Error::other)?;
-        let index = key_index(&key)?;
-        if end_exclusive.is_some_and(|end| index >= end) {
-            break;
-        }
-        let entry: Entry = decode(&value)?;
-        debug_assert_eq!(entry.log_id.index, index, "log key and entry index disagree");
-        out.push(entry);
-    }
-    Ok(out)
-}
-
-/// The longest run of `sized` entries (entry, encoded size) that starts at
-/// index `start`, has no gap and holds at most `max_bytes` — but at least
-/// one entry, so replication always makes progress: an entry above the
-/// budget is sent alone (one within `log.max_entry_bytes` always fits a
-/// frame; only an entry written before that limit existed could not).
-fn within_budget(start: u64, sized: impl IntoIterator<Item = (Entry, usize)>, max_bytes: usize) -> Vec<Entry> {
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    for (next, (entry, size)) in (start..).zip(sized) {
-        if entry.log_id.index != next {
-            break;
-        }
-        if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
-            break;
-        }
-        if out.is_empty() && size > max_bytes {
-            tracing::warn!(
-                index = next,
-                bytes = size,
-                max_append_bytes = max_bytes,
-                "a log entry is larger than one replication batch may be; sending it alone"
-            );
-        }
-        bytes = bytes.saturating_add(size);
-        out.push(entry);
-    }
-    out
-}
-
-/// Like [`read_range`] over `[start, end)`, cut to at most `max_bytes` of
-/// encoded entries (at least one), with each entry's encoded size. Stops
-/// reading RocksDB at the budget, so a lagging follower's batch never
-/// decodes (or holds in memory) more than one batch of entries.
-pub(crate) fn read_range_limited(db: &DB, start: u64, end: u64, max_bytes: usize) -> io::Result<Vec<(Entry, usize)>> {
-    let cf = db
-        .cf_handle(CF_LOG)
-        .ok_or_else(|| io::Error::other("column family log missing"))?;
-    let from = index_key(start);
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    for item in db.iterator_cf(cf, rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward)) {
-        let (key, value) = item.map_err(io::Error::other)?;
-        let index = key_index(&key)?;
-        if index >= end || (!out.is_empty() && bytes.saturating_add(value.len()) > max_bytes) {
-            break;
-        }
-        let entry: Entry = decode(&value)?;
-        debug_assert_eq!(entry.log_id.index, index, "log key and entry index disagree");
-        bytes = bytes.saturating_add(value.len());
-        out.push((entry, value.len()));
-    }
-    Ok(out)
-}
-
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -886,60 +560,5 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             db.write(batch).map_err(io::Error::other)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use openraft::entry::RaftEntry;
-
-    use super::*;
-
-    fn entry(index: u64) -> Entry {
-        Entry::new_blank(LogId::new(
-            openraft::vote::leader_id_adv::LeaderId { term: 1, node_id: 1 },
-            index,
-        ))
-    }
-
-    fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
-        v.map(|v| v.iter().map(|e| e.log_id.index).collect())
-    }
-
-    #[test]
-    fn tail_cache_keeps_a_contiguous_suffix() {
-        let mut c = TailCache::default();
-        for i in 5..=9 {
-            c.insert(entry(i), 10);
-        }
-        assert_eq!(indexes(c.read(6, Some(8))), Some(vec![6, 7]));
-        assert_eq!(indexes(c.read(8, None)), Some(vec![8, 9]));
-        assert_eq!(
-            c.read(4, None).map(|v| v.len()),
-            None,
-            "before the cache: go to RocksDB"
-        );
-
-        c.truncate_from(8);
-        assert_eq!(indexes(c.read(5, None)), Some(vec![5, 6, 7]));
-        assert_eq!(c.bytes, 30);
-        c.purge_upto(5);
-        assert_eq!(indexes(c.read(6, None)), Some(vec![6, 7]));
-        assert_eq!(c.read(5, None).map(|v| v.len()), None);
-
-        // A gap would break the suffix invariant: the cache restarts.
-        c.insert(entry(20), 10);
-        assert_eq!(indexes(c.read(20, None)), Some(vec![20]));
-        assert_eq!(c.read(7, None).map(|v| v.len()), None);
-    }
-
-    #[test]
-    fn tail_cache_is_bounded() {
-        let mut c = TailCache::default();
-        for i in 1..=(TAIL_CACHE_ENTRIES_MAX as u64 + 10) {
-            c.insert(entry(i), 1);
-        }
-        assert_eq!(c.entries.len(), TAIL_CACHE_ENTRIES_MAX);
-        assert_eq!(c.read(1, None).map(|v| v.len()), None, "oldest entries were evicted");
     }
 }

@@ -1,7 +1,7 @@
 //! Everything that touches openraft lives under this module.
 //!
 //! openraft 0.10 is pinned to an alpha (`=0.10.0-alpha.37`, see
-//! docs/ARCHITECTURE.md); its API still moves between releases. Keeping every
+//! docs/DECISIONS.md); its API still moves between releases. Keeping every
 //! `use openraft::…` below this line means an upgrade is one deliberate change
 //! here plus a re-run of the storage suite, and nothing outside raft-core ever
 //! names an openraft type.

@@ -127,7 +127,7 @@ impl Connection {
                     if let Err(e) = frame::encode_frame(&req, &mut buf, max_frame_bytes) {
                         tracing::warn!(peer = target, error = %e, "dropping unencodable request");
                         // Fail the caller now instead of at its timeout.
-                        w_pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&req.id);
+                        crate::sync::lock(&w_pending).remove(&req.id);
                     }
                     next = if buf.len() < (1 << 20) {
                         rx.try_recv().ok()
@@ -153,7 +153,7 @@ impl Connection {
                 match frame::read_frame::<ResponseFrame, _>(&mut rd, &mut buf, max_frame_bytes).await {
                     Ok(resp) => {
                         r_received.fetch_add(1, Ordering::Relaxed);
-                        let waiter = r_pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&resp.id);
+                        let waiter = crate::sync::lock(&r_pending).remove(&resp.id);
                         if let Some(tx) = waiter {
                             let _ = tx.send(resp.body);
                         }
@@ -166,7 +166,7 @@ impl Connection {
             }
             r_closed.store(true, Ordering::Release);
             // Dropping the senders wakes every waiter with an error.
-            r_pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            crate::sync::lock(&r_pending).clear();
         });
 
         Self {
@@ -212,9 +212,9 @@ impl Connection {
     async fn send(&self, body: Request) -> Result<oneshot::Receiver<Response>, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        crate::sync::lock(&self.pending).insert(id, tx);
         if self.outbox.send(RequestFrame { id, body }).await.is_err() {
-            self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            crate::sync::lock(&self.pending).remove(&id);
             return Err("connection closed".into());
         }
         Ok(rx)
@@ -484,7 +484,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 }
             });
             let out = futures::stream::unfold(
-                (inflight_rx, Some(AbortOnDrop(feeder)), false, conn),
+                (inflight_rx, Some(crate::sync::AbortOnDrop::new(feeder)), false, conn),
                 move |(mut rx, feeder, done, conn)| async move {
                     if done {
                         return None;
@@ -615,14 +615,5 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Response::TransferLeader(r) => Ok(r),
             other => Err(unexpected("transfer-leader", &other)),
         }
-    }
-}
-
-/// A task that is aborted when its owner is dropped.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -80,6 +80,20 @@ pub(crate) enum AdminRequest {
     TransferLeader { to: NodeId },
 }
 
+/// Which component an application message is for. Several components share
+/// the one application-message path of the transport; each registers its
+/// own handler on its own channel, so none can take over another's
+/// messages. A closed enum rather than a number, so two components cannot
+/// pick the same channel by accident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AppChannel {
+    /// What [`RaftNode::set_app_handler`] and [`RaftNode::send_app`] use:
+    /// the agents' heartbeats to the coordinator.
+    Default,
+    /// Best-effort telemetry fanned out between nodes (the facade's hub).
+    Telemetry,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
     Append(AppendEntriesRequest<super::TypeConfig>),
@@ -104,7 +118,7 @@ pub(crate) enum Request {
     App {
         from: NodeId,
         /// Which registered handler it is for.
-        channel: super::node::AppChannel,
+        channel: AppChannel,
         payload: Vec<u8>,
     },
     /// A forwarded request with the request id of the API call that caused

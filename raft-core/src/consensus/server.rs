@@ -32,8 +32,7 @@ use tokio::sync::watch;
 
 use openraft::vote::RaftLeaderId;
 
-use super::network::AbortOnDrop;
-use super::node::Core;
+use super::node::core::Core;
 use super::protocol::server_handshake;
 use super::protocol::HandshakeError;
 use super::protocol::Request;
@@ -356,7 +355,7 @@ async fn receive_chunk<S: StateMachine>(
     if offset == 0 {
         // A new transfer replaces this connection's unfinished one.
         *incoming = None;
-        let dir = core.data_dir.join(super::node::SNAPSHOT_STAGING_DIR);
+        let dir = core.data_dir.join(super::staging::SNAPSHOT_STAGING_DIR);
         let staged = Staged::begin(&dir, core.snapshot_staging.clone())
             .await
             .map_err(|e| e.to_string())?;
@@ -418,7 +417,7 @@ struct AppendPipe {
     ids: mpsc::UnboundedSender<u64>,
     /// Appends submitted and not yet answered.
     outstanding: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
-    task: AbortOnDrop,
+    task: crate::sync::AbortOnDrop,
 }
 
 impl AppendPipe {
@@ -473,7 +472,7 @@ impl AppendPipe {
             requests,
             ids,
             outstanding,
-            task: AbortOnDrop(task),
+            task: crate::sync::AbortOnDrop::new(task),
         }
     }
 
@@ -505,7 +504,7 @@ impl AppendPipe {
         use std::sync::atomic::Ordering;
         loop {
             let notified = self.outstanding.1.notified();
-            if self.outstanding.0.load(Ordering::Acquire) == 0 || self.task.0.is_finished() {
+            if self.outstanding.0.load(Ordering::Acquire) == 0 || self.task.is_finished() {
                 return;
             }
             notified.await;

@@ -273,13 +273,9 @@ pub(crate) struct HashWaiters {
 pub(crate) const HASH_WAITERS_MAX: usize = 64;
 
 impl HashWaiters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Vec<oneshot::Sender<HashAnswer>>>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Register a wait for `index`; `None` when too many already wait.
     pub(crate) fn register(&self, index: u64) -> Option<oneshot::Receiver<HashAnswer>> {
-        let mut w = self.lock();
+        let mut w = crate::sync::lock(&self.waiting);
         // Drop the abandoned waits (their callers timed out) before counting.
         w.retain(|_, v| {
             v.retain(|tx| !tx.is_closed());
@@ -300,7 +296,7 @@ impl HashWaiters {
         if !self.any.load(Ordering::Acquire) {
             return;
         }
-        let mut w = self.lock();
+        let mut w = crate::sync::lock(&self.waiting);
         let Some(senders) = w.remove(&index) else {
             return;
         };
@@ -321,7 +317,7 @@ impl HashWaiters {
         if !self.any.load(Ordering::Acquire) {
             return;
         }
-        let mut w = self.lock();
+        let mut w = crate::sync::lock(&self.waiting);
         let rest = w.split_off(&(applied + 1));
         let passed = std::mem::replace(&mut *w, rest);
         self.any.store(!w.is_empty(), Ordering::Release);
@@ -452,7 +448,7 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         let request_ids = last.map(|l| self.in_flight.take_upto(l)).unwrap_or_default();
         // Debug level: disabled (and free) at the default `info` filter.
         // Followers' batches name the index range only: the log entry does
-        // not carry request ids (docs/ARCHITECTURE.md, "Tracing").
+        // not carry request ids (docs/DECISIONS.md, "Tracing").
         let span = tracing::debug_span!(
             "raft.apply",
             first,

@@ -159,6 +159,41 @@ impl Drop for Staged {
     }
 }
 
+/// Where snapshot chunks from the leader are staged (`*.part`) until the
+/// last one arrives (see `server.rs`); cleared at start-up by [`clean_snapshot_staging`].
+pub(crate) const SNAPSHOT_STAGING_DIR: &str = "snapshot-incoming";
+
+/// Remove the staging files a crash mid-transfer left behind: a transfer
+/// never resumes across a restart (the leader starts again from offset 0),
+/// so any `*.part` at start is garbage, and without this each crash during
+/// a transfer would leave up to a snapshot's size on the SD card for good.
+/// Best effort: a file that cannot be removed is logged, not fatal.
+pub(crate) fn clean_snapshot_staging(data_dir: &std::path::Path) {
+    let dir = data_dir.join(SNAPSHOT_STAGING_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return; // absent: nothing staged
+    };
+    let (mut removed, mut bytes) = (0u64, 0u64);
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "part") {
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    removed += 1;
+                    bytes += len;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a stale snapshot staging file")
+                }
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(files = removed, bytes, dir = %dir.display(), "removed snapshot staging files left by an interrupted transfer");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

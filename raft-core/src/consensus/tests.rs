@@ -41,7 +41,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore<kv::Kv>, TempDir> for 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t10_openraft_storage_suite() {
+async fn t211_openraft_storage_suite() {
     Suite::test_all(Builder).await.expect("storage suite");
 }
 
@@ -54,7 +54,7 @@ fn entry(term: u64, index: u64) -> super::Entry {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t20_vote_log_and_snapshot_survive_reopen() {
+async fn t221_vote_log_and_snapshot_survive_reopen() {
     let dir = TempDir::new().unwrap();
     let vote = super::Vote::new(3, 1);
     {
@@ -84,7 +84,7 @@ async fn t20_vote_log_and_snapshot_survive_reopen() {
 /// proposal encodes to the same bytes with or without it, so the log entry
 /// format (and the forwarded request) did not change.
 #[test]
-fn t11_request_id_is_not_in_the_encoded_proposal() {
+fn t212_request_id_is_not_in_the_encoded_proposal() {
     let plain = super::Proposal {
         tag: None,
         proposed_at_ms: 7,
@@ -129,7 +129,7 @@ fn big_entry(index: u64, len: usize) -> super::Entry {
 /// The header bounds the config validation relies on (an entry fits an
 /// append, an append fits a frame) are true of the real encodings.
 #[test]
-fn t30_entry_and_append_headers_stay_within_their_bounds() {
+fn t231_entry_and_append_headers_stay_within_their_bounds() {
     use crate::config::APPEND_HEADER_MAX_BYTES;
     use crate::config::ENTRY_HEADER_MAX_BYTES;
     let len = 1 << 20;
@@ -162,7 +162,7 @@ fn t30_entry_and_append_headers_stay_within_their_bounds() {
 /// Replication reads are cut by bytes, from the tail cache and from
 /// RocksDB alike, and an entry over the budget still goes, alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t31_replication_reads_are_cut_by_bytes() {
+async fn t232_replication_reads_are_cut_by_bytes() {
     let dir = TempDir::new().unwrap();
     let entry_bytes = |e: &super::Entry| postcard::to_stdvec(e).unwrap().len();
     let entries: Vec<super::Entry> = (1..=10)

@@ -25,7 +25,7 @@ use openraft::EntryPayload;
 use openraft::RaftLogReader;
 use tokio::sync::broadcast;
 
-use super::node::Core;
+use super::node::core::Core;
 use super::sm_store::ChangeEvent;
 use super::term_of;
 use crate::error::Error;

@@ -26,7 +26,7 @@ fn unused_addr() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t77_a_learner_that_is_not_running_is_neither_caught_up_nor_promoted() {
+async fn t277_a_learner_that_is_not_running_is_neither_caught_up_nor_promoted() {
     let c = Cluster::start(3, |_| {}).await;
     let leader = c.leader(Duration::from_secs(10)).await;
     let follower = (1..=3).find(|i| *i != leader).unwrap();
@@ -122,7 +122,7 @@ async fn start_again(c: &Cluster, id: u64) -> RaftNode<Kv> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t78_status_quorum_follows_the_acknowledgements() {
+async fn t278_status_quorum_follows_the_acknowledgements() {
     let mut c = Cluster::start(3, |_| {}).await;
     let leader = c.leader(Duration::from_secs(10)).await;
     let followers: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();

@@ -144,7 +144,7 @@ impl Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t10_bootstrap_replicate_through_follower() {
+async fn t210_bootstrap_replicate_through_follower() {
     let c = Cluster::start(3, |_| {}).await;
     let leader = c.leader(Duration::from_secs(5)).await;
     let follower = (1..=3).find(|i| *i != leader).unwrap();
@@ -176,7 +176,7 @@ async fn t10_bootstrap_replicate_through_follower() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t20_initialize_twice_is_refused() {
+async fn t220_initialize_twice_is_refused() {
     let c = Cluster::start(3, |_| {}).await;
     let before = c.node(1).status();
     let err = c.node(1).initialize(c.members()).await.unwrap_err();
@@ -187,7 +187,7 @@ async fn t20_initialize_twice_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t30_retried_write_applies_once() {
+async fn t230_retried_write_applies_once() {
     let c = Cluster::start(3, |_| {}).await;
     let tag = ClientTag { client_id: 42, seq: 1 };
     let first = c.node(2).write_tagged(tag, set("a", "1")).await.unwrap();
@@ -211,7 +211,7 @@ async fn t30_retried_write_applies_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t40_learner_after_purge_catches_up_by_snapshot() {
+async fn t240_learner_after_purge_catches_up_by_snapshot() {
     let mut c = Cluster::start(3, |cfg| {
         cfg.snapshots.snapshot_every_entries = 50;
         cfg.snapshots.logs_kept_after_snapshot = 5;
@@ -267,7 +267,7 @@ async fn t40_learner_after_purge_catches_up_by_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t50_rejoining_node_does_not_depose_leader() {
+async fn t250_rejoining_node_does_not_depose_leader() {
     let c = Cluster::start(3, |_| {}).await;
     let leader = c.leader(Duration::from_secs(5)).await;
     c.node(leader).write(set("before", "1")).await.unwrap();
@@ -295,7 +295,7 @@ async fn t50_rejoining_node_does_not_depose_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t60_garbage_frame_closes_only_that_connection() {
+async fn t260_garbage_frame_closes_only_that_connection() {
     use tokio::io::AsyncReadExt;
     use tokio::io::AsyncWriteExt;
     let c = Cluster::start(3, |_| {}).await;
@@ -325,7 +325,7 @@ async fn t60_garbage_frame_closes_only_that_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t70_removing_unknown_member_is_refused() {
+async fn t270_removing_unknown_member_is_refused() {
     let c = Cluster::start(3, |_| {}).await;
     let err = c.node(1).remove(99).await.unwrap_err();
     assert!(matches!(err, Error::UnknownMember { node_id: 99 }), "got {err:?}");
@@ -333,7 +333,7 @@ async fn t70_removing_unknown_member_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
+async fn t280_leader_stops_new_leader_then_old_one_catches_up() {
     let mut c = Cluster::start(3, |_| {}).await;
     let old = c.leader(Duration::from_secs(5)).await;
     for i in 0..50 {
@@ -372,7 +372,7 @@ async fn t80_leader_stops_new_leader_then_old_one_catches_up() {
 /// With openraft's default leader restore the restarted node reported
 /// itself leader in its old term within milliseconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t82_a_restarted_leader_leads_again_only_through_an_election() {
+async fn t282_a_restarted_leader_leads_again_only_through_an_election() {
     let mut c = Cluster::start(3, |_| {}).await;
     let old = c.leader(Duration::from_secs(5)).await;
     for i in 0..20 {
@@ -413,7 +413,7 @@ async fn t82_a_restarted_leader_leads_again_only_through_an_election() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t85_native_client_finds_the_leader_and_follows_it_when_it_stops() {
+async fn t285_native_client_finds_the_leader_and_follows_it_when_it_stops() {
     let mut c = Cluster::start(3, |_| {}).await;
     assert!(matches!(NativeClient::<Kv>::new(vec![]), Err(Error::Config { .. })));
     let old = c.leader(Duration::from_secs(5)).await;
@@ -476,7 +476,7 @@ async fn t85_native_client_finds_the_leader_and_follows_it_when_it_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t90_fenced_write_and_app_messages() {
+async fn t290_fenced_write_and_app_messages() {
     let c = Cluster::start(3, |_| {}).await;
     let leader = c.leader(Duration::from_secs(5)).await;
     let term = c.node(leader).leading_term().expect("leader knows its term");
@@ -545,7 +545,7 @@ async fn t90_fenced_write_and_app_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t95_watch_replays_history_then_live_without_gaps() {
+async fn t295_watch_replays_history_then_live_without_gaps() {
     let c = Cluster::start(3, |cfg| {
         cfg.snapshots.snapshot_every_entries = 100;
         cfg.snapshots.logs_kept_after_snapshot = 20;
@@ -613,7 +613,7 @@ async fn t95_watch_replays_history_then_live_without_gaps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t75_removing_the_leader_hands_over_first() {
+async fn t275_removing_the_leader_hands_over_first() {
     let c = Cluster::start(3, |_| {}).await;
     let leader = c.leader(Duration::from_secs(5)).await;
     let other = (1..=3).find(|i| *i != leader).unwrap();
@@ -636,7 +636,7 @@ async fn t75_removing_the_leader_hands_over_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t76_a_write_without_a_quorum_gives_up_within_the_write_timeout() {
+async fn t276_a_write_without_a_quorum_gives_up_within_the_write_timeout() {
     // Jepsen F4: a follower's write retried the leader up to five times with
     // growing waits for an election (0.2 + 0.35 + ... s) on top of its write
     // timeout, so a caller waited seconds past `write_timeout_ms`.
@@ -706,7 +706,7 @@ fn max_value_len(key: &str, limit: usize) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t86_refused_writes_append_nothing_to_the_log() {
+async fn t286_refused_writes_append_nothing_to_the_log() {
     // Issue 17: a write the state machine refuses (a 1,000,000-character
     // task kind: 400) still appended its whole body to the log. ~25 of them
     // made a 25 MB append that no frame could carry, and a follower that
@@ -780,7 +780,7 @@ async fn t86_refused_writes_append_nothing_to_the_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t87_an_entry_over_the_limit_is_refused_before_it_is_proposed() {
+async fn t287_an_entry_over_the_limit_is_refused_before_it_is_proposed() {
     let limit = 16 << 10;
     let c = Cluster::start(3, |cfg| cfg.log.max_entry_bytes = limit).await;
     let leader = c.leader(Duration::from_secs(5)).await;
@@ -812,7 +812,7 @@ async fn t87_an_entry_over_the_limit_is_refused_before_it_is_proposed() {
     assert!(err.to_string().contains("log.max_append_bytes"), "{err}");
 }
 
-/// How many maximum-size writes [`t88_a_follower_frozen_through_a_burst_of_maximum_size_writes_catches_up`]
+/// How many maximum-size writes [`t288_a_follower_frozen_through_a_burst_of_maximum_size_writes_catches_up`]
 /// commits while the follower is frozen: 1,000 as the issue asks, or
 /// `CAIRN_FROZEN_WRITES`.
 fn frozen_writes() -> usize {
@@ -823,7 +823,7 @@ fn frozen_writes() -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t88_a_follower_frozen_through_a_burst_of_maximum_size_writes_catches_up() {
+async fn t288_a_follower_frozen_through_a_burst_of_maximum_size_writes_catches_up() {
     // Issue 17: openraft bounds an append by entry count only (300); 300
     // large entries made a frame over the transport limit, the leader
     // logged "frame of … bytes exceeds the … byte limit" on every retry and
@@ -900,7 +900,7 @@ async fn t88_a_follower_frozen_through_a_burst_of_maximum_size_writes_catches_up
         .await
         .unwrap_or_else(|e| panic!("the resumed follower did not catch up to {last} within {bound:?}: {e}"));
     let catch_up = resumed.elapsed();
-    println!("t88: {n} writes of {entry} bytes; the resumed follower caught up in {catch_up:?}");
+    println!("t288: {n} writes of {entry} bytes; the resumed follower caught up in {catch_up:?}");
     tracing::info!(catch_up_ms = catch_up.as_millis() as u64, "caught up");
     assert_eq!(
         c.node(frozen).local_state(|kv| kv.map.len()),

@@ -42,7 +42,7 @@ fn plan_changed(r: Response) -> (u64, Vec<GoalId>) {
 }
 
 #[test]
-fn t30_plan_replace_append_skip_complete_bump_the_version() {
+fn t430_plan_replace_append_skip_complete_bump_the_version() {
     let mut rig = Rig::new();
     assert_eq!(rig.mission.plan().status, PlanStatus::Empty);
     let e = rig.err(Command::AppendGoals {
@@ -178,7 +178,7 @@ fn t30_plan_replace_append_skip_complete_bump_the_version() {
 }
 
 #[test]
-fn t31_plan_inputs_are_validated() {
+fn t431_plan_inputs_are_validated() {
     let mut rig = Rig::new();
     let replace = |goals: Vec<GoalSpec>| Command::ReplacePlan {
         expected_version: None,
@@ -234,7 +234,7 @@ fn t31_plan_inputs_are_validated() {
 /// are refused naming the field, as the JSON body spells it; the bounds
 /// themselves are accepted.
 #[test]
-fn t32_plan_floats_are_bounded_and_the_field_is_named() {
+fn t432_plan_floats_are_bounded_and_the_field_is_named() {
     use cairn_state::limits::MAX_COORDINATE_M;
     use cairn_state::limits::MAX_DISTANCE_M;
     use cairn_state::limits::MAX_HEADING_RAD;
@@ -319,7 +319,7 @@ fn t32_plan_floats_are_bounded_and_the_field_is_named() {
 }
 
 #[test]
-fn t40_params_declare_set_and_refuse_bad_values() {
+fn t440_params_declare_set_and_refuse_bad_values() {
     let mut rig = Rig::new();
     let declare = |name: &str, kind: ParamKind, value: ParamValue| Command::DeclareParam {
         name: name.to_owned(),
@@ -418,7 +418,7 @@ fn t40_params_declare_set_and_refuse_bad_values() {
 }
 
 #[test]
-fn t41_param_change_ring_is_bounded() {
+fn t441_param_change_ring_is_bounded() {
     let mut rig = Rig::new();
     rig.ok(Command::DeclareParam {
         name: "n".to_owned(),
@@ -441,7 +441,7 @@ fn t41_param_change_ring_is_bounded() {
 }
 
 #[test]
-fn t50_default_degradation_policies() {
+fn t450_default_degradation_policies() {
     let mut rig = Rig::new();
     let eff = rig.mission.effective();
     assert_eq!((eff.mode, eff.max_speed_mps), (Mode::Normal, 1.0), "saw {eff:?}");
@@ -481,7 +481,7 @@ fn t50_default_degradation_policies() {
 }
 
 #[test]
-fn t51_policies_are_data() {
+fn t451_policies_are_data() {
     let mut rig = Rig::new();
     let cautious = DegradationPolicy {
         sensor: "camera".to_owned(),

@@ -24,7 +24,7 @@ fn failed(reason: &str, retry_jitter_ms: u64) -> TaskOutcome {
 }
 
 #[test]
-fn t10_happy_path_pending_to_succeeded() {
+fn t410_happy_path_pending_to_succeeded() {
     let mut rig = Rig::new();
     let n = rig.node(1, &["drive", "camera"], 2_000, 1_024);
     let t = rig.task(&["drive"], 500, 256);
@@ -74,7 +74,7 @@ fn t10_happy_path_pending_to_succeeded() {
 }
 
 #[test]
-fn t11_completing_a_cancelled_task_is_refused() {
+fn t411_completing_a_cancelled_task_is_refused() {
     let mut rig = Rig::new();
     let n = rig.node(1, &["drive"], 1_000, 1_000);
 
@@ -148,7 +148,7 @@ fn t11_completing_a_cancelled_task_is_refused() {
 }
 
 #[test]
-fn t12_progress_from_a_stale_epoch_is_refused() {
+fn t412_progress_from_a_stale_epoch_is_refused() {
     let mut rig = Rig::new();
     let a = rig.node(1, &["drive"], 1_000, 1_000);
     let b = rig.node(2, &["drive"], 1_000, 1_000);
@@ -201,7 +201,7 @@ fn t12_progress_from_a_stale_epoch_is_refused() {
 }
 
 #[test]
-fn t13_epochs_are_unique_across_tasks() {
+fn t413_epochs_are_unique_across_tasks() {
     let mut rig = Rig::new();
     let n = rig.node(1, &[], 10_000, 10_000);
     let mut seen = Vec::new();
@@ -217,7 +217,7 @@ fn t13_epochs_are_unique_across_tasks() {
 }
 
 #[test]
-fn t14_assigning_to_a_down_node_is_refused() {
+fn t414_assigning_to_a_down_node_is_refused() {
     let mut rig = Rig::new();
     let n = rig.node(1, &["drive"], 1_000, 1_000);
     let t = rig.task(&["drive"], 1, 1);
@@ -249,7 +249,7 @@ fn t14_assigning_to_a_down_node_is_refused() {
 }
 
 #[test]
-fn t15_over_budget_is_refused_per_resource() {
+fn t415_over_budget_is_refused_per_resource() {
     let mut rig = Rig::new();
     let n = rig.node(1, &[], 1_000, 512);
     let t1 = rig.task(&[], 600, 100);
@@ -301,7 +301,7 @@ fn t15_over_budget_is_refused_per_resource() {
 }
 
 #[test]
-fn t16_missing_capability_is_refused() {
+fn t416_missing_capability_is_refused() {
     let mut rig = Rig::new();
     let n = rig.node(1, &["drive", "camera"], 1_000, 1_000);
     let t = rig.task(&["camera", "gpu"], 1, 1);
@@ -317,7 +317,7 @@ fn t16_missing_capability_is_refused() {
 }
 
 #[test]
-fn t17_double_assignment_is_refused() {
+fn t417_double_assignment_is_refused() {
     let mut rig = Rig::new();
     let a = rig.node(1, &[], 1_000, 1_000);
     let b = rig.node(2, &[], 1_000, 1_000);
@@ -343,7 +343,7 @@ fn t17_double_assignment_is_refused() {
 }
 
 #[test]
-fn t20_node_down_releases_its_tasks_and_fences_them_off() {
+fn t420_node_down_releases_its_tasks_and_fences_them_off() {
     let mut rig = Rig::new();
     let a = rig.node(1, &["drive"], 1_000, 1_000);
     let b = rig.node(2, &["drive"], 1_000, 1_000);
@@ -414,7 +414,7 @@ fn t20_node_down_releases_its_tasks_and_fences_them_off() {
 }
 
 #[test]
-fn t21_failed_task_retries_with_deterministic_backoff() {
+fn t421_failed_task_retries_with_deterministic_backoff() {
     let mut rig = Rig::new();
     let n = rig.node(1, &[], 1_000, 1_000);
     let t = rig.task(&[], 1, 1); // max 3 attempts, base 1 s, max 10 s
@@ -503,7 +503,7 @@ fn t21_failed_task_retries_with_deterministic_backoff() {
 }
 
 #[test]
-fn t22_failure_after_a_cancel_request_is_final() {
+fn t422_failure_after_a_cancel_request_is_final() {
     let mut rig = Rig::new();
     let n = rig.node(1, &[], 1_000, 1_000);
     let t = rig.task(&[], 1, 1);
@@ -524,7 +524,7 @@ fn t22_failure_after_a_cancel_request_is_final() {
 }
 
 #[test]
-fn t23_illegal_transitions_of_a_leased_task() {
+fn t423_illegal_transitions_of_a_leased_task() {
     let mut rig = Rig::new();
     let n = rig.node(1, &[], 1_000, 1_000);
     let t = rig.task(&[], 1, 1);
@@ -626,7 +626,7 @@ fn t23_illegal_transitions_of_a_leased_task() {
 }
 
 #[test]
-fn t24_unassign_returns_to_pending_and_forget_drops_finished() {
+fn t424_unassign_returns_to_pending_and_forget_drops_finished() {
     let mut rig = Rig::new();
     let n = rig.node(1, &[], 1_000, 1_000);
     let t = rig.task(&[], 10, 10);
@@ -673,7 +673,7 @@ fn t24_unassign_returns_to_pending_and_forget_drops_finished() {
 }
 
 #[test]
-fn t25_node_registry_protects_placed_tasks() {
+fn t425_node_registry_protects_placed_tasks() {
     let mut rig = Rig::new();
     let n = rig.node(1, &["drive", "camera"], 1_000, 1_000);
     let t = rig.task(&["camera"], 600, 600);
@@ -730,7 +730,7 @@ fn t25_node_registry_protects_placed_tasks() {
 }
 
 #[test]
-fn t26_task_queries_filter_by_state_and_node() {
+fn t426_task_queries_filter_by_state_and_node() {
     let mut rig = Rig::new();
     let a = rig.node(1, &[], 1_000, 1_000);
     let b = rig.node(2, &[], 1_000, 1_000);

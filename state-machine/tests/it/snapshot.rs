@@ -34,7 +34,7 @@ fn busy_rig() -> Rig {
 }
 
 #[test]
-fn t60_snapshot_round_trips_to_an_equal_state() {
+fn t460_snapshot_round_trips_to_an_equal_state() {
     let rig = busy_rig();
     let bytes = rig.mission.snapshot();
     println!("snapshot of a small state: {} bytes", bytes.len());
@@ -50,7 +50,7 @@ fn t60_snapshot_round_trips_to_an_equal_state() {
 }
 
 #[test]
-fn t61_unknown_version_is_refused() {
+fn t461_unknown_version_is_refused() {
     let mut bytes = busy_rig().mission.snapshot();
     for version in [0, FORMAT_VERSION + 1, u32::MAX] {
         bytes[..4].copy_from_slice(&version.to_le_bytes());
@@ -66,7 +66,7 @@ fn t61_unknown_version_is_refused() {
 }
 
 #[test]
-fn t62_corrupt_bytes_are_refused() {
+fn t462_corrupt_bytes_are_refused() {
     let bytes = busy_rig().mission.snapshot();
     let mut cases: Vec<(String, Vec<u8>)> = vec![
         ("empty".to_owned(), Vec::new()),

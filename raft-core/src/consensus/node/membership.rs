@@ -17,8 +17,8 @@ use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::ChangeMembers;
 use openraft::ServerState;
 
+use super::core::RaftNode;
 use super::health::ack_age;
-use super::RaftNode;
 use crate::consensus::Member;
 use crate::consensus::NodeId;
 use crate::consensus::RaftMetrics;
