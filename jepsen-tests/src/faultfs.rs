@@ -227,6 +227,9 @@ struct State {
     /// Bumped by every cut: syncs begun before it make nothing durable.
     epoch: u64,
     powered: bool,
+    /// Files opened through the kernel's page cache (mmap works; a cut
+    /// would leave stale pages, so it is refused): the benchmark's mode.
+    page_cache: bool,
     next_sync: u64,
     eio_per_mille: u32,
     stats: Stats,
@@ -490,8 +493,16 @@ impl Core {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Open files through the page cache from now on (see [`serve`]).
+    pub fn set_page_cache(&self) {
+        self.lock().page_cache = true;
+    }
+
     /// Drop every unsynced change and power off (module docs).
     pub fn cut(&self) -> String {
+        if self.lock().page_cache {
+            return "error no cut in page-cache mode: the kernel's cached pages would outlive it".into();
+        }
         let (deleted, rolled, bytes) = self.lock().cut();
         format!("ok cut: {deleted} files deleted, {rolled} rolled back, {bytes} bytes dropped")
     }
@@ -927,7 +938,12 @@ impl Filesystem for FaultFs {
         let fh = st.next_fh;
         st.next_fh += 1;
         st.handles.insert(fh, (ino, Arc::new(f)));
-        reply.opened(fh, fuser::consts::FOPEN_DIRECT_IO);
+        let flags = if st.page_cache {
+            0
+        } else {
+            fuser::consts::FOPEN_DIRECT_IO
+        };
+        reply.opened(fh, flags);
     }
 
     fn create(
@@ -986,7 +1002,12 @@ impl Filesystem for FaultFs {
         let fh = st.next_fh;
         st.next_fh += 1;
         st.handles.insert(fh, (ino, Arc::new(f)));
-        reply.created(&TTL, &attr(ino, &m), 0, fh, fuser::consts::FOPEN_DIRECT_IO);
+        let flags = if st.page_cache {
+            0
+        } else {
+            fuser::consts::FOPEN_DIRECT_IO
+        };
+        reply.created(&TTL, &attr(ino, &m), 0, fh, flags);
     }
 
     fn read(
@@ -1251,6 +1272,7 @@ impl Mounted {
                 dirty: HashMap::new(),
                 epoch: 0,
                 powered: true,
+                page_cache: false,
                 next_sync: 1,
                 eio_per_mille: 0,
                 stats: Stats::default(),
@@ -1358,10 +1380,27 @@ pub async fn request(socket: &Path, line: &str, timeout: Duration) -> Result<Str
 }
 
 /// `cairn-jepsen faultfs`: mount, then serve the control socket forever.
-pub fn serve(backing: &Path, mount: &Path, control: &Path, delay: DelaySpec, eio_per_mille: u32) -> Result<(), Error> {
+///
+/// `page_cache`: open files through the kernel's page cache instead of
+/// `direct_io`, so they can be `mmap`ed (etcd's bbolt needs that; FUSE
+/// refuses `mmap` of a `direct_io` file with `ENODEV`). Fsync delays and
+/// `EIO` work as usual; `cut` is refused (cached pages would outlive it).
+/// For the benchmark (`scripts/bench` with `BENCH_DISK`), never for power
+/// cuts.
+pub fn serve(
+    backing: &Path,
+    mount: &Path,
+    control: &Path,
+    delay: DelaySpec,
+    eio_per_mille: u32,
+    page_cache: bool,
+) -> Result<(), Error> {
     let seed = std::process::id() as u64 ^ 0x6661_756c_7466_7321;
     let m = Mounted::mount(backing, mount, delay, seed)?;
     m.core().set_eio(eio_per_mille);
+    if page_cache {
+        m.core().set_page_cache();
+    }
     tracing::info!(mount = %mount.display(), backing = %backing.display(), "faultfs mounted");
     serve_control(m.core(), control)
 }

@@ -175,7 +175,7 @@ enum Cmd {
         /// Where to mount it.
         #[arg(long)]
         mount: PathBuf,
-        /// The control socket (`ping`, `cut`, `on`, `delay SPEC`, `eio N`, `stats`).
+        /// The control socket (`ping`, `cut`, `on`, `delay SPEC`, `stall MS`, `eio N`, `stats`).
         #[arg(long)]
         control: PathBuf,
         /// How long an fsync takes: none, sd-card, 15..60ms, 5ms.
@@ -184,6 +184,10 @@ enum Cmd {
         /// Fail this many fsyncs per thousand with EIO.
         #[arg(long, default_value_t = 0)]
         fsync_eio: u32,
+        /// Open files through the page cache (mmap works, `cut` is
+        /// refused): for benchmarks, e.g. etcd's bbolt, never power cuts.
+        #[arg(long)]
+        page_cache: bool,
     },
 }
 
@@ -364,8 +368,9 @@ fn main() -> ExitCode {
             control,
             fsync_delay,
             fsync_eio,
+            page_cache,
         } => cairn_jepsen::faultfs::DelaySpec::parse(fsync_delay)
-            .and_then(|d| cairn_jepsen::faultfs::serve(backing, mount, control, d, *fsync_eio))
+            .and_then(|d| cairn_jepsen::faultfs::serve(backing, mount, control, d, *fsync_eio, *page_cache))
             .map(|()| true)
             .map_err(anyhow::Error::from),
         _ => tokio::runtime::Runtime::new()
