@@ -92,9 +92,11 @@ pub fn parse_submit(values: Vec<raw::Parameter>) -> Result<TaskRequest, String> 
             (n @ ("kind" | "priority" | "required_capabilities" | "max_attempts" | "goal"), v) => {
                 return Err(format!("{n}: {} is the wrong type ({})", describe(&v), expected(n)));
             }
-            (other, _) => return Err(format!(
+            (other, _) => {
+                return Err(format!(
                 "unknown value {other:?} (submit_task takes kind, priority, required_capabilities, max_attempts, goal)"
-            )),
+            ))
+            }
         }
     }
     request.kind = kind.ok_or_else(|| "kind (a string) is required".to_owned())?;
