@@ -33,7 +33,29 @@ and
      deactivates and cleans it up;
 
   9. subscribes late (transient-local) to /n1../n3/cairn/mode, /n2/cairn/max_speed
-     and /n3/cairn/tasks and gets the current values at once.
+     and /n3/cairn/tasks and gets the current values at once;
+
+ 10. submitting from ROS 2: submits a `fibonacci` task through
+     /n<follower>/cairn/submit_task (a replicated write forwarded to the
+     leader), follows it on the latched /n1/cairn/tasks board (progress from
+     the server's feedback, then Succeeded); bad submits (an empty kind, the
+     state machine's refusal; a priority out of range and an unknown value,
+     the bridge's) come back successful=false with the reason; a task
+     cancelled through another node's cancel_task has its goal cancelled at
+     the server and ends Cancelled (the nodes used are the longest-running
+     ones: rclpy may still route to a killed node's service until its DDS
+     lease ends);
+
+ 11. telemetry mirroring: a rover.pose published through node 1's HTTP API
+     reaches an rclpy subscriber of /n2/telemetry/rover_pose (node 2's
+     mirror); an rclpy publisher on /n1/ops_note reaches node 3's telemetry
+     stream as ops.note from node 1;
+
+ 12. SIGSTOP of the node running a goal: its lease lapses, the new holder's
+     goal (newer epoch) is accepted and the frozen node's goal cancelled;
+     on SIGCONT the frozen node stands down (its log shows the goal
+     cancelled or its result not reported, for the old epoch), sends no
+     goal for the old epoch, and the task stays with the new holder.
 
 Closes with "ros-interop: N passed, 0 failed", or fails loudly.
 """
@@ -60,7 +82,7 @@ ARGS = ARGS.parse_args()
 if not 1 <= ARGS.takeover_trials <= 50:
     raise SystemExit("--takeover-trials must be in 1..=50")
 # Each takeover trial: a takeover (~3-5 s), a cancel, a restart, a catch-up.
-DEADLINE_S = 240 + 40 * ARGS.takeover_trials
+DEADLINE_S = 330 + 40 * ARGS.takeover_trials
 DOMAIN_ID = 42
 os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
@@ -76,6 +98,7 @@ from rclpy.lifecycle import Node as LifecycleNode, TransitionCallbackReturn  # n
 from test_msgs.action import Fibonacci  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import Float64, String  # noqa: E402
+from rcl_interfaces.srv import SetParametersAtomically  # noqa: E402
 
 TOKEN = "ros-interop-" + os.urandom(6).hex()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +111,10 @@ FIB_ORDER = "fibonacci.order"
 STEP_S = 0.1
 
 procs = {}
+# When each node was last (re)started: rclpy's DDS keeps a killed node's
+# endpoints until their lease ends, so a service of a just-restarted node
+# can look discovered while the request goes to the dead incarnation.
+started = {}
 work = tempfile.mkdtemp(prefix="cairn-ros-interop.")
 passed = 0
 
@@ -159,9 +186,12 @@ def start_node(i):
                 f'data_dir = "{os.path.join(work, f"n{i}")}"\n'
                 f'[ros]\nenabled = true\ndomain_id = {DOMAIN_ID}\nnamespace = "/n{i}"\n'
                 f'[[ros.actions]]\nkind = "{FIB_KIND}"\ntype = "test_msgs/action/Fibonacci"\nname = "/fibonacci"\n'
-                f'[[ros.lifecycle]]\nkind = "{MANAGED_KIND}"\nnode = "managed"\n')
+                f'[[ros.lifecycle]]\nkind = "{MANAGED_KIND}"\nnode = "managed"\n'
+                f'[[ros.telemetry]]\ntopic = "rover.pose"\n'
+                f'[[ros.telemetry]]\ntopic = "ops.note"\nros_topic = "ops_note"\ndirection = "from_ros"\n')
     logf = open(os.path.join(work, f"n{i}.log"), "ab")
-    env = dict(os.environ, RUST_LOG="warn,cairn=info,cairn_ros=info", CAIRN_API_TOKEN=TOKEN)
+    env = dict(os.environ, RUST_LOG="warn,cairn=info,cairn_ros=info,cairn_agents=info", CAIRN_API_TOKEN=TOKEN)
+    started[i] = time.monotonic()
     procs[i] = subprocess.Popen([BIN, "node", "run", "--config", config],
                                 stdout=subprocess.DEVNULL, stderr=logf, env=env)
     wait(f"node {i} healthy", lambda: http("GET", api[i], "/healthz", timeout=1)[0] == 200, 20)
@@ -470,6 +500,201 @@ def lifecycle(server):
     wait("all three nodes agree on a leader", agreed_leader, 30)
 
 
+def string_param(name, value):
+    return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))
+
+
+def int_param(name, value):
+    return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value))
+
+
+def submit_from_ros(node, server):
+    """10. /cairn/submit_task and /cairn/cancel_task (rcl_interfaces/srv/
+    SetParametersAtomically), followed on the latched task board."""
+    leader = wait("an agreed leader", agreed_leader, 20)
+    # The follower that has run longest (see `started`), and for cancels
+    # the longest-running other node.
+    follower = min((i for i in (1, 2, 3) if i != leader), key=lambda i: started[i])
+    other = min((i for i in (1, 2, 3) if i != follower), key=lambda i: started[i])
+    submit = node.create_client(SetParametersAtomically, f"/n{follower}/cairn/submit_task")
+    cancel = node.create_client(SetParametersAtomically, f"/n{other}/cairn/cancel_task")
+    for c in (submit, cancel):
+        if not c.wait_for_service(timeout_sec=30):
+            fail(f"service {c.srv_name} not discovered within 30s")
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                         reliability=ReliabilityPolicy.RELIABLE)
+    board = {}
+
+    def on_board(m):
+        for t in json.loads(m.data):
+            board[t["id"]] = t
+    sub = node.create_subscription(String, "/n1/cairn/tasks", on_board, latched)
+
+    def submit_task(*values):
+        return call(node, submit, SetParametersAtomically.Request(parameters=list(values)), "submit_task").result
+
+    set_order(20)
+    r = submit_task(string_param("kind", FIB_KIND), int_param("priority", 5))
+    if not r.successful or not r.reason.startswith("task_id="):
+        fail(f"submit_task through /n{follower}/cairn (follower; leader {leader}): {r.successful} {r.reason!r}")
+    task_id = int(r.reason.split("=", 1)[1])
+    accepted = wait("the server to accept the submitted task's goal",
+                    lambda: server.find("accepted", lambda e: e["goal"] and e["goal"]["task"] == task_id), 20)
+    seen = []
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.1)
+        t = board.get(task_id)
+        if t and (not seen or seen[-1] != (t["state"], t["progress"])):
+            seen.append((t["state"], t["progress"]))
+        # The board names states in lower case (`running`, `succeeded`).
+        if t and t["state"] in ("succeeded", "failed", "cancelled"):
+            break
+    states = [s for s, _ in seen]
+    if not states or states[-1] != "succeeded" or not any(s == "running" and 0 < p < 100 for s, p in seen):
+        fail(f"task {task_id} on /n1/cairn/tasks: {seen}")
+    code, body = http("GET", api[leader], f"/v1/tasks/{task_id}")
+    if code != 200 or body["spec"]["priority"] != 5:
+        fail(f"task {task_id} through HTTP: {code} {body}")
+    ok(f"submit_task on /n{follower}/cairn (leader is {leader}): task {task_id} (priority 5), goal {accepted['uuid']}; "
+       f"followed on /n1/cairn/tasks: {seen}")
+
+    for values, want in (([string_param("kind", "")], "kind"),
+                         ([string_param("kind", FIB_KIND), int_param("priority", 300)], "priority 300"),
+                         ([string_param("kind", FIB_KIND), string_param("colour", "red")], "colour")):
+        r = submit_task(*values)
+        if r.successful or want not in r.reason:
+            fail(f"submit_task {[(v.name) for v in values]}: successful={r.successful} reason={r.reason!r}")
+        ok(f"submit_task refused: {r.reason!r}")
+
+    set_order(100000)
+    r = submit_task(string_param("kind", FIB_KIND))
+    if not r.successful:
+        fail(f"submit_task: {r.reason!r}")
+    task_id = int(r.reason.split("=", 1)[1])
+    accepted = wait("the server to accept the goal",
+                    lambda: server.find("accepted", lambda e: e["goal"] and e["goal"]["task"] == task_id), 20)
+    r = call(node, cancel, SetParametersAtomically.Request(parameters=[int_param("task_id", task_id)]),
+             "cancel_task").result
+    if not r.successful:
+        fail(f"cancel_task {task_id}: {r.reason!r}")
+    wait("cancel_goal at the server", lambda: server.find("cancel", lambda e: e["uuid"] == accepted["uuid"]), 10)
+    wait(f"task {task_id} cancelled", lambda: (task(task_id) or {}).get("state") == "Cancelled", 10)
+    r = call(node, cancel, SetParametersAtomically.Request(parameters=[int_param("task_id", 999999)]),
+             "cancel_task").result
+    if r.successful or not r.reason:
+        fail(f"cancel_task of no task: {r.successful} {r.reason!r}")
+    ok(f"cancel_task {task_id} on /n{other}/cairn: cancel_goal at the server, task Cancelled; "
+       f"an unknown task refused ({r.reason!r})")
+    node.destroy_subscription(sub)
+
+
+def telemetry_mirror(node):
+    """11. rover.pose → /n2/telemetry/rover_pose; /n1/ops_note → ops.note."""
+    got = []
+    sub = node.create_subscription(String, "/n2/telemetry/rover_pose", lambda m: got.append(m.data), 10)
+    pose = {"x_m": 1.5, "y_m": -2.0, "heading_rad": 0.25}
+    end = time.monotonic() + 20
+    msg = None
+    while time.monotonic() < end and msg is None:
+        code, body = http("POST", api[1], "/v1/telemetry/rover.pose", pose)
+        if code != 202:
+            fail(f"POST /v1/telemetry/rover.pose: {code} {body}")
+        t = time.monotonic() + 0.3
+        while time.monotonic() < t:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        for text in got:
+            m = json.loads(text)
+            if m.get("topic") == "rover.pose" and m.get("node_id") == 1 and m.get("payload") == pose:
+                msg = m
+    if msg is None:
+        fail(f"/n2/telemetry/rover_pose: nothing from node 1 within 20s (got {got[:3]})")
+    ok(f"rover.pose from node 1's HTTP API on /n2/telemetry/rover_pose (node 2's mirror), seq {msg['seq']}")
+    node.destroy_subscription(sub)
+
+    pub = node.create_publisher(String, "/n1/ops_note", 10)
+    note = {"text": "from rclpy", "token": TOKEN[-6:]}
+
+    def seen_on_node3():
+        pub.publish(String(data=json.dumps(note)))
+        rclpy.spin_once(node, timeout_sec=0.05)
+        req = urllib.request.Request(f"http://{api[3]}/v1/telemetry?topic=ops.note")
+        req.add_header("authorization", f"Bearer {TOKEN}")
+        try:
+            with urllib.request.urlopen(req, timeout=1) as r:
+                for _ in range(20):
+                    line = r.readline().decode()
+                    if line.startswith("data:"):
+                        m = json.loads(line[5:])
+                        return m if m["node_id"] == 1 and m["payload"] == note else None
+        except (OSError, ValueError):
+            return None
+        return None
+    m = wait("ops.note from /n1/ops_note in node 3's telemetry", seen_on_node3, 20)
+    ok(f"/n1/ops_note from rclpy in node 3's telemetry as ops.note from node 1 (seq {m['seq']})")
+    node.destroy_publisher(pub)
+
+
+def strip_ansi(text):
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\x1b":
+            j = text.find("m", i)
+            i = j + 1 if j >= 0 else len(text)
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def sigstop(server):
+    """12. SIGSTOP of the node running a goal: fenced on its side when it
+    resumes, the goal re-sent from the new owner."""
+    set_order(100000)
+    task_id = submit_fib()
+    old = wait("the server to accept the goal",
+               lambda: server.find("accepted", lambda e: e["goal"] and e["goal"]["task"] == task_id), 20)
+    t = wait("the task's lease", lambda: (lambda t: t if t and t.get("lease") else None)(task(task_id)), 5)
+    holder, epoch = t["lease"]["node_id"], old["goal"]["epoch"]
+    logpath = os.path.join(work, f"n{holder}.log")
+    procs[holder].send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        new = wait(f"a newer holder's goal for task {task_id}",
+                   lambda: server.find("accepted", lambda e: e["goal"] and e["goal"]["task"] == task_id
+                                       and e["goal"]["epoch"] > epoch), 30)
+        fenced = wait("the frozen node's goal cancelled by the new holder",
+                      lambda: server.find("cancel", lambda e: e["uuid"] == old["uuid"]), 10)
+        offset = os.path.getsize(logpath)
+    finally:
+        procs[holder].send_signal(signal.SIGCONT)
+    t1 = time.monotonic()
+    log(f"froze node {holder} (task {task_id}, epoch {epoch}); new goal (epoch {new['goal']['epoch']}) accepted "
+        f"after {1000 * (new['t'] - t0):.0f} ms, the frozen goal cancelled after {1000 * (fenced['t'] - t0):.0f} ms; resumed")
+    stood_down = ("ros 2 cancel_goal", "result not reported", "permit lost", "refused its report")
+
+    def frozen_side():
+        with open(logpath, errors="replace") as f:
+            f.seek(offset)
+            lines = strip_ansi(f.read()).splitlines()
+        return next((l for l in lines if f"task={task_id}" in l and f"epoch={epoch}" in l
+                     and any(w in l for w in stood_down)), None)
+    line = wait(f"node {holder} to stand down for task {task_id} epoch {epoch} after SIGCONT", frozen_side, 20)
+    time.sleep(2)
+    late = server.find("accepted", lambda e: e["t"] >= t1 and e["goal"] and e["goal"]["task"] == task_id
+                       and e["goal"]["epoch"] <= epoch)
+    if late:
+        fail(f"after SIGCONT node {holder} sent a goal for the old epoch: {late}")
+    t = task(task_id)
+    if not t or t["state"] != "Running" or not t.get("lease") or t["lease"]["epoch"] <= epoch:
+        fail(f"after SIGCONT task {task_id} is {t}")
+    ok(f"SIGSTOP of node {holder}: goal re-sent by node {t['lease']['node_id']} (epoch {t['lease']['epoch']}), "
+       f"the frozen goal cancelled; on SIGCONT node {holder} stood down: {line.strip()[-160:]!r}; no old-epoch goal")
+    cancel_task(task_id)
+    wait(f"task {task_id} cancelled", lambda: (task(task_id) or {}).get("state") == "Cancelled", 10)
+    wait("all three nodes agree on a leader", agreed_leader, 30)
+
+
 def state_topics(node):
     """9. A subscriber that joins late gets the current mode, speed limit and
     task board at once (latched: transient-local)."""
@@ -588,9 +813,12 @@ def main():
     try:
         actions(server)
         lifecycle(server)
+        submit_from_ros(node, server)
+        sigstop(server)
     finally:
         server.stop()
     state_topics(node)
+    telemetry_mirror(node)
     node.destroy_node()
     rclpy.shutdown()
     print(f"ros-interop: {passed} passed, 0 failed", flush=True)

@@ -207,9 +207,21 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
             reason: format!("cannot read {}: {e}", path.display()),
         })?;
-        Self::parse(&text, id).map_err(|e| Error::Config {
+        let config = Self::parse(&text, id).map_err(|e| Error::Config {
             reason: format!("{}: {e}", path.display()),
-        })
+        })?;
+        config.validate().map_err(|reason| Error::Config {
+            reason: format!("{}: {reason}", path.display()),
+        })?;
+        Ok(config)
+    }
+
+    /// Refuse what parses but could not run, naming the key, so a bad
+    /// file stops `cairn node run` before anything starts: today the
+    /// `[ros]` bindings and mirrors (an unsupported action type, a kind
+    /// bound twice, a mirror that would loop).
+    pub fn validate(&self) -> Result<(), String> {
+        self.ros.validate()
     }
 
     fn parse(text: &str, id: Option<u64>) -> Result<Self, toml::de::Error> {
@@ -267,6 +279,52 @@ mod tests {
         assert_eq!(c.id, 2);
         let err = NodeConfig::parse("[timings]\n", None).unwrap_err().to_string();
         assert!(err.contains("missing field `id`"), "{err}");
+    }
+
+    #[cfg(feature = "ros")]
+    #[test]
+    fn an_unsupported_ros_action_type_is_refused_when_the_file_is_read() {
+        let dir = std::env::temp_dir().join(format!("cairn-config-ros-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.toml");
+        let bad = "id = 1\n[ros]\nenabled = true\n[[ros.actions]]\nkind = \"spin\"\ntype = \"nav2_msgs/action/Spin\"\nname = \"spin\"\n";
+        std::fs::write(&path, bad).unwrap();
+        let err = NodeConfig::from_file(&path).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).ok();
+        // The key (table, kind, field) and the offending value, and what
+        // is supported.
+        assert!(
+            err.contains(
+                "[[ros.actions]] kind \"spin\": type: unsupported ros 2 action type \"nav2_msgs/action/Spin\""
+            ),
+            "{err}"
+        );
+        assert!(err.contains("test_msgs/action/Fibonacci"), "{err}");
+        let mut c = NodeConfig::parse(bad, None).unwrap();
+        assert!(c.validate().is_err());
+        c.ros.actions[0].action_type = "test_msgs/action/Fibonacci".into();
+        assert_eq!(c.validate(), Ok(()));
+        // A mirror with a bad direction is refused the same way.
+        let c = NodeConfig::parse(
+            "id = 1\n[[ros.telemetry]]\ntopic = \"rover.pose\"\ndirection = \"both\"\n",
+            None,
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.contains("[[ros.telemetry]] topic \"rover.pose\": direction:"),
+            "{err}"
+        );
+    }
+
+    #[cfg(feature = "ros")]
+    #[test]
+    fn the_ros_example_config_reads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ros/nav2.toml");
+        let c = NodeConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(c.ros.enabled && c.ros.submit);
+        let mirrors = crate::ros::mirrors(&c.ros).unwrap();
+        assert_eq!(mirrors.len(), 2, "{mirrors:?}");
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Daemon {
         let coordinator = Coordinator::start(node.clone(), config.agent.clone()).map_err(agents_error)?;
         // Before the agent: the task kinds bound to ROS 2 actions are
         // handlers of this node's agent.
-        let mut ros = crate::ros::start(&config.ros, node.clone())?;
+        let mut ros = crate::ros::start(&config.ros, node.clone(), telemetry.clone())?;
         handlers.extend(crate::ros::action_handlers(&mut ros));
         let mut spec = config.node_spec();
         // The bound transport address (the configured one may use port 0).

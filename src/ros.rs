@@ -33,6 +33,41 @@ pub struct RosSettings {
     /// active on the node holding the task.
     #[serde(default)]
     pub lifecycle: Vec<RosLifecycleSettings>,
+    /// Serve `<node>/submit_task` and `<node>/cancel_task`, so a ROS 2
+    /// tool can create and cancel cairn tasks (replicated writes, from any
+    /// node). Default true.
+    #[serde(default = "default_true")]
+    pub submit: bool,
+    /// `[[ros.telemetry]]`: cairn telemetry topics mirrored to or from
+    /// ROS 2 topics.
+    #[serde(default)]
+    pub telemetry: Vec<RosTelemetrySettings>,
+}
+
+/// `[[ros.telemetry]]`: one cairn telemetry topic mirrored to a ROS 2 topic
+/// (`to_ros`) or a ROS 2 topic published into cairn telemetry (`from_ros`),
+/// as `std_msgs/String` carrying JSON (see `cairn_ros::mirror`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosTelemetrySettings {
+    /// The cairn telemetry topic, e.g. `rover.pose`.
+    pub topic: String,
+    /// The ROS 2 topic: absolute, or relative to `namespace`. Default
+    /// `telemetry/<topic, dots as underscores>` (`rover.pose` →
+    /// `/pi1/telemetry/rover_pose`).
+    #[serde(default)]
+    pub ros_topic: Option<String>,
+    /// `to_ros` (cairn → ROS 2, the default) or `from_ros`.
+    #[serde(default = "default_direction")]
+    pub direction: String,
+}
+
+fn default_direction() -> String {
+    "to_ros".into()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[[ros.lifecycle]]`: one task kind bound to a ROS 2 lifecycle node. The
@@ -114,7 +149,26 @@ impl Default for RosSettings {
             node_name: default_node_name(),
             actions: Vec::new(),
             lifecycle: Vec::new(),
+            submit: true,
+            telemetry: Vec::new(),
         }
+    }
+}
+
+impl RosSettings {
+    /// Refuse what `[ros]` could not run, naming the key: an unsupported
+    /// action type, a kind bound twice, a zero timeout, a mirror that
+    /// would loop. Called when the config file is read, so `cairn node
+    /// run` stops before anything starts (and any command reading the
+    /// file says what is wrong), not only when the ROS 2 node starts.
+    pub fn validate(&self) -> Result<(), String> {
+        #[cfg(feature = "ros")]
+        {
+            enabled::bindings(self)?;
+            enabled::lifecycle_bindings(self)?;
+            enabled::mirrors(self)?;
+        }
+        Ok(())
     }
 }
 
@@ -124,6 +178,8 @@ pub use enabled::action_handlers;
 pub use enabled::bindings;
 #[cfg(feature = "ros")]
 pub use enabled::lifecycle_bindings;
+#[cfg(feature = "ros")]
+pub use enabled::mirrors;
 #[cfg(feature = "ros")]
 pub use enabled::start;
 #[cfg(feature = "ros")]
@@ -141,8 +197,13 @@ pub type RosHandle = ();
 pub fn start(
     settings: &RosSettings,
     _node: std::sync::Arc<cairn_raft::RaftNode<cairn_state::Mission>>,
+    _telemetry: crate::telemetry::Telemetry,
 ) -> Result<Option<RosHandle>, crate::error::Error> {
-    if settings.enabled || !settings.actions.is_empty() || !settings.lifecycle.is_empty() {
+    if settings.enabled
+        || !settings.actions.is_empty()
+        || !settings.lifecycle.is_empty()
+        || !settings.telemetry.is_empty()
+    {
         return Err(crate::error::Error::Config {
             reason: "[ros] needs a binary built with the `ros` feature (on by default)".into(),
         });
@@ -166,6 +227,7 @@ mod enabled {
     use cairn_raft::RaftNode;
     use cairn_ros::CairnNode;
     use cairn_ros::SetParamError;
+    use cairn_ros::TaskRequest;
     use cairn_state::Command;
     use cairn_state::GoalKind;
     use cairn_state::Mission;
@@ -175,29 +237,70 @@ mod enabled {
     use cairn_state::Response;
     use cairn_state::Task;
     use cairn_state::TaskFilter;
+    use cairn_state::TaskId;
+    use cairn_state::TaskSpec;
     use futures::stream::BoxStream;
     use futures::StreamExt;
 
     use super::RosSettings;
     use crate::error::Error;
+    use crate::telemetry::Telemetry;
+    use crate::telemetry::TopicFilter;
 
     /// Pause before following the log again after the watch failed (this
     /// node fell so far behind that its log was compacted, or it stops):
     /// long enough not to spin, short next to a human's patience.
     const REWATCH_DELAY_MS: u64 = 500;
 
-    /// [`CairnNode`] on a Raft node: reads are local, sets are replicated
-    /// writes (forwarded to the leader), changes come from the watch of
-    /// applied entries.
+    /// [`CairnNode`] on a Raft node: reads are local, sets, task submits
+    /// and cancels are replicated writes (forwarded to the leader), changes
+    /// come from the watch of applied entries; telemetry from and to this
+    /// node's hub.
     pub struct RaftParams {
         node: Arc<RaftNode<Mission>>,
+        telemetry: Option<Telemetry>,
     }
 
     impl RaftParams {
-        /// The parameters of `node`.
+        /// The parameters and tasks of `node`, without telemetry.
         pub fn new(node: Arc<RaftNode<Mission>>) -> Self {
-            Self { node }
+            Self { node, telemetry: None }
         }
+
+        /// With `telemetry`, the hub mirrored topics come from and go to.
+        pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+            self.telemetry = Some(telemetry);
+            self
+        }
+
+        /// One replicated write; the state machine's refusal or the Raft
+        /// layer's error as a [`SetParamError`].
+        async fn write(&self, command: Command) -> Result<(u64, Response), SetParamError> {
+            let out = self
+                .node
+                .write(command)
+                .await
+                .map_err(|e| SetParamError::Unavailable { reason: e.to_string() })?;
+            match out.response {
+                Ok(response) => Ok((out.index, response)),
+                Err(refusal) => Err(SetParamError::Refused {
+                    reason: refusal.to_string(),
+                }),
+            }
+        }
+    }
+
+    /// The task spec of a ROS 2 submit: cairn's defaults but for what the
+    /// request gave.
+    pub(super) fn task_spec(request: TaskRequest) -> TaskSpec {
+        let mut spec = TaskSpec::new(request.kind);
+        spec.priority = request.priority;
+        spec.required_capabilities = request.required_capabilities.into_iter().collect();
+        if let Some(n) = request.max_attempts {
+            spec.retry.max_attempts = n;
+        }
+        spec.goal = request.goal.map(cairn_state::GoalId);
+        spec
     }
 
     impl CairnNode for RaftParams {
@@ -265,6 +368,56 @@ mod enabled {
                 },
                 task_board_json,
             })
+        }
+
+        async fn submit_task(&self, request: TaskRequest) -> Result<u64, SetParamError> {
+            match self.write(Command::CreateTask(task_spec(request))).await? {
+                (_, Response::TaskCreated { task_id }) => Ok(task_id.0),
+                (index, other) => Err(SetParamError::Unavailable {
+                    reason: format!("CreateTask at index {index} answered {other:?}"),
+                }),
+            }
+        }
+
+        async fn cancel_task(&self, task_id: u64) -> Result<(), SetParamError> {
+            self.write(Command::CancelTask {
+                task_id: TaskId(task_id),
+            })
+            .await
+            .map(|_| ())
+        }
+
+        fn telemetry(&self, topics: Vec<String>) -> BoxStream<'static, (String, String)> {
+            let Some(hub) = &self.telemetry else {
+                return futures::stream::empty().boxed();
+            };
+            let subscription = match TopicFilter::new(topics, Vec::<String>::new()).and_then(|f| hub.subscribe(f)) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "telemetry mirror to ros 2 could not subscribe");
+                    return futures::stream::empty().boxed();
+                }
+            };
+            futures::stream::unfold(subscription, |mut s| async move {
+                let msg = s.recv().await?;
+                Some((msg, s))
+            })
+            .filter_map(|msg| {
+                futures::future::ready(match serde_json::to_string(&*msg) {
+                    Ok(json) => Some((msg.topic.clone(), json)),
+                    Err(e) => {
+                        tracing::debug!(topic = %msg.topic, error = %e, "telemetry message not serializable");
+                        None
+                    }
+                })
+            })
+            .boxed()
+        }
+
+        fn publish_telemetry(&self, topic: &str, json: &str) -> Result<(), String> {
+            let hub = self.telemetry.as_ref().ok_or("this node has no telemetry hub")?;
+            let payload: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+            hub.publish(topic, payload).map_err(|e| e.to_string())
         }
 
         fn param_changes(&self) -> BoxStream<'static, ParamChange> {
@@ -338,7 +491,10 @@ mod enabled {
             if out.iter().any(|b| b.kind == a.kind) {
                 return Err(at("bound twice".to_owned()));
             }
-            let action_type = a.action_type.parse::<cairn_ros::ActionType>().map_err(at)?;
+            let action_type = a
+                .action_type
+                .parse::<cairn_ros::ActionType>()
+                .map_err(|e| at(format!("type: {e}")))?;
             if a.server_timeout_ms == 0 {
                 return Err(at("server_timeout_ms must be above 0".to_owned()));
             }
@@ -377,6 +533,30 @@ mod enabled {
         Ok(out)
     }
 
+    /// The `[[ros.telemetry]]` mirrors, checked: a known direction, a
+    /// valid cairn topic, no loop (see `cairn_ros::mirror::check`).
+    pub fn mirrors(settings: &RosSettings) -> Result<Vec<cairn_ros::TelemetryMirror>, String> {
+        let mut out = Vec::new();
+        for t in &settings.telemetry {
+            let at = |what: String| format!("[[ros.telemetry]] topic {:?}: {what}", t.topic);
+            crate::telemetry::validate_topic(&t.topic).map_err(|e| at(format!("topic: {e}")))?;
+            let direction = t
+                .direction
+                .parse::<cairn_ros::Direction>()
+                .map_err(|e| at(format!("direction: {e}")))?;
+            out.push(cairn_ros::TelemetryMirror {
+                topic: t.topic.clone(),
+                ros_topic: t
+                    .ros_topic
+                    .clone()
+                    .unwrap_or_else(|| cairn_ros::TelemetryMirror::default_ros_topic(&t.topic)),
+                direction,
+            });
+        }
+        cairn_ros::mirror::check(&out).map_err(|e| format!("[[ros.telemetry]]: {e}"))?;
+        Ok(out)
+    }
+
     /// The handlers of the task kinds bound to ROS 2 actions, to register
     /// with this node's agent (none if the ROS 2 node does not run).
     pub fn action_handlers(
@@ -386,11 +566,15 @@ mod enabled {
     }
 
     /// Start the ROS 2 node if `[ros] enabled`.
-    pub fn start(settings: &RosSettings, node: Arc<RaftNode<Mission>>) -> Result<Option<cairn_ros::RosBridge>, Error> {
+    pub fn start(
+        settings: &RosSettings,
+        node: Arc<RaftNode<Mission>>,
+        telemetry: Telemetry,
+    ) -> Result<Option<cairn_ros::RosBridge>, Error> {
         if !settings.enabled {
-            if !settings.actions.is_empty() || !settings.lifecycle.is_empty() {
+            if !settings.actions.is_empty() || !settings.lifecycle.is_empty() || !settings.telemetry.is_empty() {
                 return Err(Error::Config {
-                    reason: "[[ros.actions]] and [[ros.lifecycle]] need [ros] enabled = true".into(),
+                    reason: "[[ros.actions]], [[ros.lifecycle]] and [[ros.telemetry]] need [ros] enabled = true".into(),
                 });
             }
             return Ok(None);
@@ -401,8 +585,11 @@ mod enabled {
             node_name: settings.node_name.clone(),
             actions: bindings(settings).map_err(|reason| Error::Config { reason })?,
             lifecycle: lifecycle_bindings(settings).map_err(|reason| Error::Config { reason })?,
+            submit: settings.submit,
+            telemetry: mirrors(settings).map_err(|reason| Error::Config { reason })?,
         };
-        let bridge = cairn_ros::RosBridge::start(&options, Arc::new(RaftParams::new(node)))
+        let cairn = RaftParams::new(node).with_telemetry(telemetry);
+        let bridge = cairn_ros::RosBridge::start(&options, Arc::new(cairn))
             .map_err(|e| Error::Config { reason: e.to_string() })?;
         Ok(Some(bridge))
     }
@@ -448,6 +635,55 @@ mod tests {
         .unwrap();
         assert!(bindings(&twice).unwrap_err().contains("bound twice"));
         assert!(parse("[[actions]]\nkind = \"x\"\ntype = \"t\"\nname = \"a\"\nfoo = 1\n").is_err());
+    }
+
+    #[test]
+    fn telemetry_mirrors_parse_with_default_ros_topics_and_are_checked() {
+        let s = parse(
+            "[[telemetry]]\ntopic = \"rover.pose\"\n\
+             [[telemetry]]\ntopic = \"arm.cmd\"\nros_topic = \"/arm/cmd_json\"\ndirection = \"from_ros\"\n",
+        )
+        .unwrap();
+        assert!(s.submit, "submit_task is served by default");
+        let m = mirrors(&s).unwrap();
+        assert_eq!(
+            (m[0].ros_topic.as_str(), m[0].direction),
+            ("telemetry/rover_pose", cairn_ros::Direction::ToRos)
+        );
+        assert_eq!(
+            (m[1].ros_topic.as_str(), m[1].direction),
+            ("/arm/cmd_json", cairn_ros::Direction::FromRos)
+        );
+        let looped =
+            parse("[[telemetry]]\ntopic = \"a.b\"\n[[telemetry]]\ntopic = \"a.b\"\nros_topic = \"x\"\ndirection = \"from_ros\"\n")
+                .unwrap();
+        assert!(mirrors(&looped).unwrap_err().contains("both ways"));
+        let bad_topic = parse("[[telemetry]]\ntopic = \"\"\n").unwrap();
+        assert!(mirrors(&bad_topic).unwrap_err().contains("topic:"));
+        assert!(s.validate().is_ok());
+        assert!(looped.validate().is_err());
+    }
+
+    #[test]
+    fn a_ros_submit_becomes_a_task_spec_with_cairn_defaults() {
+        let spec = enabled::task_spec(cairn_ros::TaskRequest {
+            kind: "navigate".into(),
+            priority: 3,
+            required_capabilities: vec!["drive".into()],
+            max_attempts: Some(5),
+            goal: Some(2),
+        });
+        assert_eq!(
+            (spec.kind.as_str(), spec.priority, spec.retry.max_attempts),
+            ("navigate", 3, 5)
+        );
+        assert!(spec.required_capabilities.contains("drive"));
+        assert_eq!(spec.goal, Some(cairn_state::GoalId(2)));
+        let default = enabled::task_spec(cairn_ros::TaskRequest {
+            kind: "x".into(),
+            ..Default::default()
+        });
+        assert_eq!(default.retry, cairn_state::TaskSpec::new("x").retry);
     }
 
     #[test]

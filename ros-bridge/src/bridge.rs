@@ -31,10 +31,14 @@ use crate::action::ActionBinding;
 use crate::convert;
 use crate::error::Error;
 use crate::lifecycle::LifecycleBinding;
+use crate::mirror;
+use crate::mirror::Direction;
+use crate::mirror::TelemetryMirror;
 use crate::msgs;
 use crate::node::CairnNode;
 use crate::node::SetParamError;
 use crate::state;
+use crate::submit;
 
 /// Names in one request that are answered; the rest are dropped with a
 /// warning. A ROS 2 request is one DDS sample of at most a few MB, but a
@@ -60,6 +64,11 @@ pub struct RosOptions {
     pub actions: Vec<ActionBinding>,
     /// Task kinds that keep a ROS 2 lifecycle node active on this node.
     pub lifecycle: Vec<LifecycleBinding>,
+    /// Serve `<node>/submit_task` and `<node>/cancel_task` (see
+    /// [`crate::submit`]).
+    pub submit: bool,
+    /// Telemetry topics mirrored to or from ROS 2 (see [`crate::mirror`]).
+    pub telemetry: Vec<TelemetryMirror>,
 }
 
 impl Default for RosOptions {
@@ -70,6 +79,8 @@ impl Default for RosOptions {
             node_name: "cairn".to_owned(),
             actions: Vec::new(),
             lifecycle: Vec::new(),
+            submit: true,
+            telemetry: Vec::new(),
         }
     }
 }
@@ -234,6 +245,70 @@ impl RosBridge {
 
         tasks.push(state_topics(&mut node, &fqn, cairn.clone())?);
 
+        if options.submit {
+            let server = service::<rcl::SetParametersRequest, rcl::SetParametersAtomicallyResponse>(
+                &mut node,
+                &fqn,
+                "submit_task",
+                "SetParametersAtomically",
+                &service_qos,
+            )?;
+            tasks.push(serve(server, cairn.clone(), |cairn, req| async move {
+                let result = match submit::parse_submit(req.parameter) {
+                    Err(reason) => {
+                        tracing::info!(%reason, "task submit from ros 2 refused");
+                        refused(reason)
+                    }
+                    Ok(request) => {
+                        let kind = request.kind.clone();
+                        match cairn.submit_task(request).await {
+                            Ok(task_id) => {
+                                tracing::info!(task = task_id, %kind, "task submitted from ros 2");
+                                raw::SetParametersResult {
+                                    successful: true,
+                                    reason: submit::created(task_id),
+                                }
+                            }
+                            Err(e) => {
+                                tracing::info!(%kind, error = %e, "task submit from ros 2 refused");
+                                refused(e.to_string())
+                            }
+                        }
+                    }
+                };
+                rcl::SetParametersAtomicallyResponse { result }
+            }));
+            let server = service::<rcl::SetParametersRequest, rcl::SetParametersAtomicallyResponse>(
+                &mut node,
+                &fqn,
+                "cancel_task",
+                "SetParametersAtomically",
+                &service_qos,
+            )?;
+            tasks.push(serve(server, cairn.clone(), |cairn, req| async move {
+                let result = match submit::parse_cancel(req.parameter) {
+                    Err(reason) => refused(reason),
+                    Ok(task_id) => match cairn.cancel_task(task_id).await {
+                        Ok(()) => {
+                            tracing::info!(task = task_id, "task cancel from ros 2");
+                            ok()
+                        }
+                        Err(e) => {
+                            tracing::info!(task = task_id, error = %e, "task cancel from ros 2 refused");
+                            refused(e.to_string())
+                        }
+                    },
+                };
+                rcl::SetParametersAtomicallyResponse { result }
+            }));
+        }
+
+        mirror::check(&options.telemetry).map_err(|reason| Error::Create {
+            what: "telemetry mirror",
+            reason,
+        })?;
+        tasks.extend(mirrors(&mut node, &options.telemetry, cairn.clone())?);
+
         let mut action_handlers = Vec::new();
         let mut give_node = Vec::new();
         for binding in &options.actions {
@@ -377,6 +452,89 @@ fn state_topics<C: CairnNode>(node: &mut Node, fqn: &str, cairn: Arc<C>) -> Resu
             .await;
         }
     }))
+}
+
+/// Mirrored topics are best effort, as cairn telemetry is: volatile,
+/// the latest [`mirror::MIRROR_DEPTH`] kept.
+fn mirror_qos() -> QosProfile {
+    QosProfile::publisher_default()
+        .durability(Durability::Volatile)
+        .history(History::KeepLast {
+            depth: mirror::MIRROR_DEPTH,
+        })
+}
+
+fn mirror_topic(node: &mut Node, ros_topic: &str) -> Result<ros2_client::dds::rustdds::Topic, Error> {
+    let name = Name::parse(ros_topic).map_err(|e| Error::InvalidName {
+        name: ros_topic.to_owned(),
+        reason: format!("{e:?}"),
+    })?;
+    node.create_topic(&name, MessageTypeName::new("std_msgs", "String"), &mirror_qos())
+        .map_err(|e| create("telemetry mirror topic", e))
+}
+
+/// The telemetry mirrors (see [`crate::mirror`]): one task for every
+/// cairn → ROS 2 mirror together, one per ROS 2 → cairn mirror.
+fn mirrors<C: CairnNode>(
+    node: &mut Node,
+    mirrors: &[TelemetryMirror],
+    cairn: Arc<C>,
+) -> Result<Vec<JoinHandle<()>>, Error> {
+    let mut tasks = Vec::new();
+    let mut to_ros = Vec::new();
+    for m in mirrors {
+        let topic = mirror_topic(node, &m.ros_topic)?;
+        match m.direction {
+            Direction::ToRos => {
+                let publisher = node
+                    .create_publisher::<msgs::StdString>(&topic, Some(mirror_qos()))
+                    .map_err(|e| create("telemetry mirror publisher", e))?;
+                to_ros.push((m.topic.clone(), publisher));
+            }
+            Direction::FromRos => {
+                let subscription = node
+                    .create_subscription::<msgs::StdString>(&topic, Some(mirror_qos()))
+                    .map_err(|e| create("telemetry mirror subscription", e))?;
+                let (cairn, cairn_topic, ros_topic) = (cairn.clone(), m.topic.clone(), m.ros_topic.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut refusals: u64 = 0;
+                    loop {
+                        match subscription.async_take().await {
+                            Ok((msg, _)) => {
+                                if let Err(reason) = cairn.publish_telemetry(&cairn_topic, &msg.data) {
+                                    // The first refusal at warn, the rest at
+                                    // debug: a 10 Hz publisher of bad JSON
+                                    // must not fill the log.
+                                    refusals += 1;
+                                    if refusals == 1 {
+                                        tracing::warn!(topic = %cairn_topic, ros_topic = %ros_topic, %reason, "ros 2 message not published as cairn telemetry (further refusals at debug)");
+                                    } else {
+                                        tracing::debug!(topic = %cairn_topic, %reason, refusals, "ros 2 message not published as cairn telemetry");
+                                    }
+                                }
+                            }
+                            Err(e) => tracing::warn!(ros_topic = %ros_topic, error = ?e, "unreadable ros 2 message on a mirrored topic"),
+                        }
+                    }
+                }));
+            }
+        }
+        tracing::info!(topic = %m.topic, ros_topic = %m.ros_topic, direction = %m.direction, "telemetry mirrored");
+    }
+    if !to_ros.is_empty() {
+        let mut stream = cairn.telemetry(to_ros.iter().map(|(t, _)| t.clone()).collect());
+        tasks.push(tokio::spawn(async move {
+            while let Some((topic, json)) = stream.next().await {
+                let Some((_, publisher)) = to_ros.iter().find(|(t, _)| *t == topic) else {
+                    continue;
+                };
+                if let Err(e) = publisher.async_publish(msgs::StdString { data: json }).await {
+                    tracing::debug!(%topic, error = ?e, "could not publish mirrored telemetry");
+                }
+            }
+        }));
+    }
+    Ok(tasks)
 }
 
 fn create(what: &'static str, e: impl std::fmt::Debug) -> Error {

@@ -21,6 +21,10 @@
 //!   it when the task is cancelled or the permit is lost.
 //! - [`state`]: the state topics (mode, speed limit, plan, cluster, task
 //!   board), latched for late subscribers.
+//! - [`submit`]: submitting from ROS 2: `<node>/submit_task` and
+//!   `<node>/cancel_task`, replicated writes from any node (why services
+//!   of a standard type: see there).
+//! - [`mirror`]: cairn telemetry topics mirrored to or from ROS 2 topics.
 //! - [`msgs`]: the Rust types of the supported actions
 //!   (`test_msgs/action/Fibonacci`, `nav2_msgs/action/NavigateToPose`).
 //! - [`error`]: the crate's [`Error`].
@@ -47,9 +51,11 @@ pub mod bridge;
 pub mod convert;
 pub mod error;
 pub mod lifecycle;
+pub mod mirror;
 pub mod msgs;
 pub mod node;
 pub mod state;
+pub mod submit;
 
 pub use action::ActionBinding;
 pub use action::ActionType;
@@ -57,8 +63,11 @@ pub use bridge::RosBridge;
 pub use bridge::RosOptions;
 pub use error::Error;
 pub use lifecycle::LifecycleBinding;
+pub use mirror::Direction;
+pub use mirror::TelemetryMirror;
 pub use node::CairnNode;
 pub use node::SetParamError;
+pub use node::TaskRequest;
 pub use state::ClusterState;
 pub use state::PlanPoses;
 pub use state::RoverState;
