@@ -380,6 +380,15 @@ impl State {
 
     /// Drop every unsynced change; returns (files deleted, files rolled
     /// back, bytes dropped).
+    /// What an open answers: `direct_io`, unless in page-cache mode.
+    fn open_flags(&self) -> u32 {
+        if self.page_cache {
+            0
+        } else {
+            fuser::consts::FOPEN_DIRECT_IO
+        }
+    }
+
     fn cut(&mut self) -> (u64, u64, u64) {
         let (mut deleted, mut rolled, mut bytes) = (0, 0, 0);
         let dirty = std::mem::take(&mut self.dirty);
@@ -938,12 +947,7 @@ impl Filesystem for FaultFs {
         let fh = st.next_fh;
         st.next_fh += 1;
         st.handles.insert(fh, (ino, Arc::new(f)));
-        let flags = if st.page_cache {
-            0
-        } else {
-            fuser::consts::FOPEN_DIRECT_IO
-        };
-        reply.opened(fh, flags);
+        reply.opened(fh, st.open_flags());
     }
 
     fn create(
@@ -1002,12 +1006,7 @@ impl Filesystem for FaultFs {
         let fh = st.next_fh;
         st.next_fh += 1;
         st.handles.insert(fh, (ino, Arc::new(f)));
-        let flags = if st.page_cache {
-            0
-        } else {
-            fuser::consts::FOPEN_DIRECT_IO
-        };
-        reply.created(&TTL, &attr(ino, &m), 0, fh, flags);
+        reply.created(&TTL, &attr(ino, &m), 0, fh, st.open_flags());
     }
 
     fn read(
@@ -1585,6 +1584,11 @@ mod tests {
             stats.cuts == 1 && stats.fsyncs >= 7 && stats.fsyncs_failed >= 1,
             "{stats:?}"
         );
+        // Page-cache mode (the benchmark's): a cut is refused, nothing dropped.
+        core.set_page_cache();
+        let refused = ask("cut").expect_err("a cut was taken in page-cache mode");
+        assert!(refused.contains("page-cache"), "{refused}");
+        assert_eq!(core.stats().cuts, 1, "the refused cut counted");
         drop(f2);
         drop(m);
     }

@@ -504,6 +504,32 @@ struct Active {
     eio: Option<(u64, u64)>,
 }
 
+/// How a node took a disk fault, as seen when the fault heals.
+enum Took {
+    /// Its process exited (fail-stop).
+    Exited,
+    /// It answers its status: `role …, applied …`.
+    Answering(String),
+    /// It runs but its status fails (its Raft core stopped).
+    CoreStopped,
+}
+
+impl Took {
+    async fn of(cluster: &mut Cluster, id: u64) -> Self {
+        if cluster.exited(id) {
+            return Took::Exited;
+        }
+        match cluster.status(id).await {
+            Some(s) => Took::Answering(format!(
+                "role {}, applied {}",
+                s["role"].as_str().unwrap_or("?"),
+                s["applied_index"]
+            )),
+            None => Took::CoreStopped,
+        }
+    }
+}
+
 /// Carries out a schedule against a cluster.
 pub struct Nemesis {
     rng: StdRng,
@@ -628,13 +654,16 @@ impl Nemesis {
             .collect()
     }
 
+    /// A node that is up, drawn from the target RNG (`None`: none is).
+    fn random_up(&mut self, cluster: &Cluster) -> Option<u64> {
+        let up = Self::up(cluster);
+        (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+    }
+
     async fn leader_or_random(&mut self, cluster: &Cluster) -> Option<u64> {
         match cluster.leader().await {
             Some(l) => Some(l),
-            None => {
-                let up = Self::up(cluster);
-                (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
-            }
+            None => self.random_up(cluster),
         }
     }
 
@@ -701,8 +730,7 @@ impl Nemesis {
                 let target = if fault == Fault::KillLeader {
                     self.leader_or_random(cluster).await
                 } else {
-                    let up = Self::up(cluster);
-                    (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+                    self.random_up(cluster)
                 };
                 if let Some(t) = target {
                     cluster.kill(t);
@@ -720,8 +748,7 @@ impl Nemesis {
                 let target = if fault == Fault::PauseLeader {
                     self.leader_or_random(cluster).await
                 } else {
-                    let up = Self::up(cluster);
-                    (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+                    self.random_up(cluster)
                 };
                 if let Some(t) = target {
                     cluster.pause(t)?;
@@ -790,13 +817,7 @@ impl Nemesis {
                 );
             }
             Fault::PowerLeader { restart_ms } | Fault::PowerRandom { restart_ms } | Fault::PowerAll { restart_ms } => {
-                if !cluster.has_faultfs() {
-                    let why = format!(
-                        "power cut not injected: no fault filesystem ({})",
-                        cluster.faultfs_note().unwrap_or("not asked for")
-                    );
-                    self.rec.event("error", why.clone());
-                    self.not_injected.push(why);
+                if !self.need_faultfs(cluster, "power cut") {
                     return Ok(());
                 }
                 let (targets, what) = match fault {
@@ -805,14 +826,10 @@ impl Nemesis {
                         Some(l) => (vec![l], format!("leader {l}")),
                         None => return Ok(()),
                     },
-                    _ => {
-                        let up = Self::up(cluster);
-                        if up.is_empty() {
-                            return Ok(());
-                        }
-                        let t = up[self.rng.random_range(0..up.len())];
-                        (vec![t], format!("node {t}"))
-                    }
+                    _ => match self.random_up(cluster) {
+                        Some(t) => (vec![t], format!("node {t}")),
+                        None => return Ok(()),
+                    },
                 };
                 let applied: Vec<String> = {
                     let mut v = Vec::new();
@@ -859,8 +876,7 @@ impl Nemesis {
                 let target = if matches!(fault, Fault::FillDiskLeader | Fault::FillDiskRestart) {
                     self.leader_or_random(cluster).await
                 } else {
-                    let up = Self::up(cluster);
-                    (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+                    self.random_up(cluster)
                 };
                 let Some(target) = target else { return Ok(()) };
                 let log_at = cluster.log_len(target);
@@ -1085,8 +1101,7 @@ impl Nemesis {
         let target = if leader {
             self.leader_or_random(cluster).await
         } else {
-            let up = Self::up(cluster);
-            (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+            self.random_up(cluster)
         };
         let Some(t) = target else { return };
         if let Err(e) = cluster.faultfs_request(t, "eio 1000").await {
@@ -1109,23 +1124,16 @@ impl Nemesis {
     /// stopped, or carried on), then power-cut it, mend its disk and
     /// restart it: whatever its failed fsyncs did not make durable is gone.
     async fn heal_eio(&mut self, cluster: &mut Cluster, id: u64, log_at: u64) -> Result<(), Error> {
-        let crashed = cluster.exited(id);
-        let status = if crashed { None } else { cluster.status(id).await };
+        let took = Took::of(cluster, id).await;
         let log = cluster.log_since(id, log_at);
         let eio_lines = log
             .lines()
             .filter(|l| l.contains("fsync failed") || l.contains("os error 5") || l.contains("Input/output error"))
             .count();
-        let how = if crashed {
-            "had exited (fail-stop)".to_string()
-        } else if let Some(s) = status {
-            format!(
-                "kept answering (role {}, applied {})",
-                s["role"].as_str().unwrap_or("?"),
-                s["applied_index"]
-            )
-        } else {
-            "was up but its status failed (Raft core stopped)".to_string()
+        let how = match took {
+            Took::Exited => "had exited (fail-stop)".to_string(),
+            Took::Answering(state) => format!("kept answering ({state})"),
+            Took::CoreStopped => "was up but its status failed (Raft core stopped)".to_string(),
         };
         let cut = match cluster.power_cut(&[id]).await {
             Ok(answers) => answers
@@ -1158,23 +1166,17 @@ impl Nemesis {
     /// carried on; and what its log said about `ENOSPC` meanwhile.
     async fn heal_disk(&mut self, cluster: &mut Cluster, id: u64, log_at: u64) {
         let was_down = cluster.state(id) == ProcState::Down;
-        let crashed = cluster.exited(id);
-        let status = if crashed { None } else { cluster.status(id).await };
+        let took = Took::of(cluster, id).await;
         cluster.free_disk(id);
         let enospc = enospc_lines(&cluster.log_since(id, log_at));
-        let what = if was_down {
-            "was down (it did not start on the full disk); restarting it".to_string()
-        } else if crashed {
-            "had exited (fail-stop); restarting it".to_string()
-        } else if let Some(s) = status {
-            format!(
-                "kept running (role {}, applied {})",
-                s["role"].as_str().unwrap_or("?"),
-                s["applied_index"]
-            )
-        } else {
-            cluster.kill(id);
-            "was up but its status failed (Raft core stopped); restarting it".to_string()
+        let what = match took {
+            _ if was_down => "was down (it did not start on the full disk); restarting it".to_string(),
+            Took::Exited => "had exited (fail-stop); restarting it".to_string(),
+            Took::Answering(state) => format!("kept running ({state})"),
+            Took::CoreStopped => {
+                cluster.kill(id);
+                "was up but its status failed (Raft core stopped); restarting it".to_string()
+            }
         };
         let enospc = match enospc {
             (0, _) => "; no ENOSPC in its log while full".to_string(),
