@@ -205,6 +205,9 @@ pub struct ClusterSpec {
     pub disk_mib: Option<u64>,
     /// How peer traffic is carried and cut.
     pub net: NetMode,
+    /// `[snapshots]` of every node: a snapshot every this many entries,
+    /// and this many kept behind it (`None`: the daemon's defaults).
+    pub snapshots: Option<(u64, u64)>,
     /// Put each node's data dir on a fault filesystem of its own (the
     /// `power` nemesis; root, /dev/fuse and fusermount3, else skipped with
     /// the reason in [`Cluster::faultfs_note`]).
@@ -519,17 +522,27 @@ impl Cluster {
                 for (to, addr) in &overrides {
                     toml.push_str(&format!("\"{to}\" = \"{addr}\"\n"));
                 }
+                if let Some((every, kept)) = self.spec.snapshots {
+                    toml.push_str(&format!(
+                        "\n[snapshots]\nsnapshot_every_entries = {every}\nlogs_kept_after_snapshot = {kept}\n"
+                    ));
+                }
                 toml
             }
-            Launcher::Embedded(_) => json!({
-                "id": id,
-                "raft_addr": p.raft_addr,
-                "api_addr": p.api_addr,
-                "data_dir": p.data_dir,
-                "timings": {"write_timeout_ms": self.spec.write_timeout_ms},
-                "peer_dial_overrides": overrides,
-            })
-            .to_string(),
+            Launcher::Embedded(_) => {
+                let mut config = json!({
+                    "id": id,
+                    "raft_addr": p.raft_addr,
+                    "api_addr": p.api_addr,
+                    "data_dir": p.data_dir,
+                    "timings": {"write_timeout_ms": self.spec.write_timeout_ms},
+                    "peer_dial_overrides": overrides,
+                });
+                if let Some((every, kept)) = self.spec.snapshots {
+                    config["snapshots"] = json!({"snapshot_every_entries": every, "logs_kept_after_snapshot": kept});
+                }
+                config.to_string()
+            }
         };
         std::fs::write(&p.config, text).map_err(Error::io(format!("write {}", p.config.display())))
     }
@@ -608,9 +621,17 @@ impl Cluster {
 
     /// Node `id`'s log from byte `offset` on (lossy UTF-8).
     pub fn log_since(&self, id: u64, offset: u64) -> String {
-        let bytes = std::fs::read(&self.nodes[&id].log).unwrap_or_default();
-        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-        String::from_utf8_lossy(&bytes[from..]).into_owned()
+        use std::io::Read as _;
+        use std::io::Seek as _;
+        // Read from the offset on only: the aimed power cuts poll this
+        // every few ms.
+        let mut bytes = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.nodes[&id].log) {
+            if f.seek(std::io::SeekFrom::Start(offset)).is_ok() {
+                let _ = f.read_to_end(&mut bytes);
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Where node `id`'s test action handler journals its actuations (see

@@ -4,7 +4,7 @@
 //! ```text
 //! cairn-jepsen run --seed 7 --nodes 3 --duration 20s --nemesis kill,partition,pause
 //! cairn-jepsen run --seed 100 --runs 20 --nemesis all        # seeds 100..119
-//! cairn-jepsen profile short | long | regressions | power | power-ci | disk | freeze
+//! cairn-jepsen profile short | long | regressions | power | power-ci | disk | aimed | freeze
 //! cairn-jepsen check target/jepsen/seed7-n3-…/
 //! cairn-jepsen node --config n1.json     # what each node process runs
 //! cairn-jepsen sim --seeds 20            # simulation tier: regressions, then 20 fresh seeds
@@ -135,10 +135,12 @@ enum Cmd {
     /// default 100), power (`--runs` leader power-cut runs of 10 s),
     /// power-ci (CI's disk runs: power cuts, slow disks, failing fsyncs),
     /// disk (`--runs` runs of 12 s mixing power cuts, slow disks and
-    /// failing fsyncs), freeze (`--runs` log-hygiene runs of 25 s: a
-    /// follower frozen through large and refused writes).
+    /// failing fsyncs), aimed (`--runs` runs of 14 s of power cuts aimed
+    /// at snapshots, membership changes and log truncations), freeze
+    /// (`--runs` log-hygiene runs of 25 s: a follower frozen through large
+    /// and refused writes).
     Profile {
-        /// regressions | short | long | power | power-ci | disk | freeze
+        /// regressions | short | long | power | power-ci | disk | aimed | freeze
         name: String,
         /// Runs of the long profile.
         #[arg(long, default_value_t = 100)]
@@ -425,10 +427,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<bool> {
                 "power" => profile::power(runs, first_seed, 10),
                 "power-ci" => profile::power_ci(),
                 "disk" => profile::disk(runs, first_seed, 12),
+                "aimed" => profile::aimed(runs, first_seed, 14),
                 "freeze" => profile::freeze(runs, first_seed),
                 other => {
                     anyhow::bail!(
-                        "unknown profile {other:?}; use regressions, short, long, power, power-ci, disk or freeze"
+                        "unknown profile {other:?}; use regressions, short, long, power, power-ci, disk, aimed or freeze"
                     )
                 }
             };

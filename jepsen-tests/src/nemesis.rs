@@ -27,6 +27,10 @@ use crate::error::Error;
 use crate::history::Recorder;
 use crate::proxy::LinkFaults;
 
+mod aimed;
+pub use aimed::AIMED_LOGS_KEPT;
+pub use aimed::AIMED_SNAPSHOT_EVERY;
+
 /// A family of faults a run may enable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,11 +95,20 @@ pub enum NemesisKind {
     /// "fsyncgate" lesson: only what reached the disk counts), its disk
     /// mended and the node restarted. Root and FUSE. Not in `all`.
     DiskEio,
+    /// Power cuts aimed at the moments a crash is most likely to expose a
+    /// missing fsync or a wrong order of writes (issue 20): while a node
+    /// saves a snapshot (behind which its log is then purged), while the
+    /// leader changes membership, and while a deposed leader truncates its
+    /// uncommitted suffix. The target's fsyncs are slowed to widen each
+    /// window, and snapshots are taken every
+    /// [`AIMED_SNAPSHOT_EVERY`] entries. Root and FUSE. Not in `all`.
+    PowerAimed,
 }
 
 impl NemesisKind {
     /// Every kind, as the command line knows them.
-    pub const KNOWN: [NemesisKind; 16] = [
+    pub const KNOWN: [NemesisKind; 17] = [
+        NemesisKind::PowerAimed,
         NemesisKind::SlowDisk,
         NemesisKind::DiskEio,
         NemesisKind::Freeze,
@@ -144,6 +157,7 @@ impl NemesisKind {
             NemesisKind::Ghost => "ghost",
             NemesisKind::SlowDisk => "slow-disk",
             NemesisKind::DiskEio => "disk-eio",
+            NemesisKind::PowerAimed => "power-aimed",
         }
     }
 
@@ -156,7 +170,7 @@ impl NemesisKind {
     pub fn is_power(self) -> bool {
         matches!(
             self,
-            NemesisKind::Power | NemesisKind::PowerLeader | NemesisKind::PowerAll
+            NemesisKind::Power | NemesisKind::PowerLeader | NemesisKind::PowerAll | NemesisKind::PowerAimed
         )
     }
 }
@@ -288,6 +302,20 @@ pub enum Fault {
         /// The leader's disk (else a random node's).
         leader: bool,
     },
+    /// Power cut of a node (or of every node) while it saves a snapshot.
+    PowerInSnapshot {
+        /// Every node at that moment, not only the one saving.
+        all: bool,
+    },
+    /// Power cut of the leader (or of every node) just after it was asked
+    /// to remove a voter; the voter is added back when healing.
+    PowerInMembership {
+        /// Every node, not only the leader.
+        all: bool,
+    },
+    /// Power cut of a deposed leader while it truncates the suffix it
+    /// appended alone.
+    PowerInTruncation,
 }
 
 /// Whose disks a disk fault slows.
@@ -335,6 +363,9 @@ impl Fault {
             Fault::GhostMember => "ghost",
             Fault::SlowDisk { .. } => "slow-disk",
             Fault::DiskEio { .. } => "disk-eio",
+            Fault::PowerInSnapshot { .. } => "power-in-snapshot",
+            Fault::PowerInMembership { .. } => "power-in-membership",
+            Fault::PowerInTruncation => "power-in-truncation",
         }
     }
 }
@@ -440,6 +471,15 @@ fn pick(kind: NemesisKind, nodes: u64, rng: &mut StdRng) -> Fault {
         NemesisKind::DiskEio => Fault::DiskEio {
             leader: rng.random_bool(0.6),
         },
+        NemesisKind::PowerAimed => match rng.random_range(0..10) {
+            0..=3 => Fault::PowerInSnapshot {
+                all: rng.random_bool(0.3),
+            },
+            4..=6 => Fault::PowerInMembership {
+                all: rng.random_bool(0.3),
+            },
+            _ => Fault::PowerInTruncation,
+        },
         NemesisKind::Disk => match rng.random_range(0..3) {
             0 => Fault::FillDiskLeader,
             1 => Fault::FillDiskRandom,
@@ -544,6 +584,11 @@ pub struct Nemesis {
     ghosts: usize,
     /// Slow-follower faults during which the leader changed.
     slow_follower_leader_changes: usize,
+    /// Why the current aimed power cut missed its moment (it still cut):
+    /// the step counts as not injected for its family.
+    missed: Option<String>,
+    /// Per aimed family: cuts made, and cuts that hit their moment.
+    aimed: std::collections::BTreeMap<&'static str, (usize, usize)>,
 }
 
 impl Nemesis {
@@ -559,6 +604,8 @@ impl Nemesis {
             membership_lies: Vec::new(),
             ghosts: 0,
             slow_follower_leader_changes: 0,
+            missed: None,
+            aimed: std::collections::BTreeMap::new(),
         }
     }
 
@@ -600,6 +647,12 @@ impl Nemesis {
         self.slow_follower_leader_changes
     }
 
+    /// Aimed power cuts (the `power-aimed` nemesis), per moment: cuts
+    /// made, and cuts that hit their moment.
+    pub fn aimed(&self) -> &std::collections::BTreeMap<&'static str, (usize, usize)> {
+        &self.aimed
+    }
+
     /// Power cuts carried out (nodes cut, counted per node).
     pub fn power_cuts(&self) -> usize {
         self.power_cuts
@@ -615,12 +668,15 @@ impl Nemesis {
             tokio::time::sleep_until(at).await;
             let starts = self.rec.events_in_phase("start");
             let failed = self.not_injected.len();
-            let why = match self.start(cluster, step.fault).await {
+            let started = self.start(cluster, step.fault).await;
+            let missed = self.missed.take();
+            let why = match started {
                 Err(e) => {
                     self.rec.event("error", format!("{:?}: {e}", step.fault));
                     Some(e.to_string())
                 }
                 Ok(()) if self.not_injected.len() > failed => self.not_injected.last().cloned(),
+                Ok(()) if missed.is_some() => missed,
                 // A step that found no target records no start.
                 Ok(()) if self.rec.events_in_phase("start") == starts => Some("no target".to_string()),
                 Ok(()) => None,
@@ -831,39 +887,7 @@ impl Nemesis {
                         None => return Ok(()),
                     },
                 };
-                let applied: Vec<String> = {
-                    let mut v = Vec::new();
-                    for t in &targets {
-                        let a = cluster.status(*t).await.and_then(|s| s["applied_index"].as_u64());
-                        v.push(format!("n{t}@{}", a.map_or("?".into(), |a| a.to_string())));
-                    }
-                    v
-                };
-                match cluster.power_cut(&targets).await {
-                    Ok(answers) => {
-                        self.power_cuts += targets.len();
-                        let dropped: Vec<String> = answers
-                            .iter()
-                            .map(|(id, a)| format!("n{id}: {}", a.trim_start_matches("ok cut: ")))
-                            .collect();
-                        self.rec.event(
-                            "start",
-                            format!(
-                                "power cut {what} (applied {}; kill -9, unsynced data dropped: {}); restart after {restart_ms} ms",
-                                applied.join(" "),
-                                dropped.join("; ")
-                            ),
-                        );
-                    }
-                    Err(e) => {
-                        let why = format!("power cut of {what} not injected: {e}");
-                        self.rec.event("error", why.clone());
-                        self.not_injected.push(why);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(restart_ms)).await;
-                cluster.restart_all(&targets).await?;
-                self.rec.event("info", format!("power back: {what} restarted"));
+                self.cut_and_restart(cluster, &targets, &what, restart_ms, "").await?;
             }
             Fault::FillDiskLeader | Fault::FillDiskRandom | Fault::FillDiskRestart => {
                 if !cluster.has_small_disk() {
@@ -912,6 +936,9 @@ impl Nemesis {
             Fault::GhostMember => self.ghost(cluster).await,
             Fault::SlowDisk { whose, stall_ms } => self.slow_disk(cluster, whose, stall_ms).await,
             Fault::DiskEio { leader } => self.disk_eio(cluster, leader).await,
+            Fault::PowerInSnapshot { all } => self.power_in_snapshot(cluster, all).await?,
+            Fault::PowerInMembership { all } => self.power_in_membership(cluster, all).await?,
+            Fault::PowerInTruncation => self.power_in_truncation(cluster).await?,
             Fault::RemoveVoter | Fault::ReplaceWiped => {
                 let Some(via) = self.leader_or_random(cluster).await else {
                     return Ok(());
@@ -981,6 +1008,53 @@ impl Nemesis {
         }
         self.rec.event("heal", "all links pass, all nodes running");
         Ok(())
+    }
+
+    /// Power-cut `targets` (`kill -9`, unsynced data dropped), record it
+    /// as the step's start (with `why`, where the cut was aimed), and
+    /// restart them after `restart_ms`. `false` if the cut was not
+    /// injected (recorded; the run is then inconclusive).
+    async fn cut_and_restart(
+        &mut self,
+        cluster: &mut Cluster,
+        targets: &[u64],
+        what: &str,
+        restart_ms: u64,
+        why: &str,
+    ) -> Result<bool, Error> {
+        let mut applied = Vec::new();
+        for t in targets {
+            let a = cluster.status(*t).await.and_then(|s| s["applied_index"].as_u64());
+            applied.push(format!("n{t}@{}", a.map_or("?".into(), |a| a.to_string())));
+        }
+        let injected = match cluster.power_cut(targets).await {
+            Ok(answers) => {
+                self.power_cuts += targets.len();
+                let dropped: Vec<String> = answers
+                    .iter()
+                    .map(|(id, a)| format!("n{id}: {}", a.trim_start_matches("ok cut: ")))
+                    .collect();
+                self.rec.event(
+                    "start",
+                    format!(
+                        "power cut {what}{why} (applied {}; kill -9, unsynced data dropped: {}); restart after {restart_ms} ms",
+                        applied.join(" "),
+                        dropped.join("; ")
+                    ),
+                );
+                true
+            }
+            Err(e) => {
+                let why = format!("power cut of {what} not injected: {e}");
+                self.rec.event("error", why.clone());
+                self.not_injected.push(why);
+                false
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(restart_ms)).await;
+        cluster.restart_all(targets).await?;
+        self.rec.event("info", format!("power back: {what} restarted"));
+        Ok(injected)
     }
 
     /// A disk fault needs the fault filesystems; without them the fault is

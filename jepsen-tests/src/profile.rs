@@ -150,7 +150,33 @@ pub fn power_ci() -> Vec<RunSpec> {
             nemeses: vec![NemesisKind::DiskEio],
             note: "failing fsyncs, then a power cut and a mended disk".into(),
         },
+        RunSpec {
+            // Seed 262's four aims: a snapshot (every node cut), a
+            // membership change (every node cut), a snapshot (that node
+            // cut), a truncation (checked by a test below).
+            seed: 262,
+            nodes: 3,
+            duration: Duration::from_secs(14),
+            nemeses: vec![NemesisKind::PowerAimed],
+            note: "power cuts aimed at a snapshot save, a membership change, a log truncation".into(),
+        },
     ]
+}
+
+/// `runs` runs of `secs` s (3 nodes, seeds from `first_seed`) of power
+/// cuts aimed at the moments a crash is likeliest to expose a missing
+/// fsync: a snapshot being saved (its log purged behind it next), a
+/// membership change, a deposed leader truncating its log (issue 20).
+pub fn aimed(runs: usize, first_seed: u64, secs: u64) -> Vec<RunSpec> {
+    (0..runs as u64)
+        .map(|i| RunSpec {
+            seed: first_seed + i,
+            nodes: 3,
+            duration: Duration::from_secs(secs),
+            nemeses: vec![NemesisKind::PowerAimed],
+            note: "aimed profile: power cuts in snapshots, membership changes, truncations".into(),
+        })
+        .collect()
 }
 
 /// `runs` runs of `secs` s (3 nodes, seeds from `first_seed`) mixing the
@@ -333,9 +359,32 @@ mod tests {
     #[test]
     fn ci_and_the_long_profile_cover_every_disk_family() {
         let ci = power_ci();
-        for k in [NemesisKind::PowerAll, NemesisKind::SlowDisk, NemesisKind::DiskEio] {
+        for k in [
+            NemesisKind::PowerAll,
+            NemesisKind::SlowDisk,
+            NemesisKind::DiskEio,
+            NemesisKind::PowerAimed,
+        ] {
             assert!(ci.iter().any(|r| r.nemeses.contains(&k)), "{k} is never run in CI");
         }
+        // The aimed run aims at each of its three moments.
+        let aimed = ci.iter().find(|r| r.nemeses == [NemesisKind::PowerAimed]).unwrap();
+        let families: std::collections::BTreeSet<&str> = crate::nemesis::schedule(
+            aimed.seed,
+            aimed.nodes,
+            &aimed.nemeses,
+            Duration::from_secs(2),
+            aimed.duration,
+        )
+        .iter()
+        .map(|s| s.fault.family())
+        .collect();
+        assert_eq!(
+            families.into_iter().collect::<Vec<_>>(),
+            ["power-in-membership", "power-in-snapshot", "power-in-truncation"],
+            "seed {}",
+            aimed.seed
+        );
         // The slow-disk run slows a follower's disk, the leader's and every
         // disk, each from a stall; the failing-disk run fails the leader's.
         let slow = ci.iter().find(|r| r.nemeses == [NemesisKind::SlowDisk]).unwrap();

@@ -709,6 +709,11 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         disk_mib: (cfg.nemeses.contains(&NemesisKind::Disk) && crate::cluster::small_disks_possible())
             .then_some(DISK_MIB),
         net: cfg.net,
+        // Aimed power cuts need snapshots (and purges) within seconds.
+        snapshots: cfg
+            .nemeses
+            .contains(&NemesisKind::PowerAimed)
+            .then_some((crate::nemesis::AIMED_SNAPSHOT_EVERY, crate::nemesis::AIMED_LOGS_KEPT)),
         faultfs: cfg
             .nemeses
             .iter()
@@ -804,15 +809,22 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
         }
     }
     let (disk_stop_tx, disk_stop_rx) = watch::channel(false);
-    // The slow-disk nemesis chooses the slow disks itself: a disk that
-    // follows the leader would undo its choice when leadership moves.
-    let follow_leader = !cfg.nemeses.contains(&NemesisKind::SlowDisk);
+    // The slow-disk and aimed power nemeses choose the slow disks
+    // themselves: a disk that follows the leader would undo their choice
+    // when leadership moves.
+    let choosers: Vec<&str> = [NemesisKind::SlowDisk, NemesisKind::PowerAimed]
+        .into_iter()
+        .filter(|k| cfg.nemeses.contains(k))
+        .map(NemesisKind::name)
+        .collect();
+    let follow_leader = choosers.is_empty();
     if cluster.has_faultfs() && !follow_leader {
         rec.event(
             "info",
             format!(
-                "disk: every disk at {} but while the slow-disk nemesis slows it",
-                cfg.disks.base
+                "disk: every disk at {} but while the {} nemesis slows it",
+                cfg.disks.base,
+                choosers.join(" or ")
             ),
         );
     }
@@ -944,18 +956,26 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, Error> {
             .filter(|a| a.kind == crate::checker::AnomalyKind::VoteWentBack)
             .count()
     );
-    let disks_summary = if cfg.nemeses.contains(&NemesisKind::SlowDisk) {
+    let mut disks = Vec::new();
+    if cfg.nemeses.contains(&NemesisKind::SlowDisk) {
         let slow_followers = events
             .iter()
             .filter(|e| e.phase == "start" && e.what.starts_with("slow disk on a follower"))
             .count();
-        format!(
+        disks.push(format!(
             "{slow_followers} slow-follower faults, leadership moved under {}",
             nemesis.slow_follower_leader_changes()
-        )
-    } else {
-        String::new()
-    };
+        ));
+    }
+    if cfg.nemeses.contains(&NemesisKind::PowerAimed) {
+        let aimed: Vec<String> = nemesis
+            .aimed()
+            .iter()
+            .map(|(family, (cuts, hits))| format!("{family} {hits}/{cuts}"))
+            .collect();
+        disks.push(format!("aimed cuts that hit their moment: {}", aimed.join(", ")));
+    }
+    let disks_summary = disks.join("; ");
     checks
         .anomalies
         .extend(nemesis.membership_lies().iter().map(|lie| crate::checker::Anomaly {

@@ -497,7 +497,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map(|id| id.index + 1).unwrap_or(0);
-        tracing::debug!(from, "truncate log");
+        // Info: a truncation happens only when a deposed leader's
+        // uncommitted suffix is overwritten, which is rare, and the chaos
+        // suite aims power cuts at it (docs/CHAOS.md, "Aimed power cuts").
+        tracing::info!(from, "truncate log");
         self.tail().truncate_from(from);
         self.in_flight.truncate_from(from);
         if let Some(q) = &self.sim_disk {

@@ -7,10 +7,20 @@
 //! names an openraft type.
 //!
 //! # Layout
-//! - [`log_store`]: RocksDB log + raft metadata, group-committed fsyncs.
+//! - [`node`]: a running node (`RaftNode`): start-up, writes with leader
+//!   forwarding, reads, membership, status; one file per concern under
+//!   `node/`.
+//! - [`protocol`]: the messages of the node-to-node transport, its
+//!   handshake and version, and the application channels (`AppChannel`).
+//! - [`log_store`]: RocksDB log + raft metadata, group-committed fsyncs
+//!   (`log_store/`: row encoding, the in-memory tail, the simulated disk).
 //! - [`sm_store`]: the state-machine adapter: client sessions, apply, snapshots.
 //! - [`network`]: the client side of the node-to-node transport.
 //! - [`server`]: the listener that serves peers' RPCs.
+//! - [`staging`]: incoming snapshot chunks on disk, under one node-wide
+//!   byte budget.
+//! - [`client`]: the native client (writes and read indexes over the peer
+//!   transport, straight to the leader).
 //! - [`watch`]: applied changes from an index, history then live.
 //! - [`recovery`]: offline restore of a backup and force-new-cluster.
 

@@ -414,6 +414,10 @@ impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
         let (meta, data) = self.shared.read().to_snapshot()?;
+        // Info, like "built snapshot": snapshots are rare (every
+        // `snapshot_every_entries`), and the chaos suite aims power cuts
+        // between these two lines (docs/CHAOS.md, "Aimed power cuts").
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "building snapshot");
         save_snapshot(self.db.clone(), &meta, &data).await?;
         tracing::info!(
             last_log_id = ?meta.last_log_id,
