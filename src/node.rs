@@ -78,10 +78,7 @@ use crate::config::NodeConfig;
 use crate::daemon::Daemon;
 use crate::error::Error;
 
-/// Deadline of each admin-API call [`Node::join`] makes; adding a learner
-/// waits until it caught up, which takes seconds on a large log.
-const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long [`Node::join`] lets the leader wait for this node to catch up.
+/// How long [`Node::join`] waits for this node to catch up.
 const JOIN_CATCH_UP_WAIT: Duration = Duration::from_secs(20);
 
 /// Builds and starts a [`Node`]; see [`Node::builder`].
@@ -263,63 +260,20 @@ impl Node {
         Ok(self.raft().initialize(members).await?)
     }
 
-    /// Join a running cluster through the admin API of any of its members
-    /// (`host:port`, tried in order): it adds this node as a learner — the
-    /// call returns once this node has caught up — and then, if `voter`,
-    /// promotes it. Uses this node's API token, and its cluster CA when
-    /// the node serves HTTPS.
-    pub async fn join(&self, endpoints: Vec<String>, voter: bool) -> Result<(), Error> {
-        // The node started, so its settings already resolved once.
-        let token = self.config.api.resolve_token()?;
-        let ca_cert = match (&self.config.tls, self.config.api.tls) {
-            (Some(paths), true) => Some(paths.ca_cert.clone()),
-            _ => None,
-        };
-        let client = crate::client::Client::with_options(
-            endpoints,
-            JOIN_CALL_TIMEOUT,
-            crate::client::ClientOptions { token, ca_cert },
-        )?;
-        // Membership changes are served by the leader only.
-        let client = client.leader_first().await;
-        let body = crate::api::AddMemberRequest {
-            id: self.id(),
-            raft_addr: self.member.raft_addr.clone(),
-            api_addr: self.member.api_addr.clone(),
-            wait_ms: Some(JOIN_CATCH_UP_WAIT.as_millis() as u64),
-        };
-        let progress = client
-            .call::<_, cairn_raft::MemberProgress>(reqwest::Method::POST, "/v1/members", Some(&body))
-            .await?;
-        match progress {
-            Some(p) if p.caught_up => {}
-            Some(p) => {
-                return Err(Error::Raft(cairn_raft::Error::Membership {
-                    reason: format!(
-                        "node {} was added as a learner but has not caught up within {JOIN_CATCH_UP_WAIT:?}: {}",
-                        self.id(),
-                        p.describe()
-                    ),
-                }))
-            }
-            None => {
-                return Err(Error::Unexpected {
-                    reason: "POST /v1/members answered without the learner's progress".into(),
-                })
-            }
-        }
-        tracing::info!(id = self.id(), "joined the cluster as a learner");
-        if voter {
-            client
-                .call::<_, serde_json::Value>(
-                    reqwest::Method::POST,
-                    &format!("/v1/members/{}/promote", self.id()),
-                    None::<&()>,
-                )
-                .await?;
-            tracing::info!(id = self.id(), "promoted to voter");
-        }
-        Ok(())
+    /// Join a running cluster through the peer transport of any of its
+    /// members (`peers`: their raft addresses, `host:port`, tried in
+    /// order): this node is added as a learner, the call waits until it
+    /// has applied everything the cluster had committed, and then, if
+    /// `voter`, it is promoted. It connects as it will as a member, with
+    /// its own certificate under mutual TLS, so the cluster knows who
+    /// joins, and no admin API address or API token is needed. Safe to run
+    /// again after a failure: a learner already added is kept, a voter
+    /// stays one.
+    pub async fn join(&self, peers: Vec<String>, voter: bool) -> Result<(), Error> {
+        Ok(self
+            .raft()
+            .join(peers, self.member.clone(), voter, JOIN_CATCH_UP_WAIT)
+            .await?)
     }
 
     /// Add node `id` as a learner (through the leader). Returns once the

@@ -31,7 +31,7 @@ async fn t186_embedded_nodes_replicate_watch_and_hand_over_leadership() {
     let mut nodes = three_nodes(dir.path()).await;
     nodes[0].wait_for_leader(Duration::from_secs(15)).await.unwrap();
 
-    tracing::info!("a fourth node joins through node 2's admin API and becomes a voter");
+    tracing::info!("a fourth node joins through node 2's peer port (no API address, no token) and becomes a voter");
     let fourth = Node::builder()
         .id(4)
         .data_dir(dir.path().join("n4"))
@@ -39,7 +39,7 @@ async fn t186_embedded_nodes_replicate_watch_and_hand_over_leadership() {
         .await
         .expect("start node 4");
     fourth
-        .join(vec![nodes[1].api_addr().to_string()], true)
+        .join(vec![nodes[1].raft_addr().to_string()], true)
         .await
         .expect("join");
     // The promotion committed on a quorum that need not include node 4:

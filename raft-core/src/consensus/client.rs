@@ -28,6 +28,7 @@ use super::network::NetConfig;
 use super::network::PeerClient;
 use super::node::decode_applied;
 use super::node::WriteOutcome;
+use super::protocol::AdminRequest;
 use super::protocol::ForwardError;
 use super::protocol::Request;
 use super::protocol::Response;
@@ -73,15 +74,10 @@ impl<S: StateMachine> NativeClient<S> {
 
     /// A client that connects through `dialer` (e.g. mutual TLS).
     pub fn with_dialer(endpoints: Vec<String>, dialer: Arc<dyn Dialer>) -> Result<Self, Error> {
-        if endpoints.is_empty() {
-            return Err(Error::Config {
-                field: "endpoints",
-                reason: "at least one node's peer address is needed".into(),
-            });
-        }
         let t = RaftTimings::default();
-        Ok(Self {
-            net: NetConfig {
+        Self::with_net(
+            endpoints,
+            NetConfig {
                 self_id: CLIENT_ID,
                 dialer,
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -90,6 +86,21 @@ impl<S: StateMachine> NativeClient<S> {
                 backoff_max: Duration::from_millis(t.reconnect_backoff_ms_max),
                 rpc_timeout_min: Duration::from_millis(t.election_timeout_ms_min),
             },
+        )
+    }
+
+    /// A client on a node's own transport settings (its id in the
+    /// handshake, its dialer and certificate): how a node joins a cluster.
+    pub(crate) fn with_net(endpoints: Vec<String>, net: NetConfig) -> Result<Self, Error> {
+        if endpoints.is_empty() {
+            return Err(Error::Config {
+                field: "endpoints",
+                reason: "at least one node's peer address is needed".into(),
+            });
+        }
+        let t = RaftTimings::default();
+        Ok(Self {
+            net,
             endpoints,
             timeout: Duration::from_millis(t.write_timeout_ms),
             // A heartbeat: an election is over in a few of them, and a
@@ -126,6 +137,21 @@ impl<S: StateMachine> NativeClient<S> {
     /// is at or below it.
     pub async fn read_index(&self) -> Result<u64, Error> {
         self.call(true, || Request::ReadIndex, Response::into_read_index).await
+    }
+
+    /// A membership change, run on the leader. Retried after an unknown
+    /// outcome: adding the same learner again, or promoting a voter, changes
+    /// nothing.
+    pub(crate) async fn admin(&self, req: AdminRequest) -> Result<(), Error> {
+        self.call(
+            true,
+            || Request::Admin(req.clone()),
+            |r| match r {
+                Response::Admin(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
     }
 
     async fn propose(&self, tag: Option<ClientTag>, command: &S::Command) -> Result<WriteOutcome<S::Response>, Error> {

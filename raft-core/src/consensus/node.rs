@@ -15,6 +15,8 @@
 //! - `admin`: bootstrap, membership changes, leadership transfer.
 //! - `membership`: the membership changes that wait for the truth (a
 //!   learner caught up, a promotion that can vote).
+//! - `join`: a new node joining a running cluster over the peer
+//!   transport.
 //! - `app`: application messages between nodes over the transport.
 //! - `status`: [`Status`] and the Prometheus gauges.
 //! - `health`: quorum contact and fault tolerance, from Raft's metrics.
@@ -26,6 +28,7 @@ pub(crate) mod core;
 mod forward;
 mod health;
 mod inspect;
+mod join;
 mod membership;
 mod read;
 mod startup;
