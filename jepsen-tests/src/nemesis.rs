@@ -1022,6 +1022,22 @@ impl Nemesis {
         restart_ms: u64,
         why: &str,
     ) -> Result<bool, Error> {
+        self.cut_and_restart_on(cluster, targets, what, restart_ms, why, None)
+            .await
+    }
+
+    /// [`Nemesis::cut_and_restart`], with node `mend`'s disk (slowed by an
+    /// aim) back to the base delay while the power is off: the slow disk
+    /// was there to widen a window, not to slow the reboot.
+    async fn cut_and_restart_on(
+        &mut self,
+        cluster: &mut Cluster,
+        targets: &[u64],
+        what: &str,
+        restart_ms: u64,
+        why: &str,
+        mend: Option<u64>,
+    ) -> Result<bool, Error> {
         let mut applied = Vec::new();
         for t in targets {
             let a = cluster.status(*t).await.and_then(|s| s["applied_index"].as_u64());
@@ -1051,6 +1067,9 @@ impl Nemesis {
                 false
             }
         };
+        if let Some(id) = mend {
+            self.unwiden(cluster, id).await;
+        }
         tokio::time::sleep(Duration::from_millis(restart_ms)).await;
         cluster.restart_all(targets).await?;
         self.rec.event("info", format!("power back: {what} restarted"));
@@ -1361,9 +1380,11 @@ impl Nemesis {
         let node = cluster.node(id);
         let body = json!({"id": id, "raft_addr": node.raft_addr, "api_addr": node.api_addr});
         let mut last = String::new();
-        // 10 attempts, 500 ms apart: a few elections' worth.
-        for _ in 0..10 {
+        // 30 attempts, 500 ms apart: many elections' worth (after a power
+        // cut of every node, all must restart and elect first).
+        for _ in 0..30 {
             let Some(via) = cluster.leader().await.filter(|l| *l != id) else {
+                last = format!("no node but {id} led");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             };

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use rand::Rng;
+use serde_json::json;
 use tokio::time::Instant;
 
 use super::Nemesis;
@@ -22,7 +23,7 @@ use crate::error::Error;
 
 /// Snapshot every this many entries in a `power-aimed` run (the default,
 /// 10,000, is never reached in a run of seconds).
-pub const AIMED_SNAPSHOT_EVERY: u64 = 50;
+pub const AIMED_SNAPSHOT_EVERY: u64 = 20;
 /// Entries kept behind a snapshot in a `power-aimed` run: the rest is
 /// purged right after each snapshot.
 pub const AIMED_LOGS_KEPT: u64 = 10;
@@ -65,8 +66,9 @@ impl Nemesis {
         } else {
             (vec![t], format!("node {t}"))
         };
-        let injected = self.cut_and_restart(cluster, &targets, &what, 0, &why).await?;
-        self.unwiden(cluster, t).await;
+        let injected = self
+            .cut_and_restart_on(cluster, &targets, &what, 0, &why, Some(t))
+            .await?;
         self.count_aim(FAMILY, injected, seen);
         Ok(())
     }
@@ -111,7 +113,9 @@ impl Nemesis {
         } else {
             (vec![l], format!("leader {l}"))
         };
-        let injected = self.cut_and_restart(cluster, &targets, &what, 0, &why).await?;
+        let injected = self
+            .cut_and_restart_on(cluster, &targets, &what, 0, &why, Some(l))
+            .await?;
         let answer = match ask.await {
             Ok(Ok(r)) => format!("answered {}", r.status()),
             Ok(Err(e)) => format!("no answer ({e})"),
@@ -121,7 +125,6 @@ impl Nemesis {
             "info",
             format!("removal of voter {target} through leader {l}: {answer}"),
         );
-        self.unwiden(cluster, l).await;
         self.count_aim(FAMILY, injected, hit);
         Ok(())
     }
@@ -141,6 +144,25 @@ impl Nemesis {
             return Ok(());
         }
         cluster.partition(|a, b| (a == l) == (b == l))?;
+        // A suffix of its own, whatever the load sends it: declarations
+        // sent straight to it, which it appends and can never commit (not
+        // awaited; their names are outside what the checkers read).
+        let url = format!("http://{}/v1/params", cluster.node(l).api_addr);
+        for i in 0..3 {
+            let body = json!({
+                "name": format!("aim.truncated.{l}.{}.{i}", self.rng.random::<u32>()),
+                "description": "appended by an isolated leader, to be truncated",
+                "kind": {"Int": {"min": 0, "max": 1}},
+                "value": {"Int": 0},
+            });
+            let send = cluster
+                .http()
+                .post(&url)
+                .json(&body)
+                .timeout(Duration::from_secs(2))
+                .send();
+            tokio::spawn(send);
+        }
         let rest: Vec<u64> = cluster.ids().into_iter().filter(|i| *i != l).collect();
         let deadline = Instant::now() + AIM_WITHIN;
         let mut successor = None;
@@ -172,9 +194,8 @@ impl Nemesis {
             " (aim missed: no truncation)".to_string()
         };
         let injected = self
-            .cut_and_restart(cluster, &[l], &format!("node {l}"), 0, &why)
+            .cut_and_restart_on(cluster, &[l], &format!("node {l}"), 0, &why, Some(l))
             .await?;
-        self.unwiden(cluster, l).await;
         self.count_aim(FAMILY, injected, seen);
         Ok(())
     }
@@ -194,7 +215,7 @@ impl Nemesis {
     }
 
     /// Node `id`'s fsyncs back to the run's base delay.
-    async fn unwiden(&mut self, cluster: &Cluster, id: u64) {
+    pub(super) async fn unwiden(&mut self, cluster: &Cluster, id: u64) {
         let base = cluster.faultfs_base_delay().unwrap_or_else(|| "none".to_string());
         if let Err(e) = cluster.faultfs_request(id, &format!("delay {base}")).await {
             self.rec
