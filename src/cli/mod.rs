@@ -9,7 +9,7 @@
 //! - `ops`: backup, restore, recover, drain, consistency check.
 //! - `certs`, `sim`: certificates; the simulated world.
 //! - `settings`, `out`, `exit`: where to connect, how to print, which exit
-//!   code.
+//!   code. `completion` (here): shell completions from these definitions.
 
 pub mod certs;
 pub mod cluster;
@@ -34,6 +34,7 @@ use std::time::Duration;
 use cairn::client::Client;
 use cairn::client::ClientOptions;
 use cairn::client::Timeouts;
+use clap::CommandFactory;
 use clap::Parser;
 use clap::Subcommand;
 use clap::ValueEnum;
@@ -138,6 +139,14 @@ pub enum Cmd {
     },
     /// Stream applied changes (resumes across endpoints without gaps).
     Watch(watch::WatchArgs),
+    /// Print a shell completion script: `cairn completion bash >
+    /// /etc/bash_completion.d/cairn`, `cairn completion zsh >
+    /// "${fpath[1]}/_cairn"`, `cairn completion fish >
+    /// ~/.config/fish/completions/cairn.fish`.
+    Completion {
+        /// bash, zsh or fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
     /// Certificates: a cluster CA and node certificates for mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -204,6 +213,10 @@ pub fn printing_dies_on_broken_pipe(cmd: &Cmd) {
 
 /// Runs the command line's command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no endpoint, and no client config that parses.
+    if let Cmd::Completion { shell } = cli.command {
+        return completion(shell, cli.output == Output::Json);
+    }
     let settings = settings::ClientSettings::resolve(
         cli.endpoints.clone(),
         cli.token.clone(),
@@ -233,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Sensor { cmd } => sensor::run(&client, json, cmd).await?,
         Cmd::Policy { cmd } => policy::run(&client, json, cmd).await?,
         Cmd::Watch(args) => watch::run(&client, json, args).await?,
+        Cmd::Completion { shell } => completion(shell, json)?,
         Cmd::Certs { cmd } => certs::run(json, cmd)?,
         Cmd::Openapi => println!("{}", cairn::api::openapi_json_string()),
         Cmd::Backup(args) => ops::backup(&client, json, args).await?,
@@ -249,5 +263,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ops::check_consistency(&client, json, &opts).await?
         }
     }
+    Ok(())
+}
+
+/// `cairn completion SHELL`: the script clap_complete generates from [`Cli`];
+/// with `-o json`, `{"shell": …, "script": …}`.
+fn completion(shell: clap_complete::Shell, json: bool) -> anyhow::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut script);
+    if json {
+        let script = String::from_utf8(script)?;
+        return out::print_json(&serde_json::json!({"shell": shell.to_string(), "script": script}));
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(&script)?;
     Ok(())
 }
