@@ -6,6 +6,7 @@
 //! - `node`: running a node, and the node registry.
 //! - `param`, `task`, `mission`, `sensor`, `policy`, `watch`: the
 //!   replicated state.
+//! - `topic`: the best-effort telemetry.
 //! - `ops`: backup, restore, recover, drain, consistency check.
 //! - `certs`, `sim`: certificates; the simulated world.
 //! - `settings`, `out`, `exit`: where to connect, how to print, which exit
@@ -26,6 +27,7 @@ pub mod settings;
 pub mod sim;
 pub mod status;
 pub mod task;
+pub mod topic;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -112,12 +114,12 @@ pub enum Cmd {
     /// lose N more"), 2 if nodes answered but there is none, 3 if no
     /// endpoint answered.
     Status,
-    /// Parameters.
+    /// Parameters: declare, set, get, list, describe, dump, load.
     Param {
         #[command(subcommand)]
         cmd: param::ParamCmd,
     },
-    /// Tasks: submit, list, get, cancel.
+    /// Tasks: submit, list, get, cancel, follow.
     Task {
         #[command(subcommand)]
         cmd: task::TaskCmd,
@@ -137,8 +139,14 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: policy::PolicyCmd,
     },
-    /// Stream applied changes (resumes across endpoints without gaps).
+    /// Stream applied changes, each as the key it changed and its old and
+    /// new value (resumes across endpoints without gaps).
     Watch(watch::WatchArgs),
+    /// Telemetry topics: list them, echo one, measure its rate.
+    Topic {
+        #[command(subcommand)]
+        cmd: topic::TopicCmd,
+    },
     /// Print a shell completion script: `cairn completion bash >
     /// /etc/bash_completion.d/cairn`, `cairn completion zsh >
     /// "${fpath[1]}/_cairn"`, `cairn completion fish >
@@ -246,6 +254,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Sensor { cmd } => sensor::run(&client, json, cmd).await?,
         Cmd::Policy { cmd } => policy::run(&client, json, cmd).await?,
         Cmd::Watch(args) => watch::run(&client, json, args).await?,
+        Cmd::Topic { cmd } => topic::run(&client, json, cmd).await?,
         Cmd::Completion { shell } => completion(shell, json)?,
         Cmd::Certs { cmd } => certs::run(json, cmd)?,
         Cmd::Openapi => println!("{}", cairn::api::openapi_json_string()),
