@@ -7,7 +7,8 @@ Exit codes:
   0  success
   1  failure not listed below (bad file, unexpected answer, ...)
   2  usage error; `status`: nodes answered but none leads with a quorum;
-     `check consistency`: replicas diverged
+     `check consistency`: replicas diverged; `task follow` (and `task
+     submit --follow`): the task failed or was cancelled
   3  unavailable: no endpoint reachable, or none could serve the request
      (no leader, no quorum, cluster not initialised)
   4  refused by the cluster (a 4xx answer: invalid input, not found,

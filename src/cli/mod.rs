@@ -6,10 +6,11 @@
 //! - `node`: running a node, and the node registry.
 //! - `param`, `task`, `mission`, `sensor`, `policy`, `watch`: the
 //!   replicated state.
+//! - `topic`: the best-effort telemetry.
 //! - `ops`: backup, restore, recover, drain, consistency check.
 //! - `certs`, `sim`: certificates; the simulated world.
 //! - `settings`, `out`, `exit`: where to connect, how to print, which exit
-//!   code.
+//!   code. `completion` (here): shell completions from these definitions.
 
 pub mod certs;
 pub mod cluster;
@@ -26,6 +27,7 @@ pub mod settings;
 pub mod sim;
 pub mod status;
 pub mod task;
+pub mod topic;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -34,6 +36,7 @@ use std::time::Duration;
 use cairn::client::Client;
 use cairn::client::ClientOptions;
 use cairn::client::Timeouts;
+use clap::CommandFactory;
 use clap::Parser;
 use clap::Subcommand;
 use clap::ValueEnum;
@@ -111,12 +114,12 @@ pub enum Cmd {
     /// lose N more"), 2 if nodes answered but there is none, 3 if no
     /// endpoint answered.
     Status,
-    /// Parameters.
+    /// Parameters: declare, set, get, list, describe, dump, load.
     Param {
         #[command(subcommand)]
         cmd: param::ParamCmd,
     },
-    /// Tasks: submit, list, get, cancel.
+    /// Tasks: submit, list, get, cancel, follow.
     Task {
         #[command(subcommand)]
         cmd: task::TaskCmd,
@@ -136,8 +139,22 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: policy::PolicyCmd,
     },
-    /// Stream applied changes (resumes across endpoints without gaps).
+    /// Stream applied changes, each as the key it changed and its old and
+    /// new value (resumes across endpoints without gaps).
     Watch(watch::WatchArgs),
+    /// Telemetry topics: list them, echo one, measure its rate.
+    Topic {
+        #[command(subcommand)]
+        cmd: topic::TopicCmd,
+    },
+    /// Print a shell completion script: `cairn completion bash >
+    /// /etc/bash_completion.d/cairn`, `cairn completion zsh >
+    /// "${fpath[1]}/_cairn"`, `cairn completion fish >
+    /// ~/.config/fish/completions/cairn.fish`.
+    Completion {
+        /// bash, zsh or fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
     /// Certificates: a cluster CA and node certificates for mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -204,6 +221,10 @@ pub fn printing_dies_on_broken_pipe(cmd: &Cmd) {
 
 /// Runs the command line's command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no endpoint, and no client config that parses.
+    if let Cmd::Completion { shell } = cli.command {
+        return completion(shell, cli.output == Output::Json);
+    }
     let settings = settings::ClientSettings::resolve(
         cli.endpoints.clone(),
         cli.token.clone(),
@@ -233,6 +254,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Sensor { cmd } => sensor::run(&client, json, cmd).await?,
         Cmd::Policy { cmd } => policy::run(&client, json, cmd).await?,
         Cmd::Watch(args) => watch::run(&client, json, args).await?,
+        Cmd::Topic { cmd } => topic::run(&client, json, cmd).await?,
+        Cmd::Completion { shell } => completion(shell, json)?,
         Cmd::Certs { cmd } => certs::run(json, cmd)?,
         Cmd::Openapi => println!("{}", cairn::api::openapi_json_string()),
         Cmd::Backup(args) => ops::backup(&client, json, args).await?,
@@ -249,5 +272,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ops::check_consistency(&client, json, &opts).await?
         }
     }
+    Ok(())
+}
+
+/// `cairn completion SHELL`: the script clap_complete generates from [`Cli`];
+/// with `-o json`, `{"shell": …, "script": …}`.
+fn completion(shell: clap_complete::Shell, json: bool) -> anyhow::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut script);
+    if json {
+        let script = String::from_utf8(script)?;
+        return out::print_json(&serde_json::json!({"shell": shell.to_string(), "script": script}));
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(&script)?;
     Ok(())
 }

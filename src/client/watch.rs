@@ -122,6 +122,83 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Follow a server-sent event stream at `path` (e.g.
+    /// `/v1/telemetry?topic=rover.pose`), calling `on_event` for each event
+    /// until it returns `false`. Unlike [`Client::watch`] the stream has no
+    /// position to resume from: a dropped stream is reopened on the next
+    /// endpoint and starts over as that node starts it (telemetry sends the
+    /// latest message of each topic first). An API error ends it.
+    pub async fn stream(&self, path: &str, mut on_event: impl FnMut(&SseEvent) -> bool) -> Result<(), ClientError> {
+        // Bounded: a cluster that keeps dropping the stream is reported,
+        // not retried forever.
+        const MAX_REOPENS: usize = 100;
+        let mut failures = Vec::new();
+        let mut i = 0usize;
+        while failures.len() < MAX_REOPENS {
+            let Some(ep) = self.endpoints.get(i % self.endpoints.len().max(1)) else {
+                break;
+            };
+            i += 1;
+            if let Err(e) = self.dial(ep).await {
+                failures.push(match e {
+                    ClientError::Unreachable { tried, .. } => tried,
+                    other => other.to_string(),
+                });
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let url = format!("{ep}{path}");
+            let mut resp = match self.request(&self.stream_http, reqwest::Method::GET, url).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!("{ep}: {}", root_cause(&e)));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if !status.is_success() {
+                let content_type = content_type(&resp);
+                let text = resp.text().await.unwrap_or_default();
+                let err = api_error(ep, status, &content_type, text);
+                if status.as_u16() == 503 || matches!(err, ClientError::Protocol { .. }) {
+                    failures.push(err.to_string());
+                    continue;
+                }
+                return Err(err);
+            }
+            let mut buf = String::new();
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(bytes)) => {
+                        buf.push_str(&String::from_utf8_lossy(&bytes));
+                        while let Some(end) = buf.find("\n\n") {
+                            let block: String = buf.drain(..end + 2).collect();
+                            let Some(ev) = parse_sse(&block) else { continue };
+                            if !on_event(&ev) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        failures.push(format!("{ep}: stream closed"));
+                        break;
+                    }
+                    Err(e) => {
+                        failures.push(format!("{ep}: {}", root_cause(&e)));
+                        break;
+                    }
+                }
+            }
+        }
+        Err(ClientError::Unreachable {
+            tried: failures.into_iter().rev().take(3).collect::<Vec<_>>().join("; "),
+            why: Unanswered::Down,
+        })
+    }
+}
+
 /// Parse one SSE block (lines up to a blank line); comments and keep-alives
 /// give `None`.
 pub fn parse_sse(block: &str) -> Option<SseEvent> {

@@ -12,6 +12,8 @@ use serde_json::Value;
 use crate::harness::Options;
 use crate::harness::ProcCluster;
 
+mod follow;
+
 /// `cairn watch | head -1`: once the reader is gone the CLI ends by SIGPIPE
 /// (exit 141 in a shell), as `cat` or `etcdctl` do. It used to panic in
 /// `println!` ("failed printing to stdout: Broken pipe", exit 101).
