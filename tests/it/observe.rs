@@ -90,3 +90,135 @@ async fn t132_a_dead_peer_warns_a_handful_of_times_not_forty_a_second() {
         about_dead.join("\n")
     );
 }
+
+/// The value of the series of `name` whose labels include all of
+/// `labels` (`key="value"` pairs), summed if several match.
+fn series(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let mut found = None;
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let (head, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let (metric, rest) = match head.split_once('{') {
+            Some((m, r)) => (m, r),
+            None => (head, ""),
+        };
+        if metric != name || !labels.iter().all(|l| rest.contains(l)) {
+            continue;
+        }
+        if let Ok(v) = value.parse::<f64>() {
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
+}
+
+async fn scrape(c: &ProcCluster) -> String {
+    let (status, _, body) = c.send(1, Method::GET, "/metrics", None, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `/metrics` counts requests by route template (never the raw path),
+/// method and status class, with latency histograms; snapshots built and
+/// their size; telemetry messages dropped. None of these existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t133_metrics_count_requests_snapshots_and_telemetry_drops() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[snapshots]\nsnapshot_every_entries = 20\n").unwrap();
+    let opts = Options {
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Options::default()
+    };
+    let c = ProcCluster::start_with(1, opts).await;
+    c.wait_leader(Duration::from_secs(10)).await;
+
+    tracing::info!("requests: two unknown tasks, three status reads, an unknown route");
+    for id in [1, 2] {
+        let (status, _, _) = c.send(1, Method::GET, &format!("/v1/tasks/{id}"), None, &[]).await;
+        assert_eq!(status, 404);
+    }
+    for _ in 0..3 {
+        c.get(1, "/v1/status").await.expect("status");
+    }
+    let (status, _, _) = c.send(1, Method::GET, "/v1/no/such/route", None, &[]).await;
+    assert_eq!(status, 404);
+    let m = scrape(&c).await;
+    let tasks_404 = series(
+        &m,
+        "cairn_http_requests_total",
+        &["route=\"/v1/tasks/{id}\"", "method=\"GET\"", "status=\"4xx\""],
+    );
+    assert_eq!(tasks_404, Some(2.0), "GET /v1/tasks/{{id}} 4xx:\n{m}");
+    assert!(!m.contains("/v1/tasks/1\""), "a raw path became a label:\n{m}");
+    let status_ok = series(
+        &m,
+        "cairn_http_request_duration_seconds_count",
+        &["route=\"/v1/status\"", "method=\"GET\"", "status=\"2xx\""],
+    );
+    assert!(
+        status_ok.unwrap_or(0.0) >= 3.0,
+        "/v1/status latency count {status_ok:?}:\n{m}"
+    );
+    let unmatched = series(&m, "cairn_http_requests_total", &["route=\"unmatched\""]);
+    assert_eq!(unmatched, Some(1.0), "unmatched routes:\n{m}");
+
+    tracing::info!("the scrape itself is counted by the next one");
+    let m2 = scrape(&c).await;
+    let scrapes = series(&m2, "cairn_http_requests_total", &["route=\"/metrics\""]);
+    assert!(scrapes.unwrap_or(0.0) >= 1.0, "/metrics requests {scrapes:?}:\n{m2}");
+
+    tracing::info!("30 writes: past snapshot_every_entries = 20, a snapshot is built");
+    for i in 0..30 {
+        c.post(
+            1,
+            "/v1/params",
+            &json!({"name": format!("k{i}"), "kind": {"Int": {"min": 0, "max": 99}}, "value": {"Int": i}}),
+        )
+        .await
+        .expect("declare");
+    }
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = scrape(&c).await;
+        if series(&m, "cairn_snapshots_built_total", &[]).unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let built = series(&m, "cairn_snapshots_built_total", &[]);
+    assert!(built.unwrap_or(0.0) >= 1.0, "snapshots built {built:?}:\n{m}");
+    let bytes = series(&m, "cairn_snapshot_last_bytes", &[]);
+    assert!(bytes.unwrap_or(0.0) > 0.0, "last snapshot bytes {bytes:?}:\n{m}");
+    assert_eq!(series(&m, "cairn_snapshots_installed_total", &[]), Some(0.0), "{m}");
+    assert!(series(&m, "cairn_snapshot_last_build_seconds", &[]).is_some(), "{m}");
+
+    tracing::info!("a telemetry flood over the topic's rate limit: drops counted");
+    let before = series(&m, "cairn_telemetry_dropped_total", &["reason=\"rate_limited\""]);
+    assert_eq!(before, Some(0.0), "{m}");
+    let mut refused = 0u32;
+    for i in 0..200 {
+        let body = json!({"i": i}).to_string();
+        let (status, _, _) = c
+            .send(1, Method::POST, "/v1/telemetry/test.flood", Some(&body), &[])
+            .await;
+        if status == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "200 publishes at once were never rate limited");
+    let m = scrape(&c).await;
+    let dropped = series(&m, "cairn_telemetry_dropped_total", &["reason=\"rate_limited\""]);
+    assert!(
+        dropped.unwrap_or(0.0) >= f64::from(refused),
+        "{refused} refused, dropped {dropped:?}:\n{m}"
+    );
+    let published_429 = series(
+        &m,
+        "cairn_http_requests_total",
+        &["route=\"/v1/telemetry/{topic}\"", "method=\"POST\"", "status=\"4xx\""],
+    );
+    assert_eq!(published_429, Some(f64::from(refused)), "{m}");
+}
