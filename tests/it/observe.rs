@@ -222,3 +222,81 @@ async fn t133_metrics_count_requests_snapshots_and_telemetry_drops() {
     );
     assert_eq!(published_429, Some(f64::from(refused)), "{m}");
 }
+
+/// Every error status has a JSON body whose `code` is one the OpenAPI
+/// document lists (one table, `ERROR_CODES`), `/readyz`'s 503 included
+/// (it was text); every operation of the document describes its error
+/// responses (12 described none), and `/v1/status` and `/v1/members`
+/// have typed schemas (they were a bare `object`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t134_every_error_is_json_with_a_documented_code() {
+    let c = ProcCluster::start_uninit(1).await;
+    let doc = c.get(1, "/openapi.json").await.expect("openapi.json");
+    let codes: Vec<String> = doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    assert!(
+        codes.iter().any(|c| c == "not_found"),
+        "ErrorBody.code lists no codes: {}",
+        doc["components"]["schemas"]["ErrorBody"]
+    );
+
+    tracing::info!("errors of every kind a client meets on a node with no cluster yet");
+    let cases: [(Method, &str, Option<&str>, u16); 6] = [
+        (Method::GET, "/readyz", None, 503),
+        (Method::GET, "/v1/no/such/route", None, 404),
+        (Method::PUT, "/v1/status", None, 405),
+        (Method::GET, "/v1/tasks/not-a-number", None, 400),
+        (Method::POST, "/v1/params", Some("{not json"), 400),
+        (Method::GET, "/v1/members/1", None, 405),
+    ];
+    for (method, path, body, want) in cases {
+        let (status, headers, text) = c.send(1, method.clone(), path, body, &[]).await;
+        assert_eq!(status, want, "{method} {path}: {text}");
+        let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(
+            ct.starts_with("application/json"),
+            "{method} {path}: content-type {ct:?}: {text}"
+        );
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        let code = v["code"].as_str().unwrap_or_default();
+        assert!(
+            codes.iter().any(|c| c == code),
+            "{method} {path}: code {code:?} is not in {codes:?}"
+        );
+        assert!(
+            v["message"].is_string() && v["retryable"].is_boolean(),
+            "{method} {path}: {v}"
+        );
+    }
+
+    tracing::info!("the document: error responses everywhere, typed status and members");
+    let mut bare = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let has_errors = op["responses"]
+                .as_object()
+                .is_some_and(|r| r.keys().any(|s| s.starts_with('4') || s.starts_with('5')));
+            if !has_errors {
+                bare.push(format!("{method} {path}"));
+            }
+        }
+    }
+    assert!(bare.is_empty(), "operations that describe no error response: {bare:?}");
+    let ok_schema =
+        |path: &str| doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"].clone();
+    assert_eq!(
+        ok_schema("/v1/status")["$ref"],
+        "#/components/schemas/StatusView",
+        "{}",
+        ok_schema("/v1/status")
+    );
+    assert_eq!(
+        ok_schema("/v1/members")["items"]["$ref"],
+        "#/components/schemas/MemberStatusView",
+        "{}",
+        ok_schema("/v1/members")
+    );
+}
