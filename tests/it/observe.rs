@@ -10,6 +10,74 @@ use serde_json::Value;
 use super::harness::Options;
 use super::harness::ProcCluster;
 
+/// Every non-empty line of `log` is a JSON object with string `level`,
+/// `target`, `message` and `timestamp`; the lines.
+fn json_lines(log: &str) -> Vec<Value> {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "too few log lines: {log}");
+    lines
+        .iter()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            for key in ["level", "target", "message", "timestamp"] {
+                assert!(v[key].is_string(), "no string {key:?} in: {line}");
+            }
+            v
+        })
+        .collect()
+}
+
+/// `CAIRN_LOG_FORMAT=json` (no flag): the same JSON lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t135_json_logs_from_the_environment() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (raft, api) = (port(0), port(1));
+    let log = dir.path().join("n1.log");
+    let mut child = std::process::Command::new(super::harness::cairn_bin())
+        .args(["node", "run", "--id", "1"])
+        .args([
+            "--raft-addr",
+            &format!("127.0.0.1:{raft}"),
+            "--api-addr",
+            &format!("127.0.0.1:{api}"),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("n1"))
+        .env("CAIRN_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn cairn");
+    let mut healthy = false;
+    for _ in 0..200 {
+        if reqwest::get(format!("http://127.0.0.1:{api}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(healthy, "the node never served: {text}");
+    let lines = json_lines(&text);
+    assert!(
+        lines.iter().any(|v| v["message"] == "raft node started"),
+        "no startup line: {text}"
+    );
+}
+
 /// `--log-format json`: every line the node writes on stderr is one JSON
 /// object with `level`, `target` and `message` (log shippers read it as
 /// is). There was no JSON format.
@@ -31,16 +99,9 @@ async fn t131_json_logs_one_object_per_line() {
     .expect("declare a parameter");
     let _ = c.send(1, Method::GET, "/v1/tasks/404", None, &[]).await;
     let log = c.log(1);
-    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(lines.len() >= 3, "too few log lines: {log}");
-    for line in &lines {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        for key in ["level", "target", "message", "timestamp"] {
-            assert!(v[key].is_string(), "no string {key:?} in: {line}");
-        }
-    }
+    let lines = json_lines(&log);
     assert!(
-        lines.iter().any(|l| l.contains("raft node started")),
+        lines.iter().any(|v| v["message"] == "raft node started"),
         "no startup line: {log}"
     );
 }
