@@ -160,7 +160,7 @@ pub fn router_with(api: Api) -> Router {
         .merge(crate::dashboard::routes())
         .route("/version", get(cluster::version))
         .fallback(|| async { Error::not_found("route", "path") })
-        .layer(axum::middleware::map_response(method_not_allowed_body))
+        .layer(axum::middleware::map_response(json_error_body))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)))
         .layer(axum::middleware::from_fn(middleware::client_tag))
@@ -177,23 +177,51 @@ pub fn router_with(api: Api) -> Router {
         .with_state(api)
 }
 
-/// axum answers a known path with a wrong method with an empty 405 (its
-/// method router adds the `Allow` header around this layer); every error
-/// of this API has a JSON body (docs/API.md). A 405 that already has a
-/// body is left alone.
-async fn method_not_allowed_body(method: Method, resp: Response) -> Response {
-    if resp.status() != StatusCode::METHOD_NOT_ALLOWED || resp.headers().contains_key(axum::http::header::CONTENT_TYPE)
-    {
+/// Every error of this API has a JSON body (docs/API.md, "Errors"):
+/// responses that a handler or axum made without one get it here. axum
+/// answers a known path with a wrong method with an empty 405 (its method
+/// router adds the `Allow` header around this layer), a bad path segment
+/// with a text 400, and `/readyz` says why it is not ready in text; the
+/// code is then the table's first for the status
+/// ([`crate::error::ErrorCode::for_status`]) and the message the text.
+async fn json_error_body(method: Method, resp: Response) -> Response {
+    use axum::http::header;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return resp;
     }
-    let (parts, _) = resp.into_parts();
-    let mut out = Error::MethodNotAllowed {
-        method: method.to_string(),
-    }
-    .into_response();
-    // Whatever headers it had (an `Allow` set this far in), but the body's own content type and length.
+    let (parts, body) = resp.into_parts();
+    let mut out = if status == StatusCode::METHOD_NOT_ALLOWED {
+        Error::MethodNotAllowed {
+            method: method.to_string(),
+        }
+        .into_response()
+    } else {
+        // Bounded: these bodies are a line of text; a longer one is not read.
+        let text = axum::body::to_bytes(body, 4096)
+            .await
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_lowercase());
+        let code = crate::error::ErrorCode::for_status(status.as_u16());
+        let body = crate::error::ErrorBody {
+            code: code.code.into(),
+            message: text,
+            field: None,
+            retryable: matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS),
+        };
+        (status, axum::Json(body)).into_response()
+    };
+    // Whatever headers it had (an `Allow` set this far in), but the body's
+    // own content type and length.
     for (name, value) in &parts.headers {
-        if !out.headers().contains_key(name) {
+        if name != header::CONTENT_LENGTH && !out.headers().contains_key(name) {
             out.headers_mut().insert(name.clone(), value.clone());
         }
     }

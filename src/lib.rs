@@ -36,6 +36,7 @@ pub mod daemon;
 mod dashboard;
 pub mod drain;
 pub mod error;
+pub mod logging;
 pub mod node;
 pub mod otel;
 pub mod ros;

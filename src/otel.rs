@@ -29,6 +29,10 @@ pub struct TracingSettings {
     /// from `warn`.
     #[serde(default = "default_otlp_filter")]
     pub otlp_filter: String,
+    /// Log lines on stderr: `plain` (default) or `json`, one object per
+    /// line. `CAIRN_LOG_FORMAT` and `--log-format` override it.
+    #[serde(default)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 fn default_otlp_filter() -> String {
@@ -40,6 +44,7 @@ impl Default for TracingSettings {
         Self {
             otlp_endpoint: String::new(),
             otlp_filter: default_otlp_filter(),
+            log_format: crate::logging::LogFormat::default(),
         }
     }
 }

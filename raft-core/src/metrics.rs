@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use prometheus::Gauge;
 use prometheus::Histogram;
 use prometheus::HistogramOpts;
 use prometheus::IntCounter;
@@ -26,11 +27,36 @@ impl StorageMetrics {
     }
 }
 
+/// Metrics of the snapshots this node builds and installs.
+#[derive(Clone)]
+pub struct SnapshotMetrics {
+    built: IntCounter,
+    installed: IntCounter,
+    last_bytes: IntGauge,
+    last_build_seconds: Gauge,
+    last_install_seconds: Gauge,
+}
+
+impl SnapshotMetrics {
+    pub(crate) fn observe_built(&self, bytes: usize, took: Duration) {
+        self.built.inc();
+        self.last_bytes.set(bytes as i64);
+        self.last_build_seconds.set(took.as_secs_f64());
+    }
+
+    pub(crate) fn observe_installed(&self, bytes: usize, took: Duration) {
+        self.installed.inc();
+        self.last_bytes.set(bytes as i64);
+        self.last_install_seconds.set(took.as_secs_f64());
+    }
+}
+
 /// All metrics of one node.
 #[derive(Clone)]
 pub struct NodeMetrics {
     registry: Registry,
     pub(crate) storage: StorageMetrics,
+    pub(crate) snapshots: SnapshotMetrics,
     pub(crate) proposal_seconds: Histogram,
     pub(crate) leader_changes: IntCounter,
     pub(crate) term: IntGauge,
@@ -81,8 +107,36 @@ impl NodeMetrics {
                 prometheus::exponential_buckets(1.0, 2.0, 11).unwrap_or_default(),
             ),
         };
+        let fg = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).expect("static gauge options are valid");
+            registry.register(Box::new(g.clone())).expect("metric names are unique");
+            g
+        };
+        let snapshots = SnapshotMetrics {
+            built: c(
+                "cairn_snapshots_built_total",
+                "Snapshots this node built from its state machine (and persisted)",
+            ),
+            installed: c(
+                "cairn_snapshots_installed_total",
+                "Snapshots this node installed from the leader",
+            ),
+            last_bytes: g(
+                "cairn_snapshot_last_bytes",
+                "Size of the last snapshot this node built or installed",
+            ),
+            last_build_seconds: fg(
+                "cairn_snapshot_last_build_seconds",
+                "Time the last snapshot build took, encoding and the synced write",
+            ),
+            last_install_seconds: fg(
+                "cairn_snapshot_last_install_seconds",
+                "Time the last snapshot install took, decoding and the synced write",
+            ),
+        };
         Self {
             storage,
+            snapshots,
             proposal_seconds: h(
                 "cairn_proposal_seconds",
                 "Time from proposal to applied response, on the node the client called",

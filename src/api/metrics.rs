@@ -8,10 +8,95 @@ use axum::response::IntoResponse;
 use cairn_state::Liveness;
 use cairn_state::TaskFilter;
 use cairn_state::TaskState;
+use prometheus::HistogramOpts;
+use prometheus::HistogramVec;
+use prometheus::IntCounterVec;
 use prometheus::IntGaugeVec;
 use prometheus::Opts;
 
 use super::state::Api;
+
+/// Requests served, by route template, method and status class. Its own
+/// registry (an [`Api`] per router; tests build several per node), gathered
+/// with the node's at scrape time.
+pub(crate) struct HttpMetrics {
+    registry: prometheus::Registry,
+    requests: IntCounterVec,
+    seconds: HistogramVec,
+}
+
+/// The label of a request that matched no route: one series for every
+/// unknown path, never the path itself (a client could mint series).
+pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
+
+impl HttpMetrics {
+    pub(crate) fn new() -> Self {
+        let registry = prometheus::Registry::new();
+        let labels = ["route", "method", "status"];
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "cairn_http_requests_total",
+                "API requests served, by route template (e.g. /v1/tasks/{id}), method and status class (2xx..5xx)",
+            ),
+            &labels,
+        )
+        .expect("static counter options are valid");
+        // 100 µs .. ~13 s: a stale read on a Pi up to a write that waits out an election.
+        let buckets = prometheus::exponential_buckets(0.000_1, 2.0, 18).unwrap_or_default();
+        let seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "cairn_http_request_duration_seconds",
+                "Time from request to response headers (a stream: until it starts), by route template, method and status class",
+            )
+            .buckets(buckets),
+            &labels,
+        )
+        .expect("static histogram options are valid");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("metric names are unique in a fresh registry");
+        registry
+            .register(Box::new(seconds.clone()))
+            .expect("metric names are unique in a fresh registry");
+        Self {
+            registry,
+            requests,
+            seconds,
+        }
+    }
+
+    /// Count one request. `route` is a route template or [`UNMATCHED_ROUTE`];
+    /// methods outside the usual few count as `other` (bounded labels).
+    pub(crate) fn observe(
+        &self,
+        route: &str,
+        method: &axum::http::Method,
+        status: StatusCode,
+        took: std::time::Duration,
+    ) {
+        use axum::http::Method as M;
+        let method = match *method {
+            M::GET => "GET",
+            M::POST => "POST",
+            M::PUT => "PUT",
+            M::PATCH => "PATCH",
+            M::DELETE => "DELETE",
+            M::HEAD => "HEAD",
+            M::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        let class = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let labels = [route, method, class];
+        self.requests.with_label_values(&labels).inc();
+        self.seconds.with_label_values(&labels).observe(took.as_secs_f64());
+    }
+}
 
 fn gauge_vec(
     registry: &prometheus::Registry,
@@ -111,13 +196,46 @@ fn scrape_time_families(api: &Api) -> Result<Vec<prometheus::proto::MetricFamily
     {
         nodes.with_label_values(&[&liveness.to_string()]).set(n);
     }
+    telemetry_drops(&registry, &api.telemetry.overview())?;
     Ok(registry.gather())
+}
+
+/// Telemetry messages lost, by reason, summed over topics and peer links
+/// from the hub's own counters (`GET /v1/telemetry/topics` has them per
+/// topic and peer). A topic evicted from the hub takes its counts along,
+/// so the sum can go down; Prometheus's `rate()` treats that as a reset.
+fn telemetry_drops(
+    registry: &prometheus::Registry,
+    overview: &crate::telemetry::TelemetryOverview,
+) -> Result<(), prometheus::Error> {
+    let dropped = IntCounterVec::new(
+        Opts::new(
+            "cairn_telemetry_dropped_total",
+            "Telemetry messages this node lost: rate_limited (a publish over its topic's rate), \
+             subscriber_queue_full (oldest dropped for a slow subscriber), peer_queue_full (oldest dropped \
+             for a slow or absent peer), peer_send_failed (a send to a peer failed or timed out)",
+        ),
+        &["reason"],
+    )?;
+    registry.register(Box::new(dropped.clone()))?;
+    let sum = |f: fn(&crate::telemetry::TopicInfo) -> u64| overview.topics.iter().map(f).sum::<u64>();
+    let counts = [
+        ("rate_limited", sum(|t| t.rate_limited)),
+        ("subscriber_queue_full", sum(|t| t.subscriber_dropped)),
+        ("peer_queue_full", overview.peers.iter().map(|p| p.dropped).sum()),
+        ("peer_send_failed", overview.peers.iter().map(|p| p.failed).sum()),
+    ];
+    for (reason, n) in counts {
+        dropped.with_label_values(&[reason]).inc_by(n);
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "cluster",
     responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
 pub(super) async fn metrics(State(api): State<Api>) -> impl IntoResponse {
     let mut families = api.node.metrics().registry().gather();
+    families.extend(api.http_metrics.registry.gather());
     match scrape_time_families(&api) {
         Ok(extra) => families.extend(extra),
         Err(e) => tracing::warn!(error = %e, "scrape-time metrics failed"),

@@ -83,11 +83,21 @@ pub(super) async fn trace_request(State(api): State<Api>, req: Request, next: Ne
     let span = tracing::info_span!("api", request_id = %id, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
     let mutating = is_mutating(req.method());
+    let method = req.method().clone();
+    // The route template (`/v1/tasks/{id}`), never the raw path: a label
+    // per task id would grow the registry without bound.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| super::metrics::UNMATCHED_ROUTE.to_string());
     let mut resp = cairn_raft::trace::with_request_id(id.clone(), next.run(req))
         .instrument(span.clone())
         .await;
+    let took = started.elapsed();
+    api.http_metrics.observe(&route, &method, resp.status(), took);
     let status = resp.status().as_u16();
-    let latency_ms = started.elapsed().as_millis() as u64;
+    let latency_ms = took.as_millis() as u64;
     span.in_scope(|| {
         if mutating {
             tracing::debug!(status, latency_ms, "served");

@@ -43,9 +43,95 @@ Reads are linearizable unless `?consistency=stale`. Mutating requests need `Auth
         crate::telemetry::TopicInfo, crate::telemetry::SourceInfo, crate::telemetry::PeerInfo,
         telemetry::PublishResult,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ErrorResponses),
 )]
 pub struct ApiDoc;
+
+/// Paths anyone may call, token or not (see `middleware::authenticate`).
+const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/readyz", "/version", "/openapi.json"];
+
+/// Error responses from [`crate::error::ERROR_CODES`]: every error status
+/// an operation declares gets the [`crate::error::ErrorBody`] schema and
+/// the list of codes that status carries; every operation declares 500
+/// (`internal`), and every non-public one 401 (`unauthorized`: a node
+/// with `read_requires_token` wants the token on reads too). The body's
+/// `code` is an enum of the table's codes.
+struct ErrorResponses;
+
+impl ErrorResponses {
+    fn describe(status: u16, declared: &str) -> String {
+        let codes: Vec<String> = crate::error::ERROR_CODES
+            .iter()
+            .filter(|c| c.status == status)
+            .map(|c| format!("`{}`", c.code))
+            .collect();
+        let what = if declared.is_empty() {
+            crate::error::ErrorCode::for_status(status).meaning.to_string()
+        } else {
+            declared.to_string()
+        };
+        format!("{what} (code: {})", codes.join(", "))
+    }
+}
+
+impl utoipa::Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+        use utoipa::openapi::Content;
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::ResponseBuilder;
+        let error_body = || Content::new(Some(Ref::from_schema_name("ErrorBody")));
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let public = PUBLIC_PATHS.contains(&path.as_str());
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                for (status, response) in responses.iter_mut() {
+                    let Ok(status) = status.parse::<u16>() else { continue };
+                    if status < 400 {
+                        continue;
+                    }
+                    if let RefOr::T(r) = response {
+                        r.description = Self::describe(status, &r.description);
+                        r.content.clear();
+                        r.content.insert("application/json".into(), error_body());
+                    }
+                }
+                let mut add = |status: u16| {
+                    responses.entry(status.to_string()).or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(Self::describe(status, ""))
+                                .content("application/json", error_body())
+                                .build(),
+                        )
+                    });
+                };
+                if !public {
+                    add(401);
+                }
+                add(500);
+            }
+        }
+        let codes: Vec<serde_json::Value> = crate::error::ERROR_CODES
+            .iter()
+            .map(|c| serde_json::Value::from(c.code))
+            .collect();
+        let body = openapi.components.as_mut().and_then(|c| c.schemas.get_mut("ErrorBody"));
+        if let Some(RefOr::T(Schema::Object(body))) = body {
+            if let Some(RefOr::T(Schema::Object(code))) = body.properties.get_mut("code") {
+                code.enum_values = Some(codes);
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 

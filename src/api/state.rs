@@ -214,6 +214,7 @@ pub struct Api {
     pub(super) telemetry_slots: streams::StreamSlots,
     pub(super) telemetry: crate::telemetry::Telemetry,
     pub(super) cors_origins: Arc<[String]>,
+    pub(super) http_metrics: Arc<super::metrics::HttpMetrics>,
 }
 
 impl Api {
@@ -237,6 +238,7 @@ impl Api {
             telemetry_slots: streams::StreamSlots::new("telemetry", defaults, enabled),
             telemetry,
             cors_origins: Arc::from(Vec::new()),
+            http_metrics: Arc::new(super::metrics::HttpMetrics::new()),
         }
     }
 

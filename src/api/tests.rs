@@ -38,6 +38,72 @@ fn docs_openapi_json_is_the_generated_document() {
     );
 }
 
+/// docs/API.md's error table is [`crate::error::ERROR_CODES`]. With
+/// `CAIRN_BLESS_DOCS=1` the test writes the generated table instead.
+#[test]
+fn docs_api_md_error_table_is_generated() {
+    const BEGIN: &str = "<!-- BEGIN error codes: generated from ERROR_CODES in src/error.rs -->\n";
+    const END: &str = "<!-- END error codes -->";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md");
+    let md = std::fs::read_to_string(path).unwrap_or_default();
+    let (Some(b), Some(e)) = (md.find(BEGIN), md.find(END)) else {
+        panic!("docs/API.md has no {BEGIN:?} ... {END:?} markers");
+    };
+    let committed = &md[b + BEGIN.len()..e];
+    let generated = crate::error::error_codes_markdown();
+    if committed != generated && std::env::var_os("CAIRN_BLESS_DOCS").is_some() {
+        let updated = format!("{}{generated}{}", &md[..b + BEGIN.len()], &md[e..]);
+        std::fs::write(path, updated).unwrap();
+        return;
+    }
+    assert!(
+        committed == generated,
+        "docs/API.md's error table is stale: run `CAIRN_BLESS_DOCS=1 cargo test --workspace --lib -- docs_api_md_error_table`\ngenerated:\n{generated}"
+    );
+}
+
+/// Every operation of the OpenAPI document describes its error responses,
+/// each with the error body, and no code outside the table.
+#[test]
+fn every_operation_describes_its_errors() {
+    use serde_json::Value;
+    let doc: Value = serde_json::from_str(&openapi_json_string()).unwrap();
+    let codes: Vec<&str> = crate::error::ERROR_CODES.iter().map(|c| c.code).collect();
+    let mut bare = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let errors: Vec<(&String, &Value)> = op["responses"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(s, _)| s.starts_with('4') || s.starts_with('5'))
+                .collect();
+            if errors.is_empty() {
+                bare.push(format!("{method} {path}"));
+            }
+            for (status, r) in errors {
+                assert_eq!(
+                    r["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}: {r}"
+                );
+                assert!(
+                    codes
+                        .iter()
+                        .any(|c| r["description"].as_str().unwrap_or("").contains(&format!("`{c}`"))),
+                    "{method} {path} {status} names no code: {r}"
+                );
+            }
+        }
+    }
+    assert!(bare.is_empty(), "operations without error responses: {bare:?}");
+    let enum_codes = &doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"];
+    assert_eq!(enum_codes.as_array().map(Vec::len), Some(codes.len()), "{enum_codes}");
+    let mut unique = codes.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), codes.len(), "a code appears twice in ERROR_CODES");
+}
+
 /// Every object the API actually serialises has the keys its schema
 /// documents (all required ones, none undocumented), recursively through
 /// `$ref`s; so a renamed or added domain field cannot leave the schema behind.
@@ -197,7 +263,50 @@ fn domain_schemas_match_what_the_api_serialises() {
         "policies",
         &mut seen,
     );
+    let status = cairn_raft::Status {
+        id: 1,
+        role: cairn_raft::Role::Leader,
+        term: 2,
+        leader: Some(1),
+        last_log_index: Some(9),
+        committed_index: Some(9),
+        applied_index: Some(9),
+        snapshot_index: None,
+        purged_index: None,
+        members: vec![cairn_raft::MemberStatus {
+            id: 1,
+            member: cairn_raft::Member {
+                raft_addr: "127.0.0.1:7001".into(),
+                api_addr: "127.0.0.1:8001".into(),
+            },
+            voter: true,
+            matched_index: Some(9),
+            lag: Some(0),
+            last_ack_ms: Some(3),
+        }],
+        quorum: true,
+        leader_contact_ms: Some(3),
+        fault_tolerance: Some(0),
+        membership_changing: false,
+    };
+    check(
+        &serde_json::to_value(&status).unwrap(),
+        &body("StatusView"),
+        schemas,
+        "status",
+        &mut seen,
+    );
+    check(
+        &serde_json::to_value(&status.members).unwrap(),
+        &serde_json::json!({"items": body("MemberStatusView")}),
+        schemas,
+        "members",
+        &mut seen,
+    );
     for name in [
+        "StatusView",
+        "MemberStatusView",
+        "MemberView",
         "Plan",
         "Goal",
         "GoalKind",

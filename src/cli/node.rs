@@ -59,6 +59,10 @@ pub enum NodeCmd {
         /// run`): runs perceive and navigate tasks.
         #[arg(long)]
         sim: Option<String>,
+        /// Log lines on stderr: `plain` or `json` (one object per line);
+        /// overrides `[tracing] log_format`.
+        #[arg(long, env = cairn::logging::LOG_FORMAT_ENV)]
+        log_format: Option<cairn::logging::LogFormat>,
     },
     /// List registered nodes: capabilities, liveness, load.
     List {
@@ -126,6 +130,7 @@ pub async fn run(client: &Client, json: bool, cmd: NodeCmd) -> anyhow::Result<()
             read_requires_token,
             api_tls,
             sim,
+            log_format,
         } => {
             let mut cfg = match &config {
                 Some(path) => NodeConfig::from_file_with_id(path, id)?,
@@ -154,6 +159,9 @@ pub async fn run(client: &Client, json: bool, cmd: NodeCmd) -> anyhow::Result<()
             cfg.api.tls |= api_tls;
             if let Some(addr) = sim {
                 cfg.rover.sim = Some(addr);
+            }
+            if let Some(f) = log_format {
+                cfg.tracing.log_format = f;
             }
             let export = init_node_tracing(&cfg)?;
             let daemon = Daemon::start(cfg.clone())
@@ -211,12 +219,19 @@ fn log_colour() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
-/// Logs to stderr, filtered by `RUST_LOG`.
+/// Logs to stderr, filtered by `RUST_LOG`, in the format
+/// `CAIRN_LOG_FORMAT` names (plain if unset or unknown).
 pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        .with_ansi(log_colour())
+    init_logging_as(cairn::logging::LogFormat::from_env().ok().flatten().unwrap_or_default());
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG`.
+fn init_logging_as(format: cairn::logging::LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    tracing_subscriber::registry()
+        .with(cairn::logging::stderr_layer(format, log_colour()).with_filter(log_filter()))
         .init();
 }
 
@@ -241,23 +256,18 @@ fn init_node_tracing(cfg: &NodeConfig) -> anyhow::Result<Export> {
                 .with_context(|| format!("[tracing] otlp_filter {:?}", cfg.tracing.otlp_filter))?;
             let (otel, guard) = cairn::otel::layer(&url, cfg.id)?;
             tracing_subscriber::registry()
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stderr)
-                        .with_ansi(log_colour())
-                        .with_filter(log_filter()),
-                )
+                .with(cairn::logging::stderr_layer(cfg.tracing.log_format, log_colour()).with_filter(log_filter()))
                 .with(otel.with_filter(export_filter))
                 .init();
             tracing::info!(endpoint = %url, filter = %cfg.tracing.otlp_filter, "exporting spans over OTLP/HTTP");
             return Ok(Some(guard));
         }
-        init_logging();
+        init_logging_as(cfg.tracing.log_format);
         Ok(None)
     }
     #[cfg(not(feature = "otel"))]
     {
-        init_logging();
+        init_logging_as(cfg.tracing.log_format);
         if let Some(url) = url {
             tracing::warn!(
                 endpoint = %url,

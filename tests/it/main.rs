@@ -6,6 +6,7 @@ mod embed;
 mod harness;
 mod honesty;
 mod limits;
+mod observe;
 mod ops;
 #[cfg(feature = "otel")]
 mod otel;

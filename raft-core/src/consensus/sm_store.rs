@@ -343,6 +343,8 @@ pub(crate) struct StateMachineStore<S: StateMachine> {
     /// Shared with the log store: request ids of this node's own proposals
     /// by index, named by the apply span and removed when applied.
     pub(crate) in_flight: Arc<crate::trace::InFlight>,
+    /// Where snapshot builds and installs are counted (none in unit tests).
+    pub(crate) metrics: Option<crate::metrics::SnapshotMetrics>,
 }
 
 impl<S: StateMachine> StateMachineStore<S> {
@@ -366,6 +368,7 @@ impl<S: StateMachine> StateMachineStore<S> {
             }),
             db,
             in_flight: Arc::default(),
+            metrics: None,
         })
     }
 }
@@ -406,6 +409,7 @@ async fn save_snapshot(db: Arc<DB>, meta: &SnapshotMeta, data: &SnapshotData) ->
 pub(crate) struct SnapshotBuilder<S: StateMachine> {
     shared: Arc<Shared<S>>,
     db: Arc<DB>,
+    metrics: Option<crate::metrics::SnapshotMetrics>,
 }
 
 impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
@@ -419,10 +423,14 @@ impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
         // between these two lines (docs/CHAOS.md, "Aimed power cuts").
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "building snapshot");
         save_snapshot(self.db.clone(), &meta, &data).await?;
+        let took = started.elapsed();
+        if let Some(m) = &self.metrics {
+            m.observe_built(data.len(), took);
+        }
         tracing::info!(
             last_log_id = ?meta.last_log_id,
             bytes = data.len(),
-            took_ms = started.elapsed().as_millis() as u64,
+            took_ms = took.as_millis() as u64,
             "built snapshot"
         );
         Ok(Snapshot { meta, snapshot: data })
@@ -493,10 +501,12 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         SnapshotBuilder {
             shared: self.shared.clone(),
             db: self.db.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let started = std::time::Instant::now();
         let replica = Replica::<S>::from_snapshot(&snapshot)?;
         if replica.last_applied != meta.last_log_id {
             return Err(io::Error::new(
@@ -511,6 +521,9 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         let applied = replica.last_applied.map(|l| l.index).unwrap_or(0);
         *self.shared.replica.write().unwrap_or_else(|p| p.into_inner()) = replica;
         self.shared.hash_waiters.passed(applied);
+        if let Some(m) = &self.metrics {
+            m.observe_installed(snapshot.len(), started.elapsed());
+        }
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = snapshot.len(), "installed snapshot");
         Ok(())
     }

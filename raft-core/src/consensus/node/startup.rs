@@ -103,6 +103,7 @@ impl<S: StateMachine> RaftNode<S> {
                 source,
             })?;
         sm.in_flight = log_store.in_flight.clone();
+        sm.metrics = Some(metrics.snapshots.clone());
         let shared = sm.shared.clone();
 
         let raft_config = openraft::Config {
