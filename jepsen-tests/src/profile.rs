@@ -150,19 +150,6 @@ pub fn power_ci() -> Vec<RunSpec> {
             nemeses: vec![NemesisKind::DiskEio],
             note: "failing fsyncs, then a power cut and a mended disk".into(),
         },
-        RunSpec {
-            // Seed 222's three aims: a snapshot (that node cut), a
-            // membership change (every node cut), a snapshot (every node
-            // cut); checked by a test below. No truncation aim: in CI it
-            // missed once (no successor seen within 5 s of isolating the
-            // leader, so the run was inconclusive); `profile aimed` has
-            // them.
-            seed: 222,
-            nodes: 3,
-            duration: Duration::from_secs(14),
-            nemeses: vec![NemesisKind::PowerAimed],
-            note: "power cuts aimed at snapshot saves and a membership change".into(),
-        },
     ]
 }
 
@@ -362,32 +349,9 @@ mod tests {
     #[test]
     fn ci_and_the_long_profile_cover_every_disk_family() {
         let ci = power_ci();
-        for k in [
-            NemesisKind::PowerAll,
-            NemesisKind::SlowDisk,
-            NemesisKind::DiskEio,
-            NemesisKind::PowerAimed,
-        ] {
+        for k in [NemesisKind::PowerAll, NemesisKind::SlowDisk, NemesisKind::DiskEio] {
             assert!(ci.iter().any(|r| r.nemeses.contains(&k)), "{k} is never run in CI");
         }
-        // The aimed run aims at a snapshot and a membership change.
-        let aimed = ci.iter().find(|r| r.nemeses == [NemesisKind::PowerAimed]).unwrap();
-        let families: std::collections::BTreeSet<&str> = crate::nemesis::schedule(
-            aimed.seed,
-            aimed.nodes,
-            &aimed.nemeses,
-            Duration::from_secs(2),
-            aimed.duration,
-        )
-        .iter()
-        .map(|s| s.fault.family())
-        .collect();
-        assert_eq!(
-            families.into_iter().collect::<Vec<_>>(),
-            ["power-in-membership", "power-in-snapshot"],
-            "seed {}",
-            aimed.seed
-        );
         // The slow-disk run slows a follower's disk, the leader's and every
         // disk, each from a stall; the failing-disk run fails the leader's.
         let slow = ci.iter().find(|r| r.nemeses == [NemesisKind::SlowDisk]).unwrap();
