@@ -887,7 +887,8 @@ impl Nemesis {
                         None => return Ok(()),
                     },
                 };
-                self.cut_and_restart(cluster, &targets, &what, restart_ms, "").await?;
+                self.cut_and_restart(cluster, &targets, &what, restart_ms, "", None)
+                    .await?;
             }
             Fault::FillDiskLeader | Fault::FillDiskRandom | Fault::FillDiskRestart => {
                 if !cluster.has_small_disk() {
@@ -1011,25 +1012,12 @@ impl Nemesis {
     }
 
     /// Power-cut `targets` (`kill -9`, unsynced data dropped), record it
-    /// as the step's start (with `why`, where the cut was aimed), and
+    /// as the step's start (with `why`, where the cut was aimed), mend
+    /// node `mend`'s disk (slowed by an aim: the slow disk was there to
+    /// widen a window, not to slow the reboot) while the power is off, and
     /// restart them after `restart_ms`. `false` if the cut was not
     /// injected (recorded; the run is then inconclusive).
     async fn cut_and_restart(
-        &mut self,
-        cluster: &mut Cluster,
-        targets: &[u64],
-        what: &str,
-        restart_ms: u64,
-        why: &str,
-    ) -> Result<bool, Error> {
-        self.cut_and_restart_on(cluster, targets, what, restart_ms, why, None)
-            .await
-    }
-
-    /// [`Nemesis::cut_and_restart`], with node `mend`'s disk (slowed by an
-    /// aim) back to the base delay while the power is off: the slow disk
-    /// was there to widen a window, not to slow the reboot.
-    async fn cut_and_restart_on(
         &mut self,
         cluster: &mut Cluster,
         targets: &[u64],

@@ -66,9 +66,7 @@ impl Nemesis {
         } else {
             (vec![t], format!("node {t}"))
         };
-        let injected = self
-            .cut_and_restart_on(cluster, &targets, &what, 0, &why, Some(t))
-            .await?;
+        let injected = self.cut_and_restart(cluster, &targets, &what, 0, &why, Some(t)).await?;
         self.count_aim(FAMILY, injected, seen);
         Ok(())
     }
@@ -113,9 +111,7 @@ impl Nemesis {
         } else {
             (vec![l], format!("leader {l}"))
         };
-        let injected = self
-            .cut_and_restart_on(cluster, &targets, &what, 0, &why, Some(l))
-            .await?;
+        let injected = self.cut_and_restart(cluster, &targets, &what, 0, &why, Some(l)).await?;
         let answer = match ask.await {
             Ok(Ok(r)) => format!("answered {}", r.status()),
             Ok(Err(e)) => format!("no answer ({e})"),
@@ -194,7 +190,7 @@ impl Nemesis {
             " (aim missed: no truncation)".to_string()
         };
         let injected = self
-            .cut_and_restart_on(cluster, &[l], &format!("node {l}"), 0, &why, Some(l))
+            .cut_and_restart(cluster, &[l], &format!("node {l}"), 0, &why, Some(l))
             .await?;
         self.count_aim(FAMILY, injected, seen);
         Ok(())
